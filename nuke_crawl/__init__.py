@@ -1,0 +1,1 @@
+"""nuke_crawl: vehicle listings into a database, images trickled in later."""
