@@ -36,6 +36,7 @@ __all__ = [
     "edge_image",
     "image_bytes",
     "image_variant",
+    "warm_pool",
 ]
 
 POOL_SIZE = 50
@@ -133,6 +134,13 @@ def image_bytes(
     """
     jpeg = _pool_jpeg(width, height, quality, image_variant(key))
     return _with_comment(jpeg, f"nuke-demo:{key}") if unique else jpeg
+
+
+def warm_pool(width: int = 1600, height: int = 1200, quality: int = 85) -> None:
+    """Generate every pool picture of a size now (about 4 s for 1600x1200),
+    so a benchmark does not time the first encodes."""
+    for variant in range(POOL_SIZE):
+        _pool_jpeg(width, height, quality, variant)
 
 
 # --- edge cases -------------------------------------------------------------

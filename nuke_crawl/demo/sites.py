@@ -855,7 +855,8 @@ itemtype="https://schema.org/EngineSpecification"><span itemprop="name">{_e(f['e
 
     def _js_detail_shell(self, f: dict[str, Any]) -> Response:
         state = base64.b64encode(json.dumps(self._js_state(f)).encode()).decode()
-        return self._js_shell(f["title"], f' data-state="{state}"', _JS_DETAIL, f["path"])
+        # A generic <title>: the shell must not leak the vehicle to non-browsers.
+        return self._js_shell("Vehicle details", f' data-state="{state}"', _JS_DETAIL, f["path"])
 
     def _api_vehicle(self, v: dict[str, Any]) -> Response:
         return Response(content_type="application/json",
@@ -920,6 +921,7 @@ _JS_DETAIL = """(function () {
   var s = JSON.parse(new TextDecoder().decode(bytes));
   function abs(u) { return new URL(u, location.href).href; }
   app.innerHTML = '';
+  document.title = s.title;
   var h1 = document.createElement('h1');
   h1.textContent = s.title;
   app.appendChild(h1);
