@@ -111,7 +111,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageCms, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 __all__ = [
     "REJECTION_REASONS",
@@ -263,8 +264,14 @@ def process_image(
         raise ImageRejected("empty", "the body has no bytes")
     try:
         return _process(
-            bytes(body), content_type, max_pixels, total_limit, min_width, min_height,
-            variants, jpeg_quality,
+            body if isinstance(body, bytes) else bytes(body),
+            content_type,
+            max_pixels,
+            total_limit,
+            min_width,
+            min_height,
+            variants,
+            jpeg_quality,
         )
     except ImageRejected:
         raise
@@ -414,7 +421,7 @@ def _pillow_warnings() -> Iterator[None]:
         yield
 
 
-def _open(body: bytes, content_type: str | None) -> Image.ImageFile.ImageFile | None:
+def _open(body: bytes, content_type: str | None) -> ImageFile.ImageFile | None:
     """Open ``body`` lazily (header only). ``None`` means: HEIF, to be decoded elsewhere."""
     try:
         with _pillow_warnings():
@@ -432,7 +439,9 @@ def _open(body: bytes, content_type: str | None) -> Image.ImageFile.ImageFile | 
     if kind is None:
         raise ImageRejected("not_image", f"no image signature: {described}")
     if kind in ("gif", "png", "jpeg", "webp", "bmp", "tiff", "ico", "avif"):
-        raise ImageRejected("corrupt", f"{kind.upper()} signature but unreadable structure: {described}")
+        raise ImageRejected(
+            "corrupt", f"{kind.upper()} signature but unreadable structure: {described}"
+        )
     raise ImageRejected("unsupported_format", f"{kind} image is not supported: {described}")
 
 
@@ -647,7 +656,7 @@ def _largest_needed_box(
 # ------------------------------------------------------------------------------- decoding
 
 
-def _load(im: Image.ImageFile.ImageFile, draft_box: tuple[int, int] | None) -> None:
+def _load(im: ImageFile.ImageFile, draft_box: tuple[int, int] | None) -> None:
     """Decode the current frame fully (optionally DCT-scaled), mapping errors to rejections."""
     try:
         if draft_box is not None:
@@ -660,7 +669,7 @@ def _load(im: Image.ImageFile.ImageFile, draft_box: tuple[int, int] | None) -> N
 
 
 def _decode_other_frames(
-    im: Image.ImageFile.ImageFile,
+    im: ImageFile.ImageFile,
     n_frames: int,
     max_pixels: int,
     orientation: int | None,
@@ -754,8 +763,6 @@ def _has_alpha(im: Image.Image) -> bool:
 
 def _to_eight_bit(im: Image.Image) -> Image.Image:
     """Scale 16-bit/int/float greyscale to L (and a tRNS grey key to an LA alpha)."""
-    import numpy as np
-
     arr = np.asarray(im)
     if im.mode == "F":
         scaled = np.clip(arr * (255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0), 0, 255)

@@ -462,7 +462,25 @@ def test_alpha_variants_keep_alpha() -> None:
     assert alpha.getextrema() == (0, 255)
 
 
-def test_cmyk_tiff_with_alpha_free_grey() -> None:
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_png_and_webp_with_exif_orientation_are_made_upright(fmt: str) -> None:
+    upright = Image.new("RGB", (60, 40), (0, 0, 255))
+    upright.paste((255, 0, 0), (0, 0, 30, 40))  # left half red
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what orientation 6 undoes
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+    result = process_image(buf.getvalue())
+    assert result.reencoded and result.source_format == fmt
+    assert (result.width, result.height) == (60, 40)
+    out = _decode(result.data)
+    assert out.format == fmt and out.size == (60, 40)
+    assert _mad(out, upright) < 3
+    assert out.getexif().get(0x0112) in (None, 1)
+
+
+def test_cmyk_tiff_becomes_rgb_jpeg() -> None:
     im = Image.new("CMYK", (50, 40), (0, 255, 255, 0))
     buf = io.BytesIO()
     im.save(buf, "TIFF")
