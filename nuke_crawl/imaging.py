@@ -177,8 +177,20 @@ _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
 }
 _EXIF_ORIENTATION_TAG = 0x0112
 
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
-                b"mif1", b"msf1", b"mif2", b"miaf"}
+_HEIF_BRANDS = {
+    b"heic",
+    b"heix",
+    b"hevc",
+    b"hevx",
+    b"heim",
+    b"heis",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+    b"mif2",
+    b"miaf",
+}
 _AVIF_BRANDS = {b"avif", b"avis"}
 
 _WARNINGS_LOCK = threading.Lock()
@@ -366,7 +378,12 @@ def _process(
             sliced = _mpo_first_picture(body, im)
             if sliced is not None:
                 return _result(
-                    sliced, "image/jpeg", "jpg", decoded, reencoded=True, boxes=boxes,
+                    sliced,
+                    "image/jpeg",
+                    "jpg",
+                    decoded,
+                    reencoded=True,
+                    boxes=boxes,
                     quality=quality,
                 )
         return _reencode(decoded, boxes, quality)
@@ -431,6 +448,10 @@ def _open(body: bytes, content_type: str | None) -> ImageFile.ImageFile | None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("decompression_bomb", str(exc)) from exc
     except Exception as exc:
+        if _sniff(body) is None:  # e.g. text starting with "BM" that Pillow tried as BMP
+            raise ImageRejected(
+                "not_image", f"no image signature ({exc}): {_describe(body, content_type)}"
+            ) from exc
         raise _classify_error(exc, "opening") from exc
     kind = _sniff(body)
     described = _describe(body, content_type)
@@ -456,14 +477,15 @@ def _sniff(body: bytes) -> str | None:
         return "jpeg"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    if head.startswith(b"BM") and len(body) >= 26:
-        return "bmp"
+    if head.startswith(b"BM") and len(head) >= 18:
+        if struct.unpack_from("<I", head, 14)[0] in (12, 16, 40, 52, 56, 64, 108, 124):
+            return "bmp"  # a DIB header size: not just text starting with "BM"
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
         return "tiff"
     if head.startswith(b"\x00\x00\x01\x00") and len(body) >= 22:
         return "ico"
     if head[4:8] == b"ftyp":
-        brands = {head[8:12]} | {head[i:i + 4] for i in range(16, min(len(head), 40), 4)}
+        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(len(head), 40), 4)}
         if brands & _AVIF_BRANDS:
             return "avif" if head[8:12] in _AVIF_BRANDS or not brands & _HEIF_BRANDS else "heif"
         if brands & _HEIF_BRANDS:
@@ -481,8 +503,6 @@ def _sniff(body: bytes) -> str | None:
         return "psd"
     if head.startswith(b"%!PS"):
         return "eps"
-    if head.startswith(b"\x00\x00\x01\x00"):
-        return "ico"
     if _looks_like_svg(body):
         return "svg"
     return None
@@ -741,7 +761,7 @@ def _strip_jpeg_app2_mpf(data: bytes) -> bytes | None:
             out.append(data[pos:])
             return b"".join(out)
         length = struct.unpack_from(">H", data, pos + 2)[0]
-        segment = data[pos:pos + 2 + length]
+        segment = data[pos : pos + 2 + length]
         if not (marker == 0xE2 and segment[4:8] == b"MPF\x00"):
             out.append(segment)
         pos += 2 + length
@@ -961,4 +981,3 @@ def _pillow_heif() -> Any:
     except ImportError:
         return None
     return pillow_heif
-

@@ -139,8 +139,13 @@ EXPECTED: dict[str, Stored | Rejected] = {
     "zero_length.jpg": Rejected("empty"),
 }
 
-MIME = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
-        "avif": "image/avif"}
+MIME = {
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "avif": "image/avif",
+}
 
 
 def _check_original(name: str, result: ProcessedImage, out: Image.Image) -> None:
@@ -269,6 +274,20 @@ def test_corpus_outcome(name: str, manifest: list[dict[str, Any]]) -> None:
         CHECKS[expected.check](name, result, out)
 
 
+@pytest.mark.skipif(not heif_supported(), reason="pillow-heif not installed")
+def test_heif_limits_apply_before_decoding() -> None:
+    body = _read("hopper.heif")
+    assert _reason(body, max_pixels=100 * 100) == "decompression_bomb"
+    assert _reason(body, min_width=200) == "too_small"
+    assert _reason(body[: len(body) // 2]) in ("truncated", "corrupt")
+
+
+def test_text_starting_like_a_signature_is_not_image() -> None:
+    assert _reason(b"BMW 320i, 2019, 45,000 miles. Call for price!", content_type="text/plain") == (
+        "not_image"
+    )
+
+
 def test_heif_without_plugin_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(imaging, "_pillow_heif", lambda: None)
     with pytest.raises(ImageRejected) as info:
@@ -279,8 +298,14 @@ def test_heif_without_plugin_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> 
 # ------------------------------------------------------------------------ synthetic cases
 
 
-def _jpeg(size: tuple[int, int] = (1600, 1200), *, seed: int = 0, exif: Image.Exif | None = None,
-          quality: int = 85, mode: str = "RGB") -> bytes:
+def _jpeg(
+    size: tuple[int, int] = (1600, 1200),
+    *,
+    seed: int = 0,
+    exif: Image.Exif | None = None,
+    quality: int = 85,
+    mode: str = "RGB",
+) -> bytes:
     rng = np.random.default_rng(seed)
     w, h = size
     y, x = np.mgrid[0:h, 0:w]
@@ -373,11 +398,22 @@ def test_decompression_bomb_warning_becomes_rejection() -> None:
 def _two_frame_gif(second_offset: tuple[int, int]) -> bytes:
     frames = [Image.new("P", (100, 100), i) for i in (1, 2)]
     buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0,
-                   optimize=False, disposal=1)
+    frames[0].save(
+        buf,
+        "GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=50,
+        loop=0,
+        optimize=False,
+        disposal=1,
+    )
     data = bytearray(buf.getvalue())
-    descriptors = [i for i in range(len(data)) if data[i] == 0x2C
-                   and struct.unpack_from("<HH", data, i + 5) == (100, 100)]
+    descriptors = [
+        i
+        for i in range(len(data))
+        if data[i] == 0x2C and struct.unpack_from("<HH", data, i + 5) == (100, 100)
+    ]
     assert len(descriptors) >= 2
     struct.pack_into("<HH", data, descriptors[-1] + 1, *second_offset)
     return bytes(data)
@@ -442,11 +478,15 @@ def test_variants_of_rotated_jpeg_are_upright() -> None:
     result = process_image(_rotated_jpeg(6))
     assert result.reencoded and (result.width, result.height) == (1200, 1600)
     assert [(v.name, v.width, v.height) for v in result.variants] == [
-        ("thumb", 180, 240), ("medium", 576, 768)]
+        ("thumb", 180, 240),
+        ("medium", 576, 768),
+    ]
     upright = _decode(_jpeg()).transpose(Image.Transpose.ROTATE_270)
     assert _mad(_decode(result.data), upright) < 4
-    assert _mad(_decode(result.variants[0].data),
-                upright.resize((180, 240), Image.Resampling.BICUBIC)) < 4
+    assert (
+        _mad(_decode(result.variants[0].data), upright.resize((180, 240), Image.Resampling.BICUBIC))
+        < 4
+    )
 
 
 def test_alpha_variants_keep_alpha() -> None:
@@ -533,9 +573,17 @@ def _outcome(body: bytes) -> tuple[Any, ...]:
         result = process_image(body)
     except ImageRejected as exc:
         return ("rejected", exc.reason)
-    return ("stored", result.sha256, result.width, result.height, result.mime_type,
-            tuple((v.name, v.width, v.height, __import__("hashlib").sha256(v.data).hexdigest())
-                  for v in result.variants))
+    return (
+        "stored",
+        result.sha256,
+        result.width,
+        result.height,
+        result.mime_type,
+        tuple(
+            (v.name, v.width, v.height, __import__("hashlib").sha256(v.data).hexdigest())
+            for v in result.variants
+        ),
+    )
 
 
 def test_threads_match_sequential(manifest: list[dict[str, Any]]) -> None:
