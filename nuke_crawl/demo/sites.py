@@ -344,6 +344,7 @@ class _Builder:
             sold["noise"] = "sold"
             bad_vin["noise"] = "bad_vin"
             bad_vin["shown_vin"] = corrupt_vin(bad_vin["vin"])
+            bad_vin["vin"] = None
             truth += [sold, bad_vin]
             self._missing = missing
             missing["title"] = "Beautiful Convertible - Must See!"

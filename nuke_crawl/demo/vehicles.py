@@ -245,7 +245,9 @@ def _mileage(year: int, rng: random.Random) -> int:
         return rng.randrange(3, 2500)
     if year < 1990:
         return rng.randrange(8_000, 120_000)
-    return int(age * rng.uniform(5_000, 15_000)) // 10 * 10 + rng.randrange(10)
+    # Old daily drivers top out in the 200,000s, not at 15,000 a year forever.
+    miles = min(age * rng.uniform(5_000, 15_000), rng.uniform(150_000, 280_000))
+    return int(miles) // 10 * 10 + rng.randrange(10)
 
 
 def _description(v: dict[str, Any], rng: random.Random) -> str:
