@@ -324,8 +324,7 @@ def test_check_url_with_resolved_ips():
     assert check_url("https://images.example/a.jpg", ["::ffff:169.254.169.254"]) == "metadata"
 
 
-def test_guard_url_resolves(monkeypatch):
-    answers = {"images.example": "10.0.0.5", "cdn.example": "93.184.215.14"}
+def _fake_dns(monkeypatch, answers):
     looked_up = []
 
     def fake_getaddrinfo(host, port, *args):
@@ -335,6 +334,11 @@ def test_guard_url_resolves(monkeypatch):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    return looked_up
+
+
+def test_guard_url_resolves(monkeypatch):
+    looked_up = _fake_dns(monkeypatch, {"images.example": "10.0.0.5", "cdn.example": "93.184.215.14"})
 
     async def main():
         return (
@@ -348,6 +352,37 @@ def test_guard_url_resolves(monkeypatch):
 
     assert asyncio.run(main()) == ("private", "private", None, None, "scheme", "loopback")
     assert looked_up == ["images.example", "cdn.example", "no-such-host.invalid"]
+
+
+def test_guard_middleware_resolves_refuses_and_pins(monkeypatch):
+    from scrapy.resolver import dnscache
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.middlewares.netguard import PrivateNetworkGuardMiddleware, RefusedRequest
+
+    monkeypatch.delenv("NUKE_ALLOW_PRIVATE_NETWORKS", raising=False)
+    looked_up = _fake_dns(monkeypatch, {"evil.example": "10.0.0.5", "cdn.example": "93.184.215.14"})
+    crawler = get_crawler()
+    mw = PrivateNetworkGuardMiddleware.from_crawler(crawler)
+    mw._pin_dns = True  # as under `scrapy crawl`, whose reactor resolves through dnscache
+
+    async def main():
+        with pytest.raises(RefusedRequest) as refused:
+            await mw.process_request(scrapy.Request("https://evil.example/a.jpg"))
+        assert refused.value.reason == "private"
+        assert str(refused.value) == (
+            "Refused https://evil.example/a.jpg: host evil.example resolves to a private "
+            "address (10.0.0.5)"
+        )
+        assert await mw.process_request(scrapy.Request("https://Cdn.example/a.jpg")) is None
+        assert await mw.process_request(scrapy.Request("https://nowhere.invalid/")) is None
+
+    asyncio.run(main())
+    # The downloader will connect to the address that was checked.
+    assert dnscache.get("cdn.example") == "93.184.215.14"
+    assert "evil.example" not in dnscache and "nowhere.invalid" not in dnscache
+    assert looked_up == ["evil.example", "cdn.example", "nowhere.invalid"]
+    assert crawler.stats.get_value("nuke/netguard/refused/private") == 1
 
 
 # Network guard: crawls
@@ -507,6 +542,24 @@ def test_connection_error_retried_with_backoff():
     assert result.stats["nuke/backoff/retries"] == 2
     assert result.stats["nuke/backoff/gave_up"] == 1
     assert "Traceback" not in result.log
+
+
+def test_waiting_retry_holds_up_no_other_host():
+    """A crawl request waiting for its backoff holds no concurrency: with a single
+    CONCURRENT_REQUESTS, another host's requests go through during the wait."""
+    with _Server({"/flaky": [(500, {}, b"oops"), OK], "/other": [OK]}) as server:
+        other = f"http://localhost:{server.port}/other"  # another slot: keyed by host name
+        result = crawl(
+            "UrlsSpider",
+            settings={**ALLOW_LOCAL, "CONCURRENT_REQUESTS": 1, "NUKE_BACKOFF_BASE": 1.0},
+            urls=[server.url("/flaky"), other, other, other],
+        )
+    first, second = server.hit_times("/flaky")
+    assert second - first >= 0.98
+    others = server.hit_times("/other")
+    assert len(others) == 3
+    assert all(first < t < first + 0.9 for t in others), (first, others)
+    assert sorted(r["status"] for r in result.records) == [200] * 4
 
 
 def test_429_retry_after_waits_and_slows_the_host_down():

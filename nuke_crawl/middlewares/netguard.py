@@ -8,11 +8,12 @@ Scrapy.
 
 Limitation (DNS rebinding): the guard resolves a hostname itself and the downloader
 resolves it again when it connects. A hostile DNS server can answer with a public address
-to the guard and a private one to the downloader (short TTLs make this easy). The guard
-stops the plain cases (hostnames that always resolve to private addresses, literal and
-numeric-trick addresses, redirects to them); closing the rebinding window needs pinning
-the connection to the checked address (or an egress firewall), which Scrapy's download
-handlers do not offer.
+to the guard and a private one to the downloader (short TTLs make this easy). With
+Scrapy's default resolver (``TWISTED_DNS_RESOLVER`` = ``CachingThreadedResolver``, DNS
+cache on, installed by ``scrapy crawl``) the middleware narrows that window by writing the IPv4 address it checked into Scrapy's
+DNS cache, which the downloader then connects to; with another resolver, with an
+IPv6-only host, after that cache evicts the entry, and in :func:`guard_url` (whose caller
+fetches on its own) the window stays open. Only an egress firewall closes it for good.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
+from scrapy.resolver import CachingThreadedResolver, dnscache
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.reactor import is_reactor_installed
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -229,22 +232,25 @@ class _HostResolver:
 _default_resolver = _HostResolver()
 
 
-async def _guard(url: str, resolver: _HostResolver) -> tuple[str, str] | None:
+async def _guard(
+    url: str, resolver: _HostResolver
+) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
+    """The verdict on *url*, and the addresses checked when its host was resolved."""
     verdict = _check(url)
     if verdict is not None:
-        return verdict
+        return verdict, ()
     parts = urlsplit(url)
     host = _normalise_host(parts.hostname or "")
     if _parse_ip(host) is not None:
-        return None  # an acceptable address literal: nothing to resolve
+        return None, ()  # an acceptable address literal: nothing to resolve
     try:
         port = parts.port or _DEFAULT_PORTS[parts.scheme.lower()]
     except ValueError:
-        return "no_host", "the URL has an invalid port"
+        return ("no_host", "the URL has an invalid port"), ()
     ips = await resolver.resolve(host, port)
     if ips is None:
-        return None
-    return _check_host(host, ips)
+        return None, ()
+    return _check_host(host, ips), ips
 
 
 async def guard_url(url: str) -> str | None:
@@ -255,7 +261,7 @@ async def guard_url(url: str) -> str | None:
     rebinding limitation described in the module docstring. Does not read
     ``NUKE_ALLOW_PRIVATE_NETWORKS``: see :func:`private_networks_allowed`.
     """
-    verdict = await _guard(url, _default_resolver)
+    verdict, _ = await _guard(url, _default_resolver)
     return verdict[0] if verdict else None
 
 
@@ -300,6 +306,11 @@ class PrivateNetworkGuardMiddleware:
       fixture server in tests or a known internal image host, without opening the rest of
       the network.
 
+    - ``DNSCACHE_ENABLED`` (Scrapy's, ``True``): when the reactor resolves through
+      Scrapy's ``CachingThreadedResolver`` (``TWISTED_DNS_RESOLVER``'s default, installed
+      by ``scrapy crawl``), the checked IPv4 address of a host is written to Scrapy's DNS
+      cache, so that the downloader connects to that address.
+
     Subject to the DNS rebinding limitation described in the module docstring.
     """
 
@@ -312,6 +323,7 @@ class PrivateNetworkGuardMiddleware:
         )
         self._resolver = _HostResolver()
         self._logged_hosts: set[str] = set()
+        self._pin_dns: bool | None = None  # known once the reactor runs
         if self.allow_private:
             logger.info(
                 "NUKE_ALLOW_PRIVATE_NETWORKS is on: requests to private networks are allowed"
@@ -355,4 +367,25 @@ class PrivateNetworkGuardMiddleware:
             host = _normalise_host(parts.hostname or "")
             if f"{host}:{port}" in self.allow_hosts:
                 return None
-        return await _guard(request.url, self._resolver)
+        verdict, ips = await _guard(request.url, self._resolver)
+        if verdict is None and ips and self._dns_pinning():
+            ipv4 = next((ip for ip in ips if ":" not in ip), None)
+            if ipv4 is not None and parts.hostname:
+                dnscache[parts.hostname] = ipv4
+        return verdict
+
+    def _dns_pinning(self) -> bool:
+        """Whether the reactor resolves through Scrapy's DNS cache.
+
+        True for ``scrapy crawl`` and ``(Async)CrawlerProcess`` with the default
+        ``TWISTED_DNS_RESOLVER`` and ``DNSCACHE_ENABLED``: writing the checked address
+        into ``scrapy.resolver.dnscache`` then makes the downloader connect to it.
+        """
+        if self._pin_dns is None:
+            self._pin_dns = False
+            if self.crawler.settings.getbool("DNSCACHE_ENABLED") and is_reactor_installed():
+                from twisted.internet import reactor  # noqa: PLC0415 (installed already)
+
+                resolver = getattr(reactor, "resolver", None)
+                self._pin_dns = isinstance(resolver, CachingThreadedResolver)
+        return self._pin_dns
