@@ -148,8 +148,7 @@ def _crawl_inventory(demo):
     while url:
         html = text(url)
         pages.append(url)
-        for href in re.findall(r'<h2><a href="([^"]+)"', html):
-            links.append(href)
+        links += re.findall(r'<h2><a href="([^"]+)"', html)
         match = re.search(r'<a rel="next"[^>]*href="([^"]+)">Next</a>', html)
         url = urllib.parse.urljoin(url, match.group(1)) if match else None
     return pages, links
@@ -297,7 +296,7 @@ def test_js_detail_renders_in_chromium(demos):
         [chromium, "--headless", "--no-sandbox", "--disable-gpu",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--virtual-time-budget=3000", "--dump-dom", v["url"]],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     (car,) = jsonld_cars(dom, demo.url)
     assert car["vehicleIdentificationNumber"] == v["vin"]
@@ -413,6 +412,9 @@ def test_static_edge_cases(host):
     assert fetch(url + "/edge/same-a.jpg")[2] == fetch(url + "/edge/same-b.jpg")[2]
     assert fetch(url + "/edge/nothing-here.jpg")[0] == 404
     assert set(EDGE_CASES) >= set(expected) | {"flaky-500.jpg", "slow.jpg", "hotlink.jpg"}
+    assert image_host.hits["/edge/same-a.jpg"] == 1
+    assert image_host.hits["/edge/nothing-here.jpg"] == 1
+    assert image_host.hits.total() == len(expected) + 9
 
 
 def test_first_time_failures_then_success(host):
@@ -442,7 +444,7 @@ def test_redirect_chain_and_hotlink(host):
 
 
 def test_slow_image_does_not_block_other_requests(host):
-    image_host, url = host
+    _, url = host
     start = time.monotonic()
     with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
         fetch(url + "/edge/slow.jpg", timeout=0.3)
@@ -510,6 +512,9 @@ def test_throughput_500_requests_over_8_threads(demos):
         u for v in demo.site.vehicles for u in v["image_urls"] if "/img/" in u
     ]
     work = [urls[i % len(urls)] for i in range(500)]
+    for url in urls:  # draw the pool pictures first: time the serving, not Pillow
+        if "/img/" in url:
+            image_bytes(url.rsplit("/", 1)[1].removesuffix(".jpg"))
     lock = threading.Lock()
     digests: dict[str, set[str]] = {}
 
@@ -525,7 +530,7 @@ def test_throughput_500_requests_over_8_threads(demos):
     elapsed = time.monotonic() - start
     assert statuses == [200] * 500
     assert all(len(d) == 1 for d in digests.values())  # same URL, same bytes
-    assert elapsed < 5, f"500 requests took {elapsed:.1f}s"
+    assert elapsed < 4, f"500 requests took {elapsed:.1f}s"
 
 
 def test_cli_prints_the_url_first(tmp_path):

@@ -60,9 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with demo:
-        print(demo.url, flush=True)
         if args.url_file:
             args.url_file.write_text(demo.url + "\n")
+        print(demo.url, flush=True)
         for url in demo.image_urls:
             print(f"image host: {url}")
         site = demo.site

@@ -275,7 +275,6 @@ class HitCounter(Counter[str]):
             self[path] += 1
             return self[path]
 
-    @property
     def total(self) -> int:
         """All requests counted so far."""
         with self._lock:

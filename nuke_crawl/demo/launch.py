@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Self
 
 from nuke_crawl.demo.images import ImageHost
 from nuke_crawl.demo.server import RunningServer, serve
@@ -49,7 +50,7 @@ class Demo:
         for server in self.image_servers:
             server.stop()
 
-    def __enter__(self) -> Demo:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hanging up mid-response are normal for crawlers; keep quiet.
-        logger.debug("Demo server connection error from %s", client_address, exc_info=True)
+        # socketserver calls this from inside its exception handler.
+        logger.debug(
+            "Demo server connection error from %s", client_address, exc_info=True  # noqa: LOG014
+        )
 
     def close_connections(self) -> None:
         """Shut down every open client socket (wakes blocked handler threads)."""
@@ -131,13 +134,13 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self._answer(send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -168,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body and response.body:
             self.wfile.write(response.body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
 
@@ -212,7 +215,7 @@ class RunningServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> RunningServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

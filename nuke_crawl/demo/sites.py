@@ -339,7 +339,7 @@ class _Builder:
                     broken.append(url)
         truth = list(regular)
         if self.noise:
-            sold, bad_vin, missing, broken = spare
+            sold, bad_vin, missing, unreachable = spare
             sold["sale_status"] = "sold"
             sold["noise"] = "sold"
             bad_vin["noise"] = "bad_vin"
@@ -353,7 +353,7 @@ class _Builder:
                 "Cash or financing, trades welcome."
             )
             missing["path"] = self._detail_path("beautiful-convertible-must-see", missing["id"])
-            self._broken_path = self._detail_path("2001-ford-ranger", broken["id"])
+            self._broken_path = self._detail_path("2001-ford-ranger", unreachable["id"])
         for vehicle in truth:
             photos, broken = site._raw_images[vehicle["id"]]
             vehicle["image_urls"] = [site._image_url(u) for u in photos]
