@@ -338,7 +338,9 @@ def _fake_dns(monkeypatch, answers):
 
 
 def test_guard_url_resolves(monkeypatch):
-    looked_up = _fake_dns(monkeypatch, {"images.example": "10.0.0.5", "cdn.example": "93.184.215.14"})
+    looked_up = _fake_dns(
+        monkeypatch, {"images.example": "10.0.0.5", "cdn.example": "93.184.215.14"}
+    )
 
     async def main():
         return (
@@ -393,7 +395,8 @@ def test_loopback_refused_when_setting_off():
         result = crawl("UrlsSpider", urls=[server.url("/a"), server.url("/b")])
     assert server.hits == []
     assert result.reached == []
-    assert [(r["error"], r["reason"]) for r in result.records] == [("RefusedRequest", "loopback")] * 2
+    refusals = [(r["error"], r["reason"]) for r in result.records]
+    assert refusals == [("RefusedRequest", "loopback")] * 2
     assert result.stats["nuke/netguard/refused"] == 2
     assert result.stats["nuke/netguard/refused/loopback"] == 2
     # Logged once per host, at INFO, without a traceback.
@@ -590,6 +593,25 @@ def test_429_retry_after_waits_and_slows_the_host_down():
     assert result.stats["nuke/backoff/rate_limited"] == 1
     assert result.stats["nuke/backoff/slowed_hosts"] == 1
     assert result.log.count("Slowing down 127.0.0.1") == 1
+
+
+def test_repeated_429_doubles_the_slow_down_up_to_its_cap():
+    limited = (429, {"Retry-After": "0"}, b"slow down")
+    with _Server({"/limited": [limited]}) as server:
+        result = crawl(
+            "UrlsSpider",
+            settings={**ALLOW_LOCAL, "RETRY_TIMES": 3, "NUKE_SLOWDOWN_MAX_DELAY": 0.5},
+            urls=[server.url("/limited")],
+        )
+    # Retry-After: 0 -> no wait for the retry itself, but the slot delay applies:
+    # floor 0.2 (NUKE_BACKOFF_BASE), then doubled to 0.4, then capped at 0.5.
+    gaps = _gaps(server.hit_times("/limited"))
+    assert [round(g, 1) for g in gaps] == [0.2, 0.4, 0.5], gaps
+    assert result.slot_delays == {"127.0.0.1": 0.5}
+    assert result.stats["nuke/backoff/rate_limited"] == 4
+    assert result.stats["nuke/backoff/slowed_hosts"] == 1
+    assert result.log.count("INFO: Slowing down 127.0.0.1") == 1
+    assert [(r["status"], r["retry_times"]) for r in result.records] == [(429, 3)]
 
 
 def test_media_download_retried_with_backoff(tmp_path):

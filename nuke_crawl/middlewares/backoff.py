@@ -281,16 +281,17 @@ class BackoffRetryMiddleware:
         stats.inc_value("nuke/backoff/rate_limited")
         key = self._downloader.get_slot_key(request)
         now = time.monotonic()
-        wanted = delay if delay is not None else self._backoff(request.meta.get("retry_times", 0) + 1)
+        if delay is None:
+            delay = self._backoff(request.meta.get("retry_times", 0) + 1)
         old = self._floors.get(key)
         if old is None:
-            floor = wanted
+            floor = delay
         else:
             # Only a 429 to a request sent after the last slow-down doubles the floor:
             # answers to requests already in flight then say nothing new.
             sent_at = now - float(request.meta.get("download_latency") or 0.0)
             repeated = response.status == 429 and sent_at > self._raised_at[key]
-            floor = max(wanted, old * 2 if repeated else old)
+            floor = max(delay, old * 2 if repeated else old)
         floor = min(max(floor, self.base), self.slowdown_max)
         if old is not None and floor <= old:
             return

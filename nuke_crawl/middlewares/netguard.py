@@ -10,9 +10,9 @@ Limitation (DNS rebinding): the guard resolves a hostname itself and the downloa
 resolves it again when it connects. A hostile DNS server can answer with a public address
 to the guard and a private one to the downloader (short TTLs make this easy). With
 Scrapy's default resolver (``TWISTED_DNS_RESOLVER`` = ``CachingThreadedResolver``, DNS
-cache on, installed by ``scrapy crawl``) the middleware narrows that window by writing the IPv4 address it checked into Scrapy's
-DNS cache, which the downloader then connects to; with another resolver, with an
-IPv6-only host, after that cache evicts the entry, and in :func:`guard_url` (whose caller
+cache on, installed by ``scrapy crawl``) the middleware narrows that window by writing
+the IPv4 address it checked into Scrapy's DNS cache, which the downloader then connects
+to; with another resolver or download handler, with an IPv6-only host, after that cache evicts the entry, and in :func:`guard_url` (whose caller
 fetches on its own) the window stays open. Only an egress firewall closes it for good.
 """
 
