@@ -1,0 +1,18 @@
+"""DealerInspire: results are rendered client-side from Algolia; the HTML is a shell."""
+
+from __future__ import annotations
+
+from nuke_crawl.extraction.adapters import Adapter, register
+from nuke_crawl.extraction.page import Page
+
+
+@register
+class DealerInspire(Adapter):
+    name = "dealerinspire"
+
+    def detect(self, page: Page) -> bool:
+        raw = page.raw_text
+        return "dealerinspire" in raw.lower() and "algolia" in raw.lower()
+
+    def is_js_shell(self, page: Page) -> bool | None:
+        return True if page.tree.cssselect("#lvrp-results-wrapper, #results-page, .lvrp-results") else None

@@ -1,0 +1,433 @@
+"""``extract_page`` and ``discover_inventory_links``: the orchestration.
+
+Order of trust for a detail page's fields: structured data (JSON-LD, microdata,
+RDFa) > site adapter > per-organization selectors > generic heuristics. Each later
+source only fills what the earlier ones left empty; nothing is invented.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from urllib.parse import urlsplit
+
+from lxml.html import HtmlElement
+
+from nuke_crawl.extraction.adapters import Adapter, adapters_for
+from nuke_crawl.extraction.heuristics import (
+    apply_label_values,
+    best_title,
+    card_vehicle,
+    detect_sale_status,
+    label_values,
+    price_from_dom,
+    title_candidates,
+    vin_from_text,
+)
+from nuke_crawl.extraction.images import clean_image_urls, image_candidates
+from nuke_crawl.extraction.model import PageExtraction, VehicleData
+from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
+from nuke_crawl.extraction.text import parse_title
+from nuke_crawl.extraction.urls import (
+    absolutize,
+    canonical_listing_url,
+    dedupe,
+    is_next_label,
+    looks_like_vehicle_url,
+    page_number,
+    same_site,
+)
+
+_SCALAR_FIELDS = tuple(f.name for f in fields(VehicleData) if f.name not in ("image_urls", "sources", "url"))
+_JS_MARKERS = re.compile(
+    r"algolia|__NEXT_DATA__|data-reactroot|ng-app|id=\"(root|app|__nuxt|__next)\"|"
+    r"window\.__INITIAL_STATE__|enable javascript|requires javascript|data-v-app",
+    re.I,
+)
+_INVENTORY_HINT = re.compile(r"inventory|vehicles|for[-_ ]sale|cars|trucks|search|used|new|stock|showroom|listings", re.I)
+
+
+def extract_page(
+    html: str | bytes,
+    url: str,
+    *,
+    selectors: dict[str, str] | None = None,
+    max_images: int = 50,
+) -> PageExtraction:
+    """Extract one page.
+
+    Returns the page's own vehicle when it is a detail page; otherwise ``vehicle`` is
+    None and ``skip_reason`` is ``inventory_page`` (cards in ``listings``),
+    ``missing_year_make``, ``js_shell`` (``needs_js=True``) or ``not_a_listing``.
+    ``vehicle_links`` (same-site detail pages, de-duplicated, page order) and
+    ``next_pages`` (pagination) are always filled. ``selectors`` are the
+    organization's CSS selectors (see ``nuke_crawl.extraction.selectors``).
+    """
+    page = Page(html, url)
+    selectors = selectors or {}
+    adapters = adapters_for(page)
+    result = PageExtraction(url=url)
+    result.vehicle_links = _vehicle_links(page, adapters, selectors)
+    result.next_pages = _next_pages(page, selectors, set(result.vehicle_links))
+
+    sd = page.structured
+    own = _own_structured(page, sd.vehicles)
+    adapter_detail = _first_opinion(a.is_detail_page(page) for a in adapters)
+
+    vehicle = VehicleData(url=url)
+    if own is not None:
+        _merge(vehicle, own)
+    for a in adapters:
+        av = a.vehicle(page)
+        if av is not None:
+            _merge(vehicle, av)
+    if selectors:
+        sv = vehicle_from_selectors(page, selectors)
+        if sv is not None:
+            _merge(vehicle, sv)
+    evidence = _heuristics(page, vehicle)
+
+    is_detail: bool
+    if adapter_detail is not None:
+        is_detail = adapter_detail
+    elif own is not None:
+        is_detail = True
+    else:
+        many_vehicles = len(sd.vehicles) >= 2 or len(sd.item_list_vehicles) >= 2
+        title_ok = evidence["title"]
+        specifics = evidence["vin"] or evidence["price"] or evidence["mileage"]
+        if many_vehicles and not (title_ok and evidence["vin"]):
+            is_detail = False
+        elif title_ok and specifics:
+            is_detail = True
+        else:
+            is_detail = False
+
+    if is_detail:
+        if vehicle.year is None or vehicle.make is None:
+            result.skip_reason = "missing_year_make"
+            return result
+        vehicle.url = url
+        vehicle.image_urls = _images(page, vehicle.image_urls, adapters, max_images)
+        vehicle.sources = dedupe(vehicle.sources)
+        if vehicle.mileage is None:
+            vehicle.mileage_unit = None
+        result.vehicle = vehicle
+        return result
+
+    result.listings = _listings(page, adapters, selectors, max_images)
+    if result.listings or len(result.vehicle_links) >= 2:
+        result.skip_reason = "inventory_page"
+        return result
+    if _looks_js_shell(page, adapters):
+        result.skip_reason = "js_shell"
+        result.needs_js = True
+        return result
+    if evidence["title"] and (evidence["vin"] or evidence["price"] or evidence["mileage"]):
+        result.skip_reason = "missing_year_make"
+    elif (evidence["vin"] or evidence["mileage"]) and evidence["price"]:
+        result.skip_reason = "missing_year_make"
+    else:
+        result.skip_reason = "not_a_listing"
+    return result
+
+
+# --- merging ------------------------------------------------------------------------
+
+def _merge(dst: VehicleData, src: VehicleData) -> None:
+    """Fill dst's empty fields from src; images and sources are appended."""
+    for name in _SCALAR_FIELDS:
+        if getattr(dst, name) is None:
+            value = getattr(src, name)
+            if value is not None and value != "":
+                setattr(dst, name, value)
+    if dst.mileage is not None and dst.mileage_unit is None and src.mileage == dst.mileage:
+        dst.mileage_unit = src.mileage_unit
+    dst.image_urls.extend(src.image_urls)
+    dst.sources.extend(src.sources)
+
+
+def _first_opinion(values: object) -> bool | None:
+    for v in values:  # type: ignore[attr-defined]
+        if v is not None:
+            return bool(v)
+    return None
+
+
+def _own_structured(page: Page, vehicles: list[VehicleData]) -> VehicleData | None:
+    """The structured vehicle describing this page: the only one, or the one whose URL
+    is this page."""
+    if not vehicles:
+        return None
+    if len(vehicles) == 1:
+        v = vehicles[0]
+        if v.url and page.url:
+            other = absolutize(v.url, page.url)
+            if other and canonical_listing_url(other) != page.canonical_url and looks_like_vehicle_url(other) and not looks_like_vehicle_url(page.url):
+                return None  # a results page describing one of its cards
+        return v
+    for v in vehicles:
+        if v.url and page.url:
+            other = absolutize(v.url, page.url)
+            if other and canonical_listing_url(other) == page.canonical_url:
+                return v
+    return None
+
+
+def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
+    """Fill v from titles, label/value pairs, DOM prices, VINs in text and sold markers.
+    Returns which kinds of detail-page evidence the page itself shows."""
+    title, tp = best_title(title_candidates(page))
+    title_ok = bool(tp.year and tp.make)  # type: ignore[attr-defined]
+    if title:
+        if v.title is None:
+            v.title = title
+        if v.year is None:
+            v.year = tp.year  # type: ignore[attr-defined]
+        if v.make is None:
+            v.make = tp.make  # type: ignore[attr-defined]
+        if v.model is None:
+            v.model = tp.model  # type: ignore[attr-defined]
+        if v.trim is None and tp.trim and (tp.model or "").lower() == (v.model or "").lower():  # type: ignore[attr-defined]
+            v.trim = tp.trim  # type: ignore[attr-defined]
+    if v.title is None and v.year and v.make:
+        v.title = " ".join(str(x) for x in (v.year, v.make, v.model, v.trim) if x)
+    pairs = label_values(page.lines, page.heading_lines)
+    before = (v.vin, v.asking_price, v.mileage)
+    apply_label_values(v, pairs, page)
+    if pairs:
+        v.sources.append("heuristics")
+    if v.asking_price is None:
+        v.asking_price, v.currency = price_from_dom(page)
+    if v.vin is None:
+        v.vin = vin_from_text(page)
+    if v.sale_status is None or v.sale_status == "for_sale":
+        status = detect_sale_status(page)
+        if status:
+            v.sale_status = status
+    if v.asking_price is not None and v.currency is None:
+        v.currency = None
+    return {
+        "title": title_ok,
+        "vin": v.vin is not None or bool(pairs.get("vin")),
+        "price": v.asking_price is not None or before[1] is not None,
+        "mileage": v.mileage is not None or bool(pairs.get("mileage")),
+    }
+
+
+# --- images ---------------------------------------------------------------------------
+
+def _images(page: Page, collected: list[str], adapters: list[Adapter], max_images: int) -> list[str]:
+    """Structured/adapter/selector images first, then the page's gallery (decoys and
+    thumbnails linking to other vehicles left out); og:image only as a last resort."""
+    candidates = list(collected)
+    has_gallery_adapter = any(a.vehicle(page) is not None and a.vehicle(page).image_urls for a in adapters)  # type: ignore[union-attr]
+    if not has_gallery_adapter:
+        skip = set(page.excluded)
+        for a, url in page.anchors:
+            if canonical_listing_url(url) != page.canonical_url and _is_vehicle_link(url, adapters):
+                skip.update(a.iter())
+        candidates.extend(image_candidates(page.body, skip))
+    cleaned = clean_image_urls(candidates, page.url, max_images=max_images)
+    if not cleaned and page.structured.og.get("og:image"):
+        cleaned = clean_image_urls([page.structured.og["og:image"]], page.url, max_images=max_images)
+    return cleaned
+
+
+# --- links ------------------------------------------------------------------------------
+
+def _is_vehicle_link(url: str, adapters: list[Adapter]) -> bool:
+    for a in adapters:
+        verdict = a.is_vehicle_link(url)
+        if verdict is not None:
+            return verdict
+    return looks_like_vehicle_url(url)
+
+
+def _normalize(url: str, adapters: list[Adapter]) -> str:
+    for a in adapters:
+        url = a.normalize_link(url)
+    return canonical_listing_url(url)
+
+
+def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    if selectors.get("vehicle_link"):
+        for a in select(page.tree, selectors["vehicle_link"]):
+            url = absolutize(a.get("href"), page.url)
+            if url and same_site(url, page.url):
+                out.append(_normalize(url, adapters))
+    else:
+        for _, url in page.anchors:
+            if _is_vehicle_link(url, adapters):
+                out.append(_normalize(url, adapters))
+    own = _normalize(page.url, adapters) if page.url else ""
+    return [u for u in dedupe(out) if u != own]
+
+
+def _next_pages(page: Page, selectors: dict[str, str], vehicle_links: set[str]) -> list[str]:
+    out: list[str] = []
+    current = page_number(page.url) or 1
+    for link in page.tree.iter("link"):
+        if (link.get("rel") or "").lower() == "next":
+            url = absolutize(link.get("href"), page.url)
+            if url and same_site(url, page.url):
+                out.append(url)
+    if selectors.get("next_page"):
+        for a in select(page.tree, selectors["next_page"]):
+            url = absolutize(a.get("href"), page.url)
+            if url and same_site(url, page.url):
+                out.append(url)
+    for a, url in page.anchors:
+        if url.split("#")[0] == page.url.split("#")[0]:
+            continue
+        rel = (a.get("rel") or "").lower().split()
+        label = " ".join(a.text_content().split()) or a.get("aria-label") or a.get("title") or ""
+        cls = a.get("class") or ""
+        n = page_number(url)
+        if "next" in rel or is_next_label(label) or is_next_label(a.get("aria-label") or "") or re.search(r"(^|[-_ ])next($|[-_ ])", cls, re.I):
+            if n is None or n > current:
+                out.append(url)
+        elif n is not None and n > current and _same_listing_path(url, page.url):
+            out.append(url)
+    return [u for u in dedupe(out) if canonical_listing_url(u) not in vehicle_links and canonical_listing_url(u) != page.canonical_url]
+
+
+def _same_listing_path(url: str, page_url: str) -> bool:
+    """Pagination links stay on the same path (or its /page/N/ variant)."""
+    a, b = urlsplit(url).path.rstrip("/"), urlsplit(page_url).path.rstrip("/")
+    a = re.sub(r"/(page|p|seite|pagina)/\d+$", "", a)
+    b = re.sub(r"/(page|p|seite|pagina)/\d+$", "", b)
+    return a == b
+
+
+# --- inventory cards ---------------------------------------------------------------------
+
+def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], max_images: int) -> list[VehicleData]:
+    for a in adapters:
+        cards = a.listings(page)
+        if cards:
+            return [_finish_card(page, v, max_images) for v in cards]
+    sd = page.structured
+    structured = sd.item_list_vehicles or (sd.vehicles if len(sd.vehicles) >= 2 else [])
+    if structured:
+        out = []
+        for v in structured:
+            if v.url:
+                v.url = _normalize(absolutize(v.url, page.url) or v.url, adapters)
+            out.append(_finish_card(page, v, max_images))
+        return out
+    if selectors.get("card"):
+        out = []
+        for card in select(page.tree, selectors["card"]):
+            link = next((a for a in card.iter("a") if a.get("href")), None)
+            url = absolutize(link.get("href"), page.url) if link is not None else None
+            v = card_vehicle(page, card, _normalize(url, adapters) if url else None)
+            sv = vehicle_from_selectors(page, selectors, card)
+            if sv is not None:
+                sv.url = v.url
+                _merge(sv, v)
+                v = sv
+            out.append(_finish_card(page, v, max_images))
+        return out
+    return [_finish_card(page, v, max_images) for v in _dom_cards(page, adapters)]
+
+
+def _finish_card(page: Page, v: VehicleData, max_images: int) -> VehicleData:
+    v.image_urls = clean_image_urls(v.image_urls, page.url, max_images=max_images)
+    if v.mileage is None:
+        v.mileage_unit = None
+    if v.asking_price is None:
+        v.currency = None
+    return v
+
+
+def _dom_cards(page: Page, adapters: list[Adapter]) -> list[VehicleData]:
+    """One card per distinct vehicle link: the largest ancestor of its anchor that
+    contains no link to another vehicle."""
+    keys_under: dict[HtmlElement, set[str]] = {}
+    anchors: list[tuple[HtmlElement, str]] = []
+    for a, url in page.anchors:
+        if a in page.excluded or not _is_vehicle_link(url, adapters):
+            continue
+        key = _normalize(url, adapters)
+        if key == page.canonical_url:
+            continue
+        anchors.append((a, key))
+        node: HtmlElement | None = a
+        while node is not None:
+            s = keys_under.setdefault(node, set())
+            if key in s:
+                break
+            s.add(key)
+            node = node.getparent()
+    out: list[VehicleData] = []
+    seen: set[str] = set()
+    for a, key in anchors:
+        if key in seen:
+            continue
+        seen.add(key)
+        card = a
+        node = a.getparent()
+        while node is not None and len(keys_under.get(node, ())) == 1:
+            card = node
+            node = node.getparent()
+        v = card_vehicle(page, card, key)
+        v.image_urls = image_candidates(card)
+        out.append(v)
+    return out
+
+
+def _looks_js_shell(page: Page, adapters: list[Adapter]) -> bool:
+    verdict = _first_opinion(a.is_js_shell(page) for a in adapters)
+    if verdict is not None:
+        return verdict
+    hint = page.url + " " + (page.title_tag or "")
+    return bool(_INVENTORY_HINT.search(hint) and _JS_MARKERS.search(page.raw_text))
+
+
+# --- home pages -----------------------------------------------------------------------------
+
+_INV_PATH = re.compile(
+    r"(/inventory|/used-vehicles|/new-vehicles|/new-inventory|/used-inventory|/all-inventory|"
+    r"/cars-for-sale|/used-cars|/new-cars|/vehicles|/search|/searchused|/searchnew|/stock|"
+    r"/showroom|/pre-owned|/preowned|/certified|/our-cars|/cars/?$|/trucks|/for-sale|/listings|"
+    r"/gebrauchtwagen|/fahrzeuge|/occasions|/voitures)",
+    re.I,
+)
+_INV_TEXT = re.compile(
+    r"^(view |see |shop |browse |search )?(all |our )?(new |used |pre-owned |certified |current )?"
+    r"(inventory|vehicles|cars|trucks|suvs|stock|cars for sale|vehicles for sale|showroom|listings)"
+    r"( for sale| in stock| inventory)?$|^shop( now| all)?$|^browse$|^search( inventory| cars)?$",
+    re.I,
+)
+_INV_EXCLUDE = re.compile(r"/(blog|news|finance|financing|apply|credit|service|parts|specials|about|contact|reviews|careers|privacy|terms|trade|value|sell)", re.I)
+
+
+def discover_inventory_links(html: str | bytes, url: str) -> list[str]:
+    """Links on a dealer home page that look like inventory / search pages, best
+    first, same site, de-duplicated (canonical form). Detail pages are left out."""
+    page = Page(html, url)
+    adapters = adapters_for(page)
+    scored: list[tuple[int, int, str]] = []
+    for i, (a, link) in enumerate(page.anchors):
+        path = urlsplit(link).path
+        if _INV_EXCLUDE.search(path) or _is_vehicle_link(link, adapters):
+            continue
+        text = " ".join(a.text_content().split()) or a.get("title") or a.get("aria-label") or ""
+        score = 0
+        if _INV_PATH.search(path):
+            score += 2
+            if re.search(r"inventory|used|vehicles|cars-for-sale", path, re.I):
+                score += 1
+        if text and len(text) <= 40 and _INV_TEXT.search(text.strip()):
+            score += 2
+        if score == 0:
+            continue
+        if urlsplit(link).query:
+            score -= 1  # filtered searches after the plain listing
+        scored.append((-score, i, canonical_listing_url(link)))
+    scored.sort()
+    home = canonical_listing_url(url)
+    return [u for u in dedupe(s[2] for s in scored) if u != home]

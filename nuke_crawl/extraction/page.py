@@ -1,0 +1,193 @@
+"""``Page``: one parsed HTML document and the lazily computed views extractors share
+(the lxml tree is parsed once; text lines, decoy containers and links are computed on
+first use)."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from urllib.parse import urlsplit
+
+import lxml.html
+from lxml import etree
+from lxml.html import HtmlElement
+from w3lib.encoding import html_body_declared_encoding
+
+from nuke_crawl.extraction.structured import StructuredData, extract_structured
+from nuke_crawl.extraction.text import default_mileage_unit
+from nuke_crawl.extraction.urls import absolutize, canonical_listing_url, same_site
+
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe", "select", "option", "button", "textarea", "input", etree.Comment, etree.ProcessingInstruction})
+_BLOCK_TAGS = frozenset(
+    {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul", "td", "th", "body", "html", "caption", "h7", "center"}
+)
+_DECOY = re.compile(
+    r"similar|related|recommend|recently[-_ ]?viewed|you[-_ ]?may|also[-_ ]?(like|viewed)|"
+    r"other[-_ ]?(vehicles|cars|listings|auctions)|more[-_ ]?(vehicles|cars|from|like)|"
+    r"suggest|cross[-_ ]?sell|upsell|comparable|nearby[-_ ]?(vehicles|cars)|"
+    r"(^|[-_ ])(footer|site-footer|navbar|breadcrumbs?)($|[-_ ])",
+    re.I,
+)
+_XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.I)
+
+
+def to_text(html: str | bytes) -> str:
+    """Decode bytes using the declared encoding (meta charset), UTF-8 otherwise."""
+    if isinstance(html, str):
+        return html
+    enc = html_body_declared_encoding(html) or "utf-8"
+    try:
+        return html.decode(enc, errors="replace")
+    except LookupError:
+        return html.decode("utf-8", errors="replace")
+
+
+class Page:
+    """A parsed page: tree, URL, and cached derived views."""
+
+    def __init__(self, html: str | bytes, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        self.host = (parts.hostname or "").lower()
+        text = _XML_DECL.sub("", to_text(html), count=1)
+        try:
+            self.tree: HtmlElement = lxml.html.document_fromstring(text or "<html></html>")
+        except (etree.ParserError, ValueError):
+            self.tree = lxml.html.document_fromstring("<html></html>")
+        self.raw_text = text
+        self.default_unit = default_mileage_unit(self.host)
+        self.canonical_url = canonical_listing_url(url) if url else ""
+
+    # --- cached views ---------------------------------------------------------------
+
+    @cached_property
+    def body(self) -> HtmlElement:
+        b = self.tree.find("body")
+        return b if b is not None else self.tree
+
+    @cached_property
+    def structured(self) -> StructuredData:
+        return extract_structured(self.tree, self.url, host=self.host)
+
+    @cached_property
+    def title_tag(self) -> str | None:
+        t = self.tree.find("head/title")
+        return " ".join(t.text_content().split()) if t is not None else None
+
+    @cached_property
+    def h1s(self) -> list[str]:
+        out = []
+        for h in self.body.iter("h1"):
+            if h in self.excluded:
+                continue
+            t = " ".join(h.text_content().split())
+            if t:
+                out.append(t)
+        return out
+
+    @cached_property
+    def decoys(self) -> list[HtmlElement]:
+        """Containers of other vehicles, navigation and footers (never the main one)."""
+        found: list[HtmlElement] = []
+        for el in self.body.iter():
+            if not isinstance(el.tag, str):
+                continue
+            if el.tag in ("nav", "footer"):
+                found.append(el)
+                continue
+            attrs = (el.get("class") or "") + " " + (el.get("id") or "")
+            if attrs.strip() and _DECOY.search(attrs) and el.find(".//h1") is None and el.tag not in ("body", "html"):
+                found.append(el)
+        return found
+
+    @cached_property
+    def excluded(self) -> set[HtmlElement]:
+        """Every element inside a decoy container."""
+        out: set[HtmlElement] = set()
+        for d in self.decoys:
+            if d in out:
+                continue
+            out.update(d.iter())
+        return out
+
+    @cached_property
+    def lines(self) -> list[list[str]]:
+        """The main content as lines of cells, decoys left out (see ``render_lines``)."""
+        return render_lines(self.body, self.excluded, self.heading_lines)
+
+    @cached_property
+    def heading_lines(self) -> set[int]:
+        """Indices of ``lines`` that are headings (filled when ``lines`` is built)."""
+        return set()
+
+    @cached_property
+    def anchors(self) -> list[tuple[HtmlElement, str]]:
+        """(element, absolute same-site URL without fragment) for every ``<a href>``."""
+        out = []
+        for a in self.body.iter("a"):
+            url = absolutize(a.get("href"), self.url)
+            if url and same_site(url, self.url):
+                out.append((a, url))
+        return out
+
+
+_HEADING_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "summary", "legend", "caption"})
+
+
+def render_lines(
+    root: HtmlElement,
+    excluded: set[HtmlElement] | None = None,
+    headings: set[int] | None = None,
+) -> list[list[str]]:
+    """Render ``root`` as text lines split into cells.
+
+    Block elements (div, p, li, td, dt, dd, br...) end a line; inline elements
+    (span, strong, label, a...) end a cell, so ``<span>VIN:</span><span>X</span>``
+    gives the cells ``["VIN:", "X"]``. Scripts, styles, SVGs, form controls and
+    elements in ``excluded`` are skipped. Indices of lines that are headings
+    (h1-h6, summary, legend, caption) are added to ``headings`` when given.
+    """
+    excluded = excluded or set()
+    lines: list[list[str]] = []
+    cells: list[str] = []
+    buf: list[str] = []
+
+    def end_cell() -> None:
+        if buf:
+            t = " ".join("".join(buf).split())
+            buf.clear()
+            if t:
+                cells.append(t)
+
+    def end_line() -> None:
+        end_cell()
+        if cells:
+            lines.append(cells.copy())
+            cells.clear()
+
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for event, el in walker:
+        tag = el.tag
+        if event == "start":
+            if tag in _SKIP_TAGS or not isinstance(tag, str) or el in excluded:
+                walker.skip_subtree()
+                if el.tail and el is not root:
+                    buf.append(el.tail)
+                continue
+            if tag in _BLOCK_TAGS or tag in _HEADING_TAGS:
+                end_line()
+            else:
+                end_cell()
+            if el.text:
+                buf.append(el.text)
+        else:
+            if tag in _BLOCK_TAGS or tag in _HEADING_TAGS:
+                end_line()
+                if tag in _HEADING_TAGS and headings is not None and lines:
+                    headings.add(len(lines) - 1)
+            else:
+                end_cell()
+            if el.tail and el is not root:
+                buf.append(el.tail)
+    end_line()
+    return lines
