@@ -37,7 +37,7 @@ _DROP_PATH = re.compile(
     r"pinterest|linkedin|tiktok|carfax|autocheck|dealer-?rater|star-?rating|rating|map)(?![a-z])|"
     r"no[-_]?(image|photo|pic)|image[-_]?(coming|not|unavailable)|photo[-_]?(coming|not|unavailable)|"
     r"coming[-_]?soon|photos?[-_]?soon|awaiting[-_]?(image|photo)|default[-_]?(image|photo|car|vehicle)|"
-    r"stock[-_]ph\b|_ph\.|(?<![0-9])1x1(?![0-9])|/wp-includes/|/wp-content/themes/|"
+    r"stock[-_]ph\b|_ph\.|oem[-_]vin[-_]stock|generic-[a-z]+-oem|facebook|twitter|instagram|(?<![0-9])1x1(?![0-9])|/wp-includes/|/wp-content/themes/|"
     r"/wp-content/plugins/|/themes?/|/skins?/|/fonts?/|/emoticons?/)",
     re.I,
 )
