@@ -82,11 +82,14 @@ def extract_page(
         av = a.vehicle(page)
         if av is not None:
             _merge(vehicle, av)
+    selector_title = False
     if selectors:
         sv = vehicle_from_selectors(page, selectors)
         if sv is not None:
+            selector_title = bool(sv.year and sv.make)
             _merge(vehicle, sv)
     evidence = _heuristics(page, vehicle)
+    evidence["title"] = evidence["title"] or selector_title
 
     is_detail: bool
     if adapter_detail is not None:
