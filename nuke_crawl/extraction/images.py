@@ -30,17 +30,26 @@ _DROP_HOST = re.compile(
     r"maps\.googleapis\.com|maps\.gstatic\.com|carfax\.com|autocheck\.com)",
     re.I,
 )
-_DROP_PATH = re.compile(
-    r"((?<![a-z])(logos?|icons?|favicons?|sprites?|banners?|promos?|badges?|placeholders?|"
-    r"avatars?|spinner|loader|loading|spacer|blank|transparent|clear|pixel|tracking|beacon|"
-    r"watermark|flags?|emoji|arrows?|buttons?|btn|social|facebook|twitter|instagram|youtube|"
-    r"pinterest|linkedin|tiktok|carfax|autocheck|dealer-?rater|star-?rating|rating|map)(?![a-z])|"
-    r"no[-_]?(image|photo|pic)|image[-_]?(coming|not|unavailable)|photo[-_]?(coming|not|unavailable)|"
-    r"coming[-_]?soon|photos?[-_]?soon|awaiting[-_]?(image|photo)|default[-_]?(image|photo|car|vehicle)|"
-    r"stock[-_]ph\b|_ph\.|oem[-_]vin[-_]stock|generic-[a-z]+-oem|facebook|twitter|instagram|(?<![0-9])1x1(?![0-9])|/wp-includes/|/wp-content/themes/|"
-    r"/wp-content/plugins/|/themes?/|/skins?/|/fonts?/|/emoticons?/)",
-    re.I,
+# whole words of the path (split on non-alphanumerics) that mark non-photos
+_DROP_WORDS = frozenset(
+    """logo logos icon icons favicon favicons sprite sprites banner banners promo promos badge
+    badges placeholder placeholders avatar avatars spinner loader loading spacer blank
+    transparent clear pixel pixels tracking beacon watermark flag flags emoji arrow arrows
+    button buttons btn social facebook twitter instagram youtube pinterest linkedin tiktok
+    carfax autocheck dealerrater rating ratings map maps 1x1 noimage nophoto nopic comingsoon
+    themes theme skins skin fonts font emoticons""".split()
 )
+# substrings of the lowercased path that mark placeholders and theme assets
+_DROP_SUBSTRINGS = (
+    "no-image", "no_image", "no-photo", "no_photo", "no-pic", "image-coming", "image_coming",
+    "photo-coming", "photo_coming", "coming-soon", "coming_soon", "photos-soon", "photo-soon",
+    "image-not", "image_not", "photo-not", "image-unavailable", "photo-unavailable",
+    "awaiting-image", "awaiting-photo", "default-image", "default_image", "default-photo",
+    "default-car", "default-vehicle", "stock-ph", "stock_ph", "_ph.", "oem_vin_stock",
+    "oem-vin-stock", "/wp-includes/", "/wp-content/themes/", "/wp-content/plugins/",
+    "findusonfacebook", "star-rating", "dealer-rater",
+)
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _LOCAL_ASSET_PATH = re.compile(r"/(assets|static|content/images|images/site|img/site|common|global|layout|ui|design)/", re.I)
 _IMAGE_LIKE = re.compile(r"\.(jpe?g|png|webp|gif|avif|bmp|tiff?)(?:$|[?#])", re.I)
 _SIZE_TOKENS = {
@@ -114,7 +123,14 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
     lowered = (host + path).lower()
     if path.lower().endswith(".svg") or ".svg" in parts.query.lower() or "format=svg" in parts.query.lower():
         return None
-    if _DROP_HOST.search(host + path) or _DROP_PATH.search(path) or "/tr?" in url or path.endswith("/tr"):
+    low_path = path.lower()
+    if _DROP_HOST.search(host) or "/tr?" in url or low_path.endswith("/tr"):
+        return None
+    if any(sub in low_path for sub in _DROP_SUBSTRINGS):
+        return None
+    if not _DROP_WORDS.isdisjoint(_WORD_SPLIT.split(low_path)):
+        return None
+    if "generic-" in low_path and "oem" in low_path:
         return None
     if host == base_host and _LOCAL_ASSET_PATH.search(path):
         return None
