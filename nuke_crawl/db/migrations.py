@@ -1,0 +1,237 @@
+"""Versioned, idempotent schema migrations for SQLite and PostgreSQL.
+
+The tables follow the platform's PostgreSQL (Supabase) schema, so the tool can
+run against it: every statement is ``IF NOT EXISTS``, and a column that an
+existing table lacks is added beside the others. Applied versions are kept in
+``nuke_schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .connection import Database
+
+logger = logging.getLogger(__name__)
+
+# Column types per dialect: (sqlite, postgresql)
+_T = {
+    "uuid": ("TEXT", "uuid"),
+    "json": ("TEXT", "jsonb"),
+    "bool": ("INTEGER", "boolean"),
+    "ts": ("TEXT", "timestamptz"),
+    "text": ("TEXT", "text"),
+    "int": ("INTEGER", "integer"),
+    "bigint": ("INTEGER", "bigint"),
+    "num": ("REAL", "numeric"),
+    "real": ("REAL", "double precision"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    extra: str = ""  # e.g. "NOT NULL DEFAULT 'x'"; dialect-neutral SQL only
+
+    def ddl(self, dialect: str) -> str:
+        sql_type = _T[self.type][0 if dialect == "sqlite" else 1]
+        return f"{self.name} {sql_type} {self.extra}".strip()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: str | None = "id"
+    constraints: tuple[str, ...] = ()
+
+
+def _c(name: str, type_: str, extra: str = "") -> Column:
+    return Column(name, type_, extra)
+
+
+BUSINESSES = Table(
+    "businesses",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("business_name", "text"),
+        _c("website", "text"),
+        _c("business_type", "text"),
+        _c("is_public", "bool", "DEFAULT true"),
+        _c("metadata", "json", "DEFAULT '{}'"),
+        _c("created_at", "ts"),
+        _c("updated_at", "ts"),
+    ),
+)
+
+VEHICLES = Table(
+    "vehicles",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("year", "int"),
+        _c("make", "text"),
+        _c("model", "text"),
+        _c("trim", "text"),
+        _c("vin", "text"),
+        _c("mileage", "int"),
+        _c("asking_price", "num"),
+        _c("color", "text"),
+        _c("interior_color", "text"),
+        _c("transmission", "text"),
+        _c("drivetrain", "text"),
+        _c("body_style", "text"),
+        _c("fuel_type", "text"),
+        _c("engine", "text"),
+        _c("description", "text"),
+        _c("location", "text"),
+        _c("title", "text"),
+        _c("discovery_url", "text"),
+        _c("listing_url", "text"),
+        _c("sale_status", "text"),
+        _c("is_public", "bool", "DEFAULT false"),
+        _c("origin_organization_id", "uuid"),
+        _c("profile_origin", "text"),
+        _c("primary_image_url", "text"),
+        _c("origin_metadata", "json", "DEFAULT '{}'"),
+        _c("created_at", "ts"),
+        _c("updated_at", "ts"),
+    ),
+)
+
+ORGANIZATION_VEHICLES = Table(
+    "organization_vehicles",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("organization_id", "uuid", "NOT NULL"),
+        _c("vehicle_id", "uuid", "NOT NULL"),
+        _c("relationship_type", "text", "NOT NULL DEFAULT 'seller'"),
+        _c("status", "text", "NOT NULL DEFAULT 'active'"),
+        _c("created_at", "ts"),
+        _c("updated_at", "ts"),
+    ),
+    constraints=("UNIQUE (organization_id, vehicle_id, relationship_type)",),
+)
+
+VEHICLE_IMAGES = Table(
+    "vehicle_images",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("vehicle_id", "uuid", "NOT NULL"),
+        _c("image_url", "text"),
+        _c("source_url", "text"),
+        _c("storage_path", "text"),
+        _c("is_external", "bool", "DEFAULT false"),
+        _c("position", "int"),
+        _c("is_primary", "bool", "DEFAULT false"),
+        _c("file_hash", "text"),
+        _c("file_size", "bigint"),
+        _c("mime_type", "text"),
+        _c("width", "int"),
+        _c("height", "int"),
+        _c("variants", "json"),
+        _c("ai_last_scanned", "ts"),
+        _c("ai_scan_metadata", "json"),
+        _c("created_at", "ts"),
+        _c("updated_at", "ts"),
+    ),
+)
+
+# Per-organization crawl bookkeeping: lets a killed crawl resume from the
+# database's state (Scrapy's JOBDIR alone does not survive SIGKILL).
+ORG_CRAWLS = Table(
+    "nuke_org_crawls",
+    (
+        _c("organization_id", "uuid", "NOT NULL"),
+        _c("started_at", "ts"),
+        _c("finished_at", "ts"),
+        _c("last_error", "text"),
+        _c("summary", "json"),
+    ),
+    primary_key="organization_id",
+)
+
+V1_TABLES = (BUSINESSES, VEHICLES, ORGANIZATION_VEHICLES, VEHICLE_IMAGES, ORG_CRAWLS)
+
+V1_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_businesses_created ON businesses (created_at, id)",
+    "CREATE INDEX IF NOT EXISTS ix_vehicles_discovery_url ON vehicles (discovery_url)",
+    "CREATE INDEX IF NOT EXISTS ix_vehicles_org_vin ON vehicles (origin_organization_id, vin)",
+    "CREATE INDEX IF NOT EXISTS ix_org_vehicles_org ON organization_vehicles (organization_id, status)",
+    "CREATE INDEX IF NOT EXISTS ix_vehicle_images_vehicle ON vehicle_images (vehicle_id, position)",
+    "CREATE INDEX IF NOT EXISTS ix_vehicle_images_source ON vehicle_images (vehicle_id, source_url)",
+)
+
+
+def _create_table(db: Database, table: Table) -> None:
+    if db.table_exists(table.name):
+        have = db.columns(table.name)
+        for col in table.columns:
+            if col.name not in have:
+                # A platform table may lack our bookkeeping columns; defaults
+                # only, never NOT NULL, so existing rows stay valid.
+                ddl = Column(col.name, col.type, col.extra.replace("NOT NULL", "").strip()).ddl(
+                    db.dialect
+                )
+                db.execute(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+        return
+    parts = [c.ddl(db.dialect) for c in table.columns]
+    if table.primary_key:
+        parts.append(f"PRIMARY KEY ({table.primary_key})")
+    parts.extend(table.constraints)
+    db.execute(f"CREATE TABLE {table.name} (\n  " + ",\n  ".join(parts) + "\n)")
+
+
+def _v1(db: Database) -> None:
+    for table in V1_TABLES:
+        _create_table(db, table)
+    for sql in V1_INDEXES:
+        db.execute(sql)
+
+
+MIGRATIONS: list[tuple[int, str, object]] = [
+    (1, "core tables: businesses, vehicles, organization_vehicles, vehicle_images", _v1),
+]
+
+
+def latest_version() -> int:
+    return max(v for v, _, _ in MIGRATIONS)
+
+
+def current_version(db: Database) -> int:
+    if not db.table_exists("nuke_schema_migrations"):
+        return 0
+    return int(db.scalar("SELECT COALESCE(MAX(version), 0) FROM nuke_schema_migrations") or 0)
+
+
+def migrate(db: Database) -> list[int]:
+    """Apply every migration not applied yet; return the versions applied."""
+    applied: list[int] = []
+    with db.transaction():
+        if db.dialect == "postgresql":
+            # Two processes migrating at once queue here instead of colliding.
+            db.execute("SELECT pg_advisory_xact_lock(724573901)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS nuke_schema_migrations ("
+            "version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)"
+        )
+        done = {
+            r["version"] for r in db.fetchall("SELECT version FROM nuke_schema_migrations")
+        }
+        for version, description, func in MIGRATIONS:
+            if version in done:
+                continue
+            logger.info("Applying migration %d: %s", version, description)
+            func(db)  # type: ignore[operator]
+            db.execute(
+                "INSERT INTO nuke_schema_migrations (version, description, applied_at) "
+                "VALUES (?, ?, ?)",
+                [version, description, str(db.now())],
+            )
+            applied.append(version)
+    return applied
+
+
+def needs_migration(db: Database) -> bool:
+    return current_version(db) < latest_version()

@@ -1,0 +1,447 @@
+"""What nuke_crawl reads and writes, as plain functions of a :class:`Database`.
+
+Knows nothing of Scrapy: the spiders and pipelines call these through
+:class:`~nuke_crawl.db.connection.AsyncDatabase` so they run off the reactor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from .connection import Database, Json, loads_json, new_id
+
+logger = logging.getLogger(__name__)
+
+RELATIONSHIP_TYPE = "inventory"
+PROFILE_ORIGIN = "nuke_crawl"
+
+# Vehicle columns an extracted listing may set.
+VEHICLE_FIELDS = (
+    "year",
+    "make",
+    "model",
+    "trim",
+    "vin",
+    "mileage",
+    "asking_price",
+    "color",
+    "interior_color",
+    "transmission",
+    "drivetrain",
+    "body_style",
+    "fuel_type",
+    "engine",
+    "description",
+    "location",
+    "title",
+    "listing_url",
+    "sale_status",
+)
+
+
+def json_text(db: Database, column: str, key: str) -> str:
+    """SQL for ``column->>'key'`` on either backend (``key`` is a constant)."""
+    if not key.replace("_", "").isalnum():
+        raise ValueError(f"bad JSON key {key!r}")
+    if db.dialect == "postgresql":
+        return f"({column}->>'{key}')"
+    return f"json_extract({column}, '$.{key}')"
+
+
+def website_host(url: str | None) -> str:
+    """The comparable host of a website: lowercase, no ``www.``, no port."""
+    if not url:
+        return ""
+    if "://" not in url:
+        url = "http://" + url
+    host = (urlsplit(url).hostname or "").lower()
+    return host[4:] if host.startswith("www.") else host
+
+
+# -- organizations ------------------------------------------------------------
+
+
+@dataclass
+class Organization:
+    id: str
+    business_name: str | None
+    website: str
+    business_type: str | None
+    metadata: dict[str, Any]
+    active_vehicles: int = 0
+    resume: bool = False  # a previous crawl of it never finished
+
+
+def _org(row: dict[str, Any]) -> Organization:
+    return Organization(
+        id=row["id"],
+        business_name=row.get("business_name"),
+        website=row.get("website") or "",
+        business_type=row.get("business_type"),
+        metadata=loads_json(row.get("metadata")) or {},
+        active_vehicles=int(row.get("active_vehicles") or 0),
+        resume=bool(row.get("unfinished")),
+    )
+
+
+_ORG_COLUMNS = """
+    b.id, b.business_name, b.website, b.business_type, b.metadata,
+    (SELECT COUNT(*) FROM organization_vehicles ov
+      WHERE ov.organization_id = b.id AND ov.status = 'active') AS active_vehicles,
+    (SELECT COUNT(*) FROM nuke_org_crawls c
+      WHERE c.organization_id = b.id AND c.started_at IS NOT NULL
+        AND (c.finished_at IS NULL OR c.finished_at < c.started_at)) AS unfinished
+"""
+
+
+def find_organization_by_website(db: Database, url: str) -> Organization | None:
+    host = website_host(url)
+    if not host:
+        return None
+    rows = db.fetchall(
+        f"SELECT {_ORG_COLUMNS} FROM businesses b WHERE lower(b.website) LIKE ? "
+        "ORDER BY b.created_at, b.id",
+        [f"%{host}%"],
+    )
+    for row in rows:
+        if website_host(row.get("website")) == host:
+            return _org(row)
+    return None
+
+
+def get_organization(db: Database, org_id: str) -> Organization | None:
+    row = db.fetchone(f"SELECT {_ORG_COLUMNS} FROM businesses b WHERE b.id = ?", [org_id])
+    return _org(row) if row else None
+
+
+def add_organization(
+    db: Database,
+    website: str,
+    *,
+    name: str | None = None,
+    business_type: str | None = "dealer",
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Organization, bool]:
+    """Find the organization with this website, or create it. Returns (org, created).
+
+    For an existing organization, given ``metadata`` keys are merged in and a
+    given name or type fills an empty one.
+    """
+    with db.transaction():
+        existing = find_organization_by_website(db, website)
+        if existing:
+            merged = {**existing.metadata, **(metadata or {})}
+            if merged != existing.metadata or (name and not existing.business_name):
+                db.execute(
+                    "UPDATE businesses SET metadata = ?, "
+                    "business_name = COALESCE(business_name, ?), updated_at = ? WHERE id = ?",
+                    [Json(merged), name, db.now(), existing.id],
+                )
+                existing.metadata = merged
+                existing.business_name = existing.business_name or name
+            return existing, False
+        org_id = new_id()
+        now = db.now()
+        db.execute(
+            "INSERT INTO businesses (id, business_name, website, business_type, is_public, "
+            "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                org_id,
+                name or website_host(website),
+                website,
+                business_type,
+                True,
+                Json(metadata or {}),
+                now,
+                now,
+            ],
+        )
+    org = get_organization(db, org_id)
+    assert org is not None
+    return org, True
+
+
+@dataclass
+class OrganizationPage:
+    organizations: list[Organization]  # the page, after the threshold filter
+    page_size: int  # organizations in the page before the filter
+    total: int  # organizations matching the filters, all pages
+
+
+def select_organizations(
+    db: Database,
+    *,
+    threshold: int,
+    limit: int,
+    offset: int = 0,
+    business_type: str | None = None,
+    organization_id: str | None = None,
+) -> OrganizationPage:
+    """A page of public organizations with a website, in a stable order
+    (``created_at``, then ``id``); the threshold filters within the page.
+
+    An organization whose last crawl never finished (killed) passes the
+    threshold too, so that it is resumed.
+    """
+    where = ["b.is_public = true", "b.website IS NOT NULL", "b.website <> ''"]
+    params: list[Any] = []
+    if business_type:
+        where.append("b.business_type = ?")
+        params.append(business_type)
+    if organization_id:
+        where.append("b.id = ?")
+        params.append(organization_id)
+    where_sql = " AND ".join(where)
+    total = int(db.scalar(f"SELECT COUNT(*) FROM businesses b WHERE {where_sql}", params) or 0)
+    rows = db.fetchall(
+        f"SELECT {_ORG_COLUMNS} FROM businesses b WHERE {where_sql} "
+        "ORDER BY b.created_at, b.id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    orgs = [_org(r) for r in rows]
+    selected = [o for o in orgs if o.active_vehicles < threshold or o.resume]
+    return OrganizationPage(selected, len(orgs), total)
+
+
+def mark_crawls_started(db: Database, org_ids: Sequence[str]) -> None:
+    now = db.now()
+    with db.transaction():
+        for org_id in org_ids:
+            db.execute(
+                "INSERT INTO nuke_org_crawls (organization_id, started_at) VALUES (?, ?) "
+                "ON CONFLICT (organization_id) DO UPDATE SET started_at = excluded.started_at",
+                [org_id, now],
+            )
+
+
+def record_crawl_result(
+    db: Database, org_id: str, summary: dict[str, Any], error: str | None, *, finished: bool
+) -> None:
+    """Store a crawl's outcome on the organization (``metadata.last_extracted_at``,
+    ``metadata.last_error``, ``metadata.last_crawl``) and in ``nuke_org_crawls``."""
+    now = db.now()
+    with db.transaction():
+        row = db.fetchone("SELECT metadata FROM businesses WHERE id = ?", [org_id])
+        if row is None:
+            return
+        meta = loads_json(row["metadata"]) or {}
+        meta["last_extracted_at"] = str(now)
+        meta["last_error"] = error
+        meta["last_crawl"] = summary
+        db.execute(
+            "UPDATE businesses SET metadata = ?, updated_at = ? WHERE id = ?",
+            [Json(meta), now, org_id],
+        )
+        db.execute(
+            "INSERT INTO nuke_org_crawls (organization_id, started_at, finished_at, last_error, "
+            "summary) VALUES (?, ?, ?, ?, ?) ON CONFLICT (organization_id) DO UPDATE SET "
+            "finished_at = excluded.finished_at, last_error = excluded.last_error, "
+            "summary = excluded.summary",
+            [org_id, now, now if finished else None, error, Json(summary)],
+        )
+
+
+def known_listing_urls(db: Database, org_id: str) -> set[str]:
+    rows = db.fetchall(
+        "SELECT v.discovery_url FROM vehicles v JOIN organization_vehicles ov "
+        "ON ov.vehicle_id = v.id WHERE ov.organization_id = ? AND v.discovery_url IS NOT NULL",
+        [org_id],
+    )
+    return {r["discovery_url"] for r in rows}
+
+
+# -- vehicles -------------------------------------------------------------------
+
+
+@dataclass
+class VehicleRecord:
+    """One listing to upsert; ``discovery_url`` is its canonical URL."""
+
+    organization_id: str
+    discovery_url: str
+    fields: dict[str, Any]
+    image_urls: list[str] = field(default_factory=list)
+    extracted_at: str = ""
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, (Decimal, float, int)) and isinstance(b, (Decimal, float, int)):
+        return abs(float(a) - float(b)) < 0.005
+    return bool(str(a) == str(b))
+
+
+def upsert_vehicle(db: Database, rec: VehicleRecord, *, external_images: bool = True) -> str:
+    """Insert or update one listing, its organization link and its external
+    image rows. Returns ``created``, ``updated`` or ``unchanged``.
+
+    Call inside a transaction. One row per listing: matched on the canonical
+    ``discovery_url``, then on VIN within the organization. Images already
+    downloaded are never turned back into external records.
+    """
+    if db.dialect == "postgresql":
+        # Serialises two workers upserting the same listing at once.
+        db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [rec.discovery_url])
+    fields = {k: v for k, v in rec.fields.items() if k in VEHICLE_FIELDS}
+    cols = ", ".join(("id", "origin_metadata", *VEHICLE_FIELDS))
+    row = db.fetchone(
+        f"SELECT {cols} FROM vehicles WHERE discovery_url = ? ORDER BY created_at LIMIT 1",
+        [rec.discovery_url],
+    )
+    if row is None and fields.get("vin"):
+        row = db.fetchone(
+            f"SELECT {cols} FROM vehicles WHERE origin_organization_id = ? AND vin = ? "
+            "ORDER BY created_at LIMIT 1",
+            [rec.organization_id, fields["vin"]],
+        )
+    now = db.now()
+    is_public = bool(fields.get("year") and fields.get("make") and fields.get("model"))
+    image_urls = list(rec.image_urls)
+    meta_update = {
+        **rec.extra_metadata,
+        "image_urls": image_urls,
+        "image_count": len(image_urls),
+        "organization_id": rec.organization_id,
+        "extracted_at": rec.extracted_at or str(now),
+    }
+    if row is None:
+        vehicle_id = new_id()
+        meta = {**meta_update, "images_backfilled": False}
+        names = ["id", *fields.keys(), "discovery_url", "is_public", "origin_organization_id",
+                 "profile_origin", "origin_metadata", "created_at", "updated_at"]
+        values = [vehicle_id, *fields.values(), rec.discovery_url, is_public,
+                  rec.organization_id, PROFILE_ORIGIN, Json(meta), now, now]
+        db.execute(
+            f"INSERT INTO vehicles ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+            values,
+        )
+        outcome = "created"
+    else:
+        vehicle_id = row["id"]
+        old_meta = loads_json(row["origin_metadata"]) or {}
+        changed = {k: v for k, v in fields.items() if v is not None and not _same(row.get(k), v)}
+        meta = {**old_meta, **meta_update}
+        if old_meta.get("image_urls") != image_urls:
+            new_urls = set(image_urls) - set(old_meta.get("image_urls") or [])
+            meta["images_backfilled"] = bool(old_meta.get("images_backfilled")) and not new_urls
+        else:
+            meta["images_backfilled"] = bool(old_meta.get("images_backfilled", False))
+        meta_changed = {k: v for k, v in meta.items() if k != "extracted_at"} != {
+            k: v for k, v in old_meta.items() if k != "extracted_at"
+        }
+        sets = [f"{k} = ?" for k in changed]
+        params: list[Any] = list(changed.values())
+        sets += ["origin_metadata = ?", "updated_at = ?"]
+        params += [Json(meta), now]
+        if is_public:
+            sets.append("is_public = ?")
+            params.append(True)
+        db.execute(f"UPDATE vehicles SET {', '.join(sets)} WHERE id = ?", [*params, vehicle_id])
+        outcome = "updated" if (changed or meta_changed) else "unchanged"
+
+    status = "past" if fields.get("sale_status") == "sold" else "active"
+    db.execute(
+        "INSERT INTO organization_vehicles (id, organization_id, vehicle_id, relationship_type, "
+        "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (organization_id, vehicle_id, relationship_type) DO UPDATE SET "
+        "status = excluded.status, updated_at = excluded.updated_at",
+        [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now],
+    )
+    if external_images and image_urls:
+        _add_external_images(db, vehicle_id, image_urls, now)
+    return outcome
+
+
+def _add_external_images(db: Database, vehicle_id: str, urls: list[str], now: Any) -> None:
+    rows = db.fetchall(
+        "SELECT source_url, image_url, is_primary FROM vehicle_images WHERE vehicle_id = ?",
+        [vehicle_id],
+    )
+    known = {r["source_url"] for r in rows} | {r["image_url"] for r in rows}
+    has_primary = any(r["is_primary"] for r in rows)
+    new_rows = []
+    for position, url in enumerate(urls):
+        if url in known:
+            continue
+        primary = not has_primary and position == 0
+        new_rows.append([new_id(), vehicle_id, url, url, True, position, primary, now, now])
+    db.executemany(
+        "INSERT INTO vehicle_images (id, vehicle_id, image_url, source_url, is_external, "
+        "position, is_primary, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        new_rows,
+    )
+
+
+def upsert_vehicles(
+    db: Database, records: Sequence[VehicleRecord], *, external_images: bool = True
+) -> list[str]:
+    """Upsert a batch in one transaction; if the batch fails, each record is
+    retried alone so that one bad record cannot lose the others. A record
+    that still fails gets the outcome ``error: <message>``."""
+    try:
+        with db.transaction():
+            return [upsert_vehicle(db, r, external_images=external_images) for r in records]
+    except Exception as exc:  # noqa: BLE001 - narrowed below, per record
+        if len(records) == 1:
+            logger.warning("Could not store %s: %s", records[0].discovery_url, exc)
+            return [f"error: {type(exc).__name__}: {exc}"]
+    outcomes = []
+    for rec in records:
+        outcomes.extend(upsert_vehicles(db, [rec], external_images=external_images))
+    return outcomes
+
+
+# -- status ----------------------------------------------------------------------
+
+
+def status_counts(db: Database) -> dict[str, int]:
+    """The figures an operator watches (``scrapy status``)."""
+    image_count = json_text(db, "v.origin_metadata", "image_count")
+    backfilled = json_text(db, "v.origin_metadata", "images_backfilled")
+    true_values = "('true', '1')"
+    queries = {
+        "organizations": "SELECT COUNT(*) FROM businesses",
+        "organizations_extracted": (
+            "SELECT COUNT(DISTINCT organization_id) FROM organization_vehicles"
+        ),
+        "vehicles": "SELECT COUNT(*) FROM vehicles",
+        "public_vehicles": "SELECT COUNT(*) FROM vehicles WHERE is_public = true",
+        "vehicles_with_image_urls": (
+            f"SELECT COUNT(*) FROM vehicles v WHERE CAST({image_count} AS INTEGER) > 0"
+        ),
+        "external_images": "SELECT COUNT(*) FROM vehicle_images WHERE is_external = true",
+        "vehicles_with_external_images": (
+            "SELECT COUNT(DISTINCT vehicle_id) FROM vehicle_images WHERE is_external = true"
+        ),
+        "stored_images": (
+            "SELECT COUNT(*) FROM vehicle_images "
+            "WHERE is_external = false AND storage_path IS NOT NULL"
+        ),
+        "vehicles_with_stored_images": (
+            "SELECT COUNT(DISTINCT vehicle_id) FROM vehicle_images "
+            "WHERE is_external = false AND storage_path IS NOT NULL"
+        ),
+        "vehicles_backfilled": (
+            f"SELECT COUNT(*) FROM vehicles v WHERE CAST({backfilled} AS TEXT) IN {true_values}"
+        ),
+        "images_never_analysed": "SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL",
+    }
+    return {name: int(db.scalar(sql) or 0) for name, sql in queries.items()}
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
