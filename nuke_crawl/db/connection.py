@@ -290,11 +290,11 @@ class AsyncDatabase:
         """Connect now (in the worker thread) and return the connection."""
         return self._executor.submit(self._get).result()
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(db, *args)`` in the database thread."""
+    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``func(db, *args, **kwargs)`` in the database thread."""
 
         def call() -> T:
-            return func(self._get(), *args)
+            return func(self._get(), *args, **kwargs)
 
         return await asyncio.wrap_future(self._executor.submit(call))
 

@@ -1,0 +1,120 @@
+"""Writes vehicle items to the database in batches, off the reactor thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from itemadapter import ItemAdapter
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem
+
+from nuke_crawl.db import store
+from nuke_crawl.dbglue import crawler_database, prepare_database
+
+logger = logging.getLogger(__name__)
+
+
+class VehicleDatabasePipeline:
+    """Upserts :class:`~nuke_crawl.items.VehicleItem` s, their organization
+    links and their external image records.
+
+    Items are grouped: each waits until its batch is committed, so an item that
+    leaves this pipeline is in the database. Settings:
+
+    - ``NUKE_DB_BATCH_SIZE`` (50): vehicles per transaction.
+    - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company.
+    - ``NUKE_EXTERNAL_IMAGE_RECORDS`` (True): create ``is_external`` image rows.
+    - ``NUKE_DRY_RUN`` (False, set by ``-a dry_run=1``): count, write nothing.
+
+    Stats: ``nuke/vehicles/created|updated|unchanged|failed`` and the same per
+    organization under ``nuke/org/<id>/...``.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        settings = crawler.settings
+        self.batch_size = max(1, settings.getint("NUKE_DB_BATCH_SIZE", 50))
+        self.batch_wait = max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT", 0.5))
+        self.external_images = settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS", True)
+        self.dry_run = settings.getbool("NUKE_DRY_RUN", False)
+        self.stats = crawler.stats
+        self._pending: list[tuple[store.VehicleRecord, asyncio.Future[str]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self.outcomes: Counter[str] = Counter()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> VehicleDatabasePipeline:
+        return cls(crawler)
+
+    async def open_spider(self) -> None:
+        if not self.dry_run:
+            await prepare_database(self.crawler)
+
+    async def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        if "discovery_url" not in adapter or "organization_id" not in adapter:
+            return item
+        rec = store.VehicleRecord(
+            organization_id=adapter["organization_id"],
+            discovery_url=adapter["discovery_url"],
+            fields={**adapter.get("fields", {}), "listing_url": adapter.get("listing_url")},
+            image_urls=list(adapter.get("image_urls") or []),
+            extracted_at=adapter.get("extracted_at") or "",
+            extra_metadata={
+                "extraction_sources": list(adapter.get("sources") or []),
+                **(adapter.get("extra") or {}),
+            },
+        )
+        if self.dry_run:
+            self._count(rec.organization_id, "would_write")
+            return item
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((rec, future))
+        if len(self._pending) >= self.batch_size:
+            self._flush_soon()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.batch_wait, self._flush_soon)
+        outcome = await future
+        if outcome.startswith("error"):
+            raise DropItem(f"not stored: {rec.discovery_url}: {outcome}")
+        return item
+
+    def _flush_soon(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._write(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _write(self, batch: list[tuple[store.VehicleRecord, asyncio.Future[str]]]) -> None:
+        records = [rec for rec, _ in batch]
+        try:
+            outcomes = await crawler_database(self.crawler).run(
+                store.upsert_vehicles, records, external_images=self.external_images
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. the database went away
+            logger.error("Could not write %d vehicles: %s", len(records), exc)
+            outcomes = [f"error: {exc}"] * len(records)
+        for (rec, future), outcome in zip(batch, outcomes, strict=True):
+            self._count(rec.organization_id, "failed" if outcome.startswith("error") else outcome)
+            if not future.done():
+                future.set_result(outcome)
+
+    def _count(self, org_id: str, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        assert self.stats is not None
+        self.stats.inc_value(f"nuke/vehicles/{outcome}")
+        self.stats.inc_value(f"nuke/org/{org_id}/vehicles_{outcome}")
+
+    async def close_spider(self) -> None:
+        self._flush_soon()
+        while self._flushing:
+            await asyncio.gather(*list(self._flushing))

@@ -1,0 +1,87 @@
+"""Scrapy settings for nuke_crawl.
+
+Every ``NUKE_*`` setting and its default is listed here (and in README.md);
+any of them can be given with ``-s NAME=value``. ``DATABASE_URL`` comes from
+the environment first, then this setting.
+"""
+
+from __future__ import annotations
+
+BOT_NAME = "nuke_crawl"
+SPIDER_MODULES = ["nuke_crawl.spiders"]
+NEWSPIDER_MODULE = "nuke_crawl.spiders"
+COMMANDS_MODULE = "nuke_crawl.commands"
+
+# -- database ------------------------------------------------------------------
+DATABASE_URL = None  # None: $DATABASE_URL, else sqlite:///nuke.db
+NUKE_AUTO_MIGRATE = True  # a spider run on a database without the schema migrates it first
+NUKE_DB_BATCH_SIZE = 50  # vehicles written per transaction
+NUKE_DB_BATCH_WAIT = 0.5  # seconds a partial batch waits for company before it is written
+
+# -- politeness ----------------------------------------------------------------
+NUKE_USER_AGENT = "nuke_crawl/0.1 (+https://github.com/nuke-crawl/nuke_crawl; vehicle listings crawler)"
+USER_AGENT = NUKE_USER_AGENT
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS = 32
+CONCURRENT_REQUESTS_PER_DOMAIN = 4
+DOWNLOAD_DELAY = 0
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 10 * 1024 * 1024
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 2.0
+RETRY_TIMES = 3
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+NUKE_BACKOFF_BASE = 1.0
+NUKE_BACKOFF_MAX = 60.0
+NUKE_RETRY_AFTER_MAX = 300.0
+NUKE_SLOWDOWN_MAX_DELAY = 30.0
+# Requests to private, loopback, link-local and metadata addresses are refused
+# unless this (or the environment variable of the same name) is on.
+NUKE_ALLOW_PRIVATE_NETWORKS = False
+NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS: list[str] = []
+
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "nuke_crawl.middlewares.netguard.PrivateNetworkGuardMiddleware": 40,
+    "nuke_crawl.middlewares.backoff.BackoffRetryMiddleware": 550,
+}
+
+ITEM_PIPELINES = {
+    "nuke_crawl.pipelines.database.VehicleDatabasePipeline": 300,
+}
+
+# -- extraction ------------------------------------------------------------------
+NUKE_EXTERNAL_IMAGE_RECORDS = True  # one vehicle_images row (is_external) per image URL
+NUKE_MAX_IMAGES_PER_VEHICLE = 50
+NUKE_PROBE_COMMON_PATHS = True  # try /inventory, /used-vehicles... when nothing links to inventory
+
+# -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------
+NUKE_CHROMIUM_PATH = "/usr/bin/chromium"
+NUKE_RENDER_JS = True  # render organizations that need it (metadata.render_js or detected)
+DOWNLOAD_HANDLERS = {
+    "http": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+    "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+}
+PLAYWRIGHT_BROWSER_TYPE = "chromium"
+PLAYWRIGHT_LAUNCH_OPTIONS = {
+    "executable_path": NUKE_CHROMIUM_PATH,
+    "headless": True,
+    "args": [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ],
+}
+PLAYWRIGHT_MAX_CONTEXTS = 2
+PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = 30_000
+
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+FEED_EXPORT_ENCODING = "utf-8"
+LOG_LEVEL = "INFO"
+TELNETCONSOLE_ENABLED = False

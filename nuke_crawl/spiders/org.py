@@ -1,0 +1,458 @@
+"""The ``org`` spider: every organization's vehicle inventory into the database.
+
+``scrapy crawl org -a threshold=1`` visits the websites of organizations that
+have fewer than ``threshold`` active vehicles, finds their inventory, follows
+pagination, extracts each vehicle detail page and yields one
+:class:`~nuke_crawl.items.VehicleItem` per listing. Images are recorded as
+URLs only; nothing is downloaded here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import scrapy
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.http import Request, Response, TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
+from twisted.python.failure import Failure
+
+from nuke_crawl.db import DatabaseError, store
+from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.extraction import (
+    COMMON_INVENTORY_PATHS,
+    VehicleData,
+    canonical_listing_url,
+    discover_inventory_links,
+    extract_page,
+)
+from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site
+from nuke_crawl.items import VehicleItem
+from nuke_crawl.spiders.args import Param, parse_args, to_bool, to_int, to_str
+from nuke_crawl.spiders.args import to_url, to_uuid
+
+logger = logging.getLogger(__name__)
+
+KM_PER_MILE = 1.609344
+MAX_INVENTORY_ENTRIES = 3  # inventory links followed from a home page
+MAX_SITEMAP_URLS = 20_000
+
+ARGUMENTS: dict[str, Param] = {
+    "threshold": Param(
+        lambda n, v: to_int(n, v, minimum=1),
+        10,
+        "only organizations with fewer than this many active vehicles (1: never extracted)",
+    ),
+    "limit": Param(lambda n, v: to_int(n, v, minimum=1), 10, "organizations per page"),
+    "offset": Param(lambda n, v: to_int(n, v, minimum=0), 0, "organizations to skip"),
+    "business_type": Param(to_str, None, "only organizations of this business_type"),
+    "organization_id": Param(to_uuid, None, "only this organization"),
+    "url": Param(to_url, None, "crawl this one website (its organization is found or created)"),
+    "max_vehicles": Param(
+        lambda n, v: to_int(n, v, minimum=1), 500, "vehicles per organization at most"
+    ),
+    "dry_run": Param(to_bool, False, "extract and report, write nothing"),
+}
+
+
+@dataclass
+class OrgProgress:
+    """What one organization's crawl did, for its summary."""
+
+    org: store.Organization
+    pages: int = 0
+    vehicles_found: int = 0
+    vehicle_requests: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    entry_error: str | None = None
+    render_js: bool = False
+    seen: set[str] = field(default_factory=set)  # canonical URLs requested this run
+    known: set[str] = field(default_factory=set)  # already stored (resumed crawls)
+    inventory_found: bool = False
+
+
+class OrgSpider(scrapy.Spider):
+    """Crawls organizations' websites for vehicle listings.
+
+    Arguments (``-a name=value``): ``threshold`` (10), ``limit`` (10),
+    ``offset`` (0), ``business_type``, ``organization_id``, ``url``,
+    ``max_vehicles`` (500), ``dry_run``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
+    (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True).
+    """
+
+    name = "org"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}
+        self.args = parse_args(ARGUMENTS, given, self.name)
+        super().__init__(*args)
+        self.progress: dict[str, OrgProgress] = {}
+        self.page_info: store.OrganizationPage | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> OrgSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.args["dry_run"]:
+            crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
+        settings = crawler.settings
+        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
+        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
+        spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
+        crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
+        return spider
+
+    # -- selection -------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[Any]:
+        try:
+            orgs = await self._select()
+        except (DatabaseError, SchemaMissing) as exc:
+            logger.error("Cannot start: %s", exc)
+            assert self.crawler.stats is not None
+            self.crawler.stats.set_value("nuke/error", str(exc))
+            return
+        for org in orgs:
+            for request in self._entry_requests(org):
+                yield request
+
+    async def _select(self) -> list[store.Organization]:
+        args = self.args
+        dry = args["dry_run"]
+        adb = crawler_database(self.crawler)
+        if not dry:
+            await prepare_database(self.crawler)
+        if args["url"]:
+            org = None
+            if not dry or not await adb.run(_needs_schema):
+                org = await adb.run(store.find_organization_by_website, args["url"])
+            if org is None and dry:
+                org = store.Organization("dry-run", None, args["url"], None, {})
+            elif org is None:
+                org, _ = await adb.run(store.add_organization, args["url"])
+                logger.info("Created organization %s for %s", org.id, args["url"])
+            orgs = [org]
+        else:
+            if dry and await adb.run(_needs_schema):
+                raise SchemaMissing("the database has no nuke_crawl schema: run `scrapy migrate`")
+            page = await adb.run(
+                store.select_organizations,
+                threshold=args["threshold"],
+                limit=args["limit"],
+                offset=args["offset"],
+                business_type=args["business_type"],
+                organization_id=args["organization_id"],
+            )
+            self.page_info = page
+            orgs = page.organizations
+            logger.info(
+                "Selected %d of %d organizations in this page (offset %d, %d matching in all;"
+                " threshold %d active vehicles)",
+                len(orgs), page.page_size, args["offset"], page.total, args["threshold"],
+            )
+        if not dry and orgs:
+            await adb.run(store.mark_crawls_started, [o.id for o in orgs])
+        for org in orgs:
+            progress = OrgProgress(org)
+            if org.resume and not dry:
+                progress.known = await adb.run(store.known_listing_urls, org.id)
+                logger.info(
+                    "Resuming the unfinished crawl of %s (%d listings already stored)",
+                    org.business_name or org.website, len(progress.known),
+                )
+            self.progress[org.id] = progress
+        return orgs
+
+    def _entry_requests(self, org: store.Organization) -> Iterable[Request]:
+        website = org.website if "://" in org.website else f"https://{org.website}"
+        inventory_url = org.metadata.get("inventory_url")
+        if inventory_url:
+            yield self._request(org, urljoin(website, inventory_url), self.parse_page, entry=True)
+        else:
+            yield self._request(org, website, self.parse_home, entry=True)
+
+    def _request(
+        self, org: store.Organization, url: str, callback: Any, *, entry: bool = False,
+        render: bool | None = None, **meta: Any,
+    ) -> Request:
+        if render is None:
+            render = bool(org.metadata.get("render_js")) and self.render_js
+        meta = {"org_id": org.id, "entry": entry, **meta}
+        if render:
+            meta["playwright"] = True
+        # dont_filter: de-duplication is ours (per organization, canonical URLs,
+        # and the database on resume), so a SIGKILLed JOBDIR's dupefilter can
+        # never hide a page whose vehicle was not stored yet.
+        return Request(url, callback=callback, errback=self.on_error, meta=meta, dont_filter=True)
+
+    # -- callbacks ---------------------------------------------------------------
+
+    def _progress(self, response_or_request: Response | Request) -> OrgProgress | None:
+        return self.progress.get(response_or_request.meta.get("org_id", ""))
+
+    async def parse_home(self, response: Response) -> AsyncIterator[Any]:
+        progress = self._progress(response)
+        if progress is None or not isinstance(response, TextResponse):
+            return
+        progress.pages += 1
+        links = discover_inventory_links(response.text, response.url)[:MAX_INVENTORY_ENTRIES]
+        # A home page that is itself an inventory (or a vehicle) is parsed too.
+        async for out in self.parse_page(response, count_page=False):
+            yield out
+        if links:
+            progress.inventory_found = True
+            for url in links:
+                if self._claim(progress, url):
+                    yield self._request(progress.org, url, self.parse_page)
+        robots = urljoin(response.url, "/robots.txt")
+        yield self._request(progress.org, robots, self.parse_robots, render=False)
+
+    def parse_robots(self, response: Response) -> Iterable[Request]:
+        progress = self._progress(response)
+        if progress is None:
+            return
+        sitemaps = list(sitemap_urls_from_robots(response.body, base_url=response.url)) if (
+            isinstance(response, TextResponse)
+        ) else []
+        if not sitemaps:
+            sitemaps = [urljoin(response.url, "/sitemap.xml")]
+        for url in sitemaps:
+            yield self._request(progress.org, url, self.parse_sitemap, render=False,
+                                from_robots=True)
+
+    def parse_sitemap(self, response: Response) -> Iterable[Request]:
+        progress = self._progress(response)
+        if progress is None:
+            return
+        try:
+            sitemap = Sitemap(response.body)
+        except Exception:  # noqa: BLE001 - any unparsable body is "no sitemap"
+            sitemap = None
+        urls = [entry.get("loc", "") for entry in sitemap] if sitemap else []
+        if sitemap is not None and sitemap.type == "sitemapindex":
+            for url in urls[:50]:
+                if same_site(url, progress.org.website) or same_site(url, response.url):
+                    yield self._request(progress.org, url, self.parse_sitemap, render=False)
+            return
+        found = 0
+        for url in urls[:MAX_SITEMAP_URLS]:
+            if not (same_site(url, response.url) and looks_like_vehicle_url(url)):
+                continue
+            if self._claim_vehicle(progress, url):
+                found += 1
+                yield self._request(progress.org, url, self.parse_page)
+        if found:
+            progress.inventory_found = True
+        elif not progress.inventory_found and self.probe_paths:
+            progress.inventory_found = True  # probe once
+            for path in COMMON_INVENTORY_PATHS:
+                url = urljoin(response.url, path)
+                if self._claim(progress, url):
+                    yield self._request(progress.org, url, self.parse_page, probe=True)
+
+    async def parse_page(self, response: Response, count_page: bool = True) -> AsyncIterator[Any]:
+        progress = self._progress(response)
+        if progress is None:
+            return
+        if count_page:
+            progress.pages += 1
+        if not isinstance(response, TextResponse):
+            progress.skipped["not_html"] += 1
+            return
+        org = progress.org
+        result = extract_page(
+            response.text,
+            response.url,
+            selectors=org.metadata.get("selectors") or None,
+            max_images=self.max_images,
+        )
+        if result.needs_js and not response.meta.get("playwright"):
+            if self.render_js:
+                progress.render_js = True
+                logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
+                            response.url)
+                yield self._request(org, response.url, self.parse_page, render=True)
+                return
+        if result.vehicle is not None:
+            item = self._item(progress, result.vehicle, response.url)
+            if item is not None:
+                yield item
+        elif result.skip_reason and result.skip_reason != "inventory_page":
+            if not response.meta.get("probe"):
+                progress.skipped[result.skip_reason] += 1
+                self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        if result.skip_reason == "inventory_page":
+            progress.inventory_found = True
+            without_url = sum(1 for card in result.listings if not card.url)
+            if without_url:
+                progress.skipped["listing_without_url"] += without_url
+        for url in result.vehicle_links:
+            if self._claim_vehicle(progress, url):
+                yield self._request(org, url, self.parse_page)
+        for url in result.next_pages:
+            if self._claim(progress, url):
+                yield self._request(org, url, self.parse_page)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _claim(self, progress: OrgProgress, url: str) -> bool:
+        key = canonical_listing_url(url)
+        if key in progress.seen:
+            return False
+        progress.seen.add(key)
+        return True
+
+    def _claim_vehicle(self, progress: OrgProgress, url: str) -> bool:
+        if progress.vehicle_requests >= self.args["max_vehicles"]:
+            return False
+        key = canonical_listing_url(url)
+        if key in progress.known:
+            progress.seen.add(key)
+            progress.skipped["already_stored"] += 1
+            return False
+        if not self._claim(progress, url):
+            return False
+        progress.vehicle_requests += 1
+        return True
+
+    def _item(self, progress: OrgProgress, v: VehicleData, page_url: str) -> VehicleItem | None:
+        if progress.vehicles_found >= self.args["max_vehicles"]:
+            progress.skipped["max_vehicles"] += 1
+            return None
+        url = v.url or page_url
+        key = canonical_listing_url(url)
+        progress.seen.add(key)
+        progress.vehicles_found += 1
+        self._stat("nuke/vehicles/found")
+        fields = {
+            name: getattr(v, name)
+            for name in store.VEHICLE_FIELDS
+            if name != "listing_url" and getattr(v, name, None) is not None
+        }
+        extra: dict[str, Any] = {}
+        for name in ("stock_number", "registration", "currency"):
+            if getattr(v, name):
+                extra[name] = getattr(v, name)
+        if v.mileage is not None and v.mileage_unit == "km":
+            extra["mileage_original"] = {"value": v.mileage, "unit": "km"}
+            fields["mileage"] = round(v.mileage / KM_PER_MILE)
+        return VehicleItem(
+            organization_id=progress.org.id,
+            discovery_url=key,
+            listing_url=url,
+            fields=fields,
+            image_urls=list(v.image_urls),
+            extracted_at=datetime.now(UTC).isoformat(),
+            sources=list(v.sources),
+            extra=extra,
+        )
+
+    def _stat(self, key: str, count: int = 1) -> None:
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(key, count)
+
+    def on_error(self, failure: Failure) -> None:
+        request: Request = failure.request  # type: ignore[attr-defined]
+        progress = self._progress(request)
+        if failure.check(HttpError):
+            status = failure.value.response.status
+            reason = f"HTTP {status}"
+        else:
+            reason = failure.getErrorMessage() or failure.type.__name__
+            reason = f"{failure.type.__name__}: {reason}"
+        if request.meta.get("from_robots") or request.url.endswith("/robots.txt"):
+            return  # no sitemap is not an error
+        if request.meta.get("probe"):
+            return  # a probed path that does not exist is expected
+        self._stat("nuke/pages/errors")
+        if progress is None:
+            return
+        progress.errors.append(f"{request.url}: {reason}")
+        if request.meta.get("entry"):
+            progress.entry_error = f"{request.url}: {reason}"
+            logger.warning("Organization %s: website unreachable (%s)",
+                           progress.org.business_name or progress.org.id, reason)
+
+    # -- closing -------------------------------------------------------------------
+
+    def summary(self, progress: OrgProgress) -> dict[str, Any]:
+        assert self.crawler.stats is not None
+        stats = self.crawler.stats
+        prefix = f"nuke/org/{progress.org.id}/vehicles_"
+        return {
+            "pages": progress.pages,
+            "vehicles_found": progress.vehicles_found,
+            "created": stats.get_value(prefix + "created", 0),
+            "updated": stats.get_value(prefix + "updated", 0),
+            "unchanged": stats.get_value(prefix + "unchanged", 0),
+            "failed": stats.get_value(prefix + "failed", 0),
+            "skipped": dict(progress.skipped),
+            "errors": len(progress.errors),
+            "render_js": progress.render_js,
+        }
+
+    async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
+        dry = self.args["dry_run"]
+        adb = crawler_database(self.crawler)
+        assert self.crawler.stats is not None
+        for progress in self.progress.values():
+            summary = self.summary(progress)
+            name = progress.org.business_name or progress.org.website
+            logger.info(
+                "Organization %s: %d pages, %d vehicles found, %d created, %d updated, "
+                "%d unchanged, skipped %s, %d errors%s",
+                name, summary["pages"], summary["vehicles_found"], summary["created"],
+                summary["updated"], summary["unchanged"], summary["skipped"] or "nothing",
+                summary["errors"], f" ({progress.entry_error})" if progress.entry_error else "",
+            )
+            for key in ("pages", "vehicles_found", "errors"):
+                self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/{key}", summary[key])
+            for why, count in progress.skipped.items():
+                self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/skipped/{why}", count)
+            if dry:
+                continue
+            if progress.render_js and not progress.org.metadata.get("render_js"):
+                summary["render_js_detected"] = True
+            try:
+                await adb.run(
+                    store.record_crawl_result,
+                    progress.org.id,
+                    summary,
+                    progress.entry_error,
+                    finished=reason == "finished",
+                )
+            except DatabaseError as exc:
+                logger.error("Could not record the crawl of %s: %s", name, exc)
+        self.crawler.stats.set_value("nuke/orgs/crawled", len(self.progress))
+        self.crawler.stats.set_value(
+            "nuke/orgs/unreachable", sum(1 for p in self.progress.values() if p.entry_error)
+        )
+        page = self.page_info
+        if page is not None:
+            next_offset = self.args["offset"] + page.page_size
+            more = next_offset < page.total
+            cmd = (
+                f"scrapy crawl org -a threshold={self.args['threshold']} "
+                f"-a limit={self.args['limit']} -a offset={next_offset}"
+            )
+            if more:
+                logger.info("More organizations remain (%d in all). Next: %s", page.total, cmd)
+            else:
+                logger.info("No more organizations after this page (%d in all).", page.total)
+            self.crawler.stats.set_value("nuke/orgs/next_offset", next_offset)
+            self.crawler.stats.set_value("nuke/orgs/more_remain", more)
+
+
+def _needs_schema(db: Any) -> bool:
+    from nuke_crawl.db import needs_migration
+
+    return needs_migration(db)
+
