@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,12 +46,18 @@ def to_uuid(name: str, value: Any) -> str:
         raise ArgumentError(f"argument {name}={value!r}: expected a UUID") from None
 
 
+_HOST = re.compile(r"[\w.:-]+")
+
+
 def to_url(name: str, value: Any) -> str:
     text = str(value).strip()
     if "://" not in text:
         text = "https://" + text
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host) or (
+        "." not in host and ":" not in host and host != "localhost"
+    ):
         raise ArgumentError(f"argument {name}={value!r}: expected an http(s) URL")
     return text
 

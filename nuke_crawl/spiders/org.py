@@ -90,6 +90,7 @@ class OrgSpider(scrapy.Spider):
     """
 
     name = "org"
+    ARGUMENTS = ARGUMENTS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}

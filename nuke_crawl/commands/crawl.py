@@ -1,0 +1,35 @@
+"""``scrapy crawl``, with spider arguments validated before anything starts.
+
+A nuke_crawl spider declares its arguments in an ``ARGUMENTS`` mapping; a bad
+one is refused here with a message naming it (exit code 2, no traceback).
+A run that could not start (``nuke/error`` in its stats) exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.exceptions import UsageError
+
+from nuke_crawl.spiders.args import ArgumentError, parse_args
+
+
+class Command(ScrapyCrawlCommand):
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if len(args) == 1 and self.crawler_process is not None:
+            try:
+                spidercls = self.crawler_process.spider_loader.load(args[0])
+            except KeyError:
+                raise UsageError(f"Spider not found: {args[0]}", print_help=False) from None
+            spec = getattr(spidercls, "ARGUMENTS", None)
+            if spec is not None:
+                try:
+                    parse_args(spec, opts.spargs, args[0])
+                except ArgumentError as exc:
+                    raise UsageError(str(exc), print_help=False) from None
+        super().run(args, opts)
+        if self.exitcode == 0 and self.crawler_process is not None:
+            for crawler in self.crawler_process.crawlers:
+                if crawler.stats is not None and crawler.stats.get_value("nuke/error"):
+                    self.exitcode = 1
