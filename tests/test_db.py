@@ -1,0 +1,197 @@
+"""The database layer on SQLite and PostgreSQL: schema, upserts, selection, status."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from nuke_crawl.db import Database, DatabaseError, current_version, latest_version, migrate
+from nuke_crawl.db import store
+
+
+def _rec(org_id: str, url: str, images: list[str] | None = None, **fields: object) -> store.VehicleRecord:
+    base = {"year": 2015, "make": "Ford", "model": "Mustang", "asking_price": Decimal("18995")}
+    base.update(fields)
+    return store.VehicleRecord(org_id, url, base, images if images is not None else [
+        f"{url}/1.jpg", f"{url}/2.jpg"])
+
+
+def test_migrate_is_idempotent_and_versioned(db_url: str) -> None:
+    database = Database(db_url)
+    assert current_version(database) == 0
+    assert migrate(database) == list(range(1, latest_version() + 1))
+    assert migrate(database) == []
+    assert current_version(database) == latest_version()
+    # the platform's own queries run unchanged
+    assert database.scalar("SELECT COUNT(*) FROM vehicles WHERE is_public = true;") == 0
+    assert database.scalar("SELECT COUNT(*) FROM vehicle_images WHERE is_external = true;") == 0
+    database.close()
+
+
+def test_migrate_adds_missing_columns_to_an_existing_platform_table(db_url: str) -> None:
+    database = Database(db_url)
+    uuid_type = "uuid" if database.dialect == "postgresql" else "TEXT"
+    database.execute(f"CREATE TABLE businesses (id {uuid_type} PRIMARY KEY, business_name text)")
+    database.execute("INSERT INTO businesses (id, business_name) VALUES (?, ?)",
+                     ["6f1c3f2e-2b1d-4f0e-9d57-0d6f4f1f2a11", "Old Dealer"])
+    migrate(database)
+    assert {"website", "metadata", "is_public", "created_at"} <= database.columns("businesses")
+    assert database.scalar("SELECT business_name FROM businesses") == "Old Dealer"
+    database.close()
+
+
+def test_unsupported_url_is_refused_with_a_message() -> None:
+    with pytest.raises(DatabaseError, match="not supported"):
+        Database("mysql://root@localhost/x")
+
+
+def test_postgres_password_is_not_in_error_messages() -> None:
+    with pytest.raises(DatabaseError) as info:
+        Database("postgresql://u:s3cret@127.0.0.1:1/nope")
+    assert "s3cret" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_add_organization_finds_by_website(db: Database) -> None:
+    org, created = store.add_organization(db, "https://www.dealer.example/", name="Dealer")
+    assert created
+    again, created2 = store.add_organization(db, "http://dealer.example/inventory",
+                                             metadata={"render_js": True})
+    assert not created2 and again.id == org.id
+    assert again.metadata == {"render_js": True}
+    other, created3 = store.add_organization(db, "https://dealer.example.net/")
+    assert created3 and other.id != org.id
+
+
+def test_upsert_is_idempotent_and_updates_changed_fields(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    rec = _rec(org.id, "https://d.example/v/1")
+    assert store.upsert_vehicles(db, [rec]) == ["created"]
+    assert store.upsert_vehicles(db, [rec]) == ["unchanged"]
+    rec.fields["asking_price"] = Decimal("17995")
+    assert store.upsert_vehicles(db, [rec]) == ["updated"]
+    assert db.scalar("SELECT COUNT(*) FROM vehicles") == 1
+    assert float(db.scalar("SELECT asking_price FROM vehicles")) == 17995
+    assert db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE is_external = true") == 2
+    row = db.fetchone("SELECT origin_metadata, is_public, origin_organization_id FROM vehicles")
+    assert row is not None
+    meta = store.loads_json(row["origin_metadata"])
+    assert meta["image_urls"] == rec.image_urls and meta["image_count"] == 2
+    assert meta["images_backfilled"] is False and meta["organization_id"] == org.id
+    assert "extracted_at" in meta
+    assert bool(row["is_public"]) and row["origin_organization_id"] == org.id
+    link = db.fetchone("SELECT status, relationship_type FROM organization_vehicles")
+    assert link == {"status": "active", "relationship_type": store.RELATIONSHIP_TYPE}
+
+
+def test_same_vin_in_one_organization_is_one_vehicle(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    vin = "1FA6P8CF5F5300001"
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/a", vin=vin)])
+    assert store.upsert_vehicles(db, [_rec(org.id, "https://d.example/b", vin=vin)]) == ["updated"]
+    assert db.scalar("SELECT COUNT(*) FROM vehicles") == 1
+
+
+def test_images_positions_primary_and_no_duplicates(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    urls = [f"https://img.example/{i}.jpg" for i in range(4)]
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", urls[:3])])
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", urls)])
+    rows = db.fetchall("SELECT image_url, source_url, position, is_primary, is_external "
+                       "FROM vehicle_images ORDER BY position")
+    assert [r["image_url"] for r in rows] == urls
+    assert all(r["source_url"] == r["image_url"] and r["is_external"] for r in rows)
+    assert [bool(r["is_primary"]) for r in rows] == [True, False, False, False]
+    meta = store.loads_json(db.scalar("SELECT origin_metadata FROM vehicles"))
+    assert meta["image_count"] == 4
+
+
+def test_downloaded_images_are_never_turned_back_into_external_records(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    url = "https://img.example/1.jpg"
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", [url])])
+    db.execute("UPDATE vehicle_images SET is_external = false, storage_path = 'v/1.jpg', "
+               "image_url = 'https://cdn.example/v/1.jpg'")
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", [url])])
+    rows = db.fetchall("SELECT is_external, storage_path FROM vehicle_images")
+    assert len(rows) == 1 and not rows[0]["is_external"] and rows[0]["storage_path"] == "v/1.jpg"
+
+
+def test_external_image_records_can_be_turned_off(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v")], external_images=False)
+    assert db.scalar("SELECT COUNT(*) FROM vehicle_images") == 0
+    meta = store.loads_json(db.scalar("SELECT origin_metadata FROM vehicles"))
+    assert meta["image_count"] == 2
+
+
+def test_sold_vehicle_is_linked_as_past_and_incomplete_one_is_not_public(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    store.upsert_vehicles(db, [
+        _rec(org.id, "https://d.example/sold", sale_status="sold"),
+        _rec(org.id, "https://d.example/nomodel", model=None),
+    ])
+    assert db.scalar("SELECT status FROM organization_vehicles ov JOIN vehicles v "
+                     "ON v.id = ov.vehicle_id WHERE v.discovery_url = ?",
+                     ["https://d.example/sold"]) == "past"
+    assert db.scalar("SELECT COUNT(*) FROM vehicles WHERE is_public = true") == 1
+
+
+def test_a_bad_record_does_not_lose_its_batch(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    good = _rec(org.id, "https://d.example/good")
+    bad = _rec(org.id, "https://d.example/bad", year="not a year")
+    outcomes = store.upsert_vehicles(db, [good, bad])
+    if db.dialect == "postgresql":
+        assert outcomes[0] == "created" and outcomes[1].startswith("error")
+        assert db.scalar("SELECT COUNT(*) FROM vehicles") == 1
+    else:  # SQLite's flexible typing stores the text
+        assert outcomes == ["created", "created"]
+
+
+def test_select_organizations_pages_and_filters(db: Database) -> None:
+    orgs = []
+    for i in range(5):
+        org, _ = store.add_organization(db, f"https://d{i}.example", business_type="dealer"
+                                        if i % 2 == 0 else "auction")
+        orgs.append(org)
+        db.execute("UPDATE businesses SET created_at = ? WHERE id = ?",
+                   [f"2024-01-0{i + 1}T00:00:00.000000Z" if db.dialect == "sqlite"
+                    else f"2024-01-0{i + 1}T00:00:00Z", org.id])
+    store.upsert_vehicles(db, [_rec(orgs[1].id, "https://d1.example/v")])
+    page = store.select_organizations(db, threshold=1, limit=3, offset=0)
+    assert page.page_size == 3 and page.total == 5
+    assert [o.id for o in page.organizations] == [orgs[0].id, orgs[2].id]
+    page2 = store.select_organizations(db, threshold=1, limit=3, offset=3)
+    assert [o.id for o in page2.organizations] == [orgs[3].id, orgs[4].id]
+    assert [o.id for o in store.select_organizations(db, threshold=2, limit=10).organizations] \
+        == [o.id for o in orgs]
+    auctions = store.select_organizations(db, threshold=10, limit=10, business_type="auction")
+    assert {o.id for o in auctions.organizations} == {orgs[1].id, orgs[3].id}
+    one = store.select_organizations(db, threshold=10, limit=10, organization_id=orgs[4].id)
+    assert [o.id for o in one.organizations] == [orgs[4].id]
+    # a crawl that started and never finished is resumed despite the threshold
+    store.mark_crawls_started(db, [orgs[1].id])
+    resumed = store.select_organizations(db, threshold=1, limit=10).organizations
+    assert orgs[1].id in {o.id for o in resumed}
+    assert next(o for o in resumed if o.id == orgs[1].id).resume
+    store.record_crawl_result(db, orgs[1].id, {"pages": 1}, None, finished=True)
+    assert orgs[1].id not in {o.id for o in store.select_organizations(
+        db, threshold=1, limit=10).organizations}
+    meta = store.get_organization(db, orgs[1].id).metadata  # type: ignore[union-attr]
+    assert meta["last_crawl"] == {"pages": 1} and meta["last_error"] is None
+    assert meta["last_extracted_at"]
+
+
+def test_status_counts(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://d.example")
+    store.add_organization(db, "https://e.example")
+    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/a"),
+                               _rec(org.id, "https://d.example/b", images=[])])
+    counts = store.status_counts(db)
+    assert counts["organizations"] == 2 and counts["organizations_extracted"] == 1
+    assert counts["public_vehicles"] == 2 and counts["vehicles_with_image_urls"] == 1
+    assert counts["external_images"] == 2 and counts["vehicles_with_external_images"] == 1
+    assert counts["stored_images"] == 0 and counts["vehicles_backfilled"] == 0
+    assert counts["images_never_analysed"] == 2
