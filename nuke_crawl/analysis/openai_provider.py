@@ -264,6 +264,7 @@ class OpenAIProvider:
         self.max_backoff = float(max_backoff)
         self.image_detail = image_detail
         self._client: AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return (f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r}, "
@@ -304,8 +305,14 @@ class OpenAIProvider:
             await client.close()
 
     def _get_client(self) -> AsyncOpenAI:
+        """The client, built in (and bound to) the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._client_loop is not loop:
+            # its pooled connections belong to a finished loop; they cannot be reused
+            self._client = None
         if self._client is None:
             assert self._api_key is not None
+            self._client_loop = loop
             self._client = AsyncOpenAI(
                 api_key=self._api_key,
                 base_url=self.base_url,
@@ -496,12 +503,15 @@ class OpenAIProvider:
                 PROVIDER, "malformed_output",
                 f"answer is not JSON ({exc}): {content[:200]!r}", **common)
         try:
-            return parse_answer(answer, model=model, **common)
+            return parse_answer(answer, model=model, tokens=tokens,
+                                cost_usd=common["cost_usd"])
         except _Failure as failure:
             return ProviderResult.failure(PROVIDER, failure.reason, failure.detail, **common)
 
 
-def parse_answer(answer: Any, *, model: str, **common: Any) -> ProviderResult:
+def parse_answer(
+    answer: Any, *, model: str, tokens: TokenUsage | None = None, cost_usd: float | None = 0.0
+) -> ProviderResult:
     """Validate a decoded answer (see :data:`ANALYSIS_SCHEMA`) into a result.
 
     The top level must be an object with the schema's keys (else ``malformed_output``).
@@ -610,7 +620,9 @@ def parse_answer(answer: Any, *, model: str, **common: Any) -> ProviderResult:
         build_quality=build_quality,
         modifications=modifications,
         vin_from_plate=vin_plate,
-        **common,
+        model=model,
+        tokens=tokens or TokenUsage(),
+        cost_usd=cost_usd,
     )
 
 
