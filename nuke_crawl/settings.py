@@ -85,3 +85,7 @@ TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
+
+EXTENSIONS = {
+    "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
+}

@@ -125,7 +125,8 @@ def analyze_local(
     started = time.perf_counter()
     try:
         rgb, width, height = _load_working_copy(data)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
         return ProviderResult.failure(
             PROVIDER, "invalid_image", f"{type(exc).__name__}: {exc}",
             elapsed_s=time.perf_counter() - started,
@@ -219,7 +220,7 @@ def _load_working_copy(data: bytes) -> tuple[Image.Image, int, int]:
     """The image as RGB with its longer side <= WORK_SIZE, plus the original size."""
     if not data:
         raise ValueError("empty body")
-    img = Image.open(io.BytesIO(data))
+    img: Image.Image = Image.open(io.BytesIO(data))
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ValueError(f"bad size {width}x{height}")
@@ -269,7 +270,7 @@ def _dominant_colors(pixels: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
         c = int(counts[b])
         if c == 0:
             break
-        r, g, bl = (int(round(v)) for v in sums[b] / c)
+        r, g, bl = (round(float(v)) for v in sums[b] / c)
         out.append({"hex": f"#{r:02x}{g:02x}{bl:02x}", "rgb": [r, g, bl],
                     "share": round(c / n, 4)})
     return out

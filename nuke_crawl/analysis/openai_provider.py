@@ -45,7 +45,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import openai
 from openai import AsyncOpenAI
@@ -292,7 +292,7 @@ class OpenAIProvider:
         """True when an API key is set (says nothing about the key being valid)."""
         return self._api_key is not None
 
-    async def __aenter__(self) -> OpenAIProvider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -688,7 +688,7 @@ def _rating(value: Any, what: str, warnings: list[str]) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         warnings.append(f"{what}: rating {value!r} is not a number -> 5")
         return 5
-    rating = int(round(value))
+    rating = round(value)
     if not 1 <= rating <= 10:
         warnings.append(f"{what}: rating {value!r} clamped to 1-10")
     return int(clamp(rating, 1, 10))

@@ -133,7 +133,8 @@ class RekognitionProvider:
     def configured(self) -> bool:
         """True only when botocore's credential chain finds credentials."""
         try:
-            return self._session.get_credentials() is not None
+            with self._lock:  # sessions are not thread-safe; the answer is cached
+                return self._session.get_credentials() is not None
         except botocore.exceptions.BotoCoreError as exc:
             logger.info("AWS credentials unusable: %s", type(exc).__name__)
             return False

@@ -8,6 +8,7 @@ A run that could not start (``nuke/error`` in its stats) exits with 1.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
@@ -16,6 +17,8 @@ from nuke_crawl.spiders.args import ArgumentError, parse_args
 
 
 class Command(ScrapyCrawlCommand):
+    _crawler: Any = None
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) == 1 and self.crawler_process is not None:
             try:
@@ -29,7 +32,10 @@ class Command(ScrapyCrawlCommand):
                 except ArgumentError as exc:
                     raise UsageError(str(exc), print_help=False) from None
         super().run(args, opts)
-        if self.exitcode == 0 and self.crawler_process is not None:
-            for crawler in self.crawler_process.crawlers:
-                if crawler.stats is not None and crawler.stats.get_value("nuke/error"):
-                    self.exitcode = 1
+        stats = getattr(self._crawler, "stats", None)
+        if self.exitcode == 0 and stats is not None and stats.get_value("nuke/error"):
+            self.exitcode = 1
+
+    def _create_crawler(self, spname: str) -> Any:
+        self._crawler = super()._create_crawler(spname)
+        return self._crawler

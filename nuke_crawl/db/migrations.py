@@ -235,3 +235,51 @@ def migrate(db: Database) -> list[int]:
 
 def needs_migration(db: Database) -> bool:
     return current_version(db) < latest_version()
+
+
+# -- migration 2: image backfill bookkeeping (nuke_crawl.db.backfill) -------------
+
+V2_VEHICLE_COLUMNS = (
+    _c("images_lease_owner", "text"),  # the image_backfill worker holding the vehicle
+    _c("images_lease_until", "ts"),  # its lease expires then (a killed worker's work returns)
+    _c("images_next_attempt_at", "ts"),  # transient failures: not claimed again before this
+    _c("images_checked_at", "ts"),  # last time a worker finished with the vehicle
+)
+
+V2_IMAGE_COLUMNS = (
+    _c("download_attempts", "int", "DEFAULT 0"),
+    _c("download_error", "text"),  # the reason of the last failure (http_404, not_image...)
+    _c("download_error_detail", "text"),
+    _c("download_next_at", "ts"),  # a transient failure is retried after this
+    _c("download_failed_at", "ts"),
+)
+
+
+def _v2(db: Database) -> None:
+    for table, columns in (("vehicles", V2_VEHICLE_COLUMNS), ("vehicle_images", V2_IMAGE_COLUMNS)):
+        have = db.columns(table)
+        for col in columns:
+            if col.name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {col.ddl(db.dialect)}")
+    if db.dialect == "postgresql":
+        # The claim query walks this partial index newest first: vehicles whose
+        # images are backfilled are not in it, so it stays small and the claim fast.
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS ix_vehicles_images_todo ON vehicles "
+            "(created_at DESC, id DESC) "
+            "WHERE (origin_metadata->>'images_backfilled') IS DISTINCT FROM 'true'"
+        )
+    else:
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS ix_vehicles_images_todo ON vehicles (created_at DESC, id)"
+        )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_failed ON vehicle_images (vehicle_id) "
+        "WHERE is_external = true AND download_error IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_hash ON vehicle_images (vehicle_id, file_hash)"
+    )
+
+
+MIGRATIONS.append((2, "image backfill: leases, download attempts and errors", _v2))

@@ -54,13 +54,22 @@ def json_text(db: Database, column: str, key: str) -> str:
 
 
 def website_host(url: str | None) -> str:
-    """The comparable host of a website: lowercase, no ``www.``, no port."""
+    """The comparable host of a website: lowercase, no ``www.``, with a
+    non-default port (two sites on one host are two websites)."""
     if not url:
         return ""
     if "://" not in url:
         url = "http://" + url
-    host = (urlsplit(url).hostname or "").lower()
-    return host[4:] if host.startswith("www.") else host
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    host = host[4:] if host.startswith("www.") else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port and port not in (80, 443):
+        host = f"{host}:{port}"
+    return host
 
 
 # -- organizations ------------------------------------------------------------

@@ -12,7 +12,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
 from nuke_crawl.db import store
-from nuke_crawl.dbglue import crawler_database, prepare_database
+from nuke_crawl.dbglue import crawler_database
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ class VehicleDatabasePipeline:
     """Upserts :class:`~nuke_crawl.items.VehicleItem` s, their organization
     links and their external image records.
 
+    The spider prepares the database (migrations) before its first request.
     Items are grouped: each waits until its batch is committed, so an item that
     leaves this pipeline is in the database. Settings:
 
@@ -49,10 +50,6 @@ class VehicleDatabasePipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> VehicleDatabasePipeline:
         return cls(crawler)
-
-    async def open_spider(self) -> None:
-        if not self.dry_run:
-            await prepare_database(self.crawler)
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)

@@ -23,6 +23,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Request, Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
+from scrapy_playwright.page import PageMethod
 from twisted.python.failure import Failure
 
 from nuke_crawl.db import DatabaseError, store
@@ -185,10 +186,14 @@ class OrgSpider(scrapy.Spider):
         render: bool | None = None, **meta: Any,
     ) -> Request:
         if render is None:
-            render = bool(org.metadata.get("render_js")) and self.render_js
+            progress = self.progress.get(org.id)
+            detected = progress is not None and progress.render_js
+            render = (bool(org.metadata.get("render_js")) or detected) and self.render_js
         meta = {"org_id": org.id, "entry": entry, **meta}
         if render:
             meta["playwright"] = True
+            # app shells fetch their data after load: wait until the network is quiet
+            meta["playwright_page_methods"] = [PageMethod("wait_for_load_state", "networkidle")]
         # dont_filter: de-duplication is ours (per organization, canonical URLs,
         # and the database on resume), so a SIGKILLed JOBDIR's dupefilter can
         # never hide a page whose vehicle was not stored yet.
