@@ -1,0 +1,124 @@
+"""Benchmark of phase one: the `org` crawl end to end against a bare fetch.
+
+Serves a generated dealer site of N vehicle pages (20 images each, image URLs
+on several loopback hosts) and measures, in one run and with the same
+downloader settings:
+
+- bare: a Scrapy spider that only fetches the same pages (home, robots,
+  inventory pages, every detail page), no parsing, no database;
+- org/sqlite and org/postgresql: `scrapy crawl org -a threshold=1`, with
+  extraction and database writes.
+
+Prints pages per second, the ratio org/bare (target >= 0.7) and each
+process's peak memory (target < 300 MB). Usage:
+
+    .venv/bin/python bench/bench_org.py [--vehicles 5000] [--skip-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nuke_crawl.db import Database, migrate, store  # noqa: E402
+from nuke_crawl.demo.launch import launch  # noqa: E402
+
+SETTINGS = [
+    "-s", "AUTOTHROTTLE_START_DELAY=0.01",
+    "-s", "CONCURRENT_REQUESTS=32",
+    "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=16",
+    "-s", "LOG_LEVEL=WARNING",
+]
+
+
+def run(args: list[str], env: dict[str, str], tmp: Path) -> tuple[float, int]:
+    rss_file = tmp / f"rss-{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "_child.py"), str(rss_file),
+                           *args], cwd=REPO, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(args)}\n{proc.stderr[-3000:]}")
+    return elapsed, int(rss_file.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--vehicles", type=int, default=5000)
+    parser.add_argument("--per-page", type=int, default=50)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    opts = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="nuke-bench-"))
+    env = {**os.environ, "NUKE_ALLOW_PRIVATE_NETWORKS": "1", "PYTHONPATH": str(REPO),
+           "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings"}
+    with launch("jsonld", n_vehicles=opts.vehicles, per_page=opts.per_page,
+                images_per_vehicle=20, image_hosts=3) as demo:
+        site = demo.site
+        pages = [demo.url + "/", demo.url + "/robots.txt"]
+        pages += [demo.url_for(p) for p in site.inventory_pages]
+        pages += [v["url"] for v in site.vehicles]
+        for url in pages[:3]:  # warm the server's page cache paths
+            urllib.request.urlopen(url).read()
+        urls_file = tmp / "urls.txt"
+        urls_file.write_text("\n".join(pages))
+        print(f"site: {len(site.vehicles)} vehicles, {len(pages)} pages, "
+              f"{sum(len(v['image_urls']) for v in site.vehicles)} image URLs on "
+              f"{len(demo.image_hosts)} hosts")
+
+        results: dict[str, tuple[float, int]] = {}
+        results["bare"] = run(["runspider", str(REPO / "bench" / "bare_fetch.py"),
+                               "-a", f"urls_file={urls_file}", *SETTINGS], env, tmp)
+        backends = {"sqlite": f"sqlite:///{tmp / 'bench.db'}"}
+        schema = None
+        if not opts.skip_postgres:
+            import psycopg
+
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(opts.postgres, autocommit=True) as admin:
+                admin.execute(f"CREATE SCHEMA {schema}")
+            backends["postgresql"] = f"{opts.postgres}?options=-csearch_path%3D{schema}"
+        try:
+            for name, url in backends.items():
+                db = Database(url)
+                migrate(db)
+                store.add_organization(db, demo.url, name="Bench Motors")
+                db.close()
+                results[f"org/{name}"] = run(["crawl", "org", "-a", "threshold=1", "-a",
+                                              f"max_vehicles={opts.vehicles}", *SETTINGS],
+                                             {**env, "DATABASE_URL": url}, tmp)
+                db = Database(url)
+                stored = db.scalar("SELECT COUNT(*) FROM vehicles")
+                images = db.scalar("SELECT COUNT(*) FROM vehicle_images")
+                db.close()
+                if stored != opts.vehicles:
+                    sys.exit(f"org/{name} stored {stored} vehicles, expected {opts.vehicles}")
+                print(f"org/{name}: stored {stored} vehicles, {images} external image rows")
+        finally:
+            if schema:
+                import psycopg
+
+                with psycopg.connect(opts.postgres, autocommit=True) as admin:
+                    admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    bare_rate = len(pages) / results["bare"][0]
+    print(f"\n{'run':<16}{'seconds':>9}{'pages/s':>10}{'ratio':>8}{'peak MB':>9}")
+    for name, (seconds, rss_kib) in results.items():
+        rate = len(pages) / seconds
+        print(f"{name:<16}{seconds:>9.1f}{rate:>10.0f}{rate / bare_rate:>8.2f}"
+              f"{rss_kib / 1024:>9.0f}")
+    print("\ntargets: org ratio >= 0.70, peak memory < 300 MB (wall time includes process "
+          "start-up for every run)")
+
+
+if __name__ == "__main__":
+    main()
