@@ -89,3 +89,19 @@ TELNETCONSOLE_ENABLED = False
 EXTENSIONS = {
     "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
 }
+
+# -- image backfill (scrapy crawl image_backfill; nuke_crawl.pipelines.images) -----------
+# The backfill spider sets its own ITEM_PIPELINES in custom_settings; nothing here
+# changes the org spider.
+IMAGES_STORE = "images"  # a folder, or s3://bucket/prefix (AWS_ENDPOINT_URL for R2/MinIO/Supabase)
+NUKE_IMAGES_PUBLIC_URL = None  # base of the public image_url; None: file:// URI / S3 URL
+MEDIA_ALLOW_REDIRECTS = True
+IMAGES_MIN_WIDTH = 0  # smaller images fail as too_small
+IMAGES_MIN_HEIGHT = 0
+NUKE_IMAGE_MAX_PIXELS = 50_000_000  # decompression-bomb limit
+NUKE_IMAGE_MAX_ATTEMPTS = 5  # transient failures are retried by later runs up to this many times
+NUKE_IMAGE_RETRY_BACKOFF = 3600.0  # seconds before the first cross-run retry, doubling
+NUKE_IMAGE_LEASE_SECONDS = 600.0  # a claimed vehicle returns to the pool if its worker dies
+NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
+NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
+NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process
