@@ -105,3 +105,6 @@ NUKE_IMAGE_LEASE_SECONDS = 600.0  # a claimed vehicle returns to the pool if its
 NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
 NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
 NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process
+NUKE_SCRAPYD_PROJECT = None  # scrapyd project; None: BOT_NAME
+NUKE_BACKFILL_LOG_FILE = "image_backfill.log"  # the detached run's output (appended)
+EXTENSIONS["nuke_crawl.handoff.BackfillHandoff"] = 500  # does nothing unless NUKE_TRIGGER_BACKFILL
