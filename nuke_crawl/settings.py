@@ -24,6 +24,10 @@ USER_AGENT = NUKE_USER_AGENT
 ROBOTSTXT_OBEY = True
 CONCURRENT_REQUESTS = 32
 CONCURRENT_REQUESTS_PER_DOMAIN = 4
+# Scrapy starts this many worker tasks for every response's output; a page
+# yields one vehicle or a few dozen links, and 100 (the default) costs more
+# than the page's extraction.
+CONCURRENT_ITEMS = 16
 DOWNLOAD_DELAY = 0
 DOWNLOAD_TIMEOUT = 30
 DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
@@ -56,7 +60,8 @@ ITEM_PIPELINES = {
 # -- extraction ------------------------------------------------------------------
 NUKE_EXTERNAL_IMAGE_RECORDS = True  # one vehicle_images row (is_external) per image URL
 NUKE_MAX_IMAGES_PER_VEHICLE = 50
-NUKE_PROBE_COMMON_PATHS = True  # try /inventory, /used-vehicles... when nothing links to inventory
+NUKE_PROBE_COMMON_PATHS = True
+NUKE_EXTRACT_PROCESSES = 1  # extraction worker processes (0: a thread of the crawler)  # try /inventory, /used-vehicles... when nothing links to inventory
 
 # -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------
 NUKE_CHROMIUM_PATH = "/usr/bin/chromium"

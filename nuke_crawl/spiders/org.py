@@ -20,6 +20,7 @@ from urllib.parse import urljoin
 import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
@@ -33,8 +34,8 @@ from nuke_crawl.extraction import (
     VehicleData,
     canonical_listing_url,
     discover_inventory_links,
-    extract_page,
 )
+from nuke_crawl.extraction.pool import ExtractionPool
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.spiders.args import Param, parse_args, to_bool, to_int, to_str
@@ -87,7 +88,8 @@ class OrgSpider(scrapy.Spider):
     Arguments (``-a name=value``): ``threshold`` (10), ``limit`` (10),
     ``offset`` (0), ``business_type``, ``organization_id``, ``url``,
     ``max_vehicles`` (500), ``dry_run``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
-    (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True).
+    (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True),
+    ``NUKE_EXTRACT_PROCESSES`` (1: extraction runs in a worker process; 0: a thread).
     """
 
     name = "org"
@@ -109,6 +111,10 @@ class OrgSpider(scrapy.Spider):
         spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
+        processes = settings.getint("NUKE_EXTRACT_PROCESSES", 1)
+        if processes < 0:
+            raise NotConfigured(f"NUKE_EXTRACT_PROCESSES={processes}: must be 0 or more")
+        spider.extractor = ExtractionPool(processes)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
 
@@ -274,7 +280,7 @@ class OrgSpider(scrapy.Spider):
             progress.skipped["not_html"] += 1
             return
         org = progress.org
-        result = extract_page(
+        result = await self.extractor.extract(
             response.text,
             response.url,
             selectors=org.metadata.get("selectors") or None,
@@ -406,6 +412,7 @@ class OrgSpider(scrapy.Spider):
         }
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
+        self.extractor.close()
         dry = self.args["dry_run"]
         adb = crawler_database(self.crawler)
         assert self.crawler.stats is not None
