@@ -196,6 +196,12 @@ def claim_sql(db: Database, sel: Selection, now: Any, limit: int) -> tuple[str, 
     return sql, [*params, limit]
 
 
+def count_claimable(db: Database, selection: Selection = Selection()) -> int:
+    """How many vehicles a claim could take now (for progress lines)."""
+    where, params = _where(db, selection, db.now())
+    return int(db.scalar(f"SELECT COUNT(*) FROM vehicles v WHERE {where}", params) or 0)
+
+
 def claim_vehicles(
     db: Database,
     owner: str,

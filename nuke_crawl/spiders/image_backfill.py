@@ -146,6 +146,10 @@ class ImageBackfillSpider(scrapy.Spider):
         args = self.args
         adb = crawler_database(self.crawler)
         self._renewer = asyncio.ensure_future(self._renew_leases())
+        available = await adb.run(backfill.count_claimable, self._selection())
+        self.total = min(args["limit"], available)
+        logger.info("%d vehicles need their images backfilled; this run takes up to %d",
+                    available, args["limit"])
         batch_no = 0
         while self.claimed < args["limit"]:
             while len(self.in_flight) >= self.max_in_flight:
@@ -165,6 +169,7 @@ class ImageBackfillSpider(scrapy.Spider):
                 break
             batch_no += 1
             self.claimed += len(works)
+            self.total = max(self.total, self.claimed)
             self._stats().inc_value("nuke/vehicles/claimed", len(works))
             for work in works:
                 self.in_flight[work.vehicle_id] = batch_no
@@ -208,9 +213,7 @@ class ImageBackfillSpider(scrapy.Spider):
         elapsed = max(1e-6, time.monotonic() - self.started)
         rate = (stored + failed) / elapsed
         total = max(self.total, self.claimed)
-        limit = self.args["limit"]
-        per_vehicle = elapsed / max(1, self.done)
-        eta = per_vehicle * max(0, min(limit, total if self.total else limit) - self.done)
+        eta = elapsed / max(1, self.done) * max(0, total - self.done)
         logger.info(
             "Batch %d done: %d of %d vehicles, images stored %d / failed %d, %.1f images/s, "
             "ETA %.0fs",
