@@ -113,3 +113,23 @@ NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detac
 NUKE_SCRAPYD_PROJECT = None  # scrapyd project; None: BOT_NAME
 NUKE_BACKFILL_LOG_FILE = "image_backfill.log"  # the detached run's output (appended)
 EXTENSIONS["nuke_crawl.handoff.BackfillHandoff"] = 500  # does nothing unless NUKE_TRIGGER_BACKFILL
+
+# -- image analysis (scrapy crawl image_analysis; nuke_crawl.spiders.image_analysis) ----
+# Providers: local (always), openai (OPENAI_API_KEY / OPENAI_BASE_URL in the environment),
+# rekognition (AWS credentials through boto3). Keys are read from the environment, never
+# written here.
+NUKE_OPENAI_MODEL = "gpt-4o-mini"
+NUKE_OPENAI_TIMEOUT = 60.0  # seconds per request
+NUKE_OPENAI_MAX_RETRIES = 3  # 429/5xx/timeouts, exponential backoff, Retry-After honoured
+NUKE_OPENAI_BACKOFF_BASE = 1.0
+NUKE_OPENAI_IMAGE_DETAIL = "auto"  # vision detail: auto, low (cheaper), high
+NUKE_REKOGNITION_MIN_CONFIDENCE = 70.0
+NUKE_REKOGNITION_MAX_LABELS = 30
+NUKE_ANALYSIS_CONCURRENCY = 10  # images in flight (the spider's `concurrency` argument wins)
+NUKE_ANALYSIS_BATCH_SIZE = 50  # images claimed from the database at a time
+NUKE_ANALYSIS_LEASE_SECONDS = 900.0  # a claimed image returns to the pool if its worker dies
+NUKE_ANALYSIS_MAX_ATTEMPTS = 5  # failed images are retried by later runs up to this many times
+NUKE_ANALYSIS_RETRY_BACKOFF = 600.0  # seconds before a failed image's next attempt, doubling
+NUKE_ANALYSIS_PREFLIGHT = True  # check the remote providers' credentials before a run
+NUKE_ANALYZE_AFTER_BACKFILL = False  # image_backfill hands stored images to image_analysis
+NUKE_ANALYSIS_LOG_FILE = "image_analysis.log"  # log of runs started by a hand-off

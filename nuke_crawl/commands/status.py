@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nuke_crawl.commandbase import DatabaseCommand
-from nuke_crawl.db import Database, redact_url, store
+from nuke_crawl.db import Database, analysis, redact_url, store
 
 LABELS = {
     "organizations": "Organizations",
@@ -26,6 +26,7 @@ LABELS = {
 
 # Later phases add their figures here: name -> function(db) -> dict.
 SECTIONS: dict[str, Callable[[Database], dict[str, Any]]] = {}
+SECTIONS["image_analysis"] = analysis.status_figures
 
 
 def collect(db: Database) -> dict[str, Any]:

@@ -283,3 +283,120 @@ def _v2(db: Database) -> None:
 
 
 MIGRATIONS.append((2, "image backfill: leases, download attempts and errors", _v2))
+
+
+# -- migration 3: image analysis results and bookkeeping (nuke_crawl.db.analysis) -------
+
+IMAGE_TAGS = Table(
+    "image_tags",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("image_id", "uuid"),
+        _c("vehicle_id", "uuid"),
+        _c("image_url", "text"),
+        _c("tag_name", "text"),
+        _c("tag_type", "text"),  # part, tool, brand, process, issue, custom
+        _c("confidence", "real"),  # 0-100
+        _c("x_position", "real"),  # box, percent of the image's width/height
+        _c("y_position", "real"),
+        _c("width", "real"),
+        _c("height", "real"),
+        _c("ai_detection_data", "json"),
+        _c("source_type", "text"),  # "ai"
+        _c("created_at", "ts"),
+    ),
+)
+
+COMPONENT_CONDITIONS = Table(
+    "component_conditions",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("image_id", "uuid"),
+        _c("vehicle_id", "uuid"),
+        _c("component_name", "text"),
+        _c("condition_rating", "int"),  # 1-10
+        _c("damage_types", "json"),
+        _c("needs_attention", "bool", "DEFAULT false"),
+        _c("confidence", "real"),
+        _c("detected_by_model", "text"),
+        _c("created_at", "ts"),
+    ),
+)
+
+PAINT_QUALITY_ASSESSMENTS = Table(
+    "paint_quality_assessments",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("image_id", "uuid"),
+        _c("vehicle_id", "uuid"),
+        _c("panel_name", "text"),
+        _c("appears_original", "bool"),
+        _c("defects", "json"),
+        _c("paint_quality_score", "int"),  # 1-10
+        _c("confidence", "real"),
+        _c("assessed_by_model", "text"),
+        _c("created_at", "ts"),
+    ),
+)
+
+VEHICLE_SPID_DATA = Table(
+    "vehicle_spid_data",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("vehicle_id", "uuid", "NOT NULL"),
+        _c("image_id", "uuid"),
+        _c("vin", "text"),
+        _c("model_code", "text"),
+        _c("build_date", "text"),
+        _c("paint_codes", "json"),
+        _c("rpo_codes", "json"),
+        _c("engine_code", "text"),
+        _c("transmission_code", "text"),
+        _c("axle_code", "text"),
+        _c("raw_data", "json"),
+        _c("extracted_by_model", "text"),
+        _c("created_at", "ts"),
+        _c("updated_at", "ts"),
+    ),
+)
+
+V3_TABLES = (IMAGE_TAGS, COMPONENT_CONDITIONS, PAINT_QUALITY_ASSESSMENTS, VEHICLE_SPID_DATA)
+
+V3_IMAGE_COLUMNS = (
+    _c("is_document", "bool", "DEFAULT false"),
+    _c("document_category", "text"),
+    _c("ai_processing_status", "text"),  # completed, failed
+    _c("ai_attempts", "int", "DEFAULT 0"),
+    _c("ai_error", "text"),  # the reason of the last failure (rate_limited, invalid_image...)
+    _c("ai_error_detail", "text"),
+    _c("ai_next_attempt_at", "ts"),  # a failed image is not claimed again before this
+    _c("ai_lease_owner", "text"),  # the image_analysis worker holding the image
+    _c("ai_lease_until", "ts"),  # ...until then (a killed worker's images return)
+)
+
+V3_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_image_tags_image ON image_tags (image_id)",
+    "CREATE INDEX IF NOT EXISTS ix_image_tags_vehicle ON image_tags (vehicle_id, tag_type)",
+    "CREATE INDEX IF NOT EXISTS ix_component_conditions_image ON component_conditions (image_id)",
+    "CREATE INDEX IF NOT EXISTS ix_paint_quality_image ON paint_quality_assessments (image_id)",
+    # one row per vehicle, upserted (ON CONFLICT (vehicle_id))
+    "CREATE UNIQUE INDEX IF NOT EXISTS ux_vehicle_spid_data_vehicle ON vehicle_spid_data "
+    "(vehicle_id)",
+    # the work queue: never-analysed images, newest first
+    "CREATE INDEX IF NOT EXISTS ix_vehicle_images_analysis_todo ON vehicle_images "
+    "(created_at DESC, id) WHERE ai_last_scanned IS NULL",
+)
+
+
+def _v3(db: Database) -> None:
+    for table in V3_TABLES:
+        _create_table(db, table)
+    have = db.columns("vehicle_images")
+    for col in V3_IMAGE_COLUMNS:
+        if col.name not in have:
+            db.execute(f"ALTER TABLE vehicle_images ADD COLUMN {col.ddl(db.dialect)}")
+    for sql in V3_INDEXES:
+        db.execute(sql)
+
+
+MIGRATIONS.append((3, "image analysis: tags, conditions, paint, SPID data, scan bookkeeping", _v3))
