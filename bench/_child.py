@@ -1,4 +1,5 @@
-"""Run a scrapy command line and write the process's peak memory (KiB) to a file.
+"""Run a scrapy command line and write its peak memory (KiB) to a file: the
+crawler process's plus the largest of its children (the extraction worker).
 
 Usage: python bench/_child.py MAXRSS_FILE scrapy-args...
 """
@@ -17,4 +18,6 @@ if __name__ == "__main__":
     try:
         execute()
     finally:
-        out.write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        out.write_text(str(own + children))
