@@ -83,6 +83,9 @@ class Selection:
     image_ids: tuple[str, ...] = ()
     retry_failed: bool = False
     max_attempts: int = 5
+    run_started: datetime | None = None
+    """A run never takes again an image it failed itself: failures recorded after this
+    time (their ``ai_next_attempt_at`` is later) wait for the next run."""
 
 
 def _where(db: Database, sel: Selection, now: Any, *, leases: bool) -> tuple[str, list[Any]]:
@@ -96,11 +99,16 @@ def _where(db: Database, sel: Selection, now: Any, *, leases: bool) -> tuple[str
     if leases:
         clauses.append("(vi.ai_lease_until IS NULL OR vi.ai_lease_until < ?)")
         params.append(now)
+    started = db.ts(sel.run_started) if sel.run_started is not None else now
     if not sel.retry_failed:
         clauses.append("(vi.ai_next_attempt_at IS NULL OR vi.ai_next_attempt_at <= ?)")
-        params.append(now)
+        params.append(min(now, started))
         clauses.append("COALESCE(vi.ai_attempts, 0) < ?")
         params.append(sel.max_attempts)
+    elif sel.run_started is not None:
+        # failures of this very run (their updated_at is later) wait for the next one
+        clauses.append("(vi.ai_error IS NULL OR vi.updated_at < ?)")
+        params.append(started)
     if sel.vehicle_id:
         clauses.append("vi.vehicle_id = ?")
         params.append(sel.vehicle_id)

@@ -33,6 +33,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,7 @@ class ImageAnalysisSpider(scrapy.Spider):
         super().__init__(*args)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.monotonic()
+        self.run_started = datetime.now(UTC)
         self.total = 0
         self.done = 0
         self.succeeded = 0
@@ -404,6 +406,7 @@ class ImageAnalysisSpider(scrapy.Spider):
             image_ids=tuple(args["image_ids"]),
             retry_failed=args["retry_failed"],
             max_attempts=self.max_attempts,
+            run_started=self.run_started,
         )
 
     # -- start ------------------------------------------------------------------------

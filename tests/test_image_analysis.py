@@ -1,0 +1,325 @@
+"""`scrapy crawl image_analysis` end to end: the real command in a child process, images
+served by the demo ImageHost (external records) and stored files under a temporary
+IMAGES_STORE, our OpenAI-compatible server through OPENAI_BASE_URL, Rekognition through
+moto's server mode, and assertions on the database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import openai_server
+from conftest import FAST, run_scrapy
+from nuke_crawl.db import Database, analysis, loads_json, migrate, store
+from nuke_crawl.demo.images import ImageHost
+from nuke_crawl.demo.server import serve
+from openai_server import API_KEY, FakeOpenAI
+
+pytestmark = pytest.mark.slow
+
+SPID_VIN = "1G1YY2184K5100001"  # valid check digit
+BAD_VIN = "1G1YY2185K5100001"  # check digit off by one
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[str]:
+    running = serve(ImageHost(width=640, height=480))
+    try:
+        yield running.url
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+def openai_env(server: FakeOpenAI, key: str = API_KEY) -> dict[str, str]:
+    return {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": server.url + "/v1"}
+
+
+def analyse(db_url: str, *args: str, env: dict[str, str] | None = None,
+            ok: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    proc = run_scrapy(
+        ["crawl", "image_analysis", *args, *FAST, "-s", "NUKE_OPENAI_BACKOFF_BASE=0.05",
+         "-s", "NUKE_ANALYSIS_RETRY_BACKOFF=0"],
+        db_url, timeout=timeout, **(env or {}),
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    return proc
+
+
+class Fixture:
+    """Vehicles with images in a fresh database."""
+
+    def __init__(self, db_url: str, host: str, store_dir: Path) -> None:
+        self.db_url = db_url
+        self.host = host
+        self.store_dir = store_dir
+        self.db = Database(db_url)
+        migrate(self.db)
+        self.org, _ = store.add_organization(self.db, "https://dealer.example", name="Fixture")
+        self.n = 0
+
+    def vehicle(self, title: str, images: list[str], vin: str | None = None) -> str:
+        self.n += 1
+        rec = store.VehicleRecord(
+            self.org.id, f"https://dealer.example/v/{self.n}",
+            {"title": title, "year": 1969, "make": "Chevrolet", "model": "Camaro", "vin": vin},
+            image_urls=[u if "://" in u else f"{self.host}{u}" for u in images],
+        )
+        store.upsert_vehicles(self.db, [rec])
+        return str(self.db.scalar("SELECT id FROM vehicles WHERE discovery_url = ?",
+                                  [rec.discovery_url]))
+
+    def store_file(self, vehicle_id: str, data: bytes, name: str = "stored.jpg") -> str:
+        """Record a stored (downloaded) image of the vehicle, its file under IMAGES_STORE."""
+        path = f"{vehicle_id}/{name}"
+        (self.store_dir / vehicle_id).mkdir(parents=True, exist_ok=True)
+        (self.store_dir / path).write_bytes(data)
+        image_id = str(self.db.scalar("SELECT id FROM vehicle_images WHERE vehicle_id = ? "
+                                      "ORDER BY position LIMIT 1", [vehicle_id]))
+        self.db.execute("UPDATE vehicle_images SET is_external = false, storage_path = ?, "
+                        "image_url = ?, mime_type = 'image/jpeg' WHERE id = ?",
+                        [path, (self.store_dir / path).as_uri(), image_id])
+        return image_id
+
+    def images(self, vehicle_id: str) -> list[dict[str, Any]]:
+        rows = self.db.fetchall("SELECT * FROM vehicle_images WHERE vehicle_id = ? "
+                                "ORDER BY position", [vehicle_id])
+        for row in rows:
+            row["ai_scan_metadata"] = loads_json(row["ai_scan_metadata"])
+        return rows
+
+    def count(self, table: str, vehicle_id: str | None = None) -> int:
+        if vehicle_id is None:
+            return int(self.db.scalar(f"SELECT COUNT(*) FROM {table}") or 0)
+        return int(self.db.scalar(f"SELECT COUNT(*) FROM {table} WHERE vehicle_id = ?",
+                                  [vehicle_id]) or 0)
+
+    def vin(self, vehicle_id: str) -> str | None:
+        return self.db.scalar("SELECT vin FROM vehicles WHERE id = ?", [vehicle_id])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@pytest.fixture
+def fx(db_url: str, host: str, tmp_path: Path) -> Iterator[Fixture]:
+    fixture = Fixture(db_url, host, tmp_path / "images")
+    try:
+        yield fixture
+    finally:
+        fixture.close()
+
+
+def jpeg(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    from nuke_crawl.demo.images import image_bytes
+
+    try:
+        return image_bytes("stored-photo", 640, 480)  # type: ignore[call-arg]
+    except TypeError:
+        img = Image.new("RGB", (640, 480), color)
+        out = io.BytesIO()
+        img.save(out, "JPEG")
+        return out.getvalue()
+
+
+def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    good = fx.vehicle("1969 Camaro SS", ["/img/a1.jpg", "/img/a2.jpg", "/img/a3.jpg"])
+    stored_id = fx.store_file(good, jpeg())
+    spid = fx.vehicle("scenario=spid glovebox", ["/img/s1.jpg"])
+    malformed = fx.vehicle("scenario=malformed", ["/img/m1.jpg"])
+    refusal = fx.vehicle("scenario=refusal", ["/img/r1.jpg"])
+    broken = fx.vehicle("Broken photo", ["/edge/html.jpg"])
+    missing = fx.vehicle("Gone", ["/edge/404.jpg"])
+    # transient trouble for whichever requests come first: all must end analysed
+    fake_openai.retry_after = 0.2
+    fake_openai.script("rate_limit", "server_error")
+
+    proc = analyse(fx.db_url, "-a", "providers=local,openai", "-a", "concurrency=4",
+                   env=openai_env(fake_openai))
+    log = proc.stderr
+
+    # the good vehicle: every image analysed, findings in the four tables
+    rows = fx.images(good)
+    assert [r["ai_processing_status"] for r in rows] == ["completed"] * 3
+    assert all(r["ai_last_scanned"] is not None for r in rows)
+    assert {r["id"] for r in rows} >= {stored_id}
+    meta = rows[0]["ai_scan_metadata"]
+    assert set(meta) == {"local", "openai"} and meta["openai"]["ok"] is True
+    assert meta["local"]["data"]["dhash_hex"]
+    assert fx.count("component_conditions", good) == 3 * 2
+    assert fx.count("paint_quality_assessments", good) == 3 * 2
+    tags = fx.db.fetchall("SELECT tag_name, tag_type, confidence FROM image_tags "
+                          "WHERE vehicle_id = ?", [good])
+    assert ("Rally wheel", "part") in {(t["tag_name"], t["tag_type"]) for t in tags}
+    comp = fx.db.fetchone("SELECT * FROM component_conditions WHERE vehicle_id = ? AND "
+                          "component_name = 'left rocker panel' LIMIT 1", [good])
+    assert comp is not None and comp["condition_rating"] == 3 and bool(comp["needs_attention"])
+    assert loads_json(comp["damage_types"]) == ["rust"]
+    assert comp["detected_by_model"] == "gpt-4o-mini"
+    assert not any(bool(r["is_document"]) for r in rows)
+    # the 429 (Retry-After) and the 500 were retried, not failures
+    assert "rate_limit" in fake_openai.scenarios_served
+    assert "server_error" in fake_openai.scenarios_served
+
+    # the SPID sheet: a document, one spid row, the valid VIN fills the empty vin
+    (spid_row,) = fx.images(spid)
+    assert bool(spid_row["is_document"]) and spid_row["document_category"] == "spid_sheet"
+    sheet = fx.db.fetchone("SELECT * FROM vehicle_spid_data WHERE vehicle_id = ?", [spid])
+    assert sheet is not None and sheet["vin"] == SPID_VIN and sheet["model_code"] == "1YY07"
+    assert "L98" in loads_json(sheet["rpo_codes"]) and "TOOLONG" not in loads_json(
+        sheet["rpo_codes"])
+    assert fx.vin(spid) == SPID_VIN
+
+    # failures: recorded with their reason, nothing half-written
+    for vehicle, reason in ((malformed, "malformed_output"), (refusal, "refused"),
+                            (broken, "invalid_image"), (missing, "http_404")):
+        (row,) = fx.images(vehicle)
+        assert row["ai_last_scanned"] is None, vehicle
+        assert row["ai_processing_status"] == "failed"
+        assert row["ai_error"] == reason, (reason, row["ai_error_detail"])
+        assert row["ai_attempts"] == 1 and row["ai_error_detail"]
+        assert row["ai_scan_metadata"] is None
+        assert fx.count("image_tags", vehicle) == 0
+        assert fx.count("component_conditions", vehicle) == 0
+    assert "failed malformed_output: 1" in log and "failed refused: 1" in log
+    assert "e.g. " in log and "estimated cost $" in log and "images/min" in log
+    assert "Batch 1:" in log and "ETA" in log
+
+    # status shows the phase
+    status = run_scrapy(["status", "--json"], fx.db_url)
+    figures = json.loads(status.stdout)["image_analysis"]
+    assert figures["images_analysed"] == 4
+    assert figures["images_failed"] == 4
+    assert figures["failures_by_reason"]["refused"] == 1
+
+    # the next run picks the failures up again; the model now answers well for one,
+    # and a SPID sheet whose VIN has a bad check digit does not fill the VIN
+    fx.db.execute("UPDATE vehicles SET title = 'fixed' WHERE id = ?", [malformed])
+    bad_sheet = copy.deepcopy(openai_server.SPID_ANSWER)
+    bad_sheet["spid"]["vin"] = BAD_VIN
+    bad_sheet["vin_from_plate"] = BAD_VIN
+    monkeypatch.setattr(openai_server, "SPID_ANSWER", bad_sheet)
+    bad_vin = fx.vehicle("scenario=spid second car", ["/img/s2.jpg"])
+    analyse(fx.db_url, "-a", "providers=local,openai", env=openai_env(fake_openai))
+    (row,) = fx.images(malformed)
+    assert row["ai_processing_status"] == "completed" and row["ai_attempts"] == 2
+    assert row["ai_error"] is None and row["ai_last_scanned"] is not None
+    (row,) = fx.images(refusal)
+    assert row["ai_error"] == "refused" and row["ai_attempts"] == 2
+    assert fx.vin(bad_vin) is None
+    sheet = fx.db.fetchone("SELECT * FROM vehicle_spid_data WHERE vehicle_id = ?", [bad_vin])
+    assert sheet is not None and sheet["vin"] == BAD_VIN
+    assert fx.count("vehicle_spid_data") == 2
+
+
+def test_dry_run_writes_nothing(fx: Fixture, fake_openai: FakeOpenAI) -> None:
+    vehicle = fx.vehicle("Dry", ["/img/d1.jpg", "/img/d2.jpg"])
+    proc = analyse(fx.db_url, "-a", "dry_run=1", env=openai_env(fake_openai))
+    assert "dry run" in proc.stderr
+    assert fake_openai.chat_requests == 2  # analysed...
+    for row in fx.images(vehicle):  # ...but nothing written
+        assert row["ai_last_scanned"] is None and row["ai_scan_metadata"] is None
+        assert row["ai_attempts"] in (0, None) and row["ai_lease_owner"] is None
+    assert fx.count("image_tags") == 0 and fx.count("component_conditions") == 0
+
+
+def test_rekognition_through_moto(fx: Fixture, tmp_path: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        vehicle = fx.vehicle("Labels", ["/img/k1.jpg"])
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL_REKOGNITION": f"http://{host}:{port}",
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        }
+        analyse(fx.db_url, env=env)  # default providers: local + the configured rekognition
+    finally:
+        server.stop()
+    (row,) = fx.images(vehicle)
+    assert row["ai_processing_status"] == "completed"
+    assert set(row["ai_scan_metadata"]) == {"local", "rekognition"}
+    tags = fx.db.fetchall("SELECT ai_detection_data FROM image_tags WHERE vehicle_id = ?",
+                          [vehicle])
+    assert any((loads_json(t["ai_detection_data"]) or {}).get("provider") == "rekognition"
+               for t in tags)
+
+
+def test_check_reports_auth_failure(sqlite_url: str, fake_openai: FakeOpenAI) -> None:
+    env = openai_env(fake_openai, key="sk-wrong-key-0123456789")
+    proc = analyse(sqlite_url, "-a", "check=1", env=env, ok=False)
+    assert proc.returncode == 1
+    assert "auth_failed: HTTP 401" in proc.stderr
+    assert "sk-wrong-key-0123456789" not in proc.stderr
+    command = run_scrapy(["analyze-check", "--providers", "local,openai"], sqlite_url, **env)
+    assert command.returncode == 1
+    lines = {line.split()[0]: line.split()[1:] for line in command.stdout.splitlines()}
+    assert lines["local"][0] == "OK"
+    assert lines["openai"][:2] == ["FAILED", "auth_failed:"]
+    good = run_scrapy(["analyze-check", "--providers", "openai"], sqlite_url,
+                      **openai_env(fake_openai))
+    assert good.returncode == 0 and "OK" in good.stdout
+    # a run refuses to start with a broken key: nothing is claimed
+    run = analyse(sqlite_url, env=env, ok=False)
+    assert run.returncode == 1 and "provider check failed" in run.stderr
+
+
+@pytest.mark.parametrize("args, name", [
+    (["-a", "providers=local,gpt"], "providers"),
+    (["-a", "limit=0"], "limit"),
+    (["-a", "concurrency=many"], "concurrency"),
+    (["-a", "vehicle_id=42"], "vehicle_id"),
+    (["-a", "colour=red"], "colour"),
+])
+def test_bad_arguments_refused(sqlite_url: str, args: list[str], name: str) -> None:
+    proc = run_scrapy(["crawl", "image_analysis", *args], sqlite_url)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert name in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(sqlite_url.removeprefix("sqlite:///"))
+
+
+def test_claims_do_not_overlap(db: Database) -> None:
+    org, _ = store.add_organization(db, "https://lease.example")
+    store.upsert_vehicles(db, [store.VehicleRecord(
+        org.id, "https://lease.example/v/1", {"title": "x"},
+        image_urls=[f"https://img.example/{i}.jpg" for i in range(5)])])
+    sel = analysis.Selection()
+    first = analysis.claim_batch(db, sel, "a", 3, 600)
+    second = analysis.claim_batch(db, sel, "b", 3, 600)
+    assert len(first) == 3 and len(second) == 2
+    assert not {w.image_id for w in first} & {w.image_id for w in second}
+    assert analysis.claim_batch(db, sel, "c", 3, 600) == []
+    assert analysis.release_leases(db, "a") == 3
+    assert len(analysis.claim_batch(db, sel, "c", 5, 600)) == 3
+    # a failure waits for its backoff, unless retry_failed
+    work = second[0]
+    analysis.record_failure(db, work, "timeout", "slow", backoff=3600)
+    analysis.release_leases(db, "b")
+    analysis.release_leases(db, "c")
+    ids = {w.image_id for w in analysis.claim_batch(db, sel, "d", 10, 600)}
+    assert work.image_id not in ids and len(ids) == 4
+    analysis.release_leases(db, "d")
+    retry = analysis.Selection(retry_failed=True)
+    assert work.image_id in {w.image_id for w in analysis.claim_batch(db, retry, "e", 10, 600)}
