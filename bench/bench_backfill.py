@@ -1,0 +1,404 @@
+"""Benchmark: ``image_backfill`` against img2dataset, and the claim query at scale.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_backfill.py                 # everything
+    .venv/bin/python bench/bench_backfill.py --skip-claim    # throughput only
+    .venv/bin/python bench/bench_backfill.py --skip-download --claim-vehicles 1000000
+
+What it does, in one run:
+
+1. Serves ``--images`` (5,000) realistic JPEGs (three sizes, 50-500 KB, distinct bytes)
+   from ``--hosts`` (4) loopback hosts (127.0.0.2...), in a separate asyncio process.
+2. img2dataset 1.47.0 downloads the URLs into a folder, no resizing, no re-encoding,
+   2 processes x 64 threads (its own venv: ``--i2d-venv``, default ``bench/.venv-i2d``,
+   created with ``pip install img2dataset==1.47.0`` when missing: it drags pyarrow,
+   albumentations, wandb... so it is kept out of requirements.txt).
+3. ``image_backfill`` does the same work from a PostgreSQL schema of its own (vehicles
+   with external image rows, as the org crawl writes them), into a folder, with its whole
+   bookkeeping: 2 ``scrapy crawl image_backfill`` processes sharing the work through
+   leases. AutoThrottle is off for the benchmark, as img2dataset has no throttling.
+4. Runs ``image_backfill`` again: it must download nothing.
+5. Times the claim on PostgreSQL with ``--claim-vehicles`` vehicles and 10 image rows each,
+   built with ``INSERT ... SELECT generate_series`` in a schema that is dropped afterwards.
+
+Everything is pinned to the same 2 cores (``taskset -c 0,1``), the image server included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PG_BASE = os.environ.get("NUKE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+SIZES = [(800, 600), (1600, 1200), (2400, 1800)]
+CORES = "0,1"
+
+
+# -- the image server (child process) -------------------------------------------------
+
+
+def serve_main(hosts: int, port_file: str) -> None:
+    """Serve ``/img/<w>x<h>/<key>.jpg`` on 127.0.0.(2+i) with keep-alive; ``/__hits``."""
+    sys.path.insert(0, str(REPO))
+    from nuke_crawl.demo.images import image_bytes, warm_pool
+
+    for w, h in SIZES:
+        warm_pool(w, h, 85)
+    hits = {"count": 0}
+    pattern = re.compile(rb"^GET /img/(\d+)x(\d+)/([^ /]+)\.jpg ")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                match = pattern.match(head)
+                if head.startswith(b"GET /__hits"):
+                    body = json.dumps(hits).encode()
+                    ctype = b"application/json"
+                    status = b"200 OK"
+                elif match:
+                    hits["count"] += 1
+                    w, h, key = int(match[1]), int(match[2]), match[3].decode()
+                    body = image_bytes(key, width=w, height=h, quality=85, unique=True)
+                    ctype = b"image/jpeg"
+                    status = b"200 OK"
+                else:
+                    body, ctype, status = b"not found", b"text/plain", b"404 Not Found"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
+                             + b"\r\nContent-Length: " + str(len(body)).encode()
+                             + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        urls = []
+        servers = []
+        for i in range(hosts):
+            address = f"127.0.0.{2 + i}"
+            server = await asyncio.start_server(handle, address, 0, backlog=1024)
+            servers.append(server)
+            urls.append(f"http://{address}:{server.sockets[0].getsockname()[1]}")
+        Path(port_file).write_text("\n".join(urls))
+        await asyncio.gather(*(s.serve_forever() for s in servers))
+
+    asyncio.run(main())
+
+
+def start_server(hosts: int, workdir: Path) -> tuple[subprocess.Popen[bytes], list[str]]:
+    port_file = workdir / "hosts.txt"
+    proc = subprocess.Popen(
+        ["taskset", "-c", CORES, sys.executable, __file__, "serve", "--hosts", str(hosts),
+         "--port-file", str(port_file)],
+    )
+    deadline = time.monotonic() + 120
+    while not port_file.exists() or not port_file.read_text().strip():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("the image server did not start")
+        time.sleep(0.2)
+    return proc, port_file.read_text().split()
+
+
+def server_hits(base: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base}/__hits", timeout=10) as response:  # noqa: S310
+        return int(json.loads(response.read())["count"])
+
+
+def image_urls(hosts: list[str], n: int, per_vehicle: int) -> list[list[str]]:
+    vehicles = []
+    for v in range(n // per_vehicle):
+        urls = []
+        for j in range(per_vehicle):
+            k = v * per_vehicle + j
+            w, h = SIZES[k % len(SIZES)]
+            urls.append(f"{hosts[k % len(hosts)]}/img/{w}x{h}/b{k}.jpg")
+        vehicles.append(urls)
+    return vehicles
+
+
+# -- img2dataset -------------------------------------------------------------------------
+
+
+def ensure_img2dataset(venv: Path) -> Path:
+    exe = venv / "bin" / "img2dataset"
+    if not exe.exists():
+        print(f"installing img2dataset==1.47.0 into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "img2dataset==1.47.0"],
+                       check=True)
+    return exe
+
+
+def peak_rss_of_tree(proc: subprocess.Popen[bytes], sample: float = 0.2) -> tuple[int, float]:
+    """Wait for ``proc``; return (peak summed RSS of it and its children in bytes, seconds)."""
+    start = time.monotonic()
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(sample)
+    return peak, time.monotonic() - start
+
+
+def _tree_rss(pid: int) -> int:
+    total = 0
+    pids = [pid]
+    seen = set()
+    while pids:
+        p = pids.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                pids += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_img2dataset(exe: Path, urls: list[str], workdir: Path) -> dict[str, float]:
+    url_file = workdir / "urls.txt"
+    url_file.write_text("\n".join(urls))
+    out = workdir / "i2d_out"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ["taskset", "-c", CORES, str(exe), "--url_list", str(url_file), "--output_folder",
+           str(out), "--processes_count", "2", "--thread_count", "64", "--resize_mode", "no",
+           "--disable_all_reencoding", "True", "--output_format", "files",
+           "--input_format", "txt", "--timeout", "30", "--enable_wandb", "False",
+           "--number_sample_per_shard", "2500", "--distributor", "multiprocessing"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak, seconds = peak_rss_of_tree(proc)
+    stored = sum(1 for _ in out.rglob("*.jpg"))
+    return {"images": stored, "seconds": seconds, "per_second": stored / seconds,
+            "peak_rss_mb": peak / 2**20}
+
+
+# -- image_backfill ------------------------------------------------------------------------
+
+
+def make_schema() -> tuple[str, str]:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_BASE else "?"
+    return schema, f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def seed_vehicles(url: str, vehicles: list[list[str]]) -> None:
+    sys.path.insert(0, str(REPO))
+    from nuke_crawl.db import Database, migrate, store
+
+    db = Database(url)
+    migrate(db)
+    org, _ = store.add_organization(db, "http://bench-dealer.example")
+    recs = [
+        store.VehicleRecord(org.id, f"http://bench-dealer.example/v/{i}",
+                            {"year": 2010, "make": "Volvo", "model": "240",
+                             "listing_url": f"http://bench-dealer.example/v/{i}"}, urls)
+        for i, urls in enumerate(vehicles)
+    ]
+    for chunk in range(0, len(recs), 200):
+        store.upsert_vehicles(db, recs[chunk:chunk + 200])
+    db.close()
+
+
+BACKFILL_SETTINGS = [
+    "-s", "AUTOTHROTTLE_ENABLED=0",
+    "-s", "CONCURRENT_REQUESTS=64",
+    "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=32",
+    "-s", "ROBOTSTXT_OBEY=0",
+    "-s", "LOG_LEVEL=INFO",
+    "-s", "MEMUSAGE_ENABLED=1",
+]
+
+
+def run_backfill(db_url: str, out: Path, processes: int, extra: list[str]) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(DATABASE_URL=db_url, NUKE_ALLOW_PRIVATE_NETWORKS="1", PYTHONPATH=str(REPO))
+    cmd = ["taskset", "-c", CORES, sys.executable, "-m", "scrapy", "crawl", "image_backfill",
+           *BACKFILL_SETTINGS, "-s", f"IMAGES_STORE={out}", "-a", "limit=1000000",
+           "-a", "batch_size=25", "-a", "max_images=50", *extra]
+    start = time.monotonic()
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    errs = [p.communicate()[1] for p in procs]
+    seconds = time.monotonic() - start
+    stored = failed = 0
+    peaks = []
+    for proc, err in zip(procs, errs, strict=True):
+        if proc.returncode != 0:
+            print(err[-3000:])
+            raise SystemExit("image_backfill failed")
+        stored += _stat(err, "nuke/images/stored")
+        failed += _stat(err, "nuke/images/failed")
+        peaks.append(_stat(err, "memusage/max") / 2**20)
+    return {"images": stored, "failed": failed, "seconds": seconds,
+            "per_second": stored / seconds, "peak_rss_mb": max(peaks),
+            "peak_rss_mb_sum": sum(peaks)}
+
+
+def _stat(log: str, key: str) -> int:
+    match = re.search(rf"'{re.escape(key)}': (\d+)", log)
+    return int(match[1]) if match else 0
+
+
+# -- the claim query at scale ----------------------------------------------------------------
+
+
+def bench_claim(vehicles: int, per_vehicle: int, done_share: float) -> dict[str, float]:
+    sys.path.insert(0, str(REPO))
+    from nuke_crawl.db import Database, backfill, migrate
+
+    schema, url = make_schema()
+    try:
+        db = Database(url)
+        migrate(db)
+        t0 = time.monotonic()
+        db.execute(
+            "INSERT INTO vehicles (id, year, make, model, is_public, origin_metadata, "
+            "created_at, updated_at) SELECT gen_random_uuid(), 2000 + g % 25, 'Make', 'Model', "
+            "true, jsonb_build_object('image_count', ?::int, 'images_backfilled', "
+            "(g % 1000) < ?::int), now() - make_interval(secs => g), now() "
+            "FROM generate_series(1, ?) AS g",
+            [per_vehicle, int(done_share * 1000), vehicles],
+        )
+        t1 = time.monotonic()
+        db.execute(
+            "INSERT INTO vehicle_images (id, vehicle_id, image_url, source_url, is_external, "
+            "position, is_primary, created_at, updated_at) "
+            "SELECT gen_random_uuid(), v.id, u.url, u.url, true, p, p = 0, now(), now() "
+            "FROM vehicles v CROSS JOIN generate_series(0, ? - 1) AS p "
+            "CROSS JOIN LATERAL (SELECT 'https://img.example/' || v.id || '/' || p || '.jpg' "
+            "AS url) u",
+            [per_vehicle],
+        )
+        t2 = time.monotonic()
+        db.execute("ANALYZE vehicles")
+        db.execute("ANALYZE vehicle_images")
+        images = int(db.scalar("SELECT COUNT(*) FROM vehicle_images"))
+        timings = []
+        for _ in range(20):
+            start = time.perf_counter()
+            works = backfill.claim_vehicles(db, "bench", limit=10, lease_seconds=600)
+            timings.append((time.perf_counter() - start) * 1000)
+            assert len(works) == 10
+        sql, params = backfill.claim_sql(db, backfill.Selection(), db.now(), 10)
+        plan = db.fetchall("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+        db.close()
+        return {
+            "vehicles": vehicles, "images": images, "build_vehicles_s": t1 - t0,
+            "build_images_s": t2 - t1, "claim_ms_median": statistics.median(timings),
+            "claim_ms_max": max(timings), "claim_ms_first": timings[0],
+            "plan": "\n".join(r["QUERY PLAN"] for r in plan),
+        }
+    finally:
+        drop_schema(schema)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve")
+    serve.add_argument("--hosts", type=int, default=4)
+    serve.add_argument("--port-file", required=True)
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--per-vehicle", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=2, help="image_backfill processes")
+    parser.add_argument("--i2d-venv", type=Path, default=REPO / "bench" / ".venv-i2d")
+    parser.add_argument("--skip-img2dataset", action="store_true")
+    parser.add_argument("--skip-download", action="store_true")
+    parser.add_argument("--skip-claim", action="store_true")
+    parser.add_argument("--claim-vehicles", type=int, default=1_000_000)
+    parser.add_argument("--claim-per-vehicle", type=int, default=10)
+    parser.add_argument("--claim-done-share", type=float, default=0.5,
+                        help="share of the vehicles already backfilled")
+    parser.add_argument("--backfill-setting", action="append", default=[],
+                        help="extra -s NAME=VALUE for image_backfill")
+    args = parser.parse_args()
+    if args.command == "serve":
+        serve_main(args.hosts, args.port_file)
+        return
+    results: dict[str, object] = {}
+    if not args.skip_download:
+        workdir = Path(tempfile.mkdtemp(prefix="bench_backfill_"))
+        server, hosts = start_server(args.hosts, workdir)
+        schema = None
+        try:
+            vehicles = image_urls(hosts, args.images, args.per_vehicle)
+            urls = [u for v in vehicles for u in v]
+            if not args.skip_img2dataset:
+                exe = ensure_img2dataset(args.i2d_venv)
+                results["img2dataset"] = i2d = run_img2dataset(exe, urls, workdir)
+                print(f"img2dataset: {i2d['images']} images in {i2d['seconds']:.1f}s = "
+                      f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
+                      "(all its processes)", flush=True)
+            schema, db_url = make_schema()
+            seed_vehicles(db_url, vehicles)
+            extra = [x for s in args.backfill_setting for x in ("-s", s)]
+            out = workdir / "backfill_out"
+            results["image_backfill"] = bf = run_backfill(db_url, out, args.processes, extra)
+            print(f"image_backfill: {bf['images']} images stored ({bf['failed']} failed) in "
+                  f"{bf['seconds']:.1f}s = {bf['per_second']:.0f} images/s, peak RSS "
+                  f"{bf['peak_rss_mb']:.0f} MB per process ({bf['peak_rss_mb_sum']:.0f} MB for "
+                  f"{args.processes})", flush=True)
+            if "img2dataset" in results:
+                ratio = bf["per_second"] / i2d["per_second"]
+                results["ratio"] = ratio
+                print(f"ratio image_backfill / img2dataset: {ratio:.2f}x", flush=True)
+            before = server_hits(hosts[0])
+            again = run_backfill(db_url, out, args.processes, extra)
+            downloaded_again = server_hits(hosts[0]) - before
+            results["second_run_downloads"] = downloaded_again
+            print(f"second run: {downloaded_again} images downloaded again, "
+                  f"{again['images']} stored", flush=True)
+        finally:
+            server.terminate()
+            server.wait()
+            if schema:
+                drop_schema(schema)
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_claim:
+        claim = bench_claim(args.claim_vehicles, args.claim_per_vehicle, args.claim_done_share)
+        results["claim"] = {k: v for k, v in claim.items() if k != "plan"}
+        print(f"claim query: {claim['vehicles']:,} vehicles, {claim['images']:,} image rows "
+              f"(built in {claim['build_vehicles_s']:.0f}s + {claim['build_images_s']:.0f}s): "
+              f"claim of 10 vehicles median {claim['claim_ms_median']:.1f} ms, max "
+              f"{claim['claim_ms_max']:.1f} ms, first {claim['claim_ms_first']:.1f} ms", flush=True)
+        print(claim["plan"])
+    print(json.dumps(results, default=str))
+
+
+if __name__ == "__main__":
+    main()
