@@ -444,6 +444,7 @@ class ImageAnalysisSpider(scrapy.Spider):
             pending, self.total, self.concurrency, ", ".join(providers.names),
             " (dry run: nothing is written)" if self.args["dry_run"] else "",
         )
+        self.started = time.monotonic()  # rates count analysis time, not start-up checks
         queue: asyncio.Queue[ImageAnalysisItem | None] = asyncio.Queue()
         producer = asyncio.ensure_future(self._produce(queue, sel))
         try:
