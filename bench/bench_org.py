@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nuke_crawl.db import Database, migrate, store  # noqa: E402
-from nuke_crawl.demo.launch import launch  # noqa: E402
+from nuke_crawl.db import Database, migrate, store
+from nuke_crawl.demo.launch import launch
 
 SETTINGS = [
     "-s", "AUTOTHROTTLE_START_DELAY=0.01",

@@ -7,7 +7,14 @@ import logging
 from scrapy import signals
 from scrapy.crawler import Crawler
 
-from nuke_crawl.db import AsyncDatabase, Database, database_url, migrate, needs_migration, redact_url
+from nuke_crawl.db import (
+    AsyncDatabase,
+    Database,
+    database_url,
+    migrate,
+    needs_migration,
+    redact_url,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -6,12 +6,11 @@ from decimal import Decimal
 
 import pytest
 
-from nuke_crawl.db import Database, DatabaseError, current_version, latest_version, migrate
-from nuke_crawl.db import store
+from nuke_crawl.db import Database, DatabaseError, current_version, latest_version, migrate, store
 
 
 def _rec(org_id: str, url: str, images: list[str] | None = None, **fields: object) -> store.VehicleRecord:
-    base = {"year": 2015, "make": "Ford", "model": "Mustang", "asking_price": Decimal("18995")}
+    base = {"year": 2015, "make": "Ford", "model": "Mustang", "asking_price": Decimal(18995)}
     base.update(fields)
     return store.VehicleRecord(org_id, url, base, images if images is not None else [
         f"{url}/1.jpg", f"{url}/2.jpg"])
@@ -69,7 +68,7 @@ def test_upsert_is_idempotent_and_updates_changed_fields(db: Database) -> None:
     rec = _rec(org.id, "https://d.example/v/1")
     assert store.upsert_vehicles(db, [rec]) == ["created"]
     assert store.upsert_vehicles(db, [rec]) == ["unchanged"]
-    rec.fields["asking_price"] = Decimal("17995")
+    rec.fields["asking_price"] = Decimal(17995)
     assert store.upsert_vehicles(db, [rec]) == ["updated"]
     assert db.scalar("SELECT COUNT(*) FROM vehicles") == 1
     assert float(db.scalar("SELECT asking_price FROM vehicles")) == 17995

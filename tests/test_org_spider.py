@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo.launch import Demo, launch
 from nuke_crawl.demo.server import Request, Response, dead_url, serve
 from nuke_crawl.extraction import canonical_listing_url
-
-from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 pytestmark = pytest.mark.slow
 
@@ -233,38 +232,37 @@ def test_jobdir_crawl_killed_with_sigkill_resumes_without_loss_or_duplicates(
     db_url: str, tmp_path: Path,
 ) -> None:
     with launch("jsonld", n_vehicles=30, per_page=10, images_per_vehicle=3,
-                image_hosts=0) as demo:
-        with serve(SlowSite(demo, 0.4)) as slow:
-            # the site builds its absolute links from the Host header
-            add_org(db_url, slow.url)
-            args = [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "threshold=1",
-                    "-s", f"JOBDIR={tmp_path / 'job'}", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
-                    "-s", "NUKE_DB_BATCH_SIZE=5", *FAST]
-            log = (tmp_path / "killed.log").open("w")
-            child = subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url),
-                                     stdout=log, stderr=log)
-            deadline = time.monotonic() + 60
-            stored = 0
-            while time.monotonic() < deadline:
-                try:
-                    stored = int(scalar(db_url, "SELECT COUNT(*) FROM vehicles") or 0)
-                except Exception:  # noqa: BLE001 - schema may not exist yet
-                    stored = 0
-                if stored >= 5:
-                    break
-                time.sleep(0.1)
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-            log.close()
-            assert 5 <= stored < 30, stored
-            crawl(db_url, "-a", "threshold=1", "-s", f"JOBDIR={tmp_path / 'job'}")
-            rows = vehicles(db_url)
-            assert len(rows) == 30
-            assert len({r["discovery_url"] for r in rows}) == 30
-            assert scalar(db_url, "SELECT COUNT(*) FROM vehicle_images") == 90
-            assert scalar(db_url, "SELECT COUNT(*) FROM organization_vehicles") == 30
-            assert sorted(r["vin"] for r in rows) == sorted(v["vin"] for v in demo.site.vehicles)
-            assert all(r["origin_metadata"]["image_count"] == 3 for r in rows)
+                image_hosts=0) as demo, serve(SlowSite(demo, 0.4)) as slow:
+        # the site builds its absolute links from the Host header
+        add_org(db_url, slow.url)
+        args = [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "threshold=1",
+                "-s", f"JOBDIR={tmp_path / 'job'}", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+                "-s", "NUKE_DB_BATCH_SIZE=5", *FAST]
+        log = (tmp_path / "killed.log").open("w")
+        child = subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url),
+                                 stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        stored = 0
+        while time.monotonic() < deadline:
+            try:
+                stored = int(scalar(db_url, "SELECT COUNT(*) FROM vehicles") or 0)
+            except Exception:  # noqa: BLE001 - schema may not exist yet
+                stored = 0
+            if stored >= 5:
+                break
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        log.close()
+        assert 5 <= stored < 30, stored
+        crawl(db_url, "-a", "threshold=1", "-s", f"JOBDIR={tmp_path / 'job'}")
+        rows = vehicles(db_url)
+        assert len(rows) == 30
+        assert len({r["discovery_url"] for r in rows}) == 30
+        assert scalar(db_url, "SELECT COUNT(*) FROM vehicle_images") == 90
+        assert scalar(db_url, "SELECT COUNT(*) FROM organization_vehicles") == 30
+        assert sorted(r["vin"] for r in rows) == sorted(v["vin"] for v in demo.site.vehicles)
+        assert all(r["origin_metadata"]["image_count"] == 3 for r in rows)
 
 
 def test_commands_migrate_org_add_import_and_status(db_url: str, tmp_path: Path) -> None:

@@ -36,6 +36,6 @@ class Command(ScrapyCrawlCommand):
         if self.exitcode == 0 and stats is not None and stats.get_value("nuke/error"):
             self.exitcode = 1
 
-    def _create_crawler(self, spname: str) -> Any:
-        self._crawler = super()._create_crawler(spname)
+    def _create_crawler(self, spidercls: Any) -> Any:
+        self._crawler = super()._create_crawler(spidercls)
         return self._crawler

@@ -62,7 +62,7 @@ def website_host(url: str | None) -> str:
         url = "http://" + url
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    host = host[4:] if host.startswith("www.") else host
+    host = host.removeprefix("www.")
     try:
         port = parts.port
     except ValueError:

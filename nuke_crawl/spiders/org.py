@@ -38,8 +38,7 @@ from nuke_crawl.extraction import (
 from nuke_crawl.extraction.pool import ExtractionPool
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site
 from nuke_crawl.items import VehicleItem
-from nuke_crawl.spiders.args import Param, parse_args, to_bool, to_int, to_str
-from nuke_crawl.spiders.args import to_url, to_uuid
+from nuke_crawl.spiders.args import Param, parse_args, to_bool, to_int, to_str, to_url, to_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +93,10 @@ class OrgSpider(scrapy.Spider):
 
     name = "org"
     ARGUMENTS = ARGUMENTS
+    max_images: int
+    probe_paths: bool
+    render_js: bool
+    extractor: ExtractionPool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}
@@ -138,16 +141,18 @@ class OrgSpider(scrapy.Spider):
         adb = crawler_database(self.crawler)
         if not dry:
             await prepare_database(self.crawler)
+        orgs: list[store.Organization]
         if args["url"]:
-            org = None
+            found: store.Organization | None = None
             if not dry or not await adb.run(_needs_schema):
-                org = await adb.run(store.find_organization_by_website, args["url"])
-            if org is None and dry:
-                org = store.Organization("dry-run", None, args["url"], None, {})
-            elif org is None:
-                org, _ = await adb.run(store.add_organization, args["url"])
-                logger.info("Created organization %s for %s", org.id, args["url"])
-            orgs = [org]
+                found = await adb.run(store.find_organization_by_website, args["url"])
+            if found is None and dry:
+                found = store.Organization("dry-run", None, args["url"], None, {})
+            elif found is None:
+                created, _ = await adb.run(store.add_organization, args["url"])
+                logger.info("Created organization %s for %s", created.id, args["url"])
+                found = created
+            orgs = [found]
         else:
             if dry and await adb.run(_needs_schema):
                 raise SchemaMissing("the database has no nuke_crawl schema: run `scrapy migrate`")
@@ -374,12 +379,11 @@ class OrgSpider(scrapy.Spider):
     def on_error(self, failure: Failure) -> None:
         request: Request = failure.request  # type: ignore[attr-defined]
         progress = self._progress(request)
-        if failure.check(HttpError):
-            status = failure.value.response.status
-            reason = f"HTTP {status}"
+        exc = failure.value
+        if isinstance(exc, HttpError):
+            reason = f"HTTP {exc.response.status}"
         else:
-            reason = failure.getErrorMessage() or failure.type.__name__
-            reason = f"{failure.type.__name__}: {reason}"
+            reason = f"{type(exc).__name__}: {failure.getErrorMessage() or exc!r}"
         if request.meta.get("from_robots") or request.url.endswith("/robots.txt"):
             return  # no sitemap is not an error
         if request.meta.get("probe"):
