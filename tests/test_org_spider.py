@@ -295,3 +295,21 @@ def test_commands_migrate_org_add_import_and_status(db_url: str, tmp_path: Path)
     assert "Organizations:" in text and "Images never analysed:" in text
     bad = run_scrapy(["status"], "mysql://nope")
     assert bad.returncode == 2 and "not supported" in bad.stderr
+
+
+def test_user_agent_is_honest_and_configurable(sqlite_url: str) -> None:
+    seen: list[str] = []
+
+    class App:
+        def __call__(self, request: Request) -> Response:
+            seen.append(request.header("User-Agent") or "")
+            return Response(404, body=b"nothing here")
+
+    with serve(App()) as server:
+        crawl(sqlite_url, "-a", f"url={server.url}", "-a", "max_vehicles=1",
+              "-s", "NUKE_PROBE_COMMON_PATHS=0")
+        assert seen and all(ua.startswith("nuke_crawl/") for ua in seen), seen
+        seen.clear()
+        crawl(sqlite_url, "-a", f"url={server.url}", "-s", "NUKE_USER_AGENT=AcmeBot/2.0",
+              "-s", "NUKE_PROBE_COMMON_PATHS=0")
+        assert seen and set(seen) == {"AcmeBot/2.0"}, seen

@@ -38,7 +38,7 @@ from nuke_crawl.extraction import (
 from nuke_crawl.extraction.pool import ExtractionPool
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site
 from nuke_crawl.items import VehicleItem
-from nuke_crawl.spiders.args import Param, parse_args, to_bool, to_int, to_str, to_url, to_uuid
+from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,11 @@ class OrgSpider(scrapy.Spider):
         super().__init__(*args)
         self.progress: dict[str, OrgProgress] = {}
         self.page_info: store.OrganizationPage | None = None
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        apply_user_agent(settings)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> OrgSpider:
