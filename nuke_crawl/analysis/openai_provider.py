@@ -265,6 +265,12 @@ class OpenAIProvider:
         self.image_detail = image_detail
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._call_slots: asyncio.Semaphore | None = None
+
+    def limit_calls(self, slots: int) -> None:
+        """Allow at most ``slots`` requests in flight. A call waiting out a
+        backoff holds no slot, so retries do not starve the other images."""
+        self._call_slots = asyncio.Semaphore(slots) if slots > 0 else None
 
     def __repr__(self) -> str:  # never shows the key
         return (f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r}, "
@@ -409,7 +415,10 @@ class OpenAIProvider:
         while True:
             attempt += 1
             try:
-                return await client.chat.completions.create(**request), attempt
+                if self._call_slots is None:
+                    return await client.chat.completions.create(**request), attempt
+                async with self._call_slots:
+                    return await client.chat.completions.create(**request), attempt
             except openai.OpenAIError as exc:
                 reason, detail, retry_after = self._classify(exc)
                 transient = reason in ("rate_limited", "server_error", "timeout", "unreachable")

@@ -421,6 +421,11 @@ class ImageAnalysisSpider(scrapy.Spider):
             self._error("; ".join(problems))
             return
         self.providers = providers
+        openai_provider = providers.remote.get("openai")
+        if openai_provider is not None:
+            # `concurrency` requests in flight; images waiting out a retry's
+            # backoff hold none, so twice as many images may be in progress.
+            openai_provider.limit_calls(self.concurrency)
         if self.preflight and providers.remote:
             failed = []
             for name, provider in providers.remote.items():
@@ -498,7 +503,8 @@ class ImageAnalysisSpider(scrapy.Spider):
 
     async def _produce(self, queue: asyncio.Queue[ImageAnalysisItem | None],
                        sel: analysis.Selection) -> None:
-        semaphore = asyncio.Semaphore(self.concurrency)
+        in_progress = self.concurrency * (2 if "openai" in self.providers.remote else 1)
+        semaphore = asyncio.Semaphore(in_progress)
         tasks: set[asyncio.Task[None]] = set()
         claimed = 0
         number = 0
