@@ -103,6 +103,7 @@ def run(images: int, concurrency: int, latency: float, failure_rate: float) -> d
         return {"images": images, "analysed": analysed, "wall_s": wall,
                 "per_second": per_minute / 60, "ideal": concurrency / latency,
                 "chat_requests": server.chat_requests, "failures_served": server.failures_served,
+                "max_in_flight": server.max_in_flight,
                 "exit": proc.returncode}
 
 
@@ -112,7 +113,8 @@ def report(title: str, r: dict[str, float]) -> None:
           f"({100 * r['analysed'] / r['images']:.1f}%), "
           f"{r['per_second']:.2f} images/s in the spider = {share:.1f}% of the ideal "
           f"{r['ideal']:.1f}/s; {r['wall_s']:.0f} s wall including startup; "
-          f"{int(r['chat_requests'])} chat requests, {int(r['failures_served'])} answered 500; "
+          f"{int(r['chat_requests'])} chat requests, {int(r['failures_served'])} answered 500, "
+          f"at most {int(r['max_in_flight'])} in flight; "
           f"exit {int(r['exit'])}", flush=True)
 
 
