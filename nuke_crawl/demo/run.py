@@ -20,8 +20,10 @@ from pathlib import Path
 from nuke_crawl.demo.launch import launch
 
 # Later phases join the demo here: (spider name, arguments).
-PHASES: list[tuple[str, list[str]]] = []
-PHASES.append(("image_analysis", ["-a", "providers=local", "-a", "limit=500"]))
+PHASES: list[tuple[str, list[str]]] = [
+    ("image_backfill", ["-a", "limit=500"]),
+    ("image_analysis", ["-a", "providers=local", "-a", "limit=500"]),
+]
 
 
 def _scrapy(args: list[str], env: dict[str, str], cwd: Path) -> int:
