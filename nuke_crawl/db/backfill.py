@@ -396,11 +396,12 @@ class StoredImage:
     variants: dict[str, Any]
 
 
-def record_stored(db: Database, images: Iterable[StoredImage]) -> None:
-    """Turn external rows into stored images: each in its own transaction."""
-    for img in images:
-        now = db.now()
-        with db.transaction():
+def record_stored(db: Database, images: Sequence[StoredImage]) -> None:
+    """Turn external rows into stored images, all in one transaction (group commit:
+    one WAL flush for many images; each image's row changes in one statement)."""
+    now = db.now()
+    with db.transaction():
+        for img in images:
             db.execute(
                 "UPDATE vehicle_images SET is_external = false, storage_path = ?, image_url = ?, "
                 "source_url = COALESCE(source_url, image_url), file_hash = ?, file_size = ?, "

@@ -68,8 +68,9 @@ class ImageBackfillSpider(scrapy.Spider):
     Arguments (``-a name=value``): ``limit`` (100), ``batch_size`` (10),
     ``max_images`` (20), ``organization_id``, ``vehicle_id``, ``created_after``,
     ``dry_run``, ``retry_failed``. Settings: ``NUKE_IMAGE_LEASE_SECONDS`` (600),
-    ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_MAX_IN_FLIGHT`` (vehicles being
-    downloaded at once; default ``2 * batch_size``) and the pipeline's settings
+    ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_MAX_IN_FLIGHT`` (images handed to the
+    pipeline and not settled yet, which bounds memory; default ``2 * CONCURRENT_REQUESTS``;
+    a batch is claimed when fewer are in flight) and the pipeline's settings
     (:class:`~nuke_crawl.pipelines.images.ImageBackfillPipeline`).
 
     Stats: ``nuke/vehicles/claimed``, ``nuke/vehicles/completed``,
@@ -95,6 +96,7 @@ class ImageBackfillSpider(scrapy.Spider):
         self.claimed = 0
         self.done = 0
         self.in_flight: dict[str, int] = {}  # vehicle id -> batch number
+        self.in_flight_images = 0
         self.batch_left: Counter[int] = Counter()
         self.total = 0
         self.started = time.monotonic()
@@ -110,7 +112,7 @@ class ImageBackfillSpider(scrapy.Spider):
         spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS", 600.0)
         spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
         spider.max_in_flight = settings.getint(
-            "NUKE_IMAGE_MAX_IN_FLIGHT", 2 * spider.args["batch_size"]
+            "NUKE_IMAGE_MAX_IN_FLIGHT", 2 * settings.getint("CONCURRENT_REQUESTS", 16)
         )
         crawler.signals.connect(spider._on_item_done, signal=signals.item_scraped)
         crawler.signals.connect(spider._on_item_done, signal=signals.item_dropped)
@@ -152,7 +154,7 @@ class ImageBackfillSpider(scrapy.Spider):
                     available, args["limit"])
         batch_no = 0
         while self.claimed < args["limit"]:
-            while len(self.in_flight) >= self.max_in_flight:
+            while self.in_flight and self.in_flight_images >= self.max_in_flight:
                 self._wake.clear()
                 await self._wake.wait()
             want = min(args["batch_size"], args["limit"] - self.claimed)
@@ -173,6 +175,7 @@ class ImageBackfillSpider(scrapy.Spider):
             self._stats().inc_value("nuke/vehicles/claimed", len(works))
             for work in works:
                 self.in_flight[work.vehicle_id] = batch_no
+                self.in_flight_images += len(work.images)
                 self.batch_left[batch_no] += 1
                 yield VehicleImagesItem(work=work, owner=self.owner)
         if self.claimed == 0:
@@ -197,6 +200,7 @@ class ImageBackfillSpider(scrapy.Spider):
         if not isinstance(item, VehicleImagesItem):
             return
         batch = self.in_flight.pop(item.work.vehicle_id, None)
+        self.in_flight_images -= len(item.work.images)
         self.done += 1
         self._wake.set()
         if batch is None:
