@@ -12,7 +12,9 @@ without waiting for it:
 
 Settings (defaults): ``NUKE_TRIGGER_BACKFILL`` (False; off means the extension is
 not configured), ``NUKE_SCRAPYD_URL`` (None), ``NUKE_SCRAPYD_PROJECT`` (``BOT_NAME``),
-``NUKE_BACKFILL_LOG_FILE`` (``"image_backfill.log"``).
+``NUKE_BACKFILL_LOG_FILE`` (``"image_backfill.log"``). The detached run gets the
+org crawl's ``DATABASE_URL`` (through its environment) and the :data:`FORWARDED_SETTINGS`
+given with ``-s``.
 
 Stats: ``nuke/handoff/started`` (1) or ``nuke/handoff/error`` (the reason).
 """
@@ -34,7 +36,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
-from nuke_crawl.db import redact_url
+from nuke_crawl.db import database_url, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +49,57 @@ def backfill_arguments(started_at: datetime, created: int) -> dict[str, str]:
     return {"created_after": started_at.isoformat(), "limit": str(max(1, created))}
 
 
-def backfill_command(arguments: dict[str, str]) -> list[str]:
+#: Settings given on the org crawl's command line that the backfill run inherits.
+FORWARDED_SETTINGS = (
+    "IMAGES_STORE",
+    "NUKE_IMAGES_PUBLIC_URL",
+    "AWS_ENDPOINT_URL",
+    "IMAGES_MIN_WIDTH",
+    "IMAGES_MIN_HEIGHT",
+    "NUKE_IMAGE_MAX_ATTEMPTS",
+    "NUKE_ALLOW_PRIVATE_NETWORKS",
+    "AUTOTHROTTLE_START_DELAY",
+    "DOWNLOAD_TIMEOUT",
+)
+
+
+def forwarded_settings(settings: Any) -> dict[str, str]:
+    """The :data:`FORWARDED_SETTINGS` set with ``-s`` on the org crawl (cmdline priority)."""
+    out = {}
+    for name in FORWARDED_SETTINGS:
+        priority = settings.getpriority(name)
+        if priority is not None and priority >= 40 and settings.get(name) is not None:
+            out[name] = str(settings.get(name))
+    return out
+
+
+def backfill_command(arguments: dict[str, str], settings: dict[str, str] | None = None
+                     ) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", TARGET_SPIDER]
     for name, value in arguments.items():
         cmd += ["-a", f"{name}={value}"]
+    for name, value in (settings or {}).items():
+        cmd += ["-s", f"{name}={value}"]
     return cmd
 
 
-def start_detached(arguments: dict[str, str], log_file: str | None) -> int:
-    """Start the backfill in its own session; return its pid."""
+def start_detached(
+    arguments: dict[str, str], log_file: str | None, *, settings: dict[str, str] | None = None,
+    database_url: str | None = None,
+) -> int:
+    """Start the backfill in its own session; return its pid. The database URL goes
+    through the environment, never the command line (it may hold a password)."""
+    env = dict(os.environ)
+    if database_url:
+        env["DATABASE_URL"] = database_url
     out: Any = subprocess.DEVNULL
     if log_file:
         out = open(log_file, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            backfill_command(arguments),
+            backfill_command(arguments, settings),
             cwd=os.getcwd(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -131,7 +168,11 @@ class BackfillHandoff:
                 logger.info("Scheduled image_backfill for %d vehicles on scrapyd %s (job %s)",
                             created, redact_url(self.scrapyd_url), job)
             else:
-                pid = start_detached(arguments, self.log_file)
+                pid = start_detached(
+                    arguments, self.log_file,
+                    settings=forwarded_settings(self.crawler.settings),
+                    database_url=database_url(self.crawler.settings),
+                )
                 logger.info("Started image_backfill for %d vehicles (pid %d, log %s)",
                             created, pid, self.log_file or "discarded")
             stats.set_value("nuke/handoff/started", 1)
