@@ -23,7 +23,7 @@ LISTING = "http://dealer.example/listing/"
 FAST = [
     "-s", "AUTOTHROTTLE_ENABLED=0",
     "-s", "NUKE_BACKOFF_BASE=0.05",
-    "-s", "DOWNLOAD_TIMEOUT=1.5",
+    "-s", "DOWNLOAD_TIMEOUT=2.5",
     "-s", "RETRY_TIMES=2",
     "-s", "ROBOTSTXT_OBEY=0",
     "-s", "IMAGES_MIN_WIDTH=50",
@@ -84,7 +84,7 @@ def _image_hits(host: ImageHost) -> int:
 
 @pytest.fixture
 def image_host():
-    host = ImageHost(slow_seconds=4.0, hotlink_referer=LISTING)
+    host = ImageHost(slow_seconds=6.0, hotlink_referer=LISTING)
     server = serve(host)
     try:
         yield host, server.url
@@ -131,8 +131,9 @@ def test_edge_images_outcomes_and_rerun(db_url, tmp_path, image_host):
     # hotlink protection: fixed by the listing's Referer, not by another page's
     (elsewhere,) = [r for r in rows if r["vehicle_id"] == other]
     assert elsewhere["download_error"] == "http_403"
-    assert host.hits["/edge/flaky-500.jpg"] == 2
-    assert host.hits["/edge/rate-limited.jpg"] == 2
+    # retried after the 500 and after the 429 (a loaded machine may time one out once more)
+    assert host.hits["/edge/flaky-500.jpg"] >= 2
+    assert host.hits["/edge/rate-limited.jpg"] >= 2
     assert "'nuke/backoff/rate_limited'" in result.stderr
     assert "'nuke/images/failed/timeout': 1" in result.stderr
     assert "failed truncated: 1, e.g." in result.stderr

@@ -308,7 +308,7 @@ class ImageBackfillPipeline(FilesPipeline):
 
     def media_to_download(
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
-    ) -> dict[str, Any] | None:
+    ) -> Any:
         # The database says what is stored; paths are deterministic, so a file
         # left by a killed run is overwritten, never duplicated.
         if request.meta.get("nuke_bad_url"):
@@ -357,7 +357,7 @@ class ImageBackfillPipeline(FilesPipeline):
                     self._pool.submit(_process_in_worker, body, options)
                 )
             else:
-                processed = await asyncio.to_thread(process_image, body, **options)
+                processed = await asyncio.to_thread(_process_in_worker, body, options)
         except BrokenProcessPool:
             raise ImageFailed("storage", "the image worker process died") from None
         except ImageRejected as exc:
@@ -469,7 +469,9 @@ class ImageBackfillPipeline(FilesPipeline):
         self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
     ) -> Any:
         if isinstance(item, VehicleImagesItem):
-            item.results = [value if ok and value else {} for ok, value in results]
+            item.results = [
+                dict(value) if ok and isinstance(value, dict) else {} for ok, value in results
+            ]
         return item
 
     async def process_item(self, item: Any) -> Any:  # type: ignore[override]

@@ -102,6 +102,10 @@ class ImageBackfillSpider(scrapy.Spider):
         self.started = time.monotonic()
         self.run_started = datetime.now(UTC)
         self._wake = asyncio.Event()
+        self._renewer: asyncio.Future[None] | None = None
+        self.lease_seconds = 600.0  # settings are read in from_crawler
+        self.max_attempts = 5
+        self.max_in_flight = 128
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ImageBackfillSpider:
@@ -263,9 +267,8 @@ class ImageBackfillSpider(scrapy.Spider):
     # -- closing ------------------------------------------------------------------
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
-        renewer = getattr(self, "_renewer", None)
-        if renewer is not None:
-            renewer.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
         stats = self._stats()
         if self.args["dry_run"]:
             return
