@@ -312,3 +312,14 @@ def test_bad_arguments_refused(sqlite_url, tmp_path, args, named):
     assert result.returncode == 2
     assert named in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_private_network_guard_refuses_image_urls(sqlite_url, tmp_path, image_host):
+    host, base = image_host
+    seed(sqlite_url, [(LISTING + "p", [f"{base}/img/p1.jpg", f"{base}/edge/redirect.jpg"])])
+    result = crawl(sqlite_url, tmp_path / "images", NUKE_ALLOW_PRIVATE_NETWORKS="0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = images(sqlite_url)
+    assert [r["download_error"] for r in rows] == ["refused", "refused"]
+    assert _image_hits(host) == 0
+    assert "Traceback" not in result.stderr

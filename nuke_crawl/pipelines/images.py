@@ -160,7 +160,10 @@ class VehicleImagesItem:
 
 
 def _process_in_worker(body: bytes, options: dict[str, Any]) -> ProcessedImage:
-    return process_image(body, **options)
+    processed = process_image(body, **options)
+    if not processed.reencoded:
+        processed.data = b""  # the caller has the original bytes: do not send them back
+    return processed
 
 
 class ImageFailed(Exception):
@@ -362,6 +365,8 @@ class ImageBackfillPipeline(FilesPipeline):
             raise ImageFailed("storage", "the image worker process died") from None
         except ImageRejected as exc:
             raise ImageFailed(exc.reason, exc.detail) from None
+        if not processed.reencoded:
+            processed.data = body
         state = self._vehicles.setdefault(vehicle_id, _VehicleState())
         known = item.work.known_hashes.get(processed.sha256)
         pending = state.hashes.get(processed.sha256)
