@@ -346,7 +346,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--per-vehicle", type=int, default=10)
-    parser.add_argument("--processes", type=int, default=2, help="image_backfill processes")
+    parser.add_argument("--processes", type=int, default=1, help="image_backfill processes")
     parser.add_argument("--i2d-venv", type=Path, default=REPO / "bench" / ".venv-i2d")
     parser.add_argument("--skip-img2dataset", action="store_true")
     parser.add_argument("--skip-download", action="store_true")

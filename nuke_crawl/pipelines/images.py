@@ -41,7 +41,8 @@ from twisted.python.failure import Failure
 
 from nuke_crawl.db import backfill
 from nuke_crawl.dbglue import crawler_database
-from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage, process_image
+from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
+from nuke_crawl.pipelines._imageworker import process_in_worker
 
 logger = logging.getLogger(__name__)
 
@@ -157,13 +158,6 @@ class VehicleImagesItem:
     results: list[dict[str, Any]] = field(default_factory=list, repr=False)
     outcome: backfill.VehicleOutcome | None = None
     requests: list[Request] | None = field(default=None, repr=False)
-
-
-def _process_in_worker(body: bytes, options: dict[str, Any]) -> ProcessedImage:
-    processed = process_image(body, **options)
-    if not processed.reencoded:
-        processed.data = b""  # the caller has the original bytes: do not send them back
-    return processed
 
 
 class ImageFailed(Exception):
@@ -357,10 +351,10 @@ class ImageBackfillPipeline(FilesPipeline):
         try:
             if self._pool is not None:
                 processed = await asyncio.wrap_future(
-                    self._pool.submit(_process_in_worker, body, options)
+                    self._pool.submit(process_in_worker, body, options)
                 )
             else:
-                processed = await asyncio.to_thread(_process_in_worker, body, options)
+                processed = await asyncio.to_thread(process_in_worker, body, options)
         except BrokenProcessPool:
             raise ImageFailed("storage", "the image worker process died") from None
         except ImageRejected as exc:
