@@ -383,8 +383,10 @@ class ImageBackfillPipeline(FilesPipeline):
                 variants = await asyncio.to_thread(self._persist, path, processed)
             except Exception as exc:  # noqa: BLE001 - a storage error fails this image only
                 del state.hashes[processed.sha256]
-                future.cancel()
-                raise ImageFailed("storage", f"{type(exc).__name__}: {exc}") from None
+                failed = ImageFailed("storage", f"{type(exc).__name__}: {exc}")
+                future.set_exception(failed)  # a same-content image waiting on it fails too
+                future.exception()  # retrieved: no "never retrieved" warning without waiters
+                raise failed from None
             public = self.image_store.public_url(path)
         stored = backfill.StoredImage(
             image_id=image.image_id, vehicle_id=vehicle_id, storage_path=path,
