@@ -93,6 +93,7 @@ TELNETCONSOLE_ENABLED = False
 
 EXTENSIONS = {
     "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
+    "nuke_crawl.extensions.analysis_handoff.AnalysisHandoff": 10,
 }
 
 # -- image backfill (scrapy crawl image_backfill; nuke_crawl.pipelines.images) -----------

@@ -719,11 +719,15 @@ HANDOFF_CHUNK = 500
 """Ids per scheduled run (keeps command lines and POST bodies small)."""
 
 
-def analysis_command(arguments: dict[str, str]) -> list[str]:
-    """The ``scrapy crawl image_analysis`` command line for ``arguments``."""
+def analysis_command(arguments: dict[str, str],
+                     settings: dict[str, str] | None = None) -> list[str]:
+    """The ``scrapy crawl image_analysis`` command line for ``arguments``
+    (and ``-s`` settings)."""
     cmd = [sys.executable, "-m", "scrapy", "crawl", SPIDER_NAME]
     for name, value in arguments.items():
         cmd += ["-a", f"{name}={value}"]
+    for name, value in (settings or {}).items():
+        cmd += ["-s", f"{name}={value}"]
     return cmd
 
 
@@ -771,8 +775,15 @@ def schedule_analysis(
         if log_file:
             out = open(log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
+            # the same database (through the environment: the URL may hold a
+            # password) and the storage settings given with -s to this run
+            from nuke_crawl.db import database_url
+            from nuke_crawl.handoff import forwarded_settings
+
+            env = {**os.environ, "DATABASE_URL": database_url(settings)}
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                analysis_command(arguments), cwd=os.getcwd(), stdin=subprocess.DEVNULL,
+                analysis_command(arguments, forwarded_settings(settings)), cwd=os.getcwd(),
+                env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:
