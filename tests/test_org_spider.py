@@ -286,6 +286,9 @@ def test_commands_migrate_org_add_import_and_status(db_url: str, tmp_path: Path)
     proc = run_scrapy(["status", "--json"], db_url)
     figures = json.loads(proc.stdout)
     assert figures["organizations"] == 3 and figures["public_vehicles"] == 0
+    assert {"totalVehicles", "needingProcessing", "fullyProcessed", "partiallyProcessed"} <= set(
+        figures["image_backfill"])
+    assert "images_analysed" in figures["image_analysis"]
     database = Database(db_url)
     org = store.find_organization_by_website(database, "https://c.example")
     assert org is not None and org.metadata == {"inventory_url": "https://c.example/stock",
@@ -293,6 +296,7 @@ def test_commands_migrate_org_add_import_and_status(db_url: str, tmp_path: Path)
     database.close()
     text = run_scrapy(["status"], db_url).stdout
     assert "Organizations:" in text and "Images never analysed:" in text
+    assert "Needing processing:" in text
     bad = run_scrapy(["status"], "mysql://nope")
     assert bad.returncode == 2 and "not supported" in bad.stderr
 

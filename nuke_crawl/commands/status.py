@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from nuke_crawl.commandbase import DatabaseCommand
-from nuke_crawl.db import Database, analysis, redact_url, store
+from nuke_crawl.db import Database, analysis, backfill, redact_url, store
 
 LABELS = {
     "organizations": "Organizations",
@@ -26,6 +27,7 @@ LABELS = {
 
 # Later phases add their figures here: name -> function(db) -> dict.
 SECTIONS: dict[str, Callable[[Database], dict[str, Any]]] = {}
+SECTIONS["image_backfill"] = backfill.backfill_status
 SECTIONS["image_analysis"] = analysis.status_figures
 
 
@@ -39,7 +41,8 @@ def collect(db: Database) -> dict[str, Any]:
 def _print_text(figures: dict[str, Any], indent: str = "") -> None:
     width = max(len(LABELS.get(k, k)) for k in figures) + 2
     for key, value in figures.items():
-        label = LABELS.get(key, key.replace("_", " ").capitalize())
+        words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).replace("_", " ").lower()
+        label = LABELS.get(key, words.capitalize())
         if isinstance(value, dict):
             print(f"{indent}{label}:")
             if value:
