@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -68,11 +69,11 @@ def redact_url(url: str) -> str:
 
 
 _PLACEHOLDER = re.compile(r"\?")
+# parameter types both drivers take as they are (the hot path of batch writes)
+_PLAIN = frozenset({str, int, float, bool, bytes})
 
 
 def _json_default(value: Any) -> Any:
-    from decimal import Decimal
-
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, datetime):
@@ -163,6 +164,8 @@ class Database:
         return self.ts(datetime.now(UTC))
 
     def _param(self, value: Any) -> Any:
+        if value is None or type(value) in _PLAIN:
+            return value
         if isinstance(value, Json):
             if self.dialect == "postgresql":
                 from psycopg.types.json import Jsonb
@@ -171,11 +174,8 @@ class Database:
             return dumps_json(value.value)
         if isinstance(value, datetime):
             return self.ts(value)
-        if self.dialect == "sqlite":
-            from decimal import Decimal
-
-            if isinstance(value, Decimal):
-                return float(value)
+        if self.dialect == "sqlite" and isinstance(value, Decimal):
+            return float(value)
         return value
 
     def _sql(self, sql: str) -> str:
