@@ -109,6 +109,10 @@ class OrgSpider(scrapy.Spider):
     def update_settings(cls, settings: Any) -> None:
         super().update_settings(settings)
         apply_user_agent(settings)
+        if settings.getbool("NUKE_RENDER_JS", True):
+            handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
+            handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
+            settings.set("DOWNLOAD_HANDLERS", handlers, priority="spider")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> OrgSpider:
