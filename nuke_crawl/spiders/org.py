@@ -27,7 +27,7 @@ from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from scrapy_playwright.page import PageMethod
 from twisted.python.failure import Failure
 
-from nuke_crawl.db import DatabaseError, store
+from nuke_crawl.db import DatabaseError, needs_migration, store
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.extraction import (
     COMMON_INVENTORY_PATHS,
@@ -153,7 +153,7 @@ class OrgSpider(scrapy.Spider):
         orgs: list[store.Organization]
         if args["url"]:
             found: store.Organization | None = None
-            if not dry or not await adb.run(_needs_schema):
+            if not dry or not await adb.run(needs_migration):
                 found = await adb.run(store.find_organization_by_website, args["url"])
             if found is None and dry:
                 found = store.Organization("dry-run", None, args["url"], None, {})
@@ -163,7 +163,7 @@ class OrgSpider(scrapy.Spider):
                 found = created
             orgs = [found]
         else:
-            if dry and await adb.run(_needs_schema):
+            if dry and await adb.run(needs_migration):
                 raise SchemaMissing("the database has no nuke_crawl schema: run `scrapy migrate`")
             page = await adb.run(
                 store.select_organizations,
@@ -475,10 +475,3 @@ class OrgSpider(scrapy.Spider):
                 logger.info("No more organizations after this page (%d in all).", page.total)
             self.crawler.stats.set_value("nuke/orgs/next_offset", next_offset)
             self.crawler.stats.set_value("nuke/orgs/more_remain", more)
-
-
-def _needs_schema(db: Any) -> bool:
-    from nuke_crawl.db import needs_migration
-
-    return needs_migration(db)
-
