@@ -229,15 +229,45 @@ def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
     assert fx.count("vehicle_spid_data") == 2
 
 
-def test_dry_run_writes_nothing(fx: Fixture, fake_openai: FakeOpenAI) -> None:
-    vehicle = fx.vehicle("Dry", ["/img/d1.jpg", "/img/d2.jpg"])
-    proc = analyse(fx.db_url, "-a", "dry_run=1", env=openai_env(fake_openai))
-    assert "dry run" in proc.stderr
-    assert fake_openai.chat_requests == 2  # analysed...
-    for row in fx.images(vehicle):  # ...but nothing written
-        assert row["ai_last_scanned"] is None and row["ai_scan_metadata"] is None
-        assert row["ai_attempts"] in (0, None) and row["ai_lease_owner"] is None
-    assert fx.count("image_tags") == 0 and fx.count("component_conditions") == 0
+SNAPSHOT_TABLES = ("vehicle_images", "vehicles", "image_tags", "component_conditions",
+                   "paint_quality_assessments", "vehicle_spid_data", "businesses",
+                   "organization_vehicles")
+
+
+def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the tables an analysis could touch (to prove it touched none)."""
+    return {t: db.fetchall(f"SELECT * FROM {t} ORDER BY id") for t in SNAPSHOT_TABLES}
+
+
+def test_dry_run_calls_no_provider_and_writes_nothing(fx: Fixture,
+                                                      fake_openai: FakeOpenAI) -> None:
+    first = fx.vehicle("Dry one", ["/img/d1.jpg", "/img/d2.jpg", "/img/d3.jpg"])
+    fx.store_file(first, jpeg())
+    other_org, _ = store.add_organization(fx.db, "https://other.example", name="Other Motors")
+    store.upsert_vehicles(fx.db, [store.VehicleRecord(
+        other_org.id, "https://other.example/v/1", {"title": "Dry two", "year": 1970},
+        image_urls=[f"{fx.host}/img/o1.jpg"])])
+    before = snapshot(fx.db)
+    proc = analyse(fx.db_url, "-a", "dry_run=1", "-a", "providers=local,openai",
+                   env=openai_env(fake_openai))
+    log = proc.stderr
+    # no provider call at all: no preflight, no chat request
+    assert fake_openai.chat_requests == 0 and fake_openai.model_requests == 0
+    assert snapshot(fx.db) == before  # nothing claimed, nothing written
+    assert "Dry run (nothing claimed, analysed or written): 4 images pending" in log
+    assert "would analyse 4 (1 from stored copies, 3 downloaded from their external URLs" in log
+    assert "of 2 vehicles in 2 organizations" in log
+    assert "providers: local, openai (one openai call per image" in log
+    assert f"organization Fixture ({fx.org.id}): 3 images" in log
+    assert f"organization Other Motors ({other_org.id}): 1 images" in log
+    assert f"vehicle Dry one ({first}): 3 images" in log
+    assert "'nuke/analysis/dry_run/stored': 1" in log
+    assert "'nuke/analysis/succeeded'" not in log
+    # limit applies to the report too
+    small = analyse(fx.db_url, "-a", "dry_run=1", "-a", "limit=2", env=openai_env(fake_openai))
+    assert "would analyse 2 (" in small.stderr and "4 images pending" in small.stderr
+    assert fake_openai.chat_requests == 0 and fake_openai.model_requests == 0
+    assert snapshot(fx.db) == before
 
 
 def test_rekognition_through_moto(fx: Fixture, tmp_path: Path) -> None:

@@ -184,13 +184,81 @@ def claim_batch(
     return [_work(r) for r in rows]
 
 
-def select_pending(db: Database, sel: Selection, size: int, offset: int) -> list[AnalysisWork]:
-    """Pending images without claiming them (dry runs): ``size`` from ``offset``."""
+@dataclass
+class Plan:
+    """What a run would analyse now (a dry run's report): nothing is claimed."""
+
+    pending: int
+    images: int = 0
+    stored: int = 0
+    external: int = 0
+    retries: int = 0
+    """Images already tried and failed before (``ai_attempts`` > 0)."""
+    vehicles: list[tuple[str, str, int]] = field(default_factory=list)
+    """``(vehicle_id, label, images)``, most images first."""
+    organizations: list[tuple[str | None, str, int]] = field(default_factory=list)
+    """``(organization_id or None, name, images)``, most images first."""
+
+
+def plan(db: Database, sel: Selection, limit: int) -> Plan:
+    """The first ``limit`` images ``sel`` would take (in claim order), counted: stored
+    copies vs external URLs, per vehicle and per organization. Reads only."""
     where, params = _where(db, sel, db.now(), leases=True)
+    pending = int(db.scalar(f"SELECT COUNT(*) FROM vehicle_images vi WHERE {where}", params) or 0)
     rows = db.fetchall(
-        f"{_WORK_SQL}WHERE {where}{_ORDER} LIMIT ? OFFSET ?", [*params, size, offset]
+        "SELECT vehicle_id, COUNT(*) AS n, "
+        "SUM(CASE WHEN is_external = false AND storage_path IS NOT NULL THEN 1 ELSE 0 END) "
+        "AS stored, SUM(CASE WHEN COALESCE(ai_attempts, 0) > 0 THEN 1 ELSE 0 END) AS retries "
+        "FROM (SELECT vi.vehicle_id, vi.is_external, vi.storage_path, vi.ai_attempts "
+        f"FROM vehicle_images vi WHERE {where}{_ORDER} LIMIT ?) AS picked "
+        "GROUP BY vehicle_id",
+        [*params, limit],
     )
-    return [_work(r) for r in rows]
+    out = Plan(pending)
+    per_vehicle = {str(r["vehicle_id"]): int(r["n"]) for r in rows}
+    out.images = sum(per_vehicle.values())
+    out.stored = sum(int(r["stored"] or 0) for r in rows)
+    out.external = out.images - out.stored
+    out.retries = sum(int(r["retries"] or 0) for r in rows)
+    labels: dict[str, str] = {}
+    org_of: dict[str, str | None] = {}
+    ids = list(per_vehicle)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in db.fetchall(
+            "SELECT id, title, year, make, model, origin_organization_id FROM vehicles "
+            f"WHERE id IN ({marks})", chunk,
+        ):
+            vid = str(r["id"])
+            label = r["title"] or " ".join(str(r[k]) for k in ("year", "make", "model") if r[k])
+            labels[vid] = str(label or "")
+            org_of[vid] = str(r["origin_organization_id"]) if r["origin_organization_id"] else None
+        for r in db.fetchall(
+            "SELECT vehicle_id, organization_id FROM organization_vehicles "
+            f"WHERE vehicle_id IN ({marks}) ORDER BY created_at, organization_id", chunk,
+        ):
+            vid = str(r["vehicle_id"])
+            if org_of.get(vid) is None:
+                org_of[vid] = str(r["organization_id"])
+    per_org: dict[str | None, int] = {}
+    for vid, n in per_vehicle.items():
+        per_org[org_of.get(vid)] = per_org.get(org_of.get(vid), 0) + n
+    known = [o for o in per_org if o is not None]
+    names: dict[str, str] = {}
+    for start in range(0, len(known), 500):
+        chunk = known[start : start + 500]
+        for r in db.fetchall(
+            "SELECT id, business_name, website FROM businesses "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk,
+        ):
+            names[str(r["id"])] = str(r["business_name"] or r["website"] or "")
+    out.vehicles = sorted(((v, labels.get(v, ""), n) for v, n in per_vehicle.items()),
+                          key=lambda t: (-t[2], t[0]))
+    out.organizations = sorted(
+        ((o, names.get(o, "") if o else "(no organization)", n) for o, n in per_org.items()),
+        key=lambda t: (-t[2], t[0] or ""))
+    return out
 
 
 def release_leases(db: Database, owner: str) -> int:

@@ -100,7 +100,8 @@ ARGUMENTS: dict[str, Param] = {
     "image_ids": Param(to_uuid_list, (), "only these images (comma list; hand-offs)"),
     "providers": Param(to_providers, None,
                        "comma list of local, openai, rekognition (default: every configured)"),
-    "dry_run": Param(to_bool, False, "analyse and report, write nothing"),
+    "dry_run": Param(to_bool, False,
+                     "report what would be analysed; call no provider, claim and write nothing"),
     "retry_failed": Param(to_bool, False,
                           "also take failed images now, whatever their backoff and attempts"),
     "check": Param(to_bool, False, "only check each provider's credentials and exit"),
@@ -426,6 +427,10 @@ class ImageAnalysisSpider(scrapy.Spider):
             # `concurrency` requests in flight; images waiting out a retry's
             # backoff hold none, so twice as many images may be in progress.
             openai_provider.limit_calls(self.concurrency)
+        if self.args["dry_run"]:
+            # a dry run calls no provider (not even the preflight: it may cost)
+            await self._dry_run()
+            return
         if self.preflight and providers.remote:
             failed = []
             for name, provider in providers.remote.items():
@@ -444,11 +449,8 @@ class ImageAnalysisSpider(scrapy.Spider):
             self._error(str(exc))
             return
         self.total = min(pending, self.args["limit"])
-        logger.info(
-            "%d images pending; analysing up to %d, %d at a time, with %s%s",
-            pending, self.total, self.concurrency, ", ".join(providers.names),
-            " (dry run: nothing is written)" if self.args["dry_run"] else "",
-        )
+        logger.info("%d images pending; analysing up to %d, %d at a time, with %s",
+                    pending, self.total, self.concurrency, ", ".join(providers.names))
         self.started = time.monotonic()  # rates count analysis time, not start-up checks
         queue: asyncio.Queue[ImageAnalysisItem | None] = asyncio.Queue()
         producer = asyncio.ensure_future(self._produce(queue, sel))
@@ -473,6 +475,44 @@ class ImageAnalysisSpider(scrapy.Spider):
             raise SchemaMissing("the database has no current nuke_crawl schema: "
                                 "run `scrapy migrate` first (a dry run writes nothing)")
 
+    async def _dry_run(self) -> None:
+        """Report what a run would analyse; claim, call and write nothing."""
+        try:
+            await self._open_database()
+            plan = await crawler_database(self.crawler).run(
+                analysis.plan, self._selection(), self.args["limit"])
+        except (DatabaseError, SchemaMissing) as exc:
+            self._error(str(exc))
+            return
+        stats = self.crawler.stats
+        assert stats is not None
+        for key, value in (("images", plan.images), ("stored", plan.stored),
+                           ("external", plan.external), ("retries", plan.retries),
+                           ("vehicles", len(plan.vehicles)),
+                           ("organizations", len(plan.organizations))):
+            stats.set_value(f"nuke/analysis/dry_run/{key}", value)
+        remote = [n for n in self.providers.names if n != "local"]
+        lines = [
+            f"Dry run (nothing claimed, analysed or written): {plan.pending} images pending; "
+            f"a run with limit={self.args['limit']} would analyse {plan.images} "
+            f"({plan.stored} from stored copies, {plan.external} downloaded from their "
+            f"external URLs; {plan.retries} tried before) of {len(plan.vehicles)} vehicles "
+            f"in {len(plan.organizations)} organizations, {self.concurrency} at a time",
+            f"  providers: {', '.join(self.providers.names) or 'none'}"
+            + (f" (one {' + '.join(remote)} call per image; credentials not checked: "
+               "use -a check=1)" if remote else ""),
+        ]
+        shown = 20
+        for org_id, name, n in plan.organizations[:shown]:
+            lines.append(f"  organization {name or '?'} ({org_id or '-'}): {n} images")
+        if len(plan.organizations) > shown:
+            lines.append(f"  ... and {len(plan.organizations) - shown} more organizations")
+        for vehicle_id, label, n in plan.vehicles[:shown]:
+            lines.append(f"  vehicle {label or '?'} ({vehicle_id}): {n} images")
+        if len(plan.vehicles) > shown:
+            lines.append(f"  ... and {len(plan.vehicles) - shown} more vehicles")
+        logger.info("\n".join(lines))
+
     async def _check_only(self) -> None:
         results = await check_providers(self.crawler.settings, self.args["providers"])
         failed = []
@@ -488,14 +528,9 @@ class ImageAnalysisSpider(scrapy.Spider):
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", "check failed: " + "; ".join(failed))
 
-    async def _claim(self, sel: analysis.Selection, size: int, offset: int
-                     ) -> list[analysis.AnalysisWork]:
+    async def _claim(self, sel: analysis.Selection, size: int) -> list[analysis.AnalysisWork]:
         adb = crawler_database(self.crawler)
-        if self.args["dry_run"]:
-            batch = await adb.run(analysis.select_pending, sel, size, offset)
-        else:
-            batch = await adb.run(analysis.claim_batch, sel, self.owner, size,
-                                  self.lease_seconds)
+        batch = await adb.run(analysis.claim_batch, sel, self.owner, size, self.lease_seconds)
         new = [w.vehicle_id for w in batch if w.vehicle_id not in self.hashes]
         if new:
             self.hashes.update(await adb.run(analysis.known_hashes, new))
@@ -511,7 +546,7 @@ class ImageAnalysisSpider(scrapy.Spider):
         try:
             while claimed < self.args["limit"]:
                 size = min(self.batch_size, self.args["limit"] - claimed)
-                batch = await self._claim(sel, size, claimed)
+                batch = await self._claim(sel, size)
                 if not batch:
                     break
                 number += 1
@@ -669,7 +704,7 @@ class ImageAnalysisSpider(scrapy.Spider):
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
         await self.providers.aclose()
-        if self.args["check"]:
+        if self.args["check"] or self.args["dry_run"]:
             return
         stats = self.crawler.stats
         assert stats is not None
