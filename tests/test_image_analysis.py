@@ -353,3 +353,67 @@ def test_claims_do_not_overlap(db: Database) -> None:
     analysis.release_leases(db, "d")
     retry = analysis.Selection(retry_failed=True)
     assert work.image_id in {w.image_id for w in analysis.claim_batch(db, retry, "e", 10, 600)}
+
+
+def _image_hits(host: ImageHost) -> int:
+    return sum(n for path, n in host.hits.items() if path != "/robots.txt")
+
+
+def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path,
+                                    fake_openai: FakeOpenAI) -> None:
+    """image_backfill stores into s3://bucket/prefix (moto's server); image_analysis with
+    the same IMAGES_STORE and AWS_ENDPOINT_URL reads those objects, not the vendor URLs."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.test_backfill_crawl import crawl, seed
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    vendor = ImageHost(width=640, height=480)
+    running = serve(vendor)
+    try:
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                 "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                 "AWS_CONFIG_FILE": str(tmp_path / "none")}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3.create_bucket(Bucket="photos")
+        seed(db_url, [("http://dealer.example/s3a", [f"{running.url}/img/s{i}.jpg"
+                                                     for i in range(3)]),
+                      ("http://dealer.example/s3b", [f"{running.url}/img/t0.jpg"])])
+        backfill = crawl(db_url, "s3://photos/vehicles", "-s", f"AWS_ENDPOINT_URL={endpoint}",
+                         "-s", "NUKE_IMAGES_PUBLIC_URL=", **creds)
+        assert backfill.returncode == 0, backfill.stderr[-3000:]
+        db = Database(db_url)
+        try:
+            rows = db.fetchall("SELECT storage_path, is_external FROM vehicle_images")
+        finally:
+            db.close()
+        assert len(rows) == 4 and all(r["storage_path"] and not r["is_external"] for r in rows)
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="photos")["Contents"]}
+        assert {f"vehicles/{r['storage_path']}" for r in rows} <= keys
+        hits = _image_hits(vendor)
+        assert hits >= 4
+
+        proc = analyse(db_url, "-a", "providers=local,openai",
+                       "-s", "IMAGES_STORE=s3://photos/vehicles",
+                       "-s", f"AWS_ENDPOINT_URL={endpoint}",
+                       env={**creds, **openai_env(fake_openai)})
+    finally:
+        running.stop()
+        moto.stop()
+    assert _image_hits(vendor) == hits, "analysis downloaded vendor URLs instead of S3 copies"
+    assert "stored copy unreadable" not in proc.stderr
+    assert fake_openai.chat_requests == 4
+    db = Database(db_url)
+    try:
+        done = db.fetchall("SELECT ai_processing_status, ai_scan_metadata FROM vehicle_images")
+    finally:
+        db.close()
+    assert [r["ai_processing_status"] for r in done] == ["completed"] * 4
+    assert all((loads_json(r["ai_scan_metadata"]) or {})["local"]["data"]["width"] == 640
+               for r in done)
