@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import hashlib
 import json
 import re
 import sys
@@ -134,7 +135,8 @@ class FakeOpenAI:
     Attributes tests read: :attr:`url` (``http://127.0.0.1:PORT``), :attr:`chat_requests`
     and :attr:`model_requests` (counts), :attr:`failures_served` (500s from
     ``failure_rate``), :attr:`scenarios_served`, :attr:`last_body` (the last chat
-    request, decoded), :attr:`bodies`, :attr:`max_in_flight` (peak concurrency seen).
+    request, decoded), :attr:`bodies`, :attr:`max_in_flight` (peak concurrency seen),
+    :attr:`images_seen` (chat requests per image: the sha1 of each ``image_url`` sent).
     """
 
     def __init__(
@@ -164,6 +166,7 @@ class FakeOpenAI:
         self.failures_served = 0
         self.scenarios_served: list[str] = []
         self.bodies: list[dict[str, Any]] = []
+        self.images_seen: collections.Counter[str] = collections.Counter()
         self.last_body: dict[str, Any] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
@@ -208,6 +211,7 @@ class FakeOpenAI:
             self.chat_requests = self.model_requests = self.failures_served = 0
             self.scenarios_served.clear()
             self.bodies.clear()
+            self.images_seen.clear()
             self.last_body = None
             self.max_in_flight = 0
 
@@ -215,8 +219,10 @@ class FakeOpenAI:
 
     def _count_chat(self, body: dict[str, Any]) -> int:
         """Count a chat request (whatever its outcome) and keep its body."""
+        images = [hashlib.sha1(url.encode()).hexdigest() for url in _image_urls(body)]
         with self._lock:
             self.chat_requests += 1
+            self.images_seen.update(images)
             self.bodies.append(body)
             self.last_body = body
             return self.chat_requests
@@ -246,6 +252,19 @@ class FakeOpenAI:
     def _leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+
+def _image_urls(body: dict[str, Any]) -> list[str]:
+    """The ``image_url`` URLs of a chat request's messages."""
+    out = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url")
+                if isinstance(url, str):
+                    out.append(url)
+    return out
 
 
 def _completion(model: str, content: str | None, *, refusal: str | None = None,

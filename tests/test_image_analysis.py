@@ -9,7 +9,9 @@ import copy
 import io
 import json
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from PIL import Image
 
 import openai_server
-from conftest import FAST, run_scrapy
+from conftest import FAST, REPO, run_scrapy, scrapy_env
 from nuke_crawl.db import Database, analysis, loads_json, migrate, store
 from nuke_crawl.demo.images import ImageHost
 from nuke_crawl.demo.server import serve
@@ -417,3 +419,61 @@ def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path,
     assert [r["ai_processing_status"] for r in done] == ["completed"] * 4
     assert all((loads_json(r["ai_scan_metadata"]) or {})["local"]["data"]["width"] == 640
                for r in done)
+
+
+@pytest.mark.postgres
+def test_two_runs_at_once_analyse_each_image_once(pg_url: str, tmp_path: Path) -> None:
+    """Two image_analysis processes share one PostgreSQL: the leases split the work."""
+    from nuke_crawl.demo.images import image_bytes
+
+    vehicles, per_vehicle = 12, 5
+    fixture = Fixture(pg_url, "http://unused.example", tmp_path / "images")
+    try:
+        for v in range(vehicles):
+            fixture.vehicle(f"Race {v}", [f"https://img.example/{v}/{i}.jpg"
+                                          for i in range(per_vehicle)])
+        rows = fixture.db.fetchall("SELECT id, vehicle_id FROM vehicle_images")
+        for row in rows:  # every image a stored file with bytes of its own
+            path = f"{row['vehicle_id']}/{row['id']}.jpg"
+            (fixture.store_dir / row["vehicle_id"]).mkdir(parents=True, exist_ok=True)
+            (fixture.store_dir / path).write_bytes(
+                image_bytes(str(row["id"]), width=320, height=240, unique=True))
+            fixture.db.execute("UPDATE vehicle_images SET is_external = false, storage_path = ?,"
+                               " mime_type = 'image/jpeg' WHERE id = ?", [path, row["id"]])
+        total = len(rows)
+        assert total == vehicles * per_vehicle
+        with FakeOpenAI(latency=0.15) as server:
+            cmd = [sys.executable, "-m", "scrapy", "crawl", "image_analysis",
+                   "-a", "providers=local,openai", "-a", "concurrency=4", *FAST,
+                   "-s", f"IMAGES_STORE={fixture.store_dir}",
+                   "-s", "NUKE_ANALYSIS_BATCH_SIZE=4"]
+            env = scrapy_env(pg_url, **openai_env(server))
+            procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            logs = [p.communicate(timeout=180)[1] for p in procs]
+            for proc, log in zip(procs, logs, strict=True):
+                assert proc.returncode == 0, log[-4000:]
+                assert "Traceback" not in log, log[-4000:]
+            seen = dict(server.images_seen)
+            chat_requests = server.chat_requests
+        done = [int(re.search(r"Image analysis finished \(\w+\): (\d+) images", log).group(1))
+                if "Image analysis finished" in log else 0 for log in logs]
+        assert sum(done) == total and min(done) > 0, done  # both really worked
+        # every image sent to the model exactly once
+        assert len(seen) == total and set(seen.values()) == {1}, seen
+        assert chat_requests == total
+        db = fixture.db
+        assert db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL") == 0
+        assert db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE ai_lease_owner IS NOT NULL "
+                         "OR ai_attempts <> 1") == 0
+        for table, key, per_image in (("component_conditions", "component_name", 2),
+                                      ("paint_quality_assessments", "panel_name", 2),
+                                      ("image_tags", "tag_name", None)):
+            dupes = db.fetchall(f"SELECT image_id, {key}, COUNT(*) AS n FROM {table} "
+                                f"GROUP BY image_id, {key} HAVING COUNT(*) > 1")
+            assert dupes == [], (table, dupes)
+            if per_image:
+                assert db.scalar(f"SELECT COUNT(*) FROM {table}") == total * per_image
+        assert db.scalar("SELECT COUNT(DISTINCT image_id) FROM image_tags") == total
+    finally:
+        fixture.close()
