@@ -8,13 +8,19 @@ without waiting for it:
 - by default as a detached process (``python -m scrapy crawl image_backfill``, its
   own session, so it outlives the org crawl), logging to ``NUKE_BACKFILL_LOG_FILE``;
 - through scrapyd's ``schedule.json`` when ``NUKE_SCRAPYD_URL`` is set (project
-  ``NUKE_SCRAPYD_PROJECT``, default ``BOT_NAME``).
+  ``NUKE_SCRAPYD_PROJECT``, default ``BOT_NAME``; ``http://user:password@host:6800``
+  for a scrapyd with HTTP basic auth). The job gets the same settings as ``setting=``
+  parameters, ``DATABASE_URL`` among them *without its password*: scrapyd keeps job
+  settings in its queue, its ``listjobs.json`` and the job's log, so the password must
+  come from the scrapyd side (``PGPASSWORD`` or ``~/.pgpass`` in scrapyd's environment,
+  or scrapyd's own ``DATABASE_URL``, which wins over the setting).
 
 Settings (defaults): ``NUKE_TRIGGER_BACKFILL`` (False; off means the extension is
 not configured), ``NUKE_SCRAPYD_URL`` (None), ``NUKE_SCRAPYD_PROJECT`` (``BOT_NAME``),
 ``NUKE_BACKFILL_LOG_FILE`` (``"image_backfill.log"``). The detached run gets the
 org crawl's ``DATABASE_URL`` (through its environment) and the :data:`FORWARDED_SETTINGS`
-given with ``-s``.
+given with ``-s``; a relative SQLite path or local ``IMAGES_STORE`` is made absolute,
+since a scrapyd job runs in scrapyd's directory.
 
 Stats: ``nuke/handoff/started`` (1) or ``nuke/handoff/error`` (the reason).
 """
@@ -27,9 +33,13 @@ import logging
 import os
 import subprocess
 import sys
+import base64
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from scrapy import signals
@@ -63,14 +73,74 @@ FORWARDED_SETTINGS = (
 )
 
 
+def _absolute_store(value: str) -> str:
+    if "://" in value:
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
 def forwarded_settings(settings: Any) -> dict[str, str]:
-    """The :data:`FORWARDED_SETTINGS` set with ``-s`` on the org crawl (cmdline priority)."""
+    """The :data:`FORWARDED_SETTINGS` set with ``-s`` on the org crawl (cmdline priority);
+    a local ``IMAGES_STORE`` made absolute."""
     out = {}
     for name in FORWARDED_SETTINGS:
         priority = settings.getpriority(name)
         if priority is not None and priority >= 40 and settings.get(name) is not None:
             out[name] = str(settings.get(name))
+    if out.get("IMAGES_STORE"):
+        out["IMAGES_STORE"] = _absolute_store(out["IMAGES_STORE"])
     return out
+
+
+def absolute_database_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (another process may run
+    elsewhere); other URLs unchanged."""
+    if not url.startswith("sqlite:"):
+        return url
+    path = url[len("sqlite:"):]
+    path = path[3:] if path.startswith("///") else path[2:] if path.startswith("//") else path
+    if not path or path == ":memory:" or os.path.isabs(path):
+        return url
+    return "sqlite:///" + str(Path(path).expanduser().absolute())
+
+
+def without_password(url: str) -> tuple[str, bool]:
+    """``url`` without its password (in the user part or a ``password=`` query
+    parameter), and whether there was one."""
+    parts = urllib.parse.urlsplit(url)
+    removed = False
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{hostport}" if user else hostport
+        removed = True
+    query = parts.query
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k.lower() != "password"]
+    if len(kept) != len(pairs):
+        query = urllib.parse.urlencode(kept, quote_via=urllib.parse.quote)
+        removed = True
+    if not removed:
+        return url, False
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query)), True
+
+
+def scrapyd_settings(settings: Any) -> dict[str, str]:
+    """The settings a scrapyd job started by a hand-off gets: the forwarded ``-s``
+    settings and ``DATABASE_URL`` without its password (logged once when removed)."""
+    out = forwarded_settings(settings)
+    url, removed = without_password(absolute_database_url(database_url(settings)))
+    out["DATABASE_URL"] = url
+    if removed:
+        logger.info("DATABASE_URL goes to scrapyd without its password (%s): scrapyd's jobs "
+                    "take it from PGPASSWORD or ~/.pgpass in scrapyd's environment",
+                    redact_url(url))
+    return out
+
+
+class HandoffError(RuntimeError):
+    """A hand-off could not start its run; the message says why, without secrets."""
 
 
 def backfill_command(arguments: dict[str, str], settings: dict[str, str] | None = None
@@ -111,16 +181,63 @@ def start_detached(
     return proc.pid
 
 
-def schedule_scrapyd(url: str, project: str, arguments: dict[str, str]) -> str:
-    """POST to scrapyd's ``schedule.json``; return the job id."""
-    data = urllib.parse.urlencode(
-        {"project": project, "spider": TARGET_SPIDER, **arguments}
-    ).encode()
+def schedule_scrapyd(
+    url: str, project: str, arguments: Mapping[str, str], *, spider: str = TARGET_SPIDER,
+    settings: Mapping[str, str] | None = None, timeout: float = 30,
+) -> str:
+    """POST to scrapyd's ``schedule.json``: ``spider`` of ``project`` with ``arguments``
+    (spider arguments) and ``settings`` (``setting=NAME=value``); return the job id.
+
+    Blocking (call it from a thread). ``url`` may hold ``user:password@`` for scrapyd's
+    basic auth; it never appears in messages. Raises :class:`HandoffError` with a clear
+    reason: scrapyd unreachable, an HTTP error (401: wrong credentials), an answer that
+    is not scrapyd's, or scrapyd refusing the job (unknown project or spider...).
+    """
+    parts = urllib.parse.urlsplit(url)
+    shown = redact_url(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HandoffError(f"NUKE_SCRAPYD_URL {shown!r} is not an http(s) URL")
+    headers = {"Accept": "application/json"}
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    fields: list[tuple[str, str]] = [("project", project), ("spider", spider)]
+    fields += [(k, str(v)) for k, v in arguments.items()]
+    fields += [("setting", f"{k}={v}") for k, v in (settings or {}).items()]
     endpoint = url.rstrip("/") + "/schedule.json"
-    with urllib.request.urlopen(endpoint, data=data, timeout=30) as response:  # noqa: S310
-        answer = json.loads(response.read().decode("utf-8"))
-    if answer.get("status") != "ok":
-        raise RuntimeError(f"scrapyd answered {answer}")
+    request = urllib.request.Request(  # noqa: S310 - an operator-given http(s) URL
+        endpoint, data=urllib.parse.urlencode(fields).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        hint = " (check the user and password in NUKE_SCRAPYD_URL)" if exc.code == 401 else ""
+        raise HandoffError(f"scrapyd at {shown} answered HTTP {exc.code} {exc.reason}{hint}"
+                           ) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        why = getattr(reason, "strerror", None) or str(reason)
+        raise HandoffError(f"scrapyd at {shown} is unreachable ({why}): is it running, and "
+                           "is NUKE_SCRAPYD_URL right?") from None
+    except (TimeoutError, OSError) as exc:
+        raise HandoffError(f"scrapyd at {shown} is unreachable ({type(exc).__name__}: "
+                           f"{exc}): is it running, and is NUKE_SCRAPYD_URL right?") from None
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HandoffError(f"{shown} did not answer like scrapyd (no JSON from "
+                           "schedule.json): is NUKE_SCRAPYD_URL a scrapyd?") from None
+    if not isinstance(answer, dict) or answer.get("status") != "ok":
+        message = answer.get("message") if isinstance(answer, dict) else answer
+        hint = ""
+        if "project" in str(message) and "not found" in str(message):
+            hint = (" (scrapyd needs the project: deploy it, or name its settings module in "
+                    "scrapyd.conf's [settings] section; NUKE_SCRAPYD_PROJECT names it)")
+        raise HandoffError(f"scrapyd at {shown} refused to schedule {spider}: {message}{hint}")
     return str(answer.get("jobid"))
 
 
@@ -163,7 +280,8 @@ class BackfillHandoff:
         try:
             if self.scrapyd_url:
                 job = await asyncio.to_thread(
-                    schedule_scrapyd, self.scrapyd_url, str(self.project), arguments
+                    schedule_scrapyd, self.scrapyd_url, str(self.project), arguments,
+                    settings=scrapyd_settings(self.crawler.settings),
                 )
                 logger.info("Scheduled image_backfill for %d vehicles on scrapyd %s (job %s)",
                             created, redact_url(self.scrapyd_url), job)
@@ -171,7 +289,7 @@ class BackfillHandoff:
                 pid = start_detached(
                     arguments, self.log_file,
                     settings=forwarded_settings(self.crawler.settings),
-                    database_url=database_url(self.crawler.settings),
+                    database_url=absolute_database_url(database_url(self.crawler.settings)),
                 )
                 logger.info("Started image_backfill for %d vehicles (pid %d, log %s)",
                             created, pid, self.log_file or "discarded")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import parse_qs
 
 import pytest
 
 from nuke_crawl.db import Database, loads_json
 from nuke_crawl.demo import launch
-from nuke_crawl.handoff import backfill_arguments, backfill_command, schedule_scrapyd
-from tests.conftest import run_scrapy
+from nuke_crawl.handoff import (
+    HandoffError,
+    absolute_database_url,
+    backfill_arguments,
+    backfill_command,
+    schedule_scrapyd,
+    without_password,
+)
+from tests.conftest import run_scrapy, scrapy_env
+from tests.scrapyd_server import Scrapyd, free_port
 
 
 def test_arguments_and_command():
@@ -25,33 +29,79 @@ def test_arguments_and_command():
                         "-a", "limit=7", "-s", "IMAGES_STORE=/x"]
 
 
-def test_scrapyd_schedule_json():
-    seen: list[dict[str, list[str]]] = []
+def test_database_url_for_other_processes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_database_url("sqlite:///nuke.db") == f"sqlite:///{tmp_path}/nuke.db"
+    assert absolute_database_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_database_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert without_password("postgresql://u:pw@h:5432/db?options=-csearch_path%3Ds") == (
+        "postgresql://u@h:5432/db?options=-csearch_path%3Ds", True)
+    assert without_password("postgresql://h/db?user=u&password=pw&sslmode=require") == (
+        "postgresql://h/db?user=u&sslmode=require", True)
+    assert without_password("postgresql://u@h/db") == ("postgresql://u@h/db", False)
+    assert without_password("sqlite:////abs/x.db") == ("sqlite:////abs/x.db", False)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            length = int(self.headers["Content-Length"])
-            seen.append({"path": [self.path], **parse_qs(self.rfile.read(length).decode())})
-            body = json.dumps({"status": "ok", "jobid": "j1"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
+@pytest.fixture
+def scrapyd(tmp_path):
+    with Scrapyd(tmp_path / "scrapyd", scrapy_env("")) as server:
+        yield server
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+def test_scrapyd_refusals_are_clear(scrapyd):
+    with pytest.raises(HandoffError, match=r"refused to schedule image_backfill: project "
+                       r"'elsewhere' not found \(scrapyd needs the project"):
+        schedule_scrapyd(scrapyd.url, "elsewhere", {"limit": "1"})
+    with pytest.raises(HandoffError, match="refused to schedule nope: spider 'nope' not found"):
+        schedule_scrapyd(scrapyd.url, "nuke_crawl", {}, spider="nope")
+    with pytest.raises(HandoffError, match="answered HTTP 404"):
+        schedule_scrapyd(scrapyd.url + "/not-scrapyd", "nuke_crawl", {})
+    assert scrapyd.listjobs()["finished"] == [] and scrapyd.listjobs()["pending"] == []
+
+
+@pytest.mark.slow
+def test_org_crawl_hands_off_through_scrapyd(tmp_path, scrapyd):
+    # a relative SQLite path: the scrapyd job runs in scrapyd's directory, not here
+    work = tmp_path / "work"
+    work.mkdir()
+    with launch("jsonld", n_vehicles=3, per_page=10, images_per_vehicle=2) as demo:
+        store = tmp_path / "images"
+        result = run_scrapy(
+            ["crawl", "org", "-a", f"url={demo.url}", "-s", "NUKE_TRIGGER_BACKFILL=1",
+             "-s", f"NUKE_SCRAPYD_URL={scrapyd.url}", "-s", f"IMAGES_STORE={store}",
+             "-s", "AUTOTHROTTLE_START_DELAY=0.01", "-s", "NUKE_DB_BATCH_WAIT=0.05"],
+            "sqlite:///nuke.db", cwd=work,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"Scheduled image_backfill for 3 vehicles on scrapyd {scrapyd.url}" in (
+            result.stderr)
+        (job,) = scrapyd.wait_finished(1)
+    assert job["spider"] == "image_backfill" and job["id"] in result.stderr
+    assert f"'DATABASE_URL=sqlite:///{work}/nuke.db'" in scrapyd.everything_written()
+    db = Database(f"sqlite:///{work}/nuke.db")
     try:
-        job = schedule_scrapyd(f"http://127.0.0.1:{server.server_port}", "nuke_crawl",
-                               {"created_after": "2026-01-01T00:00:00+00:00", "limit": "3"})
+        metas = [loads_json(r["origin_metadata"]) for r in
+                 db.fetchall("SELECT origin_metadata FROM vehicles")]
     finally:
-        server.shutdown()
-    assert job == "j1"
-    assert seen == [{"path": ["/schedule.json"], "project": ["nuke_crawl"],
-                     "spider": ["image_backfill"], "limit": ["3"],
-                     "created_after": ["2026-01-01T00:00:00+00:00"]}]
+        db.close()
+    assert [m.get("images_backfilled") for m in metas] == [True] * 3, scrapyd.job_logs()
+    assert len(list(store.rglob("*.jpg"))) >= 6
+    assert not (scrapyd.home / "nuke.db").exists()
+
+
+def test_unreachable_scrapyd_after_org_crawl(sqlite_url, tmp_path):
+    port = free_port()
+    with launch("jsonld", n_vehicles=1, per_page=10, images_per_vehicle=1) as demo:
+        result = run_scrapy(
+            ["crawl", "org", "-a", f"url={demo.url}", "-s", "NUKE_TRIGGER_BACKFILL=1",
+             "-s", f"NUKE_SCRAPYD_URL=http://127.0.0.1:{port}",
+             "-s", "AUTOTHROTTLE_START_DELAY=0.01", "-s", "NUKE_DB_BATCH_WAIT=0.05"],
+            sqlite_url, cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"Could not start image_backfill: scrapyd at http://127.0.0.1:{port} is "
+            "unreachable (Connection refused)") in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from nuke_crawl.db import Database
 from nuke_crawl.demo import ImageHost, serve
+from nuke_crawl.handoff import without_password
+from tests.conftest import scrapy_env
+from tests.openai_server import API_KEY, FakeOpenAI
+from tests.scrapyd_server import Scrapyd, free_port
 from tests.test_backfill_crawl import crawl, seed
 
 pytestmark = pytest.mark.slow
@@ -49,3 +55,71 @@ def test_without_the_setting_nothing_is_handed_off(sqlite_url: str, tmp_path: Pa
         assert "image_analysis" not in result.stderr
         time.sleep(1)
         assert _analysed(sqlite_url) == (1, 0)
+
+
+# -- through a real scrapyd (NUKE_SCRAPYD_URL) ------------------------------------------
+
+SECRET = "Sd-s3cret-PW-42"
+
+
+def _with_password(url: str) -> tuple[str, str]:
+    """``url`` with a password (PostgreSQL here trusts loopback, so any password
+    connects) and the password to look for in what scrapyd wrote."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url, parts.password
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user or 'postgres'}:{SECRET}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc)), SECRET
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def scrapyd(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[Scrapyd]:
+    env = scrapy_env("", OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=fake_openai.url + "/v1")
+    with Scrapyd(tmp_path / "scrapyd", env) as server:
+        yield server
+
+
+@pytest.mark.postgres
+def test_backfill_hands_off_through_scrapyd(pg_url: str, tmp_path: Path, scrapyd: Scrapyd,
+                                            fake_openai: FakeOpenAI) -> None:
+    db_url, password = _with_password(pg_url)
+    host = ImageHost()
+    with serve(host) as server:
+        seed(db_url, [("http://dealer.example/a", [f"{server.url}/img/a{i}.jpg" for i in range(3)]),
+                      ("http://dealer.example/b", [f"{server.url}/img/b{i}.jpg" for i in range(2)])])
+        result = crawl(db_url, tmp_path / "images", "-s", "NUKE_ANALYZE_AFTER_BACKFILL=1",
+                       "-s", f"NUKE_SCRAPYD_URL={scrapyd.url}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Handed 5 stored images to image_analysis" in result.stderr
+        assert "DATABASE_URL goes to scrapyd without its password" in result.stderr
+        (job,) = scrapyd.wait_finished(1)
+    assert job["spider"] == "image_analysis" and job["project"] == "nuke_crawl"
+    assert job["id"] in result.stderr  # the job id the hand-off logged
+    assert _analysed(db_url) == (5, 5), scrapyd.job_logs()
+    assert fake_openai.chat_requests == 5 and set(fake_openai.images_seen.values()) == {1}
+    # the database reached the job (scrapyd's environment has none) without its password
+    assert f"'DATABASE_URL={without_password(db_url)[0]}'" in scrapyd.everything_written()
+    for text in (result.stderr, result.stdout, scrapyd.everything_written(),
+                 scrapyd.jobs_dump()):
+        assert password not in text
+
+
+def test_unreachable_scrapyd_is_a_clear_message(sqlite_url: str, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    host = ImageHost()
+    with serve(host) as server:
+        seed(sqlite_url, [("http://dealer.example/a", [f"{server.url}/img/a0.jpg"])])
+        result = crawl(sqlite_url, tmp_path / "images", "-s", "NUKE_ANALYZE_AFTER_BACKFILL=1",
+                       "-s", f"NUKE_SCRAPYD_URL=http://admin:pw-xyz@127.0.0.1:{port}")
+    assert result.returncode == 0, result.stderr[-3000:]  # the backfill itself succeeded
+    assert (f"Could not start image_analysis: scrapyd at http://admin:***@127.0.0.1:{port} "
+            "is unreachable (Connection refused)") in result.stderr
+    assert "Traceback" not in result.stderr and "pw-xyz" not in result.stderr
+    assert _analysed(sqlite_url) == (1, 0)

@@ -12,6 +12,7 @@ Stats: ``nuke/handoff/analysis_images`` and ``nuke/handoff/analysis_runs``, or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,7 +72,9 @@ class AnalysisHandoff:
             if not ids:
                 logger.info("No newly stored images to hand to image_analysis")
                 return
-            runs = schedule_analysis(self.crawler.settings, image_ids=ids)
+            # urllib or a process start: off the reactor thread
+            runs = await asyncio.to_thread(schedule_analysis, self.crawler.settings,
+                                           image_ids=ids)
         except (DatabaseError, OSError, RuntimeError, ValueError) as exc:
             stats.set_value("nuke/handoff/analysis_error", str(exc))
             logger.error("Could not start image_analysis: %s", exc)

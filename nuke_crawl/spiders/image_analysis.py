@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import os
 import socket
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -52,8 +50,14 @@ from nuke_crawl.analysis import (
     RekognitionProvider,
     analyze_local,
 )
-from nuke_crawl.db import DatabaseError, analysis, needs_migration
+from nuke_crawl.db import DatabaseError, analysis, database_url, needs_migration
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.handoff import (
+    absolute_database_url,
+    forwarded_settings,
+    schedule_scrapyd,
+    scrapyd_settings,
+)
 from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.pipelines.analysis import ImageAnalysisItem
 from nuke_crawl.spiders.args import ArgumentError, Param, parse_args, to_bool, to_int, to_uuid
@@ -780,10 +784,14 @@ def schedule_analysis(
     """Start ``image_analysis`` for these images (or vehicles) without waiting.
 
     Through scrapyd's ``schedule.json`` when ``NUKE_SCRAPYD_URL`` is set (project
-    ``NUKE_SCRAPYD_PROJECT``, default ``BOT_NAME``), else as detached processes in their
-    own session logging to ``NUKE_ANALYSIS_LOG_FILE`` (``image_analysis.log``). One run
-    per :data:`HANDOFF_CHUNK` ids. Returns the scrapyd job ids or ``pid:<n>`` strings.
-    Raises ``ValueError`` when neither list is given, ``OSError``/``RuntimeError`` when
+    ``NUKE_SCRAPYD_PROJECT``, default ``BOT_NAME``; the job gets ``DATABASE_URL``
+    without its password and the ``-s`` storage settings as ``setting=`` parameters,
+    see :func:`nuke_crawl.handoff.scrapyd_settings`), else as detached processes in
+    their own session logging to ``NUKE_ANALYSIS_LOG_FILE`` (``image_analysis.log``;
+    the database URL through their environment). One run per :data:`HANDOFF_CHUNK`
+    ids. Returns the scrapyd job ids or ``pid:<n>`` strings. Blocking: call it from a
+    thread. Raises ``ValueError`` when neither list is given,
+    :class:`~nuke_crawl.handoff.HandoffError` (a ``RuntimeError``) or ``OSError`` when
     a run cannot be started.
     """
     if not image_ids and not vehicle_ids:
@@ -793,18 +801,15 @@ def schedule_analysis(
     project = str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME"))
     log_file = settings.get("NUKE_ANALYSIS_LOG_FILE", "image_analysis.log")
     started: list[str] = []
+    job_settings: dict[str, str] | None = None
     for chunk in _chunks(ids):
         arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
                                                         else 1000 * len(chunk))}
         if scrapyd:
-            data = urllib.parse.urlencode(
-                {"project": project, "spider": SPIDER_NAME, **arguments}).encode()
-            endpoint = str(scrapyd).rstrip("/") + "/schedule.json"
-            with urllib.request.urlopen(endpoint, data=data, timeout=30) as response:  # noqa: S310
-                answer = json.loads(response.read().decode("utf-8"))
-            if answer.get("status") != "ok":
-                raise RuntimeError(f"scrapyd answered {answer}")
-            started.append(str(answer.get("jobid")))
+            if job_settings is None:
+                job_settings = scrapyd_settings(settings)
+            started.append(schedule_scrapyd(str(scrapyd), project, arguments,
+                                            spider=SPIDER_NAME, settings=job_settings))
             continue
         out: Any = subprocess.DEVNULL
         if log_file:
@@ -812,10 +817,8 @@ def schedule_analysis(
         try:
             # the same database (through the environment: the URL may hold a
             # password) and the storage settings given with -s to this run
-            from nuke_crawl.db import database_url
-            from nuke_crawl.handoff import forwarded_settings
-
-            env = {**os.environ, "DATABASE_URL": database_url(settings)}
+            env = {**os.environ,
+                   "DATABASE_URL": absolute_database_url(database_url(settings))}
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 analysis_command(arguments, forwarded_settings(settings)), cwd=os.getcwd(),
                 env=env, stdin=subprocess.DEVNULL,
