@@ -292,6 +292,9 @@ def _error(message: str, type_: str, code: str | None) -> dict[str, Any]:
 def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY, as real API front ends set: otherwise Nagle holds the body
+        # written after the headers until the client's delayed ACK (~40 ms a call)
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
