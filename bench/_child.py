@@ -1,11 +1,13 @@
-"""Run a scrapy command line and write its peak memory (KiB) to a file: the
-crawler process's plus the largest of its children (the extraction worker).
+"""Run a scrapy command line and write what it used to a file, as JSON: its peak
+memory in KiB (the crawler process's plus the largest of its children: the
+extraction worker) and its CPU seconds (user + system, its own and its children's).
 
-Usage: python bench/_child.py MAXRSS_FILE scrapy-args...
+Usage: python bench/_child.py STATS_FILE scrapy-args...
 """
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 from pathlib import Path
@@ -18,6 +20,10 @@ if __name__ == "__main__":
     try:
         execute()
     finally:
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        out.write_text(str(own + children))
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.write_text(json.dumps({
+            "peak_kib": own.ru_maxrss + children.ru_maxrss,
+            "cpu_crawler": own.ru_utime + own.ru_stime,
+            "cpu_children": children.ru_utime + children.ru_stime,
+        }))

@@ -18,6 +18,7 @@ process's peak memory (target < 300 MB). Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -41,15 +42,19 @@ SETTINGS = [
 ]
 
 
-def run(args: list[str], env: dict[str, str], tmp: Path) -> tuple[float, int]:
-    rss_file = tmp / f"rss-{uuid.uuid4().hex}"
+def run(args: list[str], env: dict[str, str], tmp: Path) -> dict[str, float]:
+    """Run one scrapy command line; its wall seconds, peak memory and CPU seconds
+    (the crawler, its children, and this process: the site's server threads)."""
+    stats_file = tmp / f"stats-{uuid.uuid4().hex}"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "_child.py"), str(rss_file),
+    server_cpu = time.process_time()
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "_child.py"), str(stats_file),
                            *args], cwd=REPO, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(args)}\n{proc.stderr[-3000:]}")
-    return elapsed, int(rss_file.read_text())
+    stats = json.loads(stats_file.read_text())
+    return {"seconds": elapsed, "cpu_server": time.process_time() - server_cpu, **stats}
 
 
 def main() -> None:
@@ -76,7 +81,7 @@ def main() -> None:
               f"{sum(len(v['image_urls']) for v in site.vehicles)} image URLs on "
               f"{len(demo.image_hosts)} hosts")
 
-        results: dict[str, tuple[float, int]] = {}
+        results: dict[str, dict[str, float]] = {}
         results["bare"] = run(["runspider", str(REPO / "bench" / "bare_fetch.py"),
                                "-a", f"urls_file={urls_file}", *SETTINGS], env, tmp)
         backends = {"sqlite": f"sqlite:///{tmp / 'bench.db'}"}
@@ -110,12 +115,15 @@ def main() -> None:
 
                 with psycopg.connect(opts.postgres, autocommit=True) as admin:
                     admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    bare_rate = len(pages) / results["bare"][0]
-    print(f"\n{'run':<16}{'seconds':>9}{'pages/s':>10}{'ratio':>8}{'peak MB':>9}")
-    for name, (seconds, rss_kib) in results.items():
-        rate = len(pages) / seconds
-        print(f"{name:<16}{seconds:>9.1f}{rate:>10.0f}{rate / bare_rate:>8.2f}"
-              f"{rss_kib / 1024:>9.0f}")
+    bare_rate = len(pages) / results["bare"]["seconds"]
+    print(f"\n{'run':<16}{'seconds':>9}{'pages/s':>10}{'ratio':>8}{'peak MB':>9}"
+          f"{'CPU ms/page: crawler':>22}{'workers':>9}{'server':>8}")
+    for name, r in results.items():
+        rate = len(pages) / r["seconds"]
+        per_page = {k: r[k] * 1000 / len(pages) for k in ("cpu_crawler", "cpu_children", "cpu_server")}
+        print(f"{name:<16}{r['seconds']:>9.1f}{rate:>10.0f}{rate / bare_rate:>8.2f}"
+              f"{r['peak_kib'] / 1024:>9.0f}{per_page['cpu_crawler']:>22.2f}"
+              f"{per_page['cpu_children']:>9.2f}{per_page['cpu_server']:>8.2f}")
     print("\ntargets: org ratio >= 0.70, peak memory < 300 MB (wall time includes process "
           "start-up for every run)")
 

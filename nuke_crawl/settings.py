@@ -66,11 +66,12 @@ NUKE_EXTRACT_PROCESSES = 1  # extraction worker processes (0: a thread of the cr
 # -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------
 NUKE_CHROMIUM_PATH = "/usr/bin/chromium"
 NUKE_RENDER_JS = True  # render organizations that need it (metadata.render_js or detected)
-# The org spider installs scrapy-playwright's download handlers for its runs
-# (unless NUKE_RENDER_JS is off); the image spiders never start a browser driver.
+# The org spider installs scrapy-playwright's download handler for its runs (unless
+# NUKE_RENDER_JS is off), in a subclass that starts the Node.js driver and Chromium
+# only when a page needs them; the image spiders never start a browser driver.
 PLAYWRIGHT_DOWNLOAD_HANDLERS = {
-    "http": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
-    "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+    "http": "nuke_crawl.browser.LazyPlaywrightDownloadHandler",
+    "https": "nuke_crawl.browser.LazyPlaywrightDownloadHandler",
 }
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 PLAYWRIGHT_LAUNCH_OPTIONS = {

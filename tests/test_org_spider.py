@@ -99,9 +99,12 @@ def site(request: pytest.FixtureRequest) -> Iterator[Demo]:
 @pytest.mark.parametrize("site", ["jsonld", "microdata", "plain", "sitemap"], indirect=True)
 def test_crawl_each_site_style(site: Demo, db_url: str) -> None:
     org_id = add_org(db_url, site.url)
-    crawl(db_url, "-a", "threshold=1")
+    proc = crawl(db_url, "-a", "threshold=1")
     rows = vehicles(db_url)
     assert_matches_ground_truth(site, rows)
+    # no page needed a browser, so neither Playwright's driver nor Chromium started
+    assert "Starting the browser" not in proc.stderr
+    assert "Starting download handler" not in proc.stderr  # scrapy-playwright's own
     # one external image row per image URL, in page order, primary first
     n_images = sum(len(v["image_urls"]) for v in site.site.vehicles)
     assert scalar(db_url, "SELECT COUNT(*) FROM vehicle_images WHERE is_external = true") \
@@ -135,9 +138,12 @@ def test_crawl_each_site_style(site: Demo, db_url: str) -> None:
 @pytest.mark.parametrize("site", ["js"], indirect=True)
 def test_javascript_site_is_rendered_through_chromium(site: Demo, db_url: str) -> None:
     org_id = add_org(db_url, site.url)
-    crawl(db_url, "-a", "threshold=1", timeout=240)
+    proc = crawl(db_url, "-a", "threshold=1", timeout=240)
     rows = vehicles(db_url)
     assert_matches_ground_truth(site, rows)
+    # the browser started once, when the app shell was detected
+    assert proc.stderr.count("Starting the browser (Playwright and Chromium)") == 1
+    assert "'nuke/browser/launched': True" in proc.stderr
     summary = org_metadata(db_url, org_id)["last_crawl"]
     assert summary["render_js"] and summary["render_js_detected"]
 

@@ -83,7 +83,8 @@ def clean_image_urls(candidates: Iterable[str], base_url: str, max_images: int =
     base_host = (urlsplit(base_url).hostname or "").lower() if base_url else ""
     order: list[str] = []  # variant keys in first-seen order
     best: dict[str, tuple[int, str]] = {}
-    for raw in candidates:
+    # a page names most photos twice (structured data and gallery): normalise each once
+    for raw in dict.fromkeys(candidates):
         url = _normalise(raw, base_url, base_host)
         if url is None:
             continue
@@ -108,13 +109,19 @@ def clean_image_urls(candidates: Iterable[str], base_url: str, max_images: int =
 def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
     if not raw:
         return None
-    s = html.unescape(str(raw)).strip().strip("'\"")
+    s = str(raw)
+    if "&" in s:
+        s = html.unescape(s)
+    s = s.strip().strip("'\"")
     if not s or s.startswith(("data:", "blob:", "javascript:", "about:", "#")) or "{{" in s or "${" in s:
         return None
-    try:
-        url = urljoin(base_url, s) if base_url else s
-    except ValueError:
-        return None
+    if s.startswith(("https://", "http://")) or not base_url:
+        url = s  # already absolute: urljoin would return it as it is
+    else:
+        try:
+            url = urljoin(base_url, s)
+        except ValueError:
+            return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
@@ -140,11 +147,13 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
     path = _WP_SIZE.sub("", path)
     if host.endswith("craigslist.org"):
         path = _CL_SIZE.sub("_1200x900", path)
-    query_items = parse_qsl(parts.query, keep_blank_values=True)
-    for k, v in query_items:
-        if k.lower() in ("w", "h", "width", "height") and v.isdigit() and 0 < int(v) <= 2:
-            return None  # a tracking pixel
-    query = urlencode([(k, v) for k, v in query_items if k.lower() not in _RESIZE_PARAMS])
+    query = ""
+    if parts.query:
+        query_items = parse_qsl(parts.query, keep_blank_values=True)
+        for k, v in query_items:
+            if k.lower() in ("w", "h", "width", "height") and v.isdigit() and 0 < int(v) <= 2:
+                return None  # a tracking pixel
+        query = urlencode([(k, v) for k, v in query_items if k.lower() not in _RESIZE_PARAMS])
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, query, ""))
 
 

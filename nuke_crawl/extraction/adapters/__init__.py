@@ -16,6 +16,7 @@ from lxml.html import HtmlElement
 
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.selectors import select
 
 
 class Adapter:
@@ -94,7 +95,7 @@ def text_of(el: HtmlElement | None) -> str | None:
 def first(page_or_el: Page | HtmlElement, css: str) -> HtmlElement | None:
     """First element matching a CSS selector."""
     root = page_or_el.tree if isinstance(page_or_el, Page) else page_or_el
-    found = root.cssselect(css)
+    found = select(root, css)
     return found[0] if found else None
 
 

@@ -9,6 +9,7 @@ from nuke_crawl.extraction.adapters import Adapter, first, first_of, register, s
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
 from nuke_crawl.extraction.text import canonical_make, parse_mileage, parse_title
+from nuke_crawl.extraction.selectors import select
 
 
 @register
@@ -51,7 +52,7 @@ class ClickDealer(Adapter):
         return v
 
     def listings(self, page: Page) -> list[VehicleData] | None:
-        cards = page.tree.cssselect("div.listing")
+        cards = select(page.tree, "div.listing")
         if not cards or self.is_detail_page(page):
             return None
         from nuke_crawl.extraction.heuristics import card_vehicle
@@ -74,7 +75,7 @@ class ClickDealer(Adapter):
                 tp = parse_title(link.get("title"))
                 v.title = link.get("title")
                 v.year, v.make, v.model, v.trim = tp.year or v.year, tp.make or v.make, tp.model or v.model, tp.trim or v.trim
-            for stat in card.cssselect(".vehicle-spec__stat"):
+            for stat in select(card, ".vehicle-spec__stat"):
                 t = text_of(stat) or ""
                 if v.mileage is None and re.fullmatch(r"\d{1,3}(,\d{3})+|\d{1,6}", t) and not re.fullmatch(r"(19|20)\d\d", t):
                     v.mileage, v.mileage_unit = parse_mileage(t, default_unit="mi")

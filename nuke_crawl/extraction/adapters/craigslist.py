@@ -9,6 +9,7 @@ from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
 from nuke_crawl.extraction.text import canonical_make, parse_mileage, parse_price, parse_title, parse_year
 from nuke_crawl.extraction.vin import normalize_serial
+from nuke_crawl.extraction.selectors import select
 
 _ATTR_FIELDS = {"drive": "drivetrain", "fuel": "fuel_type", "transmission": "transmission", "type": "body_style", "paint color": "color", "cylinders": "engine"}
 
@@ -40,7 +41,7 @@ class Craigslist(Adapter):
             tp = parse_title(f"{v.year or ''} {makemodel}")
             v.make = tp.make or canonical_make(makemodel.split()[0])
             v.model, v.trim = tp.model, tp.trim
-        for attr in page.tree.cssselect(".attrgroup .attr"):
+        for attr in select(page.tree, ".attrgroup .attr"):
             label = (text_of(first(attr, ".labl")) or "").rstrip(":").strip().lower()
             value = text_of(first(attr, ".valu"))
             if not label or not value:

@@ -10,6 +10,7 @@ from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
 from nuke_crawl.extraction.text import parse_mileage, parse_title
 from nuke_crawl.extraction.vin import normalize_vin
+from nuke_crawl.extraction.selectors import select
 
 
 @register
@@ -23,10 +24,10 @@ class DealerCenter(Adapter):
         return True if re.search(r"/inventory/[^/?]+/[^/?]+/[A-Za-z0-9-]{4,}/?$", url) else None
 
     def is_detail_page(self, page: Page) -> bool | None:
-        return False if page.tree.cssselect(".dws-vehicle-listing-item") else None
+        return False if select(page.tree, ".dws-vehicle-listing-item") else None
 
     def listings(self, page: Page) -> list[VehicleData] | None:
-        cards = page.tree.cssselect(".dws-vehicle-listing-item")
+        cards = select(page.tree, ".dws-vehicle-listing-item")
         if not cards:
             return None
         from nuke_crawl.extraction.heuristics import card_vehicle

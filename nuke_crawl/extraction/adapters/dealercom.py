@@ -8,6 +8,7 @@ from nuke_crawl.extraction.adapters import Adapter, first, first_of, register, t
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
 from nuke_crawl.extraction.text import parse_price, parse_title
+from nuke_crawl.extraction.selectors import select
 
 
 @register
@@ -23,12 +24,12 @@ class DealerCom(Adapter):
         return None
 
     def is_detail_page(self, page: Page) -> bool | None:
-        if page.tree.cssselect("li.vehicle-card[data-uuid]"):
+        if select(page.tree, "li.vehicle-card[data-uuid]"):
             return False
         return None
 
     def listings(self, page: Page) -> list[VehicleData] | None:
-        cards = page.tree.cssselect("li.vehicle-card[data-uuid]")
+        cards = select(page.tree, "li.vehicle-card[data-uuid]")
         if not cards:
             return None
         from nuke_crawl.extraction.heuristics import card_vehicle

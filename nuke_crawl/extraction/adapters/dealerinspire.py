@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nuke_crawl.extraction.adapters import Adapter, register
 from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.selectors import select
 
 
 @register
@@ -15,4 +16,4 @@ class DealerInspire(Adapter):
         return "dealerinspire" in raw.lower() and "algolia" in raw.lower()
 
     def is_js_shell(self, page: Page) -> bool | None:
-        return True if page.tree.cssselect("#lvrp-results-wrapper, #results-page, .lvrp-results") else None
+        return True if select(page.tree, "#lvrp-results-wrapper, #results-page, .lvrp-results") else None
