@@ -21,9 +21,9 @@ Remote providers expose ``async analyze(image, mime_type, *, context)`` and
 
 from __future__ import annotations
 
-from .local import DUPLICATE_MAX_DISTANCE, analyze_local, hamming, parse_hash
-from .openai_provider import ANALYSIS_SCHEMA, PRICES_PER_MILLION, OpenAIProvider, estimate_cost
-from .rekognition import LABEL_TAG_TYPES, RekognitionProvider, labels_to_tags
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .results import (
     DAMAGE_TYPES,
     DOCUMENT_CATEGORIES,
@@ -43,6 +43,37 @@ from .results import (
 
 PROVIDERS = ("local", "openai", "rekognition")
 """Names of the providers, as used in ``ProviderResult.provider`` and settings."""
+
+# The providers pull in numpy, the openai client and boto3 (about 60 MB and a second
+# of start-up): they are imported on first use, so that a process which only names
+# them (every `scrapy` command loads every spider and command module) does not pay.
+_LAZY = {
+    "DUPLICATE_MAX_DISTANCE": ".local",
+    "analyze_local": ".local",
+    "hamming": ".local",
+    "parse_hash": ".local",
+    "ANALYSIS_SCHEMA": ".openai_provider",
+    "PRICES_PER_MILLION": ".openai_provider",
+    "OpenAIProvider": ".openai_provider",
+    "estimate_cost": ".openai_provider",
+    "LABEL_TAG_TYPES": ".rekognition",
+    "RekognitionProvider": ".rekognition",
+    "labels_to_tags": ".rekognition",
+}
+
+if TYPE_CHECKING:
+    from .local import DUPLICATE_MAX_DISTANCE, analyze_local, hamming, parse_hash
+    from .openai_provider import ANALYSIS_SCHEMA, PRICES_PER_MILLION, OpenAIProvider, estimate_cost
+    from .rekognition import LABEL_TAG_TYPES, RekognitionProvider, labels_to_tags
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ANALYSIS_SCHEMA",

@@ -43,13 +43,8 @@ from scrapy.http import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.settings import BaseSettings
 
-from nuke_crawl.analysis import (
-    PROVIDERS,
-    OpenAIProvider,
-    ProviderResult,
-    RekognitionProvider,
-    analyze_local,
-)
+from nuke_crawl import analysis as provider_modules  # they import numpy/openai/boto3 on first use
+from nuke_crawl.analysis import PROVIDERS, ProviderResult
 from nuke_crawl.db import DatabaseError, analysis, database_url, needs_migration
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.handoff import (
@@ -122,7 +117,7 @@ def _setting_or_env(settings: BaseSettings, name: str) -> Any:
     return value
 
 
-def build_openai(settings: BaseSettings) -> OpenAIProvider:
+def build_openai(settings: BaseSettings) -> provider_modules.OpenAIProvider:
     """The OpenAI provider from settings and environment.
 
     ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (environment, or settings), and
@@ -130,7 +125,7 @@ def build_openai(settings: BaseSettings) -> OpenAIProvider:
     ``NUKE_OPENAI_MAX_RETRIES`` (3), ``NUKE_OPENAI_BACKOFF_BASE`` (1 s),
     ``NUKE_OPENAI_IMAGE_DETAIL`` (``auto``).
     """
-    return OpenAIProvider(
+    return provider_modules.OpenAIProvider(
         api_key=_setting_or_env(settings, "OPENAI_API_KEY"),
         base_url=_setting_or_env(settings, "OPENAI_BASE_URL"),
         model=str(_setting_or_env(settings, "NUKE_OPENAI_MODEL") or "gpt-4o-mini"),
@@ -141,11 +136,11 @@ def build_openai(settings: BaseSettings) -> OpenAIProvider:
     )
 
 
-def build_rekognition(settings: BaseSettings) -> RekognitionProvider:
+def build_rekognition(settings: BaseSettings) -> provider_modules.RekognitionProvider:
     """Rekognition from ``NUKE_REKOGNITION_MIN_CONFIDENCE`` (70) and
     ``NUKE_REKOGNITION_MAX_LABELS`` (30); region, endpoint and credentials as boto3
     finds them (``AWS_*`` environment)."""
-    return RekognitionProvider(
+    return provider_modules.RekognitionProvider(
         min_confidence=settings.getfloat("NUKE_REKOGNITION_MIN_CONFIDENCE", 70.0),
         max_labels=settings.getint("NUKE_REKOGNITION_MAX_LABELS", 30),
     )
@@ -213,7 +208,7 @@ async def check_providers(
     out: list[tuple[str, bool, str]] = []
     for name in requested or PROVIDERS:
         if name == "local":
-            result = await asyncio.to_thread(analyze_local, _probe_image())
+            result = await asyncio.to_thread(provider_modules.analyze_local, _probe_image())
             out.append((name, result.ok, "ok: Pillow/NumPy analysis works" if result.ok
                         else f"{result.error_reason}: {result.error_detail}"))
             continue
@@ -634,7 +629,7 @@ class ImageAnalysisSpider(scrapy.Spider):
         results: list[ProviderResult] = []
         if "local" in self.providers.names:
             others = self.hashes.get(work.vehicle_id, {})
-            local = await asyncio.to_thread(analyze_local, data, other_hashes=dict(others))
+            local = await asyncio.to_thread(provider_modules.analyze_local, data, other_hashes=dict(others))
             results.append(local)
             if not local.ok:
                 return ImageAnalysisItem(work, False, results, error_reason=local.error_reason,
