@@ -123,7 +123,7 @@ def test_edge_images_outcomes_and_rerun(db_url, tmp_path, image_host):
     assert (rotated["width"], rotated["height"]) == (1200, 1600)
     assert by_name["cmyk.jpg"]["mime_type"] == "image/jpeg"
     assert by_name["png-alpha.png"]["mime_type"] == "image/png"
-    assert set(loads_json(by_name["webp.webp"]["variants"])) == {"thumb", "medium"}
+    assert set(loads_json(by_name["webp.webp"]["variants"])) == {"thumb"}
     # the same bytes under two URLs: one file for the vehicle
     same_a, same_b = by_name["same-a.jpg"], by_name["same-b.jpg"]
     assert same_a["file_hash"] == same_b["file_hash"]
@@ -170,7 +170,9 @@ def test_s3_storage_through_moto(sqlite_url, tmp_path, image_host):
         s3.create_bucket(Bucket="photos")
         (vid,) = seed(sqlite_url, [(LISTING + "s3", [f"{base}/img/a.jpg", f"{base}/img/b.jpg"])])
         result = crawl(sqlite_url, "s3://photos/vehicles", "-s", f"AWS_ENDPOINT_URL={endpoint}",
-                       "-s", "NUKE_IMAGES_PUBLIC_URL=", **creds)
+                       "-s", "NUKE_IMAGES_PUBLIC_URL=",
+                       "-s", 'NUKE_IMAGE_VARIANTS={"thumb": [320, 240], "medium": [1024, 768]}',
+                       **creds)
         assert result.returncode == 0, result.stderr[-3000:]
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="photos")["Contents"]}
         rows = images(sqlite_url)
@@ -178,7 +180,11 @@ def test_s3_storage_through_moto(sqlite_url, tmp_path, image_host):
         for row in rows:
             assert f"vehicles/{row['storage_path']}" in keys
             assert row["image_url"] == f"{endpoint}/photos/vehicles/{row['storage_path']}"
-        assert len(keys) == 6  # two images, each with two variants
+        assert len(keys) == 6  # two images, each with the two variants asked for
+        for row in rows:
+            variants = loads_json(row["variants"])
+            assert set(variants) == {"thumb", "medium"}
+            assert (variants["medium"]["width"], variants["medium"]["height"]) == (1024, 768)
         assert all(k.startswith(f"vehicles/{vid}/") for k in keys)
     finally:
         server.stop()

@@ -220,7 +220,8 @@ class ImageBackfillPipeline(FilesPipeline):
       (None: ``file://`` URIs for a folder, the endpoint or bucket URL for S3).
     - ``IMAGES_MIN_WIDTH`` / ``IMAGES_MIN_HEIGHT`` (0): smaller images fail ``too_small``.
     - ``NUKE_IMAGE_MAX_PIXELS`` (50,000,000): the decompression-bomb limit.
-    - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240), "medium": (1024, 768)}``).
+    - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``; add ``"medium": (1024, 768)``
+      for a larger copy, at about four times the CPU per image).
     - ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_RETRY_BACKOFF`` (3600 s): cross-run retries.
     - ``NUKE_IMAGES_FSYNC`` (True): fsync local files before recording them.
     - ``NUKE_IMAGE_PROCESSES`` (CPU count): worker processes decoding images; 0 decodes
