@@ -400,3 +400,27 @@ def _v3(db: Database) -> None:
 
 
 MIGRATIONS.append((3, "image analysis: tags, conditions, paint, SPID data, scan bookkeeping", _v3))
+
+
+# -- migration 4: image backfill priority (nuke_crawl.db.backfill) ---------------------
+
+
+def _v4(db: Database) -> None:
+    if "images_priority" not in db.columns("vehicles"):
+        # NOT NULL DEFAULT 0: instant on PostgreSQL 11+ (no table rewrite); existing rows get 0
+        db.execute("ALTER TABLE vehicles ADD COLUMN images_priority INTEGER NOT NULL DEFAULT 0")
+    if db.dialect == "postgresql":
+        # The claim walks this partial index: highest priority first, then newest first.
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS ix_vehicles_images_queue ON vehicles "
+            "(images_priority DESC, created_at DESC, id DESC) "
+            "WHERE (origin_metadata->>'images_backfilled') IS DISTINCT FROM 'true'"
+        )
+    else:
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS ix_vehicles_images_queue ON vehicles "
+            "(images_priority DESC, created_at DESC, id)"
+        )
+
+
+MIGRATIONS.append((4, "image backfill: per-vehicle priority (vehicles.images_priority)", _v4))
