@@ -145,7 +145,7 @@ def test_platform_queries_on_postgres(pg_url):
                 "EXPLAIN " + backfill.claim_sql(db, Selection(), db.now(), 10)[0]
                 .replace("?", "NULL"))
         )
-        assert "ix_vehicles_images_todo" in plan or "Seq Scan" in plan
+        assert "ix_vehicles_images_queue" in plan or "Seq Scan" in plan
         assert len(ids) == 2
     finally:
         db.close()
@@ -181,3 +181,106 @@ def test_display_url():
     assert backfill.display_url({"is_external": 0, "storage_path": None,
                                  "image_url": None, "source_url": "http://v/b.jpg"}) == (
         "http://v/b.jpg")
+
+
+def _dated(db, ids: list[str]) -> None:
+    """Give the vehicles distinct created_at times, ids[-1] the newest."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for n, vid in enumerate(ids):
+        db.execute("UPDATE vehicles SET created_at = ? WHERE id = ?",
+                   [db.ts(base + timedelta(hours=n)), vid])
+
+
+def test_priority_first_then_newest(db):
+    ids = _seed(db, n=5)
+    _dated(db, ids)
+    assert [w.vehicle_id for w in backfill.select_preview(db, limit=5)] == ids[::-1]
+    assert backfill.set_priority(db, 5, vehicle_ids=[ids[0]]) == 1
+    assert backfill.set_priority(db, 1, vehicle_ids=[ids[1], ids[2]]) == 2
+    assert backfill.set_priority(db, -1, vehicle_ids=[ids[4]]) == 1
+    expected = [ids[0], ids[2], ids[1], ids[3], ids[4]]
+    assert [w.vehicle_id for w in backfill.select_preview(db, limit=5)] == expected
+    first = backfill.claim_vehicles(db, "w", limit=2, lease_seconds=60)
+    assert [w.vehicle_id for w in first] == expected[:2]
+    # min_priority: only vehicles at or above it (ids[1]; the others are leased or below)
+    urgent = backfill.claim_vehicles(db, "w", limit=5, lease_seconds=60,
+                                     selection=Selection(min_priority=1))
+    assert [w.vehicle_id for w in urgent] == [ids[1]]
+    rest = backfill.claim_vehicles(db, "w", limit=5, lease_seconds=60)
+    assert [w.vehicle_id for w in rest] == [ids[3], ids[4]]
+
+
+def test_set_priority_by_organization(db):
+    first = _seed(db, n=2, org="http://one.example")
+    both = _seed(db, n=3, org="http://two.example")
+    second = [v for v in both if v not in first]
+    org_two = store.find_organization_by_website(db, "http://two.example")
+    assert org_two is not None
+    assert backfill.set_priority(db, 3, organization_id=org_two.id) == 3
+    works = backfill.claim_vehicles(db, "w", limit=3, lease_seconds=60)
+    assert {w.vehicle_id for w in works} == set(second)
+    with pytest.raises(ValueError, match="vehicle_ids or organization_id"):
+        backfill.set_priority(db, 1)
+
+
+@pytest.mark.postgres
+def test_priority_claim_walks_the_queue_index(pg_url):
+    """At a few thousand vehicles the planner has a choice: the claim must read the
+    queue index in its order (no Sort node), priorities and min_priority included."""
+    from nuke_crawl.db import Database, migrate
+
+    db = Database(pg_url)
+    migrate(db)
+    try:
+        db.execute(
+            "INSERT INTO vehicles (id, year, make, model, is_public, origin_metadata, "
+            "images_priority, created_at, updated_at) SELECT gen_random_uuid(), 2000, 'M', 'X', "
+            "true, jsonb_build_object('images_backfilled', g % 2 = 0), "
+            "CASE WHEN g % 100 = 1 THEN 10 ELSE 0 END, now() - make_interval(secs => g), "
+            "now() FROM generate_series(1, 20000) AS g"
+        )
+        db.execute("VACUUM (ANALYZE) vehicles")
+        for selection in (Selection(), Selection(min_priority=5)):
+            sql, params = backfill.claim_sql(db, selection, db.now(), 10)
+            plan = "\n".join(r["QUERY PLAN"] for r in db.fetchall("EXPLAIN " + sql, params))
+            assert "ix_vehicles_images_queue" in plan, plan
+            assert "Sort" not in plan, plan
+        works = backfill.claim_vehicles(db, "w", limit=10, lease_seconds=60)
+        priorities = db.fetchall(
+            f"SELECT images_priority FROM vehicles WHERE id IN ({', '.join('?' * len(works))})",
+            [w.vehicle_id for w in works],
+        )
+        assert len(works) == 10 and all(r["images_priority"] == 10 for r in priorities)
+    finally:
+        db.close()
+
+
+def test_image_priority_command(sqlite_url):
+    from tests.conftest import run_scrapy
+
+    from nuke_crawl.db import Database, migrate
+
+    db = Database(sqlite_url)
+    migrate(db)
+    try:
+        ids = _seed(db, n=3)
+        _dated(db, ids)
+    finally:
+        db.close()
+    done = run_scrapy(["image-priority", "7", "--vehicle-id", ids[0]], sqlite_url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "1 vehicles now have image backfill priority 7"
+    db = Database(sqlite_url)
+    try:
+        order = [w.vehicle_id for w in backfill.select_preview(db, limit=3)]
+    finally:
+        db.close()
+    assert order == [ids[0], ids[2], ids[1]]
+    for bad, message in (
+        (["image-priority", "high", "--vehicle-id", ids[0]], "expected a whole number"),
+        (["image-priority", "3", "--vehicle-id", "nope"], "expected a UUID"),
+        (["image-priority", "3"], "give --organization-id or --vehicle-id"),
+    ):
+        refused = run_scrapy(bad, sqlite_url)
+        assert refused.returncode == 2, (bad, refused.stderr[-2000:])
+        assert message in refused.stderr and "Traceback" not in refused.stderr

@@ -7,7 +7,8 @@ Work selection
 --------------
 A vehicle needs backfill while ``origin_metadata.images_backfilled`` is not true
 (the ``org`` crawl writes ``false`` and turns it back to ``false`` when new image
-URLs appear). Vehicles are claimed newest first, ``batch_size`` at a time, with a
+URLs appear). Vehicles are claimed highest ``images_priority`` first (0 unless an operator
+set one: :func:`set_priority`), then newest first, ``batch_size`` at a time, with a
 lease (``images_lease_owner``/``images_lease_until``): ``FOR UPDATE SKIP LOCKED``
 on PostgreSQL, an UPDATE inside ``BEGIN IMMEDIATE`` on SQLite. A killed worker's
 lease expires and its vehicles return. Image URLs known only from
@@ -150,6 +151,7 @@ class Selection:
     created_after: datetime | None = None
     retry_failed: bool = False
     run_started: datetime | None = None  # retry_failed: vehicles checked since are skipped
+    min_priority: int | None = None  # only vehicles with images_priority >= this
 
 
 def _where(db: Database, sel: Selection, now: Any) -> tuple[str, list[Any]]:
@@ -181,15 +183,20 @@ def _where(db: Database, sel: Selection, now: Any) -> tuple[str, list[Any]]:
     if sel.created_after is not None:
         clauses.append("v.created_at >= ?")
         params.append(db.ts(sel.created_after))
+    if sel.min_priority is not None:
+        clauses.append("v.images_priority >= ?")
+        params.append(sel.min_priority)
     return " AND ".join(clauses), params
 
 
 def claim_sql(db: Database, sel: Selection, now: Any, limit: int) -> tuple[str, list[Any]]:
-    """The SELECT that finds claimable vehicle ids (PostgreSQL: locked, skip locked)."""
+    """The SELECT that finds claimable vehicle ids (PostgreSQL: locked, skip locked):
+    highest ``images_priority`` first, then newest first (the order of the
+    ``ix_vehicles_images_queue`` index, so a claim reads only the rows it takes)."""
     where, params = _where(db, sel, now)
     sql = (
         f"SELECT v.id FROM vehicles v WHERE {where} "
-        "ORDER BY v.created_at DESC, v.id DESC LIMIT ?"
+        "ORDER BY v.images_priority DESC, v.created_at DESC, v.id DESC LIMIT ?"
     )
     if db.dialect == "postgresql":
         sql += " FOR UPDATE OF v SKIP LOCKED"
@@ -355,6 +362,34 @@ def select_preview(
     return out
 
 
+def set_priority(
+    db: Database,
+    priority: int,
+    *,
+    vehicle_ids: Sequence[str] = (),
+    organization_id: str | None = None,
+) -> int:
+    """Give vehicles a backfill priority (higher is claimed first; 0 is the default);
+    returns how many vehicles changed. Either ``vehicle_ids`` or ``organization_id``
+    (its vehicles, as in the ``organization_id`` argument) must be given."""
+    if not vehicle_ids and not organization_id:
+        raise ValueError("set_priority needs vehicle_ids or organization_id")
+    clauses: list[str] = []
+    params: list[Any] = [int(priority)]
+    if vehicle_ids:
+        clauses.append(f"id IN ({', '.join('?' * len(vehicle_ids))})")
+        params += list(vehicle_ids)
+    if organization_id:
+        clauses.append(
+            "(origin_organization_id = ? OR id IN (SELECT vehicle_id FROM organization_vehicles "
+            "WHERE organization_id = ?))"
+        )
+        params += [organization_id, organization_id]
+    return db.execute(
+        f"UPDATE vehicles SET images_priority = ? WHERE {' AND '.join(clauses)}", params
+    )
+
+
 def renew_leases(db: Database, owner: str, vehicle_ids: Sequence[str], lease_seconds: float) -> int:
     """Extend ``owner``'s leases on vehicles still in work."""
     if not vehicle_ids:
@@ -398,20 +433,24 @@ class StoredImage:
 
 def record_stored(db: Database, images: Sequence[StoredImage]) -> None:
     """Turn external rows into stored images, all in one transaction (group commit:
-    one WAL flush for many images; each image's row changes in one statement)."""
+    one WAL flush for many images; each image's row changes in one statement, so each
+    image is atomic on its own). The statements go out together (psycopg's pipeline
+    mode on PostgreSQL): one round trip for the batch, not one per image."""
     now = db.now()
     with db.transaction():
-        for img in images:
-            db.execute(
-                "UPDATE vehicle_images SET is_external = false, storage_path = ?, image_url = ?, "
-                "source_url = COALESCE(source_url, image_url), file_hash = ?, file_size = ?, "
-                "mime_type = ?, width = ?, height = ?, variants = ?, download_error = NULL, "
-                "download_error_detail = NULL, download_next_at = NULL, "
-                "download_attempts = COALESCE(download_attempts, 0) + 1, updated_at = ? "
-                "WHERE id = ?",
-                [img.storage_path, img.public_url, img.file_hash, img.file_size, img.mime_type,
-                 img.width, img.height, Json(img.variants), now, img.image_id],
-            )
+        db.executemany(
+            "UPDATE vehicle_images SET is_external = false, storage_path = ?, image_url = ?, "
+            "source_url = COALESCE(source_url, image_url), file_hash = ?, file_size = ?, "
+            "mime_type = ?, width = ?, height = ?, variants = ?, download_error = NULL, "
+            "download_error_detail = NULL, download_next_at = NULL, "
+            "download_attempts = COALESCE(download_attempts, 0) + 1, updated_at = ? "
+            "WHERE id = ?",
+            [
+                [img.storage_path, img.public_url, img.file_hash, img.file_size,
+                 img.mime_type, img.width, img.height, Json(img.variants), now, img.image_id]
+                for img in images
+            ],
+        )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The ``image_backfill`` spider: download the images the ``org`` crawl recorded.
 
 ``scrapy crawl image_backfill -a limit=100`` claims vehicles whose images are not
-backfilled yet, ``batch_size`` at a time (newest first, with a lease so that several
+backfilled yet, ``batch_size`` at a time (highest ``images_priority`` first, then newest
+first, ``scrapy image-priority`` sets priorities; with a lease so that several
 processes can share one PostgreSQL), and yields one
 :class:`~nuke_crawl.pipelines.images.VehicleImagesItem` per vehicle. The
 :class:`~nuke_crawl.pipelines.images.ImageBackfillPipeline` downloads, verifies,
@@ -57,6 +58,10 @@ ARGUMENTS: dict[str, Param] = {
     "organization_id": Param(to_uuid, None, "only this organization's vehicles"),
     "vehicle_id": Param(to_uuid, None, "only this vehicle"),
     "created_after": Param(to_datetime, None, "only vehicles created at or after this time"),
+    "min_priority": Param(
+        lambda n, v: to_int(n, v, minimum=-(2**31)), None,
+        "only vehicles whose images_priority is at least this",
+    ),
     "dry_run": Param(to_bool, False, "print what would be downloaded, write nothing"),
     "retry_failed": Param(to_bool, False, "also retry images that failed permanently before"),
 }
@@ -67,7 +72,7 @@ class ImageBackfillSpider(scrapy.Spider):
 
     Arguments (``-a name=value``): ``limit`` (100), ``batch_size`` (10),
     ``max_images`` (20), ``organization_id``, ``vehicle_id``, ``created_after``,
-    ``dry_run``, ``retry_failed``. Settings: ``NUKE_IMAGE_LEASE_SECONDS`` (600),
+    ``min_priority``, ``dry_run``, ``retry_failed``. Settings: ``NUKE_IMAGE_LEASE_SECONDS`` (600),
     ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_MAX_IN_FLIGHT`` (images handed to the
     pipeline and not settled yet, which bounds memory; default ``2 * CONCURRENT_REQUESTS``;
     a batch is claimed when fewer are in flight) and the pipeline's settings
@@ -132,6 +137,7 @@ class ImageBackfillSpider(scrapy.Spider):
             created_after=args["created_after"],
             retry_failed=args["retry_failed"],
             run_started=self.run_started,
+            min_priority=args["min_priority"],
         )
 
     # -- work ---------------------------------------------------------------------
