@@ -310,6 +310,7 @@ def test_dry_run_writes_nothing(db_url, tmp_path, image_host):
         (["-a", "batch_size=0"], "batch_size"),
         (["-a", "vehicle_id=42"], "vehicle_id"),
         (["-a", "created_after=yesterday"], "created_after"),
+        (["-a", "min_priority=urgent"], "min_priority"),
         (["-a", "colour=red"], "colour"),
     ],
 )
