@@ -60,8 +60,8 @@ ITEM_PIPELINES = {
 # -- extraction ------------------------------------------------------------------
 NUKE_EXTERNAL_IMAGE_RECORDS = True  # one vehicle_images row (is_external) per image URL
 NUKE_MAX_IMAGES_PER_VEHICLE = 50
-NUKE_PROBE_COMMON_PATHS = True
-NUKE_EXTRACT_PROCESSES = 1  # extraction worker processes (0: a thread of the crawler)  # try /inventory, /used-vehicles... when nothing links to inventory
+NUKE_PROBE_COMMON_PATHS = True  # try /inventory, /used-vehicles... when nothing links to inventory
+NUKE_WORKER_PROCESSES = 1  # processes that extract pages and write vehicles (0: a thread of the crawler)
 
 # -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------
 NUKE_CHROMIUM_PATH = "/usr/bin/chromium"

@@ -106,6 +106,19 @@ def test_images_positions_primary_and_no_duplicates(db: Database) -> None:
     assert meta["image_count"] == 4
 
 
+def test_one_vehicle_twice_in_a_batch_gets_each_image_once(db: Database) -> None:
+    # The image rows of a batch are inserted together at its end: the second
+    # record of the same listing must still see the first one's images.
+    org, _ = store.add_organization(db, "https://d.example")
+    urls = [f"https://img.example/{i}.jpg" for i in range(4)]
+    outcomes = store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", urls[:3]),
+                                          _rec(org.id, "https://d.example/v", urls[1:])])
+    assert outcomes == ["created", "updated"]
+    rows = db.fetchall("SELECT image_url, is_primary FROM vehicle_images")
+    assert sorted(r["image_url"] for r in rows) == urls
+    assert [r["image_url"] for r in rows if r["is_primary"]] == urls[:1]
+
+
 def test_downloaded_images_are_never_turned_back_into_external_records(db: Database) -> None:
     org, _ = store.add_organization(db, "https://d.example")
     url = "https://img.example/1.jpg"

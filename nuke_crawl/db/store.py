@@ -287,13 +287,21 @@ def _same(a: Any, b: Any) -> bool:
     return bool(str(a) == str(b))
 
 
-def upsert_vehicle(db: Database, rec: VehicleRecord, *, external_images: bool = True) -> str:
+def upsert_vehicle(
+    db: Database,
+    rec: VehicleRecord,
+    *,
+    external_images: bool = True,
+    image_rows: dict[str, list[list[Any]]] | None = None,
+) -> str:
     """Insert or update one listing, its organization link and its external
     image rows. Returns ``created``, ``updated`` or ``unchanged``.
 
     Call inside a transaction. One row per listing: matched on the canonical
     ``discovery_url``, then on VIN within the organization. Images already
-    downloaded are never turned back into external records.
+    downloaded are never turned back into external records. With ``image_rows``,
+    the new image rows are collected there by vehicle id, for the caller to insert
+    (with :func:`insert_image_rows`, in the same transaction) instead of now.
     """
     if db.dialect == "postgresql":
         # Serialises two workers upserting the same listing at once.
@@ -364,27 +372,45 @@ def upsert_vehicle(db: Database, rec: VehicleRecord, *, external_images: bool = 
         [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now],
     )
     if external_images and image_urls:
-        _add_external_images(db, vehicle_id, image_urls, now)
+        pending = image_rows.setdefault(vehicle_id, []) if image_rows is not None else []
+        rows = _external_image_rows(db, vehicle_id, image_urls, now,
+                                    new=outcome == "created", pending=pending)
+        if image_rows is None:
+            insert_image_rows(db, rows)
+        else:
+            pending.extend(rows)
     return outcome
 
 
-def _add_external_images(db: Database, vehicle_id: str, urls: list[str], now: Any) -> None:
-    rows = db.fetchall(
+def _external_image_rows(
+    db: Database, vehicle_id: str, urls: list[str], now: Any, *, new: bool,
+    pending: list[list[Any]],
+) -> list[list[Any]]:
+    """The ``vehicle_images`` rows still missing for ``urls``: not in the table
+    (a vehicle just created has none, so it needs no lookup) nor in ``pending``
+    (rows of this batch not inserted yet)."""
+    rows = [] if new else db.fetchall(
         "SELECT source_url, image_url, is_primary FROM vehicle_images WHERE vehicle_id = ?",
         [vehicle_id],
     )
+    rows += [{"source_url": r[3], "image_url": r[2], "is_primary": r[6]} for r in pending]
     known = {r["source_url"] for r in rows} | {r["image_url"] for r in rows}
     has_primary = any(r["is_primary"] for r in rows)
-    new_rows = []
+    out = []
     for position, url in enumerate(urls):
         if url in known:
             continue
         primary = not has_primary and position == 0
-        new_rows.append([new_id(), vehicle_id, url, url, True, position, primary, now, now])
+        out.append([new_id(), vehicle_id, url, url, True, position, primary, now, now])
+    return out
+
+
+def insert_image_rows(db: Database, rows: list[list[Any]]) -> None:
+    """Insert external image rows built by :func:`upsert_vehicle` in one statement batch."""
     db.executemany(
         "INSERT INTO vehicle_images (id, vehicle_id, image_url, source_url, is_external, "
         "position, is_primary, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        new_rows,
+        rows,
     )
 
 
@@ -396,7 +422,13 @@ def upsert_vehicles(
     that still fails gets the outcome ``error: <message>``."""
     try:
         with db.transaction():
-            return [upsert_vehicle(db, r, external_images=external_images) for r in records]
+            image_rows: dict[str, list[list[Any]]] = {}
+            outcomes = [
+                upsert_vehicle(db, r, external_images=external_images, image_rows=image_rows)
+                for r in records
+            ]
+            insert_image_rows(db, [row for rows in image_rows.values() for row in rows])
+            return outcomes
     except Exception as exc:  # noqa: BLE001 - narrowed below, per record
         if len(records) == 1:
             logger.warning("Could not store %s: %s", records[0].discovery_url, exc)

@@ -11,8 +11,8 @@ from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
-from nuke_crawl.db import store
-from nuke_crawl.dbglue import crawler_database
+from nuke_crawl.db import database_url, store
+from nuke_crawl.workers import crawler_workers
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,11 @@ class VehicleDatabasePipeline:
     - ``NUKE_DB_BATCH_SIZE`` (50): vehicles per transaction.
     - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company.
     - ``NUKE_EXTERNAL_IMAGE_RECORDS`` (True): create ``is_external`` image rows.
+
+    Batches are written by the crawler's worker processes
+    (:func:`~nuke_crawl.workers.crawler_workers`, ``NUKE_WORKER_PROCESSES``), each
+    with its own connection, so that binding twenty image rows a vehicle competes
+    with neither the reactor nor its GIL.
     - ``NUKE_DRY_RUN`` (False, set by ``-a dry_run=1``): count, write nothing.
 
     Stats: ``nuke/vehicles/created|updated|unchanged|failed`` and the same per
@@ -41,6 +46,7 @@ class VehicleDatabasePipeline:
         self.batch_wait = max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT", 0.5))
         self.external_images = settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS", True)
         self.dry_run = settings.getbool("NUKE_DRY_RUN", False)
+        self.url = database_url(settings)
         self.stats = crawler.stats
         self._pending: list[tuple[store.VehicleRecord, asyncio.Future[str]]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -94,8 +100,8 @@ class VehicleDatabasePipeline:
     async def _write(self, batch: list[tuple[store.VehicleRecord, asyncio.Future[str]]]) -> None:
         records = [rec for rec, _ in batch]
         try:
-            outcomes = await crawler_database(self.crawler).run(
-                store.upsert_vehicles, records, external_images=self.external_images
+            outcomes = await crawler_workers(self.crawler).run_db(
+                self.url, store.upsert_vehicles, records, external_images=self.external_images
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the database went away
             logger.error("Could not write %d vehicles: %s", len(records), exc)
@@ -115,3 +121,4 @@ class VehicleDatabasePipeline:
         self._flush_soon()
         while self._flushing:
             await asyncio.gather(*list(self._flushing))
+

@@ -20,7 +20,6 @@ from urllib.parse import urljoin
 import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
@@ -34,10 +33,11 @@ from nuke_crawl.extraction import (
     VehicleData,
     canonical_listing_url,
     discover_inventory_links,
+    extract_page,
 )
-from nuke_crawl.extraction.pool import ExtractionPool
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.workers import WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class OrgSpider(scrapy.Spider):
     ``offset`` (0), ``business_type``, ``organization_id``, ``url``,
     ``max_vehicles`` (500), ``dry_run``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
     (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True),
-    ``NUKE_EXTRACT_PROCESSES`` (1: extraction runs in a worker process; 0: a thread).
+    ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and vehicles written, in a
+    worker process; 0: a thread).
     """
 
     name = "org"
@@ -96,7 +97,7 @@ class OrgSpider(scrapy.Spider):
     max_images: int
     probe_paths: bool
     render_js: bool
-    extractor: ExtractionPool
+    workers: WorkerPool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}
@@ -123,10 +124,7 @@ class OrgSpider(scrapy.Spider):
         spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
-        processes = settings.getint("NUKE_EXTRACT_PROCESSES", 1)
-        if processes < 0:
-            raise NotConfigured(f"NUKE_EXTRACT_PROCESSES={processes}: must be 0 or more")
-        spider.extractor = ExtractionPool(processes)
+        spider.workers = crawler_workers(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
 
@@ -294,7 +292,8 @@ class OrgSpider(scrapy.Spider):
             progress.skipped["not_html"] += 1
             return
         org = progress.org
-        result = await self.extractor.extract(
+        result = await self.workers.call(
+            extract_page,
             response.text,
             response.url,
             selectors=org.metadata.get("selectors") or None,
@@ -425,7 +424,6 @@ class OrgSpider(scrapy.Spider):
         }
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
-        self.extractor.close()
         dry = self.args["dry_run"]
         adb = crawler_database(self.crawler)
         assert self.crawler.stats is not None
