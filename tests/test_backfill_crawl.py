@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,211 @@ def test_private_network_guard_refuses_image_urls(sqlite_url, tmp_path, image_ho
     assert [r["download_error"] for r in rows] == ["refused", "refused"]
     assert _image_hits(host) == 0
     assert "Traceback" not in result.stderr
+
+
+class StreamingServer:
+    """A bare HTTP server on 127.0.0.1 answering every request with ``body`` and no
+    ``Content-Length`` (the body ends when the connection closes), so a client only
+    learns the size while receiving."""
+
+    def __init__(self, body: bytes) -> None:
+        import socket
+        import threading
+
+        self.body = body
+        self.hits = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                self.hits += 1
+                try:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+                                 b"Connection: close\r\n\r\n" + self.body)
+                except OSError:
+                    pass  # the client gave up mid-body: what a size limit does
+
+    def stop(self) -> None:
+        self._sock.close()
+
+
+def test_too_large_is_a_permanent_failure(db_url, tmp_path, image_host):
+    host, base = image_host
+    big = host.photo("streamed")  # 1600x1200: ~200 KB
+    assert len(big) > 100_000
+    stream = StreamingServer(big)
+    try:
+        big_url, small_url = f"{base}/img/big.jpg", f"{base}/img/320x240/small.jpg"
+        streamed_url = f"{stream.url}/img/streamed.jpg"
+        (vid,) = seed(db_url, [(LISTING + "big", [big_url, streamed_url, small_url])])
+        out = tmp_path / "images"
+        limit = ["-s", "DOWNLOAD_MAXSIZE=100000", "-s", "DOWNLOAD_WARNSIZE=0"]
+        result = crawl(db_url, out, *limit)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        by_url = {r["source_url"]: r for r in images(db_url)}
+        for url in (big_url, streamed_url):  # Content-Length known, and only while receiving
+            row = by_url[url]
+            assert row["download_error"] == "too_large", (url, row["download_error_detail"])
+            assert row["is_external"] in (True, 1) and row["storage_path"] is None
+            assert row["download_next_at"] is None  # permanent: no retry scheduled
+            assert backfill.display_url(row) == url
+        assert by_url[small_url]["storage_path"]
+        assert "'nuke/images/failed/too_large': 2" in result.stderr
+        db = Database(db_url)
+        try:
+            meta = loads_json(db.scalar("SELECT origin_metadata FROM vehicles WHERE id = ?",
+                                        [vid]))
+        finally:
+            db.close()
+        assert meta["images_backfilled"] is True
+        assert (meta["images_stored"], meta["images_failed"]) == (1, 2)
+        assert meta["images_last_error"].startswith("too_large")
+        # permanent: a re-run asks for neither again
+        hits = (_image_hits(host), stream.hits)
+        again = crawl(db_url, out, *limit)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert (_image_hits(host), stream.hits) == hits
+        # unless told to retry failed images; with a larger limit they are stored
+        retried = crawl(db_url, out, "-a", "retry_failed=1")
+        assert retried.returncode == 0, retried.stderr[-3000:]
+        assert all(r["storage_path"] for r in images(db_url))
+    finally:
+        stream.stop()
+
+
+@pytest.mark.slow
+def test_lease_is_renewed_while_a_vehicle_takes_longer(db_url, tmp_path):
+    """A vehicle taking several lease periods stays with its worker: the lease is renewed,
+    and another worker's claim finds nothing to take."""
+    warm_pool()
+    host = SlowHost(1.2)
+    server = serve(host)
+    try:
+        urls = [f"{server.url}/img/lease{j}.jpg" for j in range(5)]
+        (vid,) = seed(db_url, [(LISTING + "lease", urls)])
+        out = tmp_path / "images"
+        cmd = [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
+               "-s", f"IMAGES_STORE={out}", "-s", "NUKE_IMAGE_LEASE_SECONDS=2",
+               "-s", "CONCURRENT_REQUESTS=1", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+               "-s", "DOWNLOAD_TIMEOUT=30"]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=scrapy_env(db_url),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        db = Database(db_url)
+        try:
+            def lease() -> dict[str, Any]:
+                row = db.fetchone("SELECT images_lease_owner, images_lease_until "
+                                  "FROM vehicles WHERE id = ?", [vid])
+                assert row is not None
+                return row
+
+            deadline = time.monotonic() + 60
+            while lease()["images_lease_owner"] is None:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+            owner = lease()["images_lease_owner"]
+            first_until = backfill._parse_ts(lease()["images_lease_until"])
+            assert first_until is not None
+            checks = 0
+            # 5 images at 1.2 s each, one at a time: about three lease periods of 2 s
+            while proc.poll() is None and checks < 3:
+                now = datetime.now(UTC)
+                if now < first_until + timedelta(seconds=0.5 + 1.5 * checks):
+                    time.sleep(0.05)
+                    continue
+                current = lease()
+                if current["images_lease_owner"] is None:
+                    break  # the vehicle is done
+                assert current["images_lease_owner"] == owner
+                until = backfill._parse_ts(current["images_lease_until"])
+                assert until is not None and until > now, "the lease was not renewed"
+                assert backfill.claim_vehicles(db, "thief", limit=5, lease_seconds=60) == []
+                checks += 1
+            assert checks >= 2, "the run ended before its first lease expired"
+        finally:
+            db.close()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        rows = images(db_url)
+        assert all(r["storage_path"] for r in rows)
+        assert {p: n for p, n in host.hits.items() if p.startswith("/img/")} == {
+            f"/img/lease{j}.jpg": 1 for j in range(5)}
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_media_cache_stays_bounded(sqlite_url, tmp_path, image_host):
+    """Scrapy's media pipeline keeps every result for the run (scrapy #939); settled
+    vehicles' results are dropped, so the cache holds about what is in flight."""
+    _, base = image_host
+    n, per = 40, 3
+    seed(sqlite_url, [(f"{LISTING}c{i}", [f"{base}/img/320x240/c{i}-{j}.jpg" for j in range(per)])
+                      for i in range(n)])
+    result = crawl(sqlite_url, tmp_path / "images", "-a", "batch_size=2", "-a", "limit=1000",
+                   "-s", "NUKE_IMAGE_MAX_IN_FLIGHT=6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"'nuke/images/stored': {n * per}" in result.stderr
+    peak = int(result.stderr.split("'nuke/images/cache_peak': ")[1].split(",")[0].split("}")[0])
+    # in flight: up to 6 images, plus the batch claimed when fewer were (2 vehicles of 3)
+    assert 1 <= peak <= 6 + 2 * per, peak
+    assert "'nuke/images/cache_left': 0" in result.stderr
+
+
+class CountingHost(ImageHost):
+    """An ImageHost that takes ``delay`` seconds per photo and records the most photo
+    requests it was answering at once."""
+
+    def __init__(self, delay: float) -> None:
+        import threading
+
+        super().__init__()
+        self.delay = delay
+        self.active = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(self.delay)
+            return super().__call__(request)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("per_domain", [1, 3])
+def test_per_domain_concurrency_holds_for_a_vehicles_burst(sqlite_url, tmp_path, per_domain):
+    """All of a vehicle's images are requested at once; the host still never sees more
+    than CONCURRENT_REQUESTS_PER_DOMAIN of them at a time."""
+    warm_pool()
+    host = CountingHost(0.3)
+    server = serve(host)
+    try:
+        seed(sqlite_url, [(f"{LISTING}burst{i}",
+                           [f"{server.url}/img/320x240/burst{i}-{j}.jpg" for j in range(8)])
+                          for i in range(2)])
+        result = crawl(sqlite_url, tmp_path / "images", "-a", "batch_size=2",
+                       "-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={per_domain}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "'nuke/images/stored': 16" in result.stderr
+        assert host.most == per_domain, host.most
+    finally:
+        server.stop()

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import multiprocessing
 import logging
+import multiprocessing
 import os
 import tempfile
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -232,7 +233,9 @@ class ImageBackfillPipeline(FilesPipeline):
 
     Stats: ``nuke/images/downloaded``, ``nuke/images/stored``, ``nuke/images/duplicates``,
     ``nuke/images/failed``, ``nuke/images/failed/<reason>``, ``nuke/images/bytes``,
-    ``nuke/vehicles/completed``, ``nuke/vehicles/waiting``.
+    ``nuke/vehicles/completed``, ``nuke/vehicles/waiting``, ``nuke/images/cache_peak``
+    (the most results Scrapy's per-run media cache held: a settled vehicle's results are
+    dropped from it, so this stays near the images in flight) and ``nuke/images/cache_left``.
     """
 
     MEDIA_NAME = "image"
@@ -264,7 +267,9 @@ class ImageBackfillPipeline(FilesPipeline):
         self._record_timer: asyncio.TimerHandle | None = None
         self.stats = crawler.stats
         self._vehicles: dict[str, _VehicleState] = {}
-        self.failures: list[tuple[str, str]] = []  # (reason, url) of this run
+        # this run's failures: counts per reason and a few example URLs (bounded)
+        self.failure_counts: Counter[str] = Counter()
+        self.failure_examples: dict[str, list[str]] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ImageBackfillPipeline:
@@ -493,7 +498,10 @@ class ImageBackfillPipeline(FilesPipeline):
             else:
                 reason, detail = request.meta.get("nuke_failure") or ("connection", "no response")
             failed.append(backfill.FailedImage(image.image_id, reason, detail))
-            self.failures.append((reason, image.url))
+            self.failure_counts[reason] += 1
+            examples = self.failure_examples.setdefault(reason, [])
+            if len(examples) < 3:
+                examples.append(image.url)
             self._inc("nuke/images/failed")
             self._inc(f"nuke/images/failed/{reason}")
             logger.debug("Image %s failed: %s (%s)", image.url, reason, detail)
@@ -506,13 +514,25 @@ class ImageBackfillPipeline(FilesPipeline):
         )
         self._inc("nuke/vehicles/completed" if item.outcome.complete else "nuke/vehicles/waiting")
         # Keep the per-run cache bounded (scrapy #939): this vehicle's entries go.
+        downloaded = self.spiderinfo.downloaded
+        assert self.stats is not None
+        self.stats.max_value("nuke/images/cache_peak", len(downloaded))
         fingerprint = self._fingerprinter.fingerprint
         for request in requests:
-            self.spiderinfo.downloaded.pop(fingerprint(request), None)
+            downloaded.pop(fingerprint(request), None)
         self._vehicles.pop(item.work.vehicle_id, None)
         return item
 
+    def failure_summary(self) -> dict[str, Any]:
+        """``{reason: {"count": n, "examples": [url, ...]}}`` for this run, most first."""
+        return {reason: {"count": count, "examples": self.failure_examples[reason]}
+                for reason, count in self.failure_counts.most_common()}
+
     def close_spider(self) -> None:
+        info = getattr(self, "spiderinfo", None)
+        if self.stats is not None and info is not None:
+            # results still cached when the run ends (0 unless it was stopped mid-vehicle)
+            self.stats.set_value("nuke/images/cache_left", len(info.downloaded))
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -91,6 +91,9 @@ class ImageBackfillSpider(scrapy.Spider):
         # Plain HTTP downloads: no browser for images.
         "DOWNLOAD_HANDLERS": {},
         "MEDIA_ALLOW_REDIRECTS": True,
+        # The media pipeline asks for a vehicle's images all at once: Scrapy 2.19's own
+        # downloader then lets such a burst past CONCURRENT_REQUESTS_PER_DOMAIN.
+        "DOWNLOADER": "nuke_crawl.downloader.SlotSafeDownloader",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -303,8 +306,8 @@ class ImageBackfillSpider(scrapy.Spider):
             tried / elapsed,
         )
         pipeline = self._pipeline()
-        if pipeline is not None and pipeline.failures:
-            for why, info in backfill.failure_summary(pipeline.failures).items():
+        if pipeline is not None:
+            for why, info in pipeline.failure_summary().items():
                 logger.info("  failed %s: %d, e.g. %s", why, info["count"],
                             ", ".join(info["examples"]))
 
