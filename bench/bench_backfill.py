@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/bench_backfill.py                 # everything
     .venv/bin/python bench/bench_backfill.py --skip-claim    # throughput only
     .venv/bin/python bench/bench_backfill.py --skip-download --claim-vehicles 1000000
+    .venv/bin/python bench/bench_backfill.py --skip-claim --baseline-ref 8c65e01  # before/after
 
 What it does, in one run:
 
@@ -18,9 +19,18 @@ What it does, in one run:
    with external image rows, as the org crawl writes them), into a folder, with its whole
    bookkeeping: 2 ``scrapy crawl image_backfill`` processes sharing the work through
    leases. AutoThrottle is off for the benchmark, as img2dataset has no throttling.
+   With ``--baseline-ref REF`` the same work is also done, in the same run and before the
+   current code's, by ``image_backfill`` as of git commit ``REF`` (``git archive`` into a
+   temporary folder, a fresh schema): before/after figures measured side by side.
 4. Runs ``image_backfill`` again: it must download nothing.
-5. Times the claim on PostgreSQL with ``--claim-vehicles`` vehicles and 10 image rows each,
-   built with ``INSERT ... SELECT generate_series`` in a schema that is dropped afterwards.
+5. Times ``--claim-samples`` (100) claims on PostgreSQL with ``--claim-vehicles`` vehicles
+   and 10 image rows each, built with ``INSERT ... SELECT generate_series`` in a schema that
+   is dropped afterwards, then vacuumed, analysed and checkpointed as a database in steady
+   state would be; prints the median, p95 and max, interleaved with as many claims made
+   with ``synchronous_commit`` on (waiting for their WAL flush, as claims did before).
+
+Every figure line carries the load average: the machine is shared, so only figures of one
+run, on a quiet machine, compare.
 
 Everything is pinned to the same 2 cores (``taskset -c 0,1``), the image server included.
 """
@@ -240,15 +250,27 @@ BACKFILL_SETTINGS = [
 ]
 
 
-def run_backfill(db_url: str, out: Path, processes: int, extra: list[str]) -> dict[str, float]:
+def export_ref(ref: str) -> Path:
+    """The project's files at git ``ref``, in a temporary folder (``git archive``)."""
+    dest = Path(tempfile.mkdtemp(prefix="bench_ref_"))
+    tar = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref],
+                         check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest
+
+
+def run_backfill(db_url: str, out: Path, processes: int, extra: list[str],
+                 code: Path = REPO) -> dict[str, float]:
+    """``scrapy crawl image_backfill`` from the project at ``code`` (this checkout, or
+    one exported by :func:`export_ref`: its folder comes first on ``sys.path``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(DATABASE_URL=db_url, NUKE_ALLOW_PRIVATE_NETWORKS="1", PYTHONPATH=str(REPO))
+    env.update(DATABASE_URL=db_url, NUKE_ALLOW_PRIVATE_NETWORKS="1", PYTHONPATH=str(code))
     cmd = ["taskset", "-c", CORES, sys.executable, "-m", "scrapy", "crawl", "image_backfill",
            *BACKFILL_SETTINGS, "-s", f"IMAGES_STORE={out}", "-a", "limit=1000000",
            "-a", "batch_size=25", "-a", "max_images=50", *extra]
     start = time.monotonic()
     logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log,
+    procs = [subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log,
                               text=True) for log in logs]
     peak_total = 0
     peak_one = 0
@@ -276,6 +298,12 @@ def run_backfill(db_url: str, out: Path, processes: int, extra: list[str]) -> di
             "peak_rss_mb_sum": peak_total / 2**20}
 
 
+def _load() -> str:
+    """The load average now: the figures are only comparable on a quiet machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def _stat(log: str, key: str) -> int:
     match = re.search(rf"'{re.escape(key)}': (\d+)", log)
     return int(match[1]) if match else 0
@@ -284,7 +312,16 @@ def _stat(log: str, key: str) -> int:
 # -- the claim query at scale ----------------------------------------------------------------
 
 
-def bench_claim(vehicles: int, per_vehicle: int, done_share: float) -> dict[str, float]:
+def _spread(name: str, timings: list[float]) -> dict[str, float]:
+    ordered = sorted(timings)
+    return {f"{name}_median": statistics.median(ordered),
+            f"{name}_p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            f"{name}_max": ordered[-1]}
+
+
+def bench_claim(
+    vehicles: int, per_vehicle: int, done_share: float, samples: int = 100
+) -> dict[str, float]:
     sys.path.insert(0, str(REPO))
     from nuke_crawl.db import Database, backfill, migrate
 
@@ -312,24 +349,32 @@ def bench_claim(vehicles: int, per_vehicle: int, done_share: float) -> dict[str,
             [per_vehicle],
         )
         t2 = time.monotonic()
-        db.execute("ANALYZE vehicles")
-        db.execute("ANALYZE vehicle_images")
+        # steady state: autovacuum would have set the visibility map and statistics
+        db.execute("VACUUM (ANALYZE) vehicles")
+        db.execute("VACUUM (ANALYZE) vehicle_images")
         images = int(db.scalar("SELECT COUNT(*) FROM vehicle_images"))
-        timings = []
-        for _ in range(20):
+        db.execute("CHECKPOINT")  # the build's dirty pages are not flushed during the claims
+        # Interleaved on the same data: as shipped (the claim does not wait for its WAL
+        # flush) and with synchronous_commit on (what the claim did before).
+        timings: list[float] = []
+        synchronous: list[float] = []
+        for n in range(2 * samples):
             start = time.perf_counter()
-            works = backfill.claim_vehicles(db, "bench", limit=10, lease_seconds=600)
-            timings.append((time.perf_counter() - start) * 1000)
+            works = backfill.claim_vehicles(db, "bench", limit=10, lease_seconds=600,
+                                            synchronous_commit=bool(n % 2))
+            (synchronous if n % 2 else timings).append((time.perf_counter() - start) * 1000)
             assert len(works) == 10
         sql, params = backfill.claim_sql(db, backfill.Selection(), db.now(), 10)
         plan = db.fetchall("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
         db.close()
         return {
             "vehicles": vehicles, "images": images, "build_vehicles_s": t1 - t0,
-            "build_images_s": t2 - t1, "claim_ms_median": statistics.median(timings),
-            "claim_ms_max": max(timings), "claim_ms_first": timings[0],
+            "build_images_s": t2 - t1, "samples": samples,
+            **_spread("claim_ms", timings), **_spread("claim_sync_ms", synchronous),
+            "claim_ms_first": timings[0],
             "plan": "\n".join(r["QUERY PLAN"] for r in plan),
         }
+
     finally:
         drop_schema(schema)
 
@@ -355,8 +400,13 @@ def main() -> None:
     parser.add_argument("--claim-per-vehicle", type=int, default=10)
     parser.add_argument("--claim-done-share", type=float, default=0.5,
                         help="share of the vehicles already backfilled")
+    parser.add_argument("--claim-samples", type=int, default=100,
+                        help="claims timed (median, p95, max are printed)")
     parser.add_argument("--backfill-setting", action="append", default=[],
                         help="extra -s NAME=VALUE for image_backfill")
+    parser.add_argument("--baseline-ref", action="append", default=[], metavar="GIT_REF",
+                        help="also run image_backfill as of this git commit, in the same run, "
+                        "on a fresh schema (before/after comparisons); repeatable")
     args = parser.parse_args()
     if args.command == "serve":
         serve_main(args.hosts, args.port_file)
@@ -374,16 +424,33 @@ def main() -> None:
                 results["img2dataset"] = i2d = run_img2dataset(exe, urls, workdir)
                 print(f"img2dataset: {i2d['images']} images in {i2d['seconds']:.1f}s = "
                       f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
-                      "(all its processes)", flush=True)
+                      f"(all its processes) ({_load()})", flush=True)
+            extra = [x for s in args.backfill_setting for x in ("-s", s)]
+            for ref in args.baseline_ref:
+                code = export_ref(ref)
+                ref_schema, ref_url = make_schema()
+                try:
+                    seed_vehicles(ref_url, vehicles)
+                    base = run_backfill(ref_url, workdir / f"ref_{ref}", args.processes, extra,
+                                        code=code)
+                finally:
+                    drop_schema(ref_schema)
+                    shutil.rmtree(code, ignore_errors=True)
+                    shutil.rmtree(workdir / f"ref_{ref}", ignore_errors=True)
+                results[f"image_backfill@{ref}"] = base
+                print(f"image_backfill as of {ref}: {base['images']} images stored "
+                      f"({base['failed']} failed) in {base['seconds']:.1f}s = "
+                      f"{base['per_second']:.0f} images/s, peak RSS {base['peak_rss_mb']:.0f} MB"
+                      + (f" = {base['per_second'] / i2d['per_second']:.2f}x img2dataset"
+                         if "img2dataset" in results else "") + f" ({_load()})", flush=True)
             schema, db_url = make_schema()
             seed_vehicles(db_url, vehicles)
-            extra = [x for s in args.backfill_setting for x in ("-s", s)]
             out = workdir / "backfill_out"
             results["image_backfill"] = bf = run_backfill(db_url, out, args.processes, extra)
             print(f"image_backfill: {bf['images']} images stored ({bf['failed']} failed) in "
                   f"{bf['seconds']:.1f}s = {bf['per_second']:.0f} images/s, peak RSS "
                   f"{bf['peak_rss_mb']:.0f} MB per process ({bf['peak_rss_mb_sum']:.0f} MB for "
-                  f"{args.processes})", flush=True)
+                  f"{args.processes}) ({_load()})", flush=True)
             if "img2dataset" in results:
                 ratio = bf["per_second"] / i2d["per_second"]
                 results["ratio"] = ratio
@@ -401,12 +468,18 @@ def main() -> None:
                 drop_schema(schema)
             shutil.rmtree(workdir, ignore_errors=True)
     if not args.skip_claim:
-        claim = bench_claim(args.claim_vehicles, args.claim_per_vehicle, args.claim_done_share)
+        claim = bench_claim(args.claim_vehicles, args.claim_per_vehicle, args.claim_done_share,
+                            args.claim_samples)
         results["claim"] = {k: v for k, v in claim.items() if k != "plan"}
         print(f"claim query: {claim['vehicles']:,} vehicles, {claim['images']:,} image rows "
               f"(built in {claim['build_vehicles_s']:.0f}s + {claim['build_images_s']:.0f}s): "
-              f"claim of 10 vehicles median {claim['claim_ms_median']:.1f} ms, max "
-              f"{claim['claim_ms_max']:.1f} ms, first {claim['claim_ms_first']:.1f} ms", flush=True)
+              f"{claim['samples']} claims of 10 vehicles: median "
+              f"{claim['claim_ms_median']:.1f} ms, p95 {claim['claim_ms_p95']:.1f} ms, max "
+              f"{claim['claim_ms_max']:.1f} ms, first {claim['claim_ms_first']:.1f} ms; "
+              f"interleaved with {claim['samples']} claims waiting for their WAL flush "
+              f"(synchronous_commit on): median {claim['claim_sync_ms_median']:.1f} ms, p95 "
+              f"{claim['claim_sync_ms_p95']:.1f} ms, max {claim['claim_sync_ms_max']:.1f} ms "
+              f"({_load()})", flush=True)
         print(claim["plan"])
     print(json.dumps(results, default=str))
 
