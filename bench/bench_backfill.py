@@ -339,6 +339,13 @@ def bench_claim(
             [per_vehicle, int(done_share * 1000), vehicles],
         )
         t1 = time.monotonic()
+        # Ten million rows go in far faster with the secondary indexes built afterwards.
+        indexes = db.fetchall(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = 'vehicle_images' AND indexname <> 'vehicle_images_pkey'"
+        )
+        for index in indexes:
+            db.execute(f"DROP INDEX {index['indexname']}")
         db.execute(
             "INSERT INTO vehicle_images (id, vehicle_id, image_url, source_url, is_external, "
             "position, is_primary, created_at, updated_at) "
@@ -348,6 +355,8 @@ def bench_claim(
             "AS url) u",
             [per_vehicle],
         )
+        for index in indexes:
+            db.execute(index["indexdef"])
         t2 = time.monotonic()
         # steady state: autovacuum would have set the visibility map and statistics
         db.execute("VACUUM (ANALYZE) vehicles")
