@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import tempfile
+import threading
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -53,16 +54,24 @@ ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 
 
 class ImageStore(Protocol):
-    """Where image files go. ``persist`` returns once the bytes are durable."""
+    """Where image files go. A file is durable once ``persist`` returned and then
+    ``sync`` returned (S3: ``persist`` alone; ``sync`` does nothing)."""
 
     def persist(self, path: str, data: bytes, content_type: str) -> None: ...
+
+    def sync(self) -> None: ...
 
     def public_url(self, path: str) -> str: ...
 
 
 class LocalImageStore:
     """A folder: each file written to a temporary name, fsynced, then renamed,
-    so a killed process never leaves a partial file under the final name."""
+    so a killed process never leaves a partial file under the final name.
+
+    A rename (and a new vehicle folder) is only durable once its directory is fsynced:
+    :meth:`sync` does that for every directory changed since its last call, once per
+    directory however many files went in, and the pipeline calls it before it records
+    a batch of stored images."""
 
     def __init__(self, basedir: str, public_base: str | None = None, fsync: bool = True):
         if basedir.startswith("file://"):
@@ -72,13 +81,19 @@ class LocalImageStore:
         self.public_base = public_base.rstrip("/") if public_base else None
         self.fsync = fsync
         self._made: set[Path] = set()
+        self._dirty: set[Path] = set()  # directories with entries not fsynced yet
+        self._lock = threading.Lock()
 
     def persist(self, path: str, data: bytes, content_type: str) -> None:
         target = self.basedir.joinpath(*path.split("/"))
         parent = target.parent
         if parent not in self._made:
+            created = [p for p in (parent, *parent.parents) if not p.exists()]
             parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(parent)
+            with self._lock:
+                self._made.add(parent)
+                if self.fsync:
+                    self._dirty.update(p.parent for p in created)  # their new entries
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -89,6 +104,25 @@ class LocalImageStore:
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            with self._lock:
+                self._dirty.add(parent)
+
+    def sync(self) -> None:
+        """Make the renames and new folders of every file persisted so far durable."""
+        with self._lock:
+            dirs, self._dirty = self._dirty, set()
+        try:
+            for directory in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with self._lock:
+                self._dirty |= dirs  # tried again by the next call
             raise
 
     def public_url(self, path: str) -> str:
@@ -122,6 +156,9 @@ class S3ImageStore:
 
     def key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
+
+    def sync(self) -> None:
+        """Nothing to do: an object is durable once ``put_object`` returned."""
 
     def persist(self, path: str, data: bytes, content_type: str) -> None:
         extra: dict[str, Any] = {"ContentType": content_type,
@@ -433,6 +470,13 @@ class ImageBackfillPipeline(FilesPipeline):
         self, batch: list[tuple[backfill.StoredImage, asyncio.Future[None]]]
     ) -> None:
         adb = crawler_database(self.crawler)
+        try:
+            # the files' directory entries become durable before any row says "stored"
+            await asyncio.to_thread(self.image_store.sync)
+        except Exception as exc:  # noqa: BLE001 - the batch fails as a storage error
+            for _, future in batch:
+                future.set_exception(ImageFailed("storage", f"{type(exc).__name__}: {exc}"))
+            return
         try:
             await adb.run(backfill.record_stored, [stored for stored, _ in batch])
         except Exception:  # noqa: BLE001 - retried one by one so one bad row fails alone
