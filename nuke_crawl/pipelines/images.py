@@ -261,7 +261,7 @@ class ImageBackfillPipeline(FilesPipeline):
     - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``; add ``"medium": (1024, 768)``
       for a larger copy, at about four times the CPU per image).
     - ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_RETRY_BACKOFF`` (3600 s): cross-run retries.
-    - ``NUKE_IMAGES_FSYNC`` (True): fsync local files before recording them.
+    - ``NUKE_IMAGES_FSYNC`` (True): fsync local files and their folders before recording them.
     - ``NUKE_IMAGE_PROCESSES`` (CPU count): worker processes decoding images; 0 decodes
       in threads of the crawl's process instead.
     - ``NUKE_IMAGE_RECORD_WAIT`` (0.05 s): stored images arriving this close together
