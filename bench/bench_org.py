@@ -6,6 +6,9 @@ downloader settings:
 
 - bare: a Scrapy spider that only fetches the same pages (home, robots,
   inventory pages, every detail page), no parsing, no database;
+- floor: a spider that follows the same links (from a map made beforehand) and
+  yields a ready-made item per detail page: no extraction, no database. Its cost
+  over bare is Scrapy's own for callbacks that yield requests and items;
 - org/sqlite and org/postgresql: `scrapy crawl org -a threshold=1`, with
   extraction and database writes.
 
@@ -27,6 +30,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -64,6 +68,27 @@ def run(args: list[str], env: dict[str, str], tmp: Path) -> dict[str, float]:
             "tree_peak_kib": tree_peak / 1024, **stats}
 
 
+def site_map(demo: Any) -> dict[str, dict[str, Any]]:
+    """For the floor spider: each page's links as the org crawl finds them, and an
+    item like the org crawl's for each detail page."""
+    from nuke_crawl.extraction import extract_page
+
+    out: dict[str, dict[str, Any]] = {}
+    inventory = [demo.url_for(p) for p in demo.site.inventory_pages]
+    out[demo.url + "/"] = {"links": inventory[:1]}
+    for url in inventory:
+        with urllib.request.urlopen(url) as response:  # noqa: S310 - the local site
+            page = extract_page(response.read(), url)
+        out[url] = {"links": page.next_pages + page.vehicle_links}
+    for v in demo.site.vehicles:
+        fields = {k: v[k] for k in ("year", "make", "model", "trim", "vin", "price", "mileage",
+                                    "color", "interior_color", "transmission", "drivetrain",
+                                    "body_style", "fuel_type", "engine", "title", "description")}
+        out[v["url"]] = {"item": {"discovery_url": v["url"], "listing_url": v["url"],
+                                  "fields": fields, "image_urls": v["image_urls"]}}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vehicles", type=int, default=5000)
@@ -88,9 +113,15 @@ def main() -> None:
               f"{sum(len(v['image_urls']) for v in site.vehicles)} image URLs on "
               f"{len(demo.image_hosts)} hosts")
 
+        map_file = tmp / "site-map.json"
+        map_file.write_text(json.dumps(site_map(demo)))
+
         results: dict[str, dict[str, float]] = {}
         results["bare"] = run(["runspider", str(REPO / "bench" / "bare_fetch.py"),
                                "-a", f"urls_file={urls_file}", *SETTINGS], env, tmp)
+        results["floor"] = run(["runspider", str(REPO / "bench" / "floor_spider.py"),
+                                "-a", f"map_file={map_file}", "-a", f"start_url={demo.url}/",
+                                *SETTINGS], env, tmp)
         backends = {"sqlite": f"sqlite:///{tmp / 'bench.db'}"}
         schema = None
         if not opts.skip_postgres:

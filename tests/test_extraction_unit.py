@@ -19,7 +19,7 @@ from nuke_crawl.extraction import (
     normalize_vin,
 )
 from nuke_crawl.extraction.text import parse_mileage, parse_price, parse_title
-from nuke_crawl.extraction.urls import looks_like_vehicle_url
+from nuke_crawl.extraction.urls import looks_like_vehicle_url, sibling_vehicle_urls
 from nuke_crawl.extraction.vin import find_vins, normalize_serial
 
 BASE = "https://dealer.example.com/used/2019-honda-civic-123456"
@@ -435,3 +435,16 @@ def test_small_vdp_speed():
         extract_page(html, "https://www.dealer.com/used/2016-porsche-911-123456")
     per_page = (time.perf_counter() - t) / n
     assert per_page < 0.02, per_page
+
+
+def test_links_laid_out_like_vehicle_links_are_vehicle_links():
+    known = {"https://d.example/vehicle/2005-jeep-wrangler-10016/",
+             "https://d.example/vehicle/2014-honda-cr-v-10004/"}
+    others = ["https://d.example/vehicle/beautiful-convertible-must-see-10017/",  # taken
+              "https://d.example/vehicle/compare/",  # no listing id
+              "https://d.example/blog/spring-sale-20240/",  # another template
+              "https://d.example/vehicle/2/finance/10018/",  # another depth
+              "https://d.example/vehicle/photo-10019.jpg"]  # another template (extension)
+    assert sibling_vehicle_urls(known, others) == {others[0]}
+    # one known vehicle link is not a pattern
+    assert sibling_vehicle_urls(list(known)[:1], others) == set()

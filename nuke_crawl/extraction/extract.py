@@ -37,6 +37,7 @@ from nuke_crawl.extraction.urls import (
     looks_like_vehicle_url,
     page_number,
     same_site,
+    sibling_vehicle_urls,
 )
 
 _SCALAR_FIELDS = tuple(f.name for f in fields(VehicleData) if f.name not in ("image_urls", "sources", "url"))
@@ -262,9 +263,15 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
             if url and same_site(url, page.url):
                 out.append(_normalize(url, adapters))
     else:
-        for _, url in page.anchors:
-            if _is_vehicle_link(url, adapters):
-                out.append(_normalize(url, adapters))
+        verdicts = [(url, _first_opinion(a.is_vehicle_link(url) for a in adapters))
+                    for _, url in page.anchors]
+        found = {url for url, verdict in verdicts
+                 if verdict or (verdict is None and looks_like_vehicle_url(url))}
+        # cards whose title names no make still link like their neighbours
+        found |= sibling_vehicle_urls(
+            found, [url for url, verdict in verdicts if verdict is None and url not in found]
+        )
+        out = [_normalize(url, adapters) for url, _ in verdicts if url in found]
     own = _normalize(page.url, adapters) if page.url else ""
     return [u for u in dedupe(out) if u != own]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from lxml.html import HtmlElement
@@ -49,6 +50,7 @@ _DROP_SUBSTRINGS = (
     "oem-vin-stock", "/wp-includes/", "/wp-content/themes/", "/wp-content/plugins/",
     "findusonfacebook", "star-rating", "dealer-rater",
 )
+_DROP_SUBSTRING = re.compile("|".join(re.escape(sub) for sub in _DROP_SUBSTRINGS))
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _LOCAL_ASSET_PATH = re.compile(r"/(assets|static|content/images|images/site|img/site|common|global|layout|ui|design)/", re.I)
 _IMAGE_LIKE = re.compile(r"\.(jpe?g|png|webp|gif|avif|bmp|tiff?)(?:$|[?#])", re.I)
@@ -131,9 +133,9 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
     if path.lower().endswith(".svg") or ".svg" in parts.query.lower() or "format=svg" in parts.query.lower():
         return None
     low_path = path.lower()
-    if _DROP_HOST.search(host) or "/tr?" in url or low_path.endswith("/tr"):
+    if _dropped_host(host) or "/tr?" in url or low_path.endswith("/tr"):
         return None
-    if any(sub in low_path for sub in _DROP_SUBSTRINGS):
+    if _DROP_SUBSTRING.search(low_path):
         return None
     if not _DROP_WORDS.isdisjoint(_WORD_SPLIT.split(low_path)):
         return None
@@ -155,6 +157,12 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
                 return None  # a tracking pixel
         query = urlencode([(k, v) for k, v in query_items if k.lower() not in _RESIZE_PARAMS])
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, query, ""))
+
+
+@lru_cache(maxsize=4096)
+def _dropped_host(host: str) -> bool:
+    """Trackers, ad networks, social widgets, maps (a page's photos share a few hosts)."""
+    return _DROP_HOST.search(host) is not None
 
 
 def _variant_key(url: str) -> tuple[str, int]:

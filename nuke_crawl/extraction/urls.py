@@ -4,6 +4,7 @@ and pagination detection, inventory-page discovery."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -157,6 +158,37 @@ def looks_like_vehicle_url(url: str) -> bool:
     segments = [s for s in path.split("/") if s]
     tail = "/".join(segments[-3:])
     return bool(_YEAR_IN_PATH.search(tail) or _ID_IN_PATH.search(tail))
+
+
+def _path_template(url: str) -> tuple[str, int, bool, str]:
+    """(first segment, depth, trailing slash, extension) of a URL's path."""
+    path = urlsplit(url).path or "/"
+    segments = [seg for seg in path.split("/") if seg]
+    last = segments[-1] if segments else ""
+    ext = last.rsplit(".", 1)[-1].lower() if "." in last else ""
+    return (segments[0].lower() if segments else "", len(segments), path.endswith("/"), ext)
+
+
+def sibling_vehicle_urls(vehicle_urls: Iterable[str], other_urls: Iterable[str]) -> set[str]:
+    """Links among ``other_urls`` laid out like the page's vehicle links.
+
+    A listing whose title names no make (``/vehicle/beautiful-convertible-10017/``)
+    fails :func:`looks_like_vehicle_url`, yet sits among cards whose links do. A link
+    is taken as a vehicle link too when at least two known vehicle links share its
+    path template (first segment, depth, trailing slash, extension) and its last
+    segment carries a listing id; search, blog, about... paths never are.
+    """
+    templates = Counter(_path_template(u) for u in vehicle_urls)
+    out = set()
+    for url in other_urls:
+        if templates[_path_template(url)] < 2:
+            continue
+        path = urlsplit(url).path
+        last = [seg for seg in path.split("/") if seg][-1:]
+        if last and _ID_IN_PATH.search(last[0]) and not _NOT_VDP_PATH.search(path) \
+                and not _IMAGE_EXT.search(path):
+            out.add(url)
+    return out
 
 
 def _has_multiword_make(path: str) -> bool:

@@ -35,7 +35,7 @@ from nuke_crawl.extraction import (
     discover_inventory_links,
     extract_page,
 )
-from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site
+from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.workers import WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
@@ -110,6 +110,9 @@ class OrgSpider(scrapy.Spider):
     def update_settings(cls, settings: Any) -> None:
         super().update_settings(settings)
         apply_user_agent(settings)
+        # Scrapy starts CONCURRENT_ITEMS tasks for every response's output. A page here
+        # yields one vehicle or a list of links (scheduled at once), so one is enough.
+        settings.set("CONCURRENT_ITEMS", 1, priority="spider")
         if settings.getbool("NUKE_RENDER_JS", True):
             handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
             handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
@@ -267,8 +270,11 @@ class OrgSpider(scrapy.Spider):
                     yield self._request(progress.org, url, self.parse_sitemap, render=False)
             return
         found = 0
-        for url in urls[:MAX_SITEMAP_URLS]:
-            if not (same_site(url, response.url) and looks_like_vehicle_url(url)):
+        urls = [url for url in urls[:MAX_SITEMAP_URLS] if same_site(url, response.url)]
+        vehicle_urls = {url for url in urls if looks_like_vehicle_url(url)}
+        vehicle_urls |= sibling_vehicle_urls(vehicle_urls, set(urls) - vehicle_urls)
+        for url in urls:
+            if url not in vehicle_urls:
                 continue
             if self._claim_vehicle(progress, url):
                 found += 1
