@@ -10,7 +10,6 @@ import io
 import json
 import random
 import socket
-import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -173,18 +172,6 @@ def test_local_bad_bytes() -> None:
         result = analyze_local(body)
         assert not result.ok
         assert result.error_reason == "invalid_image"
-
-
-def test_local_speed(scene_jpeg: bytes) -> None:
-    analyze_local(scene_jpeg)  # warm up
-    times = []
-    for _ in range(15):
-        started = time.perf_counter()
-        analyze_local(scene_jpeg)
-        times.append(time.perf_counter() - started)
-    # typically ~13 ms here for this 660 KB 1600x1200 JPEG; min() resists a busy machine
-    assert min(times) < 0.030, times
-    assert statistics.median(times) < 0.060, times
 
 
 # ---------------------------------------------------------------------- openai provider
