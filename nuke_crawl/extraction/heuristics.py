@@ -56,12 +56,14 @@ _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
 _LABEL_COLON = re.compile(r"^([A-Za-z][A-Za-z .#/()-]{0,34}?)\s*[:#]\s*(.+)$")
 
 
+_LABEL_TAIL = re.compile(r"[\s:#.*]+$")
+
+
 def norm_label(text: str) -> str:
     """Lowercase a label and strip trailing ":" "#" "." and "No."."""
     t = text.strip().lower().replace("\xa0", " ")
-    t = re.sub(r"[\s:#.*]+$", "", t)
-    t = re.sub(r"\s+", " ", t)
-    return t
+    t = _LABEL_TAIL.sub("", t)
+    return " ".join(t.split())
 
 
 def label_values(lines: list[list[str]], headings: set[int] | None = None) -> dict[str, list[str]]:

@@ -29,6 +29,8 @@ _DECOY = re.compile(
     re.I,
 )
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.I)
+# the elements that can be decoy containers, in document order (XPath runs in libxml2)
+_DECOY_CANDIDATES = etree.XPath("descendant-or-self::*[@class or @id or self::nav or self::footer]")
 
 
 def to_text(html: str | bytes) -> str:
@@ -89,9 +91,7 @@ class Page:
     def decoys(self) -> list[HtmlElement]:
         """Containers of other vehicles, navigation and footers (never the main one)."""
         found: list[HtmlElement] = []
-        for el in self.body.iter():
-            if not isinstance(el.tag, str):
-                continue
+        for el in _DECOY_CANDIDATES(self.body):
             if el.tag in ("nav", "footer"):
                 found.append(el)
                 continue

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from lxml import etree
 from lxml.html import HtmlElement
 
 from nuke_crawl.extraction.model import VehicleData
@@ -92,8 +93,13 @@ def _load_json(text: str) -> Any:
         return None
 
 
+# compiled XPath runs in libxml2; ElementPath's find() walks the tree in Python
+_HAS_MICRODATA = etree.XPath("boolean(//*[@itemscope])")
+_HAS_RDFA = etree.XPath("boolean(//*[@typeof or @vocab])")
+
+
 def _microdata(tree: HtmlElement, url: str) -> list[Any]:
-    if tree.find(".//*[@itemscope]") is None:
+    if not _HAS_MICRODATA(tree):
         return []
     try:
         from extruct.uniform import _umicrodata_microformat
@@ -108,7 +114,7 @@ def _microdata(tree: HtmlElement, url: str) -> list[Any]:
 
 def _has_rdfa(tree: HtmlElement) -> bool:
     # OpenGraph's property="og:..." alone is not worth rdflib's cost
-    return tree.find(".//*[@typeof]") is not None or tree.find(".//*[@vocab]") is not None
+    return bool(_HAS_RDFA(tree))
 
 
 def _rdfa(tree: HtmlElement, url: str) -> list[Any]:

@@ -278,5 +278,5 @@ def clean_space(text: str | None) -> str | None:
     """Collapse whitespace; None for empty."""
     if text is None:
         return None
-    t = re.sub(r"\s+", " ", str(text)).strip()
+    t = " ".join(str(text).split())  # str.split() splits on every Unicode whitespace, as \s
     return t or None
