@@ -79,7 +79,9 @@ def site_map(demo: Any) -> dict[str, dict[str, Any]]:
     for url in inventory:
         with urllib.request.urlopen(url) as response:  # noqa: S310 - the local site
             page = extract_page(response.read(), url)
-        out[url] = {"links": page.next_pages + page.vehicle_links}
+        # in the org spider's order: vehicle links, then the next page (the scheduler
+        # is LIFO, so pagination goes on while the vehicles of this page are fetched)
+        out[url] = {"links": page.vehicle_links + page.next_pages}
     for v in demo.site.vehicles:
         fields = {k: v[k] for k in ("year", "make", "model", "trim", "vin", "price", "mileage",
                                     "color", "interior_color", "transmission", "drivetrain",
