@@ -43,6 +43,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -196,11 +197,20 @@ def run_img2dataset(exe: Path, urls: list[str], workdir: Path) -> dict[str, floa
            "--disable_all_reencoding", "True", "--output_format", "files",
            "--input_format", "txt", "--timeout", "30", "--enable_wandb", "False",
            "--number_sample_per_shard", "2500", "--distributor", "multiprocessing"]
+    cpu = _children_cpu()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak, seconds = peak_rss_of_tree(proc)
+    cpu = _children_cpu() - cpu
     stored = sum(1 for _ in out.rglob("*.jpg"))
     return {"images": stored, "seconds": seconds, "per_second": stored / seconds,
-            "peak_rss_mb": peak / 2**20}
+            "peak_rss_mb": peak / 2**20, "cpu_ms_per_image": 1000 * cpu / max(1, stored)}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes and their children:
+    a figure that other load on a shared machine disturbs much less than images/s."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- image_backfill ------------------------------------------------------------------------
@@ -270,6 +280,7 @@ def run_backfill(db_url: str, out: Path, processes: int, extra: list[str],
            *BACKFILL_SETTINGS, "-s", f"IMAGES_STORE={out}", "-a", "limit=1000000",
            "-a", "batch_size=25", "-a", "max_images=50", *extra]
     start = time.monotonic()
+    cpu = _children_cpu()
     logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
     procs = [subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log,
                               text=True) for log in logs]
@@ -281,6 +292,7 @@ def run_backfill(db_url: str, out: Path, processes: int, extra: list[str],
         peak_one = max([peak_one, *sizes])
         time.sleep(0.2)
     seconds = time.monotonic() - start
+    cpu = _children_cpu() - cpu
     errs = []
     for log in logs:
         log.seek(0)
@@ -296,7 +308,8 @@ def run_backfill(db_url: str, out: Path, processes: int, extra: list[str],
     # RSS of each crawl process with its image worker processes, sampled every 0.2 s
     return {"images": stored, "failed": failed, "seconds": seconds,
             "per_second": stored / seconds, "peak_rss_mb": peak_one / 2**20,
-            "peak_rss_mb_sum": peak_total / 2**20}
+            "peak_rss_mb_sum": peak_total / 2**20,
+            "cpu_ms_per_image": 1000 * cpu / max(1, stored + failed)}
 
 
 def _load() -> str:
@@ -443,7 +456,8 @@ def main() -> None:
                 results["img2dataset"] = i2d = run_img2dataset(exe, urls, workdir)
                 print(f"img2dataset: {i2d['images']} images in {i2d['seconds']:.1f}s = "
                       f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
-                      f"(all its processes) ({_load()})", flush=True)
+                      f"(all its processes), {i2d['cpu_ms_per_image']:.1f} ms CPU per image "
+                      f"({_load()})", flush=True)
             extra = [x for s in args.backfill_setting for x in ("-s", s)]
             for ref in args.baseline_ref:
                 code = export_ref(ref)
@@ -459,7 +473,8 @@ def main() -> None:
                 results[f"image_backfill@{ref}"] = base
                 print(f"image_backfill as of {ref}: {base['images']} images stored "
                       f"({base['failed']} failed) in {base['seconds']:.1f}s = "
-                      f"{base['per_second']:.0f} images/s, peak RSS {base['peak_rss_mb']:.0f} MB"
+                      f"{base['per_second']:.0f} images/s, peak RSS {base['peak_rss_mb']:.0f} MB, "
+                      f"{base['cpu_ms_per_image']:.1f} ms CPU per image"
                       + (f" = {base['per_second'] / i2d['per_second']:.2f}x img2dataset"
                          if "img2dataset" in results else "") + f" ({_load()})", flush=True)
             schema, db_url = make_schema()
@@ -469,11 +484,15 @@ def main() -> None:
             print(f"image_backfill: {bf['images']} images stored ({bf['failed']} failed) in "
                   f"{bf['seconds']:.1f}s = {bf['per_second']:.0f} images/s, peak RSS "
                   f"{bf['peak_rss_mb']:.0f} MB per process ({bf['peak_rss_mb_sum']:.0f} MB for "
-                  f"{args.processes}) ({_load()})", flush=True)
+                  f"{args.processes}), {bf['cpu_ms_per_image']:.1f} ms CPU per image ({_load()})",
+                  flush=True)
             if "img2dataset" in results:
                 ratio = bf["per_second"] / i2d["per_second"]
                 results["ratio"] = ratio
-                print(f"ratio image_backfill / img2dataset: {ratio:.2f}x", flush=True)
+                cpu_ratio = i2d["cpu_ms_per_image"] / bf["cpu_ms_per_image"]
+                results["cpu_ratio"] = cpu_ratio
+                print(f"ratio image_backfill / img2dataset: {ratio:.2f}x in images/s, "
+                      f"{cpu_ratio:.2f}x in CPU per image (img2dataset's / ours)", flush=True)
             before = server_hits(hosts[0])
             again = run_backfill(db_url, out, args.processes, extra)
             downloaded_again = server_hits(hosts[0]) - before
