@@ -3,8 +3,8 @@
 Extracting a page (a few ms of pure-Python parsing) and writing a batch of
 vehicles (binding twenty image rows each) would stall every download if they ran
 on the reactor thread, and still compete with it for the GIL in a thread. A
-small pool of spawn-started processes takes both, so a crawl uses the machine's
-other core(s):
+small pool of worker processes takes both, so a crawl uses the machine's other
+core(s):
 
 - ``await pool.call(func, *args)`` runs a module-level function there;
 - ``await pool.run_db(url, func, *args)`` runs ``func(db, *args)`` there with
@@ -18,71 +18,154 @@ Arguments and results cross a pipe: they must be picklable.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import itertools
+import json
+import os
+import pickle
+import sys
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
-from nuke_crawl.db import Database
+from nuke_crawl._worker import HEADER, close_connections, frame, with_db
 
 T = TypeVar("T")
 
-_connections: dict[str, Database] = {}  # this worker's connections, by URL
+class WorkerError(Exception):
+    """A worker process died, or could not be started."""
 
 
-def _warm() -> None:
-    """Import the extraction stack in each worker before its first page."""
-    import nuke_crawl.extraction  # noqa: F401
+class _Worker:
+    """One ``python -m nuke_crawl._worker`` process and its calls in flight."""
 
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.reader = asyncio.ensure_future(self._read())
 
-def _with_db(url: str, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    db = _connections.get(url)
-    if db is None:
-        db = _connections[url] = Database(url)
-    return func(db, *args, **kwargs)
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        error: BaseException = WorkerError(f"worker process {self.proc.pid} exited")
+        try:
+            while True:
+                header = await self.proc.stdout.readexactly(HEADER.size)
+                size, call_id = HEADER.unpack(header)
+                ok, value = pickle.loads(await self.proc.stdout.readexactly(size))  # noqa: S301
+                future = self.pending.pop(call_id, None)
+                if future is not None and not future.done():
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - a corrupt reply: fail what is pending
+            error = WorkerError(f"worker process {self.proc.pid}: unreadable reply ({exc!r})")
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self.pending.clear()
 
-
-def _close_connections() -> None:
-    while _connections:
-        _, db = _connections.popitem()
-        db.close()
+    @property
+    def alive(self) -> bool:
+        return not self.reader.done()
 
 
 class WorkerPool:
-    """``processes`` spawn-started worker processes (0: one thread)."""
+    """``processes`` worker processes (0: one thread of the crawler).
+
+    Each worker is a fresh ``python -m nuke_crawl._worker`` (it imports only what
+    its calls need) speaking length-prefixed pickles over its stdin and stdout,
+    read and written by the event loop itself: no helper threads, no wake-ups
+    from other threads. A call goes to the worker with the fewest calls in flight.
+    A worker that dies fails its calls with :class:`WorkerError` and is replaced
+    on the next call; at the end of the crawler's input (a crash included) the
+    workers exit.
+    """
 
     def __init__(self, processes: int = 1) -> None:
         if processes < 0:
             raise ValueError(f"processes={processes}: must be 0 or more")
         self.processes = processes
-        self._executor: Executor
-        if processes > 0:
-            # spawn, not fork: the crawler has threads (database, DNS)
-            ctx = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_warm)
-        else:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="nuke-worker")
+        self._workers: list[_Worker] = []
+        self._starting: asyncio.Lock | None = None
+        self._ids = itertools.count()
+        self._thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="nuke-worker") if processes == 0 else None
+        )
+
+    async def _worker(self) -> _Worker:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            self._workers = [w for w in self._workers if w.alive]
+            while len(self._workers) < self.processes:
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "nuke_crawl._worker",
+                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                        env={**os.environ, "NUKE_WORKER_SYS_PATH": json.dumps(sys.path)},
+                    )
+                except OSError as exc:
+                    raise WorkerError(f"cannot start a worker process: {exc}") from exc
+                self._workers.append(_Worker(proc))
+        return min(self._workers, key=lambda w: len(w.pending))
 
     async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``func(*args, **kwargs)`` in a worker."""
-        return await asyncio.wrap_future(self._executor.submit(func, *args, **kwargs))
+        """``func(*args, **kwargs)`` in a worker (``func`` importable by name)."""
+        if self._thread is not None:
+            return await asyncio.wrap_future(self._thread.submit(func, *args, **kwargs))
+        call_id = next(self._ids)
+        data = frame(call_id, (func, args, kwargs))  # an unpicklable call fails here
+        worker = await self._worker()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        worker.pending[call_id] = future
+        assert worker.proc.stdin is not None
+        try:
+            worker.proc.stdin.write(data)
+            await worker.proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            worker.pending.pop(call_id, None)
+            raise WorkerError(f"worker process {worker.proc.pid} is gone: {exc}") from exc
+        return await future
 
     async def run_db(self, url: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``func(db, *args, **kwargs)`` in a worker, ``db`` its connection to ``url``."""
-        return await self.call(_with_db, url, func, args, kwargs)
+        return await self.call(with_db, url, func, args, kwargs)
 
-    def close(self) -> None:
-        """Close the workers' connections, then stop the workers (blocking)."""
-        for _ in range(max(1, self.processes)):
+    async def close(self, timeout: float = 60) -> None:
+        """Close the workers' connections and let them exit (killed after ``timeout``)."""
+        if self._thread is not None:
+            await asyncio.wrap_future(self._thread.submit(close_connections))
+            self._thread.shutdown(wait=False)
+            return
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            if not worker.alive:
+                continue
+            call_id = next(self._ids)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            worker.pending[call_id] = future
+            assert worker.proc.stdin is not None
             try:
-                self._executor.submit(_close_connections).result(timeout=60)
+                worker.proc.stdin.write(frame(call_id, (close_connections, (), {})))
+                await worker.proc.stdin.drain()
+                await asyncio.wait_for(future, timeout)
             except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
-                break
-        self._executor.shutdown(wait=True, cancel_futures=True)
+                pass
+        for worker in workers:
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()
+            try:
+                await asyncio.wait_for(worker.proc.wait(), timeout)
+            except TimeoutError:
+                worker.proc.kill()
+                await worker.proc.wait()
+            await asyncio.gather(worker.reader, return_exceptions=True)
 
 
 def crawler_workers(crawler: Crawler) -> WorkerPool:
@@ -96,8 +179,5 @@ def crawler_workers(crawler: Crawler) -> WorkerPool:
         pool = WorkerPool(processes)
         crawler._nuke_workers = pool  # type: ignore[attr-defined]
 
-        async def close() -> None:
-            await asyncio.to_thread(pool.close)
-
-        crawler.signals.connect(close, signal=signals.engine_stopped, weak=False)
+        crawler.signals.connect(pool.close, signal=signals.engine_stopped)
     return pool

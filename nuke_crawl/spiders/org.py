@@ -337,8 +337,8 @@ class OrgSpider(scrapy.Spider):
 
     # -- helpers -----------------------------------------------------------------
 
-    def _claim(self, progress: OrgProgress, url: str) -> bool:
-        key = canonical_listing_url(url)
+    def _claim(self, progress: OrgProgress, url: str, key: str | None = None) -> bool:
+        key = key or canonical_listing_url(url)
         if key in progress.seen:
             return False
         progress.seen.add(key)
@@ -352,7 +352,7 @@ class OrgSpider(scrapy.Spider):
             progress.seen.add(key)
             progress.skipped["already_stored"] += 1
             return False
-        if not self._claim(progress, url):
+        if not self._claim(progress, url, key):
             return False
         progress.vehicle_requests += 1
         return True

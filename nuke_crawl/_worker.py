@@ -1,0 +1,87 @@
+"""The worker process of :mod:`nuke_crawl.workers`: ``python -m nuke_crawl._worker``.
+
+It reads calls from stdin and writes results to stdout, each a pickle preceded by
+a header: its length and the call's id (8 bytes each, big-endian). A call's pickle
+is ``(func, args, kwargs)``; a result's is ``(ok, value)``, ``value`` being what
+``func`` returned or the exception it raised. It exits at the end of its input:
+when the crawler closes the pipe, or dies. ``NUKE_WORKER_SYS_PATH`` (JSON) gives
+it its parent's ``sys.path``, so that it finds the same modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import sys
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+from nuke_crawl.db import Database
+
+HEADER = struct.Struct("!QQ")  # payload size, call id
+T = TypeVar("T")
+
+_connections: dict[str, Database] = {}  # this worker's connections, by URL
+
+
+def with_db(url: str, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """``func(db, *args, **kwargs)`` with this process's connection to ``url``."""
+    db = _connections.get(url)
+    if db is None:
+        db = _connections[url] = Database(url)
+    return func(db, *args, **kwargs)
+
+
+def close_connections() -> None:
+    while _connections:
+        _, db = _connections.popitem()
+        db.close()
+
+
+def read_frame(stream: IO[bytes]) -> tuple[int, bytes] | None:
+    """One frame's call id and payload, or None at the end of the input."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    size, call_id = HEADER.unpack(header)
+    payload = stream.read(size)
+    return (call_id, payload) if len(payload) == size else None
+
+
+def frame(call_id: int, value: Any) -> bytes:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data), call_id) + data
+
+
+def _result(call_id: int, ok: bool, value: Any) -> bytes:
+    try:
+        return frame(call_id, (ok, value))
+    except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
+        return frame(call_id, (False, RuntimeError(f"{type(value).__name__}: {value} "
+                                                   f"(not picklable: {exc})")))
+
+
+def main() -> None:
+    if os.environ.get("NUKE_WORKER_SYS_PATH"):
+        sys.path[:] = json.loads(os.environ["NUKE_WORKER_SYS_PATH"])
+    # Results go to the original stdout; anything the work prints goes to stderr.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    stdin = sys.stdin.buffer
+    while (call := read_frame(stdin)) is not None:
+        call_id, payload = call
+        try:
+            func, args, kwargs = pickle.loads(payload)  # noqa: S301 - from our parent
+            reply = _result(call_id, True, func(*args, **kwargs))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            reply = _result(call_id, False, exc)
+        out.write(reply)
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

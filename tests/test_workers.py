@@ -1,0 +1,116 @@
+"""The crawler's worker processes (nuke_crawl.workers): real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from nuke_crawl.db import Database, migrate, store
+from nuke_crawl.workers import WorkerError, WorkerPool
+
+
+def _pid_and(value: int) -> tuple[int, int]:
+    return os.getpid(), value * 2
+
+
+def _boom(message: str) -> None:
+    raise ValueError(message)
+
+
+def _unpicklable() -> object:
+    return lambda: None
+
+
+def _count_orgs(db: Database) -> int:
+    return int(db.scalar("SELECT COUNT(*) FROM businesses"))
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def test_calls_run_in_other_processes_and_results_come_back() -> None:
+    async def go() -> list[tuple[int, int]]:
+        pool = WorkerPool(2)
+        try:
+            return await asyncio.gather(*(pool.call(_pid_and, i) for i in range(40)))
+        finally:
+            await pool.close()
+
+    results = run(go())
+    assert [v for _, v in results] == [i * 2 for i in range(40)]
+    pids = {pid for pid, _ in results}
+    assert os.getpid() not in pids and len(pids) == 2
+
+
+def test_exceptions_and_unpicklable_results_reach_the_caller() -> None:
+    async def go() -> None:
+        pool = WorkerPool(1)
+        try:
+            with pytest.raises(ValueError, match="bad page"):
+                await pool.call(_boom, "bad page")
+            with pytest.raises(RuntimeError, match="not picklable"):
+                await pool.call(_unpicklable)
+            assert await pool.call(_pid_and, 3) == (await pool.call(_pid_and, 0))[0:1] + (6,)
+        finally:
+            await pool.close()
+
+    run(go())
+
+
+def test_a_dead_worker_fails_its_calls_and_is_replaced() -> None:
+    async def go() -> None:
+        pool = WorkerPool(1)
+        try:
+            pid, _ = await pool.call(_pid_and, 1)
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(WorkerError):
+                for _ in range(50):  # until the death is seen
+                    await pool.call(_pid_and, 1)
+                    await asyncio.sleep(0.05)
+            new_pid, value = await pool.call(_pid_and, 2)
+            assert new_pid != pid and value == 4
+        finally:
+            await pool.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize("processes", [1, 0])
+def test_run_db_uses_the_workers_own_connection(db_url: str, processes: int) -> None:
+    database = Database(db_url)
+    migrate(database)
+    store.add_organization(database, "https://one.example")
+    database.close()
+
+    async def go() -> int:
+        pool = WorkerPool(processes)
+        try:
+            return await pool.run_db(db_url, _count_orgs)
+        finally:
+            await pool.close()
+
+    assert run(go()) == 1
+
+
+def test_a_call_the_worker_cannot_load_fails_alone(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    async def go() -> None:
+        pool = WorkerPool(1)
+        try:
+            await pool.call(_pid_and, 1)  # the worker starts with today's sys.path
+            (tmp_path / "nuke_late_module.py").write_text("def f():\n    return 1\n")
+            monkeypatch.syspath_prepend(str(tmp_path))
+            import nuke_late_module  # type: ignore[import-not-found]
+
+            with pytest.raises(ModuleNotFoundError, match="nuke_late_module"):
+                await pool.call(nuke_late_module.f)
+            with pytest.raises(Exception, match="[Pp]ickl"):
+                await pool.call(_pid_and, lambda: None)  # refused before it is sent
+            assert (await pool.call(_pid_and, 5))[1] == 10
+        finally:
+            await pool.close()
+
+    run(go())
