@@ -97,7 +97,12 @@ def main() -> None:
     parser.add_argument("--per-page", type=int, default=50)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--throttle-target", type=float, default=None,
+                        help="AUTOTHROTTLE_TARGET_CONCURRENCY for every run (default: the "
+                        "project's, 2.0)")
     opts = parser.parse_args()
+    if opts.throttle_target is not None:
+        SETTINGS.extend(["-s", f"AUTOTHROTTLE_TARGET_CONCURRENCY={opts.throttle_target}"])
     tmp = Path(tempfile.mkdtemp(prefix="nuke-bench-"))
     env = {**os.environ, "NUKE_ALLOW_PRIVATE_NETWORKS": "1", "PYTHONPATH": str(REPO),
            "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings"}

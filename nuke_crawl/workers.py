@@ -18,6 +18,7 @@ Arguments and results cross a pipe: they must be picklable.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import json
 import os
@@ -42,9 +43,10 @@ class WorkerError(Exception):
 class _Worker:
     """One ``python -m nuke_crawl._worker`` process and its calls in flight."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, on_done: Callable[[], None]) -> None:
         self.proc = proc
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.on_done = on_done  # a call finished: the pool may send another
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -61,6 +63,7 @@ class _Worker:
                         future.set_result(value)
                     else:
                         future.set_exception(value)
+                self.on_done()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception as exc:  # noqa: BLE001 - a corrupt reply: fail what is pending
@@ -69,6 +72,7 @@ class _Worker:
             if not future.done():
                 future.set_exception(error)
         self.pending.clear()
+        self.on_done()
 
     @property
     def alive(self) -> bool:
@@ -81,17 +85,21 @@ class WorkerPool:
     Each worker is a fresh ``python -m nuke_crawl._worker`` (it imports only what
     its calls need) speaking length-prefixed pickles over its stdin and stdout,
     read and written by the event loop itself: no helper threads, no wake-ups
-    from other threads. A call goes to the worker with the fewest calls in flight.
-    A worker that dies fails its calls with :class:`WorkerError` and is replaced
+    from other threads. Each worker has at most ``depth`` calls in flight (one
+    running, one ready); the other calls wait in the crawler, highest ``priority``
+    first, so that a page which leads to more pages (an inventory page) is not
+    stuck behind dozens of detail pages. A worker that dies fails its calls with :class:`WorkerError` and is replaced
     on the next call; at the end of the crawler's input (a crash included) the
     workers exit.
     """
 
-    def __init__(self, processes: int = 1) -> None:
+    def __init__(self, processes: int = 1, depth: int = 2) -> None:
         if processes < 0:
             raise ValueError(f"processes={processes}: must be 0 or more")
         self.processes = processes
+        self.depth = max(1, depth)
         self._workers: list[_Worker] = []
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
         self._starting: asyncio.Lock | None = None
         self._ids = itertools.count()
         self._thread = (
@@ -112,16 +120,42 @@ class WorkerPool:
                     )
                 except OSError as exc:
                     raise WorkerError(f"cannot start a worker process: {exc}") from exc
-                self._workers.append(_Worker(proc))
+                self._workers.append(_Worker(proc, self._wake))
         return min(self._workers, key=lambda w: len(w.pending))
 
-    async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``func(*args, **kwargs)`` in a worker (``func`` importable by name)."""
+    def _wake(self) -> None:
+        """Wake as many waiting calls, highest priority first, as there are free slots."""
+        free = sum(max(0, self.depth - len(w.pending)) for w in self._workers if w.alive)
+        if len([w for w in self._workers if w.alive]) < self.processes:
+            free = max(free, 1)  # a dead worker is replaced by the next call
+        while free > 0 and self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    async def _acquire(self, priority: int) -> _Worker:
+        woken = False
+        while True:
+            worker = await self._worker()
+            if len(worker.pending) < self.depth and (woken or not self._waiting):
+                return worker
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (-priority, next(self._ids), waiter))
+            self._wake()
+            await waiter
+            woken = True
+
+    async def call(
+        self, func: Callable[..., T], *args: Any, priority: int = 0, **kwargs: Any
+    ) -> T:
+        """``func(*args, **kwargs)`` in a worker (``func`` importable by name).
+        ``priority`` (higher first) is the pool's, not passed to ``func``."""
         if self._thread is not None:
             return await asyncio.wrap_future(self._thread.submit(func, *args, **kwargs))
         call_id = next(self._ids)
         data = frame(call_id, (func, args, kwargs))  # an unpicklable call fails here
-        worker = await self._worker()
+        worker = await self._acquire(priority)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         worker.pending[call_id] = future
         assert worker.proc.stdin is not None
@@ -133,9 +167,11 @@ class WorkerPool:
             raise WorkerError(f"worker process {worker.proc.pid} is gone: {exc}") from exc
         return await future
 
-    async def run_db(self, url: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run_db(
+        self, url: str, func: Callable[..., T], *args: Any, priority: int = 0, **kwargs: Any
+    ) -> T:
         """``func(db, *args, **kwargs)`` in a worker, ``db`` its connection to ``url``."""
-        return await self.call(with_db, url, func, args, kwargs)
+        return await self.call(with_db, url, func, args, kwargs, priority=priority)
 
     async def close(self, timeout: float = 60) -> None:
         """Close the workers' connections and let them exit (killed after ``timeout``)."""

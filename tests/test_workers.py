@@ -16,6 +16,13 @@ def _pid_and(value: int) -> tuple[int, int]:
     return os.getpid(), value * 2
 
 
+def _stamp(delay: float) -> float:
+    import time
+
+    time.sleep(delay)
+    return time.monotonic()
+
+
 def _boom(message: str) -> None:
     raise ValueError(message)
 
@@ -114,3 +121,23 @@ def test_a_call_the_worker_cannot_load_fails_alone(tmp_path, monkeypatch) -> Non
             await pool.close()
 
     run(go())
+
+
+def test_waiting_calls_go_highest_priority_first() -> None:
+    async def go() -> tuple[list[float], float]:
+        pool = WorkerPool(1, depth=1)
+        try:
+            await pool.call(_stamp, 0)  # started
+            first = asyncio.ensure_future(pool.call(_stamp, 0.3))
+            await asyncio.sleep(0.05)  # the worker is busy: the next calls wait
+            low = [asyncio.ensure_future(pool.call(_stamp, 0.01)) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            high = asyncio.ensure_future(pool.call(_stamp, 0.01, priority=10))
+            await first
+            return list(await asyncio.gather(*low)), await high
+        finally:
+            await pool.close()
+
+    low, high = run(go())
+    assert high < min(low)  # queued last, run first
+    assert low == sorted(low)  # equal priorities keep their order

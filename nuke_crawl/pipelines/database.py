@@ -101,7 +101,8 @@ class VehicleDatabasePipeline:
         records = [rec for rec, _ in batch]
         try:
             outcomes = await crawler_workers(self.crawler).run_db(
-                self.url, store.upsert_vehicles, records, external_images=self.external_images
+                self.url, store.upsert_vehicles, records, external_images=self.external_images,
+                priority=5,  # before detail pages: it completes 50 items at once
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the database went away
             logger.error("Could not write %d vehicles: %s", len(records), exc)

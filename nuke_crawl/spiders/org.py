@@ -278,7 +278,7 @@ class OrgSpider(scrapy.Spider):
                 continue
             if self._claim_vehicle(progress, url):
                 found += 1
-                yield self._request(progress.org, url, self.parse_page)
+                yield self._request(progress.org, url, self.parse_page, detail=True)
         if found:
             progress.inventory_found = True
         elif not progress.inventory_found and self.probe_paths:
@@ -306,6 +306,8 @@ class OrgSpider(scrapy.Spider):
             response.url,
             selectors=org.metadata.get("selectors") or None,
             max_images=self.max_images,
+            # pages that lead to more pages (inventory, pagination, home) go first
+            priority=0 if response.meta.get("detail") else 10,
         )
         if result.needs_js and not response.meta.get("playwright"):
             if self.render_js:
@@ -329,7 +331,7 @@ class OrgSpider(scrapy.Spider):
                 progress.skipped["listing_without_url"] += without_url
         for url in result.vehicle_links:
             if self._claim_vehicle(progress, url):
-                out.append(self._request(org, url, self.parse_page))
+                out.append(self._request(org, url, self.parse_page, detail=True))
         for url in result.next_pages:
             if self._claim(progress, url):
                 out.append(self._request(org, url, self.parse_page))
