@@ -16,7 +16,7 @@ import pytest
 
 from nuke_crawl.db import Database, backfill, loads_json, migrate, store
 from nuke_crawl.demo import EDGE_CASES, ImageHost, serve, warm_pool
-from nuke_crawl.demo.server import Request, Response
+from nuke_crawl.demo.server import CountingApp, Request, Response
 from tests.conftest import REPO, scrapy_env
 
 LISTING = "http://dealer.example/listing/"
@@ -496,37 +496,12 @@ def test_media_cache_stays_bounded(sqlite_url, tmp_path, image_host):
     assert "'nuke/images/cache_left': 0" in result.stderr
 
 
-class CountingHost(ImageHost):
-    """An ImageHost that takes ``delay`` seconds per photo and records the most photo
-    requests it was answering at once."""
-
-    def __init__(self, delay: float) -> None:
-        import threading
-
-        super().__init__()
-        self.delay = delay
-        self.active = 0
-        self.most = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Response:
-        with self._lock:
-            self.active += 1
-            self.most = max(self.most, self.active)
-        try:
-            time.sleep(self.delay)
-            return super().__call__(request)
-        finally:
-            with self._lock:
-                self.active -= 1
-
-
 @pytest.mark.parametrize("per_domain", [1, 3])
 def test_per_domain_concurrency_holds_for_a_vehicles_burst(sqlite_url, tmp_path, per_domain):
     """All of a vehicle's images are requested at once; the host still never sees more
     than CONCURRENT_REQUESTS_PER_DOMAIN of them at a time."""
     warm_pool()
-    host = CountingHost(0.3)
+    host = CountingApp(ImageHost(), 0.3)
     server = serve(host)
     try:
         seed(sqlite_url, [(f"{LISTING}burst{i}",

@@ -22,7 +22,7 @@ from conftest import FAST, REPO, run_scrapy, scrapy_env
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo.launch import Demo, launch
 from nuke_crawl.demo.sites import build_site
-from nuke_crawl.demo.server import Request, Response, dead_url, serve
+from nuke_crawl.demo.server import CountingApp, Request, Response, dead_url, serve
 from nuke_crawl.extraction import canonical_listing_url
 
 pytestmark = pytest.mark.slow
@@ -331,37 +331,11 @@ def test_user_agent_is_honest_and_configurable(sqlite_url: str) -> None:
         assert seen and set(seen) == {"AcmeBot/2.0"}, seen
 
 
-class CountingSite:
-    """A demo site that takes ``delay`` seconds a page and records the most requests
-    it was answering at once."""
-
-    def __init__(self, site: Any, delay: float) -> None:
-        import threading
-
-        self.site, self.delay = site, delay
-        self.active = self.most = 0
-        self._lock = threading.Lock()
-
-    def bind(self, url: str) -> None:
-        self.site.bind(url)
-
-    def __call__(self, request: Any) -> Any:
-        with self._lock:
-            self.active += 1
-            self.most = max(self.most, self.active)
-        try:
-            time.sleep(self.delay)
-            return self.site(request)
-        finally:
-            with self._lock:
-                self.active -= 1
-
-
 def test_per_domain_concurrency_holds_when_a_page_yields_many_links(sqlite_url: str) -> None:
     """An inventory page yields its 12 vehicle links at once; the site still never
     sees more than CONCURRENT_REQUESTS_PER_DOMAIN requests at a time."""
-    counting = CountingSite(build_site("jsonld", n_vehicles=12, per_page=12,
-                                       images_per_vehicle=1), delay=0.2)
+    counting = CountingApp(build_site("jsonld", n_vehicles=12, per_page=12,
+                                      images_per_vehicle=1), delay=0.2)
     server = serve(counting)
     try:
         add_org(sqlite_url, server.url)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,6 +174,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
+
+
+class CountingApp:
+    """Wraps an app: each request takes ``delay`` seconds more, and ``most`` records
+    the most requests it was answering at once (to check per-host concurrency)."""
+
+    def __init__(self, app: App, delay: float = 0.0) -> None:
+        self.app, self.delay = app, delay
+        self.active = self.most = 0
+        self._lock = threading.Lock()
+
+    def bind(self, url: str) -> None:
+        bind = getattr(self.app, "bind", None)
+        if bind is not None:
+            bind(url)
+
+    def __call__(self, request: Request) -> Response:
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(self.delay)
+            return self.app(request)
+        finally:
+            with self._lock:
+                self.active -= 1
 
 
 class RunningServer:
