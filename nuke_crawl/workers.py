@@ -156,7 +156,13 @@ class WorkerPool:
         call_id = next(self._ids)
         data = frame(call_id, (func, args, kwargs))  # an unpicklable call fails here
         worker = await self._acquire(priority)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = await self._send(worker, call_id, data)
+        return await future
+
+    @staticmethod
+    async def _send(worker: _Worker, call_id: int, data: bytes) -> asyncio.Future[Any]:
+        """Write a framed call to ``worker``; the future of its result."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         worker.pending[call_id] = future
         assert worker.proc.stdin is not None
         try:
@@ -165,7 +171,7 @@ class WorkerPool:
         except (ConnectionError, RuntimeError) as exc:
             worker.pending.pop(call_id, None)
             raise WorkerError(f"worker process {worker.proc.pid} is gone: {exc}") from exc
-        return await future
+        return future
 
     async def run_db(
         self, url: str, func: Callable[..., T], *args: Any, priority: int = 0, **kwargs: Any
@@ -184,12 +190,9 @@ class WorkerPool:
             if not worker.alive:
                 continue
             call_id = next(self._ids)
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            worker.pending[call_id] = future
-            assert worker.proc.stdin is not None
             try:
-                worker.proc.stdin.write(frame(call_id, (close_connections, (), {})))
-                await worker.proc.stdin.drain()
+                future = await self._send(worker, call_id,
+                                          frame(call_id, (close_connections, (), {})))
                 await asyncio.wait_for(future, timeout)
             except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
                 pass
@@ -214,6 +217,5 @@ def crawler_workers(crawler: Crawler) -> WorkerPool:
             raise NotConfigured(f"NUKE_WORKER_PROCESSES={processes}: must be 0 or more")
         pool = WorkerPool(processes)
         crawler._nuke_workers = pool  # type: ignore[attr-defined]
-
         crawler.signals.connect(pool.close, signal=signals.engine_stopped)
     return pool

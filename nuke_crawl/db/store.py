@@ -372,28 +372,26 @@ def upsert_vehicle(
         [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now],
     )
     if external_images and image_urls:
-        pending = image_rows.setdefault(vehicle_id, []) if image_rows is not None else []
-        rows = _external_image_rows(db, vehicle_id, image_urls, now,
-                                    new=outcome == "created", pending=pending)
+        if image_rows is not None and vehicle_id in image_rows:
+            # the same listing came earlier in this batch: its rows go in first
+            insert_image_rows(db, image_rows.pop(vehicle_id))
+        rows = _external_image_rows(db, vehicle_id, image_urls, now, new=outcome == "created")
         if image_rows is None:
             insert_image_rows(db, rows)
         else:
-            pending.extend(rows)
+            image_rows[vehicle_id] = rows
     return outcome
 
 
 def _external_image_rows(
-    db: Database, vehicle_id: str, urls: list[str], now: Any, *, new: bool,
-    pending: list[list[Any]],
+    db: Database, vehicle_id: str, urls: list[str], now: Any, *, new: bool
 ) -> list[list[Any]]:
-    """The ``vehicle_images`` rows still missing for ``urls``: not in the table
-    (a vehicle just created has none, so it needs no lookup) nor in ``pending``
-    (rows of this batch not inserted yet)."""
+    """The ``vehicle_images`` rows still missing for ``urls`` (a vehicle just
+    created has none yet, so its images need no lookup)."""
     rows = [] if new else db.fetchall(
         "SELECT source_url, image_url, is_primary FROM vehicle_images WHERE vehicle_id = ?",
         [vehicle_id],
     )
-    rows += [{"source_url": r[3], "image_url": r[2], "is_primary": r[6]} for r in pending]
     known = {r["source_url"] for r in rows} | {r["image_url"] for r in rows}
     has_primary = any(r["is_primary"] for r in rows)
     out = []

@@ -241,12 +241,14 @@ def _images(page: Page, collected: list[str], adapters: list[Adapter], max_image
 
 # --- links ------------------------------------------------------------------------------
 
+def _adapter_verdict(url: str, adapters: list[Adapter]) -> bool | None:
+    """The first site adapter's opinion on ``url`` being a vehicle link, if any."""
+    return _first_opinion(a.is_vehicle_link(url) for a in adapters)
+
+
 def _is_vehicle_link(url: str, adapters: list[Adapter]) -> bool:
-    for a in adapters:
-        verdict = a.is_vehicle_link(url)
-        if verdict is not None:
-            return verdict
-    return looks_like_vehicle_url(url)
+    verdict = _adapter_verdict(url, adapters)
+    return looks_like_vehicle_url(url) if verdict is None else verdict
 
 
 def _normalize(url: str, adapters: list[Adapter]) -> str:
@@ -263,10 +265,9 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
             if url and same_site(url, page.url):
                 out.append(_normalize(url, adapters))
     else:
-        verdicts = [(url, _first_opinion(a.is_vehicle_link(url) for a in adapters))
-                    for _, url in page.anchors]
+        verdicts = [(url, _adapter_verdict(url, adapters)) for _, url in page.anchors]
         found = {url for url, verdict in verdicts
-                 if verdict or (verdict is None and looks_like_vehicle_url(url))}
+                 if (looks_like_vehicle_url(url) if verdict is None else verdict)}
         # cards whose title names no make still link like their neighbours
         found |= sibling_vehicle_urls(
             found, [url for url, verdict in verdicts if verdict is None and url not in found]

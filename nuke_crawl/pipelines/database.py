@@ -28,12 +28,12 @@ class VehicleDatabasePipeline:
     - ``NUKE_DB_BATCH_SIZE`` (50): vehicles per transaction.
     - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company.
     - ``NUKE_EXTERNAL_IMAGE_RECORDS`` (True): create ``is_external`` image rows.
+    - ``NUKE_DRY_RUN`` (False, set by ``-a dry_run=1``): count, write nothing.
 
     Batches are written by the crawler's worker processes
     (:func:`~nuke_crawl.workers.crawler_workers`, ``NUKE_WORKER_PROCESSES``), each
     with its own connection, so that binding twenty image rows a vehicle competes
     with neither the reactor nor its GIL.
-    - ``NUKE_DRY_RUN`` (False, set by ``-a dry_run=1``): count, write nothing.
 
     Stats: ``nuke/vehicles/created|updated|unchanged|failed`` and the same per
     organization under ``nuke/org/<id>/...``.
@@ -122,4 +122,3 @@ class VehicleDatabasePipeline:
         self._flush_soon()
         while self._flushing:
             await asyncio.gather(*list(self._flushing))
-
