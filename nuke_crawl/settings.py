@@ -96,6 +96,7 @@ TELNETCONSOLE_ENABLED = False
 
 EXTENSIONS = {
     "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
+    "nuke_crawl.extensions.promptclose.PromptClose": 5,
     "nuke_crawl.extensions.analysis_handoff.AnalysisHandoff": 10,
 }
 

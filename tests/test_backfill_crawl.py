@@ -514,3 +514,20 @@ def test_per_domain_concurrency_holds_for_a_vehicles_burst(sqlite_url, tmp_path,
         assert host.most == per_domain, host.most
     finally:
         server.stop()
+
+
+def test_run_closes_right_after_its_last_vehicle(sqlite_url, tmp_path, image_host):
+    """The spider yields items, not requests: without PromptClose, Scrapy noticed the
+    end only on its 5-second heartbeat, so every run ended up to 5 s late."""
+    _, base = image_host
+    seed(sqlite_url, [(f"{LISTING}q{i}", [f"{base}/img/320x240/q{i}.jpg"]) for i in range(3)])
+    result = crawl(sqlite_url, tmp_path / "images", "-s", "LOG_LEVEL=INFO",
+                   "-s", "LOG_FORMAT=%(created).3f %(name)s %(message)s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'nuke/images/stored': 3" in result.stderr
+    times = {}
+    for line in result.stderr.splitlines():
+        for key in ("Batch 1 done", "Closing spider"):
+            if key in line:
+                times[key] = float(line.split(" ", 1)[0])
+    assert times["Closing spider"] - times["Batch 1 done"] < 2.0, times

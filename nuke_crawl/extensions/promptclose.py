@@ -1,0 +1,48 @@
+"""Close a spider as soon as its last item is done, not up to 5 seconds later.
+
+Scrapy's engine checks whether a spider is idle (and so can close) when a request
+finishes or a new one is scheduled, and otherwise only on its heartbeat, every
+5 seconds. The image spiders yield items from ``start()`` and no requests of their
+own: after their last item, the engine noticed only at the next heartbeat, so every
+run, however short, ended up to 5 s late (a 20 s benchmark run: up to a quarter of
+its time). :class:`PromptClose` asks the engine for that check when an item is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from scrapy import signals
+from scrapy.crawler import Crawler
+
+
+class PromptClose:
+    """On ``item_scraped``, ``item_dropped`` and ``item_error``: run the engine's loop
+    (which closes the spider if it is idle) :attr:`DELAY` seconds later, once for
+    any number of items done meanwhile. Not at once: Scrapy counts an item as in
+    progress until just after these signals. No settings."""
+
+    DELAY = 0.05
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self._pending: asyncio.TimerHandle | None = None
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(self.item_done, signal=signal)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PromptClose:
+        return cls(crawler)
+
+    def item_done(self, **kwargs: Any) -> None:
+        if self._pending is None:
+            self._pending = asyncio.get_running_loop().call_later(self.DELAY, self._poke)
+
+    def _poke(self) -> None:
+        self._pending = None
+        # The engine's loop is not public API: without it, the heartbeat still closes.
+        slot = getattr(self.crawler.engine, "_slot", None)
+        nextcall = getattr(slot, "nextcall", None)
+        if nextcall is not None:
+            nextcall.schedule()
