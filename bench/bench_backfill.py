@@ -15,10 +15,14 @@ What it does, in one run:
    2 processes x 64 threads (its own venv: ``--i2d-venv``, default ``bench/.venv-i2d``,
    created with ``pip install img2dataset==1.47.0`` when missing: it drags pyarrow,
    albumentations, wandb... so it is kept out of requirements.txt).
+   Then the ceiling of any design that downloads through Scrapy and verifies each image
+   by decoding it: a bare Scrapy spider fetching the same URLs (its CPU per image), plus
+   the least decoding that verifies a JPEG (``draft()`` to 1/8 scale, then ``load()``),
+   shared by the 2 cores.
 3. ``image_backfill`` does the same work from a PostgreSQL schema of its own (vehicles
    with external image rows, as the org crawl writes them), into a folder, with its whole
-   bookkeeping: 2 ``scrapy crawl image_backfill`` processes sharing the work through
-   leases. AutoThrottle is off for the benchmark, as img2dataset has no throttling.
+   bookkeeping: ``--processes`` (1) ``scrapy crawl image_backfill`` processes sharing the
+   work through leases (each with its image worker processes). AutoThrottle is off for the benchmark, as img2dataset has no throttling.
    With ``--baseline-ref REF`` the same work is also done, in the same run and before the
    current code's, by ``image_backfill`` as of git commit ``REF`` (``git archive`` into a
    temporary folder, a fresh schema): before/after figures measured side by side.
@@ -204,6 +208,48 @@ def run_img2dataset(exe: Path, urls: list[str], workdir: Path) -> dict[str, floa
     stored = sum(1 for _ in out.rglob("*.jpg"))
     return {"images": stored, "seconds": seconds, "per_second": stored / seconds,
             "peak_rss_mb": peak / 2**20, "cpu_ms_per_image": 1000 * cpu / max(1, stored)}
+
+
+def run_bare_fetch(urls: list[str], workdir: Path) -> dict[str, float]:
+    """A Scrapy spider that only fetches the URLs (``bench/bare_fetch.py``), one process,
+    the same downloader settings as ``image_backfill``: what Scrapy's downloader alone costs."""
+    url_file = workdir / "bare_urls.txt"
+    url_file.write_text("\n".join(urls))
+    env = {**os.environ, "NUKE_ALLOW_PRIVATE_NETWORKS": "1", "PYTHONPATH": str(REPO)}
+    cmd = ["taskset", "-c", CORES, sys.executable, "-m", "scrapy", "runspider",
+           str(REPO / "bench" / "bare_fetch.py"), "-a", f"urls_file={url_file}",
+           *BACKFILL_SETTINGS, "-s", "LOG_LEVEL=WARNING"]
+    cpu = _children_cpu()
+    start = time.monotonic()
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.monotonic() - start
+    cpu = _children_cpu() - cpu
+    return {"images": len(urls), "seconds": seconds, "per_second": len(urls) / seconds,
+            "cpu_ms_per_image": 1000 * cpu / len(urls)}
+
+
+def verification_floor(urls: list[str], sample: int = 300) -> dict[str, float]:
+    """CPU per image of the least decoding that verifies a JPEG: Pillow's ``draft()`` to
+    the smallest DCT scale (1/8), then ``load()`` (every byte of the scan is still
+    entropy-decoded: what catches truncation and corruption). No thumbnail, no hashing."""
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    bodies = []
+    for url in urls[:: max(1, len(urls) // sample)][:sample]:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
+            bodies.append(response.read())
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for body in bodies:
+            with Image.open(io.BytesIO(body)) as im:
+                im.draft("RGB", (1, 1))
+                im.load()
+        best = min(best, time.process_time() - start)
+    return {"images": len(bodies), "cpu_ms_per_image": 1000 * best / len(bodies)}
 
 
 def _children_cpu() -> float:
@@ -458,6 +504,20 @@ def main() -> None:
                       f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
                       f"(all its processes), {i2d['cpu_ms_per_image']:.1f} ms CPU per image "
                       f"({_load()})", flush=True)
+                results["bare_fetch"] = bare = run_bare_fetch(urls, workdir)
+                floor = verification_floor(urls)
+                results["verify_floor_cpu_ms"] = floor["cpu_ms_per_image"]
+                cores = len(CORES.split(","))
+                ceiling = 1000 * cores / (bare["cpu_ms_per_image"] + floor["cpu_ms_per_image"])
+                results["ceiling_per_second"] = ceiling
+                print(f"bare Scrapy fetch (no storage, no decoding): {bare['per_second']:.0f} "
+                      f"images/s = {bare['per_second'] / i2d['per_second']:.2f}x img2dataset, "
+                      f"{bare['cpu_ms_per_image']:.1f} ms CPU per image; decoding to verify "
+                      f"(draft 1/8, the least): {floor['cpu_ms_per_image']:.1f} ms CPU per image; "
+                      f"so {cores} cores fetch and verify at most {ceiling:.0f} images/s = "
+                      f"{ceiling / i2d['per_second']:.2f}x img2dataset, before storing, "
+                      f"thumbnails, bookkeeping or the image server's own CPU ({_load()})",
+                      flush=True)
             extra = [x for s in args.backfill_setting for x in ("-s", s)]
             for ref in args.baseline_ref:
                 code = export_ref(ref)

@@ -10,6 +10,7 @@ it its parent's ``sys.path``, so that it finds the same modules.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -21,6 +22,7 @@ from typing import IO, Any, TypeVar
 from nuke_crawl.db import Database
 
 HEADER = struct.Struct("!QQ")  # payload size, call id
+PIPE_SIZE = 1 << 20
 T = TypeVar("T")
 
 _connections: dict[str, Database] = {}  # this worker's connections, by URL
@@ -70,6 +72,13 @@ def main() -> None:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stdin = sys.stdin.buffer
+    for fd in (stdin.fileno(), out.fileno()):
+        # 1 MiB pipes (Linux's default maximum, instead of 64 KiB): a call carrying a
+        # downloaded image crosses in one write instead of several loop wake-ups.
+        try:
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass  # not a pipe, or a lower limit: the default size works too
     while (call := read_frame(stdin)) is not None:
         call_id, payload = call
         try:

@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import multiprocessing
 import os
 import tempfile
 import threading
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +42,7 @@ from nuke_crawl.db import backfill
 from nuke_crawl.dbglue import crawler_database
 from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
 from nuke_crawl.pipelines._imageworker import process_in_worker
+from nuke_crawl.workers import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -293,12 +291,10 @@ class ImageBackfillPipeline(FilesPipeline):
         workers = settings.getint("NUKE_IMAGE_PROCESSES", os.cpu_count() or 1)
         # Decoding in worker processes, not threads: in threads, Pillow's work and the
         # reactor shared one GIL and a run used about one core (measured: 80 vs
-        # several hundred images/s on 2 cores).
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-            )
+        # several hundred images/s on 2 cores). The workers are nuke_crawl.workers'
+        # (bodies written to their pipes by the event loop): a ProcessPoolExecutor's
+        # feeder and manager threads cost the reactor thread about 10% of its time.
+        self._pool: WorkerPool | None = WorkerPool(workers) if workers > 0 else None
         self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT", 0.05)
         self._to_record: list[tuple[backfill.StoredImage, asyncio.Future[None]]] = []
         self._record_timer: asyncio.TimerHandle | None = None
@@ -393,13 +389,11 @@ class ImageBackfillPipeline(FilesPipeline):
                    "variants": self.variants}
         try:
             if self._pool is not None:
-                processed = await asyncio.wrap_future(
-                    self._pool.submit(process_in_worker, body, options)
-                )
+                processed = await self._pool.call(process_in_worker, body, options)
             else:
                 processed = await asyncio.to_thread(process_in_worker, body, options)
-        except BrokenProcessPool:
-            raise ImageFailed("storage", "the image worker process died") from None
+        except WorkerError as exc:
+            raise ImageFailed("storage", f"the image worker process died ({exc})") from None
         except ImageRejected as exc:
             raise ImageFailed(exc.reason, exc.detail) from None
         if not processed.reencoded:
@@ -572,14 +566,14 @@ class ImageBackfillPipeline(FilesPipeline):
         return {reason: {"count": count, "examples": self.failure_examples[reason]}
                 for reason, count in self.failure_counts.most_common()}
 
-    def close_spider(self) -> None:
+    async def close_spider(self) -> None:
         info = getattr(self, "spiderinfo", None)
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)
             self.stats.set_value("nuke/images/cache_left", len(info.downloaded))
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await pool.close(timeout=10)
 
     def _inc(self, key: str, count: int = 1) -> None:
         assert self.stats is not None
