@@ -364,6 +364,26 @@ def test_inventory_links_cards_and_pagination():
     assert r.next_pages == ["https://www.dealer.com/used-vehicles/?page=2", "https://www.dealer.com/used-vehicles/?page=3"]
 
 
+def test_cards_false_keeps_the_card_urls_only():
+    full = extract_page(INVENTORY, "https://www.dealer.com/used-vehicles/")
+    light = extract_page(INVENTORY, "https://www.dealer.com/used-vehicles/", cards=False)
+    assert light.skip_reason == "inventory_page"
+    assert light.vehicle_links == full.vehicle_links and light.next_pages == full.next_pages
+    assert [i.url for i in light.listings] == [i.url for i in full.listings]
+    assert all(i.year is None and i.asking_price is None and not i.image_urls
+               for i in light.listings)
+    # structured cards cost little and stay whole
+    items = [{"@type": "ListItem", "position": i, "item": {
+        "@type": "Car", "name": f"201{i} Ford Focus SE", "url": f"/inventory/ford/focus/10000{i}/",
+        "offers": {"price": 9000 + i}}} for i in range(3)]
+    data = {"@context": "https://schema.org", "@type": "ItemList", "itemListElement": items}
+    html = _html("<h1>Used inventory</h1>",
+                 f'<script type="application/ld+json">{json.dumps(data)}</script>')
+    structured = extract_page(html, "https://www.dealer.com/inventory/", cards=False).listings
+    assert [(i.year, i.asking_price) for i in structured] == [
+        (2010 + i, Decimal(9000 + i)) for i in range(3)]
+
+
 def test_pagination_only_greater_pages():
     r = extract_page(INVENTORY, "https://www.dealer.com/used-vehicles/?page=2")
     assert r.next_pages == ["https://www.dealer.com/used-vehicles/?page=3"]

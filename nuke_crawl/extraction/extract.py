@@ -55,6 +55,7 @@ def extract_page(
     *,
     selectors: dict[str, str] | None = None,
     max_images: int = 50,
+    cards: bool = True,
 ) -> PageExtraction:
     """Extract one page.
 
@@ -64,6 +65,9 @@ def extract_page(
     ``vehicle_links`` (same-site detail pages, de-duplicated, page order) and
     ``next_pages`` (pagination) are always filled. ``selectors`` are the
     organization's CSS selectors (see ``nuke_crawl.extraction.selectors``).
+    ``cards=False``: inventory cards found only through the DOM (no structured data,
+    adapter or selectors) carry their URL but no fields, for a crawler that fetches
+    every detail page anyway (reading 50 cards is most of an inventory page's cost).
     """
     page = Page(html, url)
     selectors = selectors or {}
@@ -120,7 +124,7 @@ def extract_page(
         result.vehicle = vehicle
         return result
 
-    result.listings = _listings(page, adapters, selectors, max_images)
+    result.listings = _listings(page, adapters, selectors, max_images, cards)
     if result.listings or len(result.vehicle_links) >= 2:
         result.skip_reason = "inventory_page"
         return result
@@ -315,7 +319,8 @@ def _same_listing_path(url: str, page_url: str) -> bool:
 
 # --- inventory cards ---------------------------------------------------------------------
 
-def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], max_images: int) -> list[VehicleData]:
+def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], max_images: int,
+              fill: bool = True) -> list[VehicleData]:
     for a in adapters:
         cards = a.listings(page)
         if cards:
@@ -342,7 +347,7 @@ def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], ma
                 v = sv
             out.append(_finish_card(page, v, max_images))
         return out
-    return [_finish_card(page, v, max_images) for v in _dom_cards(page, adapters)]
+    return [_finish_card(page, v, max_images) for v in _dom_cards(page, adapters, fill)]
 
 
 def _finish_card(page: Page, v: VehicleData, max_images: int) -> VehicleData:
@@ -354,9 +359,9 @@ def _finish_card(page: Page, v: VehicleData, max_images: int) -> VehicleData:
     return v
 
 
-def _dom_cards(page: Page, adapters: list[Adapter]) -> list[VehicleData]:
+def _dom_cards(page: Page, adapters: list[Adapter], fill: bool = True) -> list[VehicleData]:
     """One card per distinct vehicle link: the largest ancestor of its anchor that
-    contains no link to another vehicle."""
+    contains no link to another vehicle (``fill=False``: the link's URL only)."""
     keys_under: dict[HtmlElement, set[str]] = {}
     anchors: list[tuple[HtmlElement, str]] = []
     for a, url in page.anchors:
@@ -366,6 +371,8 @@ def _dom_cards(page: Page, adapters: list[Adapter]) -> list[VehicleData]:
         if key == page.canonical_url:
             continue
         anchors.append((a, key))
+        if not fill:
+            continue
         node: HtmlElement | None = a
         while node is not None:
             s = keys_under.setdefault(node, set())
@@ -379,6 +386,9 @@ def _dom_cards(page: Page, adapters: list[Adapter]) -> list[VehicleData]:
         if key in seen:
             continue
         seen.add(key)
+        if not fill:
+            out.append(VehicleData(url=key))
+            continue
         card = a
         node = a.getparent()
         while node is not None and len(keys_under.get(node, ())) == 1:

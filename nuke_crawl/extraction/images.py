@@ -125,14 +125,15 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
         except ValueError:
             return None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    hostname = parts.hostname
+    if parts.scheme not in ("http", "https") or not hostname:
         return None
-    host = parts.hostname.lower()
+    host = hostname.lower()
     path = parts.path
-    lowered = (host + path).lower()
-    if path.lower().endswith(".svg") or ".svg" in parts.query.lower() or "format=svg" in parts.query.lower():
-        return None
     low_path = path.lower()
+    low_query = parts.query.lower()
+    if low_path.endswith(".svg") or ".svg" in low_query or "format=svg" in low_query:
+        return None
     if _dropped_host(host) or "/tr?" in url or low_path.endswith("/tr"):
         return None
     if _DROP_SUBSTRING.search(low_path):
@@ -143,7 +144,7 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
         return None
     if host == base_host and _LOCAL_ASSET_PATH.search(path):
         return None
-    if "pixel" in lowered.rsplit("/", 1)[-1]:
+    if "pixel" in (host + low_path).rsplit("/", 1)[-1]:
         return None
     path = _CF_RESIZE.sub("/", path)
     path = _WP_SIZE.sub("", path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url, safe_url_string
@@ -48,7 +49,13 @@ _TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "piwik_", "matomo_", "hsa_", "_bta_"
 _PATH_SESSION = re.compile(r";(jsessionid|phpsessid|sid)=[^/?#]*", re.I)
 _TWO_LEVEL_SUFFIXES = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or"})
 
+# The pure URL functions below are memoised: a crawl asks about the same URLs again and
+# again (a page's links are keyed, filtered and claimed; navigation links repeat on
+# every page of a site), and w3lib's canonicalisation is the costly part of extraction.
+_URL_CACHE = 1 << 15
 
+
+@lru_cache(maxsize=_URL_CACHE)
 def canonical_listing_url(url: str) -> str:
     """The de-duplication key of a listing URL.
 
@@ -105,8 +112,12 @@ def absolutize(href: str | None, base_url: str) -> str | None:
         return None
     if not absolute.startswith(("http://", "https://")):
         return None
-    absolute = absolute.split("#", 1)[0]
-    return safe_url_string(absolute)
+    return _safe_absolute(absolute.split("#", 1)[0])
+
+
+@lru_cache(maxsize=_URL_CACHE)
+def _safe_absolute(url: str) -> str:
+    return safe_url_string(url)
 
 
 # --- vehicle detail links -------------------------------------------------------------
@@ -133,6 +144,7 @@ _ID_IN_PATH = re.compile(r"(?<![0-9a-z])([0-9]{5,}|[0-9a-f]{16,})(?![0-9a-z])", 
 _SLUG_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*", re.I)
 
 
+@lru_cache(maxsize=_URL_CACHE)
 def looks_like_vehicle_url(url: str) -> bool:
     """Heuristic: does ``url`` look like a vehicle detail page (VDP)?
 

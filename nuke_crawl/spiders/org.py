@@ -306,6 +306,7 @@ class OrgSpider(scrapy.Spider):
             response.url,
             selectors=org.metadata.get("selectors") or None,
             max_images=self.max_images,
+            cards=False,  # vehicles come from their detail pages: cards need URLs only
             # pages that lead to more pages (inventory, pagination, home) go first
             priority=0 if response.meta.get("detail") else 10,
         )
