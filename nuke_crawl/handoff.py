@@ -38,7 +38,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -241,35 +241,61 @@ def schedule_scrapyd(
     return str(answer.get("jobid"))
 
 
-class BackfillHandoff:
-    """Starts ``image_backfill`` for the vehicles an ``org`` run created (see module doc)."""
+class Handoff:
+    """Base of the extensions that start the next phase when a run closes.
+
+    Subclasses name the setting that turns them on (off by default: then
+    ``NotConfigured``, without a reason, which Scrapy would log as a WARNING on every
+    run), the spider whose runs they follow, and write :meth:`hand_off`, called
+    when such a run closes, unless it was a dry run. ``started_at`` is when the run
+    opened, less ``started_slack`` seconds.
+    """
+
+    enabled_setting: str
+    source_spider: str
+    started_slack = 0.0
 
     def __init__(self, crawler: Crawler) -> None:
-        settings = crawler.settings
-        if not settings.getbool("NUKE_TRIGGER_BACKFILL", False):
-            # No reason given on purpose: Scrapy logs a reason as a WARNING on every
-            # run, and off is the normal state.
+        if not crawler.settings.getbool(self.enabled_setting, False):
             raise NotConfigured
         self.crawler = crawler
-        self.scrapyd_url: str | None = settings.get("NUKE_SCRAPYD_URL") or None
-        self.project = settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")
-        self.log_file: str | None = settings.get("NUKE_BACKFILL_LOG_FILE", "image_backfill.log")
         self.started_at = datetime.now(UTC)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> BackfillHandoff:
+    def from_crawler(cls, crawler: Crawler) -> Handoff:
         return cls(crawler)
 
     def spider_opened(self, spider: Any) -> None:
-        self.started_at = datetime.now(UTC)
+        self.started_at = datetime.now(UTC) - timedelta(seconds=self.started_slack)
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
-        if getattr(spider, "name", None) != SOURCE_SPIDER:
+        if getattr(spider, "name", None) != self.source_spider:
             return
-        if getattr(spider, "args", {}).get("dry_run"):
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or \
+                getattr(spider, "args", {}).get("dry_run"):
             return
+        await self.hand_off(spider)
+
+    async def hand_off(self, spider: Any) -> None:
+        raise NotImplementedError
+
+
+class BackfillHandoff(Handoff):
+    """Starts ``image_backfill`` for the vehicles an ``org`` run created (see module doc)."""
+
+    enabled_setting = "NUKE_TRIGGER_BACKFILL"
+    source_spider = SOURCE_SPIDER
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        settings = crawler.settings
+        self.scrapyd_url: str | None = settings.get("NUKE_SCRAPYD_URL") or None
+        self.project = settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")
+        self.log_file: str | None = settings.get("NUKE_BACKFILL_LOG_FILE", "image_backfill.log")
+
+    async def hand_off(self, spider: Any) -> None:
         stats = self.crawler.stats
         assert stats is not None
         created = int(stats.get_value("nuke/vehicles/created", 0) or 0)

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
-
-from scrapy import signals
-from scrapy.crawler import Crawler
-from scrapy.exceptions import NotConfigured
 
 from nuke_crawl.db import Database, DatabaseError
 from nuke_crawl.dbglue import crawler_database
+from nuke_crawl.handoff import Handoff
 
 logger = logging.getLogger(__name__)
 
@@ -39,30 +36,14 @@ def stored_since(db: Database, since: datetime) -> list[str]:
     return [r["id"] for r in rows]
 
 
-class AnalysisHandoff:
+class AnalysisHandoff(Handoff):
     """Starts ``image_analysis`` for the images an ``image_backfill`` run stored."""
 
-    def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool("NUKE_ANALYZE_AFTER_BACKFILL", False):
-            raise NotConfigured  # off is the normal state: no warning each run
-        self.crawler = crawler
-        self.started_at = datetime.now(UTC)
-        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
-        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+    enabled_setting = "NUKE_ANALYZE_AFTER_BACKFILL"
+    source_spider = SOURCE_SPIDER
+    started_slack = 1.0  # for clocks that store whole seconds
 
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> AnalysisHandoff:
-        return cls(crawler)
-
-    def spider_opened(self, spider: Any) -> None:
-        # a second of slack for clocks that store whole seconds
-        self.started_at = datetime.now(UTC) - timedelta(seconds=1)
-
-    async def spider_closed(self, spider: Any, reason: str) -> None:
-        if getattr(spider, "name", None) != SOURCE_SPIDER:
-            return
-        if self.crawler.settings.getbool("NUKE_DRY_RUN", False):
-            return
+    async def hand_off(self, spider: Any) -> None:
         from nuke_crawl.spiders.image_analysis import schedule_analysis
 
         stats = self.crawler.stats
