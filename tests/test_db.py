@@ -119,6 +119,50 @@ def test_one_vehicle_twice_in_a_batch_gets_each_image_once(db: Database) -> None
     assert [r["image_url"] for r in rows if r["is_primary"]] == urls[:1]
 
 
+def _state(db: Database) -> list[tuple[object, ...]]:
+    vehicles = db.fetchall("SELECT id, discovery_url, vin, asking_price FROM vehicles")
+    urls = {v["id"]: v["discovery_url"] for v in vehicles}
+    images = db.fetchall("SELECT vehicle_id, image_url, position, is_primary FROM vehicle_images")
+    return sorted(
+        [("v", v["discovery_url"], v["vin"], float(v["asking_price"])) for v in vehicles]
+        + [("i", urls[i["vehicle_id"]], i["image_url"], i["position"], bool(i["is_primary"]))
+           for i in images])
+
+
+def test_a_batch_gives_what_its_records_one_by_one_give(db: Database, tmp_path) -> None:
+    """A batch reads its existing vehicles at once (by URL, then VIN); records of
+    the batch that write a listing or a VIN again must see the earlier writes."""
+    vin_a, vin_b = "1FA6P8CF5F5300001", "1HGCM82633A004352"
+    other_db = Database(f"sqlite:///{tmp_path / 'one-by-one.db'}")
+    migrate(other_db)
+    try:
+        for database in (db, other_db):  # the same vehicles already stored in both
+            org, _ = store.add_organization(database, "https://d.example")
+            store.upsert_vehicles(database, [_rec(org.id, "https://d.example/old"),
+                                             _rec(org.id, "https://d.example/vin", vin=vin_a)])
+
+        def batch(org_id: str) -> list[store.VehicleRecord]:
+            return [
+                _rec(org_id, "https://d.example/old", asking_price=Decimal(1)),  # update
+                _rec(org_id, "https://d.example/new"),  # create
+                _rec(org_id, "https://d.example/other-url", vin=vin_a),  # VIN of a stored one
+                _rec(org_id, "https://d.example/new", ["https://d.example/new/3.jpg"]),  # again
+                _rec(org_id, "https://d.example/b1", vin=vin_b),  # create with a new VIN
+                _rec(org_id, "https://d.example/b2", vin=vin_b),  # that VIN again
+            ]
+
+        org_id = store.add_organization(db, "https://d.example")[0].id
+        together = store.upsert_vehicles(db, batch(org_id))
+        other_org = store.add_organization(other_db, "https://d.example")[0].id
+        alone = [store.upsert_vehicles(other_db, [r])[0] for r in batch(other_org)]
+        assert together == alone == ["updated", "created", "updated", "updated", "created",
+                                     "updated"]
+        assert _state(db) == _state(other_db)
+        assert db.scalar("SELECT COUNT(*) FROM vehicles") == 4
+    finally:
+        other_db.close()
+
+
 def test_downloaded_images_are_never_turned_back_into_external_records(db: Database) -> None:
     org, _ = store.add_organization(db, "https://d.example")
     url = "https://img.example/1.jpg"

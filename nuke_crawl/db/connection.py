@@ -208,6 +208,26 @@ class Database:
         else:
             self._conn.executemany(sql, prepared)
 
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert many rows into ``table`` (names are the code's own, never input):
+        ``COPY ... FROM STDIN`` on PostgreSQL (measured: the statement-per-row
+        alternative cost the server and client about 4 times as much for the org
+        crawl's image rows), ``executemany`` on SQLite."""
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.dialect == "postgresql":
+            with self._conn.cursor() as cur, \
+                    cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([self._param(p) for p in row])
+        else:
+            self.executemany(
+                f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows
+            )
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self._conn.execute(self._sql(sql), [self._param(p) for p in params])
         return [self._row(r) for r in cur.fetchall()]

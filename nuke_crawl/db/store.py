@@ -293,6 +293,7 @@ def upsert_vehicle(
     *,
     external_images: bool = True,
     image_rows: dict[str, list[list[Any]]] | None = None,
+    known: _Prefetched | None = None,
 ) -> str:
     """Insert or update one listing, its organization link and its external
     image rows. Returns ``created``, ``updated`` or ``unchanged``.
@@ -302,22 +303,32 @@ def upsert_vehicle(
     downloaded are never turned back into external records. With ``image_rows``,
     the new image rows are collected there by vehicle id, for the caller to insert
     (with :func:`insert_image_rows`, in the same transaction) instead of now.
+    With ``known`` (:func:`_prefetch`: the batch's rows, read and locked at once),
+    the lookups it already answered are not made again.
     """
-    if db.dialect == "postgresql":
+    fields = {k: v for k, v in rec.fields.items() if k in VEHICLE_FIELDS}
+    vin = fields.get("vin")
+    if known is None and db.dialect == "postgresql":
         # Serialises two workers upserting the same listing at once.
         db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [rec.discovery_url])
-    fields = {k: v for k, v in rec.fields.items() if k in VEHICLE_FIELDS}
-    cols = ", ".join(("id", "origin_metadata", *VEHICLE_FIELDS))
-    row = db.fetchone(
-        f"SELECT {cols} FROM vehicles WHERE discovery_url = ? ORDER BY created_at LIMIT 1",
-        [rec.discovery_url],
-    )
-    if row is None and fields.get("vin"):
+    if known is not None and known.answers(rec.discovery_url):
+        row = known.by_url.get(rec.discovery_url)
+    else:
         row = db.fetchone(
-            f"SELECT {cols} FROM vehicles WHERE origin_organization_id = ? AND vin = ? "
-            "ORDER BY created_at LIMIT 1",
-            [rec.organization_id, fields["vin"]],
+            f"SELECT {_COLS} FROM vehicles WHERE discovery_url = ? ORDER BY created_at LIMIT 1",
+            [rec.discovery_url],
         )
+    if row is None and vin:
+        if known is not None and known.answers_vin(rec.organization_id, vin):
+            row = known.by_vin.get(vin)
+        else:
+            row = db.fetchone(
+                f"SELECT {_COLS} FROM vehicles WHERE origin_organization_id = ? AND vin = ? "
+                "ORDER BY created_at LIMIT 1",
+                [rec.organization_id, vin],
+            )
+    if known is not None:
+        known.touched(rec.discovery_url, vin)
     now = db.now()
     is_public = bool(fields.get("year") and fields.get("make") and fields.get("model"))
     image_urls = list(rec.image_urls)
@@ -403,12 +414,74 @@ def _external_image_rows(
     return out
 
 
+IMAGE_ROW_COLUMNS = ("id", "vehicle_id", "image_url", "source_url", "is_external", "position",
+                     "is_primary", "created_at", "updated_at")
+
+
 def insert_image_rows(db: Database, rows: list[list[Any]]) -> None:
     """Insert external image rows built by :func:`upsert_vehicle` in one statement batch."""
-    db.executemany(
-        "INSERT INTO vehicle_images (id, vehicle_id, image_url, source_url, is_external, "
-        "position, is_primary, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
+    db.insert_rows("vehicle_images", IMAGE_ROW_COLUMNS, rows)
+
+
+_COLS = ", ".join(("id", "origin_metadata", *VEHICLE_FIELDS))
+
+
+@dataclass
+class _Prefetched:
+    """A batch's existing vehicles, read in two queries instead of one or two per
+    record. An answer holds until a record of the batch writes that listing or VIN:
+    later records of the same listing look again (and see the write)."""
+
+    organization_id: str | None
+    by_url: dict[str, dict[str, Any]]
+    by_vin: dict[str, dict[str, Any]]
+    urls: set[str]
+    vins: set[str]
+
+    def answers(self, url: str) -> bool:
+        return url in self.urls
+
+    def answers_vin(self, organization_id: str, vin: str) -> bool:
+        return organization_id == self.organization_id and vin in self.vins
+
+    def touched(self, url: str, vin: Any) -> None:
+        self.urls.discard(url)
+        if vin:
+            self.vins.discard(vin)
+
+
+def _prefetch(db: Database, records: Sequence[VehicleRecord]) -> _Prefetched:
+    """Lock (PostgreSQL) and read the batch's existing rows by URL, then by VIN
+    within the organization (when the whole batch has one)."""
+    urls = sorted({r.discovery_url for r in records})
+    if db.dialect == "postgresql":
+        # Serialises two workers upserting the same listing at once; always in the
+        # same (sorted) order, so that two overlapping batches cannot deadlock.
+        db.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(?::text[]) AS k",
+                   [urls])
+    by_url: dict[str, dict[str, Any]] = {}
+    for row in _rows_in(db, "discovery_url = ", urls):
+        by_url.setdefault(row["discovery_url"], row)
+    orgs = {r.organization_id for r in records}
+    org = next(iter(orgs)) if len(orgs) == 1 else None
+    vins = sorted({str(r.fields["vin"]) for r in records if r.fields.get("vin")})
+    by_vin: dict[str, dict[str, Any]] = {}
+    if org is not None and vins:
+        for row in _rows_in(db, "origin_organization_id = ? AND vin = ", vins, org):
+            by_vin.setdefault(row["vin"], row)
+    return _Prefetched(org, by_url, by_vin, set(urls), set(vins) if org is not None else set())
+
+
+def _rows_in(db: Database, where: str, values: list[str], *before: Any) -> list[dict[str, Any]]:
+    """``SELECT`` the vehicles whose column (the end of ``where``) is one of ``values``,
+    oldest first (``before``: the parameters of the rest of ``where``)."""
+    if db.dialect == "postgresql":
+        cond, params = f"{where}ANY(?)", [*before, values]
+    else:
+        cond = where.rstrip().removesuffix("=") + f" IN ({', '.join('?' * len(values))})"
+        params = [*before, *values]
+    return db.fetchall(
+        f"SELECT discovery_url, {_COLS} FROM vehicles WHERE {cond} ORDER BY created_at", params
     )
 
 
@@ -421,8 +494,10 @@ def upsert_vehicles(
     try:
         with db.transaction():
             image_rows: dict[str, list[list[Any]]] = {}
+            known = _prefetch(db, records) if len(records) > 1 else None
             outcomes = [
-                upsert_vehicle(db, r, external_images=external_images, image_rows=image_rows)
+                upsert_vehicle(db, r, external_images=external_images, image_rows=image_rows,
+                               known=known)
                 for r in records
             ]
             insert_image_rows(db, [row for rows in image_rows.values() for row in rows])

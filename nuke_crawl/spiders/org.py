@@ -330,8 +330,8 @@ class OrgSpider(scrapy.Spider):
             without_url = sum(1 for card in result.listings if not card.url)
             if without_url:
                 progress.skipped["listing_without_url"] += without_url
-        for url in result.vehicle_links:
-            if self._claim_vehicle(progress, url):
+        for url in result.vehicle_links:  # already in canonical form: their own keys
+            if self._claim_vehicle(progress, url, key=url):
                 out.append(self._request(org, url, self.parse_page, detail=True))
         for url in result.next_pages:
             if self._claim(progress, url):
@@ -347,10 +347,10 @@ class OrgSpider(scrapy.Spider):
         progress.seen.add(key)
         return True
 
-    def _claim_vehicle(self, progress: OrgProgress, url: str) -> bool:
+    def _claim_vehicle(self, progress: OrgProgress, url: str, key: str | None = None) -> bool:
         if progress.vehicle_requests >= self.args["max_vehicles"]:
             return False
-        key = canonical_listing_url(url)
+        key = key or canonical_listing_url(url)
         if key in progress.known:
             progress.seen.add(key)
             progress.skipped["already_stored"] += 1
