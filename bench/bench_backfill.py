@@ -16,9 +16,10 @@ What it does, in one run:
    created with ``pip install img2dataset==1.47.0`` when missing: it drags pyarrow,
    albumentations, wandb... so it is kept out of requirements.txt).
    Then the ceiling of any design that downloads through Scrapy and verifies each image
-   by decoding it: a bare Scrapy spider fetching the same URLs (its CPU per image), plus
-   the least decoding that verifies a JPEG (``draft()`` to 1/8 scale, then ``load()``),
-   shared by the 2 cores.
+   by decoding it: a bare Scrapy spider fetching the same URLs (its CPU per image, and the
+   image server's), plus the least decoding that verifies a JPEG (``draft()`` to 1/8
+   scale, then ``load()``), or plus the image worker's whole work (verification, the
+   default thumbnail, sha256), shared by the 2 cores.
 3. ``image_backfill`` does the same work from a PostgreSQL schema of its own (vehicles
    with external image rows, as the org crawl writes them), into a folder, with its whole
    bookkeeping: ``--processes`` (1) ``scrapy crawl image_backfill`` processes sharing the
@@ -228,28 +229,46 @@ def run_bare_fetch(urls: list[str], workdir: Path) -> dict[str, float]:
             "cpu_ms_per_image": 1000 * cpu / len(urls)}
 
 
-def verification_floor(urls: list[str], sample: int = 300) -> dict[str, float]:
-    """CPU per image of the least decoding that verifies a JPEG: Pillow's ``draft()`` to
-    the smallest DCT scale (1/8), then ``load()`` (every byte of the scan is still
-    entropy-decoded: what catches truncation and corruption). No thumbnail, no hashing."""
+def image_work_floor(urls: list[str], sample: int = 300) -> dict[str, float]:
+    """CPU per image, in this process, of (1) the least decoding that verifies a JPEG:
+    Pillow's ``draft()`` to the smallest DCT scale (1/8), then ``load()`` (every byte of
+    the scan is still entropy-decoded: what catches truncation and corruption), and
+    (2) :func:`nuke_crawl.imaging.process_image` as the image worker runs it:
+    verification, the default 320x240 thumbnail and the sha256."""
     import io
     import urllib.request
 
     from PIL import Image
 
+    sys.path.insert(0, str(REPO))
+    from nuke_crawl.imaging import process_image
+
     bodies = []
     for url in urls[:: max(1, len(urls) // sample)][:sample]:
         with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
             bodies.append(response.read())
-    best = float("inf")
-    for _ in range(3):
-        start = time.process_time()
-        for body in bodies:
-            with Image.open(io.BytesIO(body)) as im:
-                im.draft("RGB", (1, 1))
-                im.load()
-        best = min(best, time.process_time() - start)
-    return {"images": len(bodies), "cpu_ms_per_image": 1000 * best / len(bodies)}
+
+    def verify(body: bytes) -> None:
+        with Image.open(io.BytesIO(body)) as im:
+            im.draft("RGB", (1, 1))
+            im.load()
+
+    out = {"images": float(len(bodies))}
+    for name, work in (("verify_ms", verify), ("process_ms", process_image)):
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for body in bodies:
+                work(body)
+            best = min(best, time.process_time() - start)
+        out[name] = 1000 * best / len(bodies)
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:
@@ -504,20 +523,28 @@ def main() -> None:
                       f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
                       f"(all its processes), {i2d['cpu_ms_per_image']:.1f} ms CPU per image "
                       f"({_load()})", flush=True)
+                served = process_cpu(server.pid)
                 results["bare_fetch"] = bare = run_bare_fetch(urls, workdir)
-                floor = verification_floor(urls)
-                results["verify_floor_cpu_ms"] = floor["cpu_ms_per_image"]
+                server_ms = 1000 * (process_cpu(server.pid) - served) / len(urls)
+                floor = image_work_floor(urls)
+                results["image_work_floor"] = {**floor, "server_ms": server_ms}
                 cores = len(CORES.split(","))
-                ceiling = 1000 * cores / (bare["cpu_ms_per_image"] + floor["cpu_ms_per_image"])
-                results["ceiling_per_second"] = ceiling
+                fetch = bare["cpu_ms_per_image"] + server_ms
+                verify_ceiling = 1000 * cores / (fetch + floor["verify_ms"])
+                thumb_ceiling = 1000 * cores / (fetch + floor["process_ms"])
+                results["ceiling_per_second"] = {"verify": verify_ceiling,
+                                                 "verify_and_thumbnail": thumb_ceiling}
                 print(f"bare Scrapy fetch (no storage, no decoding): {bare['per_second']:.0f} "
                       f"images/s = {bare['per_second'] / i2d['per_second']:.2f}x img2dataset, "
-                      f"{bare['cpu_ms_per_image']:.1f} ms CPU per image; decoding to verify "
-                      f"(draft 1/8, the least): {floor['cpu_ms_per_image']:.1f} ms CPU per image; "
-                      f"so {cores} cores fetch and verify at most {ceiling:.0f} images/s = "
-                      f"{ceiling / i2d['per_second']:.2f}x img2dataset, before storing, "
-                      f"thumbnails, bookkeeping or the image server's own CPU ({_load()})",
-                      flush=True)
+                      f"{bare['cpu_ms_per_image']:.1f} ms CPU per image, and the image server "
+                      f"{server_ms:.1f} ms; decoding to verify (draft 1/8, the least) "
+                      f"{floor['verify_ms']:.1f} ms; verifying, thumbnail and hash as the image "
+                      f"worker does {floor['process_ms']:.1f} ms. So {cores} cores fetch and "
+                      f"verify at most {verify_ceiling:.0f} images/s = "
+                      f"{verify_ceiling / i2d['per_second']:.2f}x img2dataset, and with the "
+                      f"thumbnail at most {thumb_ceiling:.0f} images/s = "
+                      f"{thumb_ceiling / i2d['per_second']:.2f}x, before storing and bookkeeping "
+                      f"({_load()})", flush=True)
             extra = [x for s in args.backfill_setting for x in ("-s", s)]
             for ref in args.baseline_ref:
                 code = export_ref(ref)
