@@ -133,32 +133,38 @@ def test_a_batch_gives_what_its_records_one_by_one_give(db: Database, tmp_path) 
     """A batch reads its existing vehicles at once (by URL, then VIN); records of
     the batch that write a listing or a VIN again must see the earlier writes."""
     vin_a, vin_b = "1FA6P8CF5F5300001", "1HGCM82633A004352"
+    vin_c, vin_d = "2HGES16575H591835", "1G1JC5444R7252367"
     other_db = Database(f"sqlite:///{tmp_path / 'one-by-one.db'}")
     migrate(other_db)
     try:
         for database in (db, other_db):  # the same vehicles already stored in both
             org, _ = store.add_organization(database, "https://d.example")
             store.upsert_vehicles(database, [_rec(org.id, "https://d.example/old"),
-                                             _rec(org.id, "https://d.example/vin", vin=vin_a)])
+                                             _rec(org.id, "https://d.example/vin", vin=vin_a),
+                                             _rec(org.id, "https://d.example/vin2", vin=vin_d)])
 
         def batch(org_id: str) -> list[store.VehicleRecord]:
             return [
                 _rec(org_id, "https://d.example/old", asking_price=Decimal(1)),  # update
                 _rec(org_id, "https://d.example/new"),  # create
-                _rec(org_id, "https://d.example/other-url", vin=vin_a),  # VIN of a stored one
+                # the VIN of a stored vehicle, then that vehicle's own URL
+                _rec(org_id, "https://d.example/other-url", vin=vin_a, asking_price=Decimal(5)),
+                _rec(org_id, "https://d.example/vin"),
                 _rec(org_id, "https://d.example/new", ["https://d.example/new/3.jpg"]),  # again
                 _rec(org_id, "https://d.example/b1", vin=vin_b),  # create with a new VIN
                 _rec(org_id, "https://d.example/b2", vin=vin_b),  # that VIN again
+                _rec(org_id, "https://d.example/vin2", vin=vin_c),  # its VIN changes...
+                _rec(org_id, "https://d.example/c2", vin=vin_d),  # ...so the old one is free
             ]
 
         org_id = store.add_organization(db, "https://d.example")[0].id
         together = store.upsert_vehicles(db, batch(org_id))
         other_org = store.add_organization(other_db, "https://d.example")[0].id
         alone = [store.upsert_vehicles(other_db, [r])[0] for r in batch(other_org)]
-        assert together == alone == ["updated", "created", "updated", "updated", "created",
-                                     "updated"]
+        assert together == alone == ["updated", "created", "updated", "updated", "updated",
+                                     "created", "updated", "updated", "created"]
         assert _state(db) == _state(other_db)
-        assert db.scalar("SELECT COUNT(*) FROM vehicles") == 4
+        assert db.scalar("SELECT COUNT(*) FROM vehicles") == 6
     finally:
         other_db.close()
 

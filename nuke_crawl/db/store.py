@@ -320,7 +320,7 @@ def upsert_vehicle(
         )
     if row is None and vin:
         if known is not None and known.answers_vin(rec.organization_id, vin):
-            row = known.by_vin.get(vin)
+            row = known.by_vin.get(str(vin))
         else:
             row = db.fetchone(
                 f"SELECT {_COLS} FROM vehicles WHERE origin_organization_id = ? AND vin = ? "
@@ -328,7 +328,7 @@ def upsert_vehicle(
                 [rec.organization_id, vin],
             )
     if known is not None:
-        known.touched(rec.discovery_url, vin)
+        known.touched(rec.discovery_url, vin, row)
     now = db.now()
     is_public = bool(fields.get("year") and fields.get("make") and fields.get("model"))
     image_urls = list(rec.image_urls)
@@ -423,14 +423,15 @@ def insert_image_rows(db: Database, rows: list[list[Any]]) -> None:
     db.insert_rows("vehicle_images", IMAGE_ROW_COLUMNS, rows)
 
 
-_COLS = ", ".join(("id", "origin_metadata", *VEHICLE_FIELDS))
+_COLS = ", ".join(("id", "discovery_url", "origin_metadata", *VEHICLE_FIELDS))
 
 
 @dataclass
 class _Prefetched:
     """A batch's existing vehicles, read in two queries instead of one or two per
-    record. An answer holds until a record of the batch writes that listing or VIN:
-    later records of the same listing look again (and see the write)."""
+    record. An answer holds until a record of the batch writes that listing or VIN,
+    or the vehicle it found (whose URL and old VIN then answer nothing): later
+    records look again, and see the write."""
 
     organization_id: str | None
     by_url: dict[str, dict[str, Any]]
@@ -441,13 +442,15 @@ class _Prefetched:
     def answers(self, url: str) -> bool:
         return url in self.urls
 
-    def answers_vin(self, organization_id: str, vin: str) -> bool:
-        return organization_id == self.organization_id and vin in self.vins
+    def answers_vin(self, organization_id: str, vin: Any) -> bool:
+        return organization_id == self.organization_id and str(vin) in self.vins
 
-    def touched(self, url: str, vin: Any) -> None:
+    def touched(self, url: str, vin: Any, row: dict[str, Any] | None) -> None:
         self.urls.discard(url)
-        if vin:
-            self.vins.discard(vin)
+        self.vins.discard(str(vin))
+        if row is not None:
+            self.urls.discard(row["discovery_url"])
+            self.vins.discard(str(row["vin"]))
 
 
 def _prefetch(db: Database, records: Sequence[VehicleRecord]) -> _Prefetched:
@@ -481,7 +484,7 @@ def _rows_in(db: Database, where: str, values: list[str], *before: Any) -> list[
         cond = where.rstrip().removesuffix("=") + f" IN ({', '.join('?' * len(values))})"
         params = [*before, *values]
     return db.fetchall(
-        f"SELECT discovery_url, {_COLS} FROM vehicles WHERE {cond} ORDER BY created_at", params
+        f"SELECT {_COLS} FROM vehicles WHERE {cond} ORDER BY created_at", params
     )
 
 
