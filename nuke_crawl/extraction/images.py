@@ -87,10 +87,11 @@ def clean_image_urls(candidates: Iterable[str], base_url: str, max_images: int =
     best: dict[str, tuple[int, str]] = {}
     # a page names most photos twice (structured data and gallery): normalise each once
     for raw in dict.fromkeys(candidates):
-        url = _normalise(raw, base_url, base_host)
-        if url is None:
+        normalised = _normalise(raw, base_url, base_host)
+        if normalised is None:
             continue
-        key, rank = _variant_key(url)
+        url, netloc, path, query = normalised
+        key, rank = _variant_key(netloc, path, query)
         if key not in best:
             order.append(key)
             best[key] = (rank, url)
@@ -108,7 +109,11 @@ def clean_image_urls(candidates: Iterable[str], base_url: str, max_images: int =
     return out
 
 
-def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
+def _normalise(
+    raw: str | None, base_url: str, base_host: str
+) -> tuple[str, str, str, str] | None:
+    """The cleaned URL, with its host, path and query (for :func:`_variant_key`), or
+    None when ``raw`` is no photo."""
     if not raw:
         return None
     s = str(raw)
@@ -157,7 +162,8 @@ def _normalise(raw: str | None, base_url: str, base_host: str) -> str | None:
             if k.lower() in ("w", "h", "width", "height") and v.isdigit() and 0 < int(v) <= 2:
                 return None  # a tracking pixel
         query = urlencode([(k, v) for k, v in query_items if k.lower() not in _RESIZE_PARAMS])
-    return urlunsplit((parts.scheme, parts.netloc.lower(), path, query, ""))
+    netloc = parts.netloc.lower()
+    return urlunsplit((parts.scheme, netloc, path, query, "")), netloc, path, query
 
 
 @lru_cache(maxsize=4096)
@@ -166,10 +172,9 @@ def _dropped_host(host: str) -> bool:
     return _DROP_HOST.search(host) is not None
 
 
-def _variant_key(url: str) -> tuple[str, int]:
+def _variant_key(netloc: str, path: str, query: str) -> tuple[str, int]:
     """A key shared by the size variants of one photo, and the rank of this variant."""
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
+    segments = path.split("/")
     rank = 0
     for i, seg in enumerate(segments[:-1]):
         low = seg.lower()
@@ -186,7 +191,7 @@ def _variant_key(url: str) -> tuple[str, int]:
         rank = max(rank, _SIZE_TOKENS[m2.group(1).lower()] * 100_000)
         name = name[: m2.start()] + "-*" + name[m2.end() :]
     segments[-1] = name
-    return parts.netloc + "/".join(segments) + "?" + parts.query, rank
+    return netloc + "/".join(segments) + "?" + query, rank
 
 
 # --- collecting candidates from the DOM -----------------------------------------------------
