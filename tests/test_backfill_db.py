@@ -280,6 +280,7 @@ def test_image_priority_command(sqlite_url):
         (["image-priority", "high", "--vehicle-id", ids[0]], "expected a whole number"),
         (["image-priority", "3", "--vehicle-id", "nope"], "expected a UUID"),
         (["image-priority", "3"], "give --organization-id or --vehicle-id"),
+        (["image-priority", str(2**31), "--vehicle-id", ids[0]], "must be at most 2147483647"),
     ):
         refused = run_scrapy(bad, sqlite_url)
         assert refused.returncode == 2, (bad, refused.stderr[-2000:])

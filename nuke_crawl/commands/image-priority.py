@@ -28,9 +28,8 @@ class Command(DatabaseCommand):
         if len(args) != 1:
             raise UsageError("give exactly one PRIORITY (a whole number, 0 is the default)")
         try:
-            priority = to_int("PRIORITY", args[0], minimum=-(2**31))
-            if priority >= 2**31:
-                raise ArgumentError(f"argument PRIORITY={args[0]!r}: must be below {2**31}")
+            # vehicles.images_priority is an INTEGER
+            priority = to_int("PRIORITY", args[0], minimum=-(2**31), maximum=2**31 - 1)
             org = to_uuid("--organization-id", opts.organization_id) if opts.organization_id \
                 else None
             vehicles = [to_uuid("--vehicle-id", v) for v in opts.vehicle_id]

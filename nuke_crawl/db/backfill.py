@@ -31,7 +31,6 @@ images is stored or permanently failed.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -688,14 +687,3 @@ def _json_text(db: Database, key: str) -> str:
         return f"(v.origin_metadata->>'{key}')"
     return f"json_extract(v.origin_metadata, '$.{key}')"
 
-
-def failure_summary(failures: Iterable[tuple[str, str]], examples: int = 3) -> dict[str, Any]:
-    """``{reason: {"count": n, "examples": [url, ...]}}`` from ``(reason, url)`` pairs."""
-    counts: Counter[str] = Counter()
-    samples: dict[str, list[str]] = {}
-    for reason, url in failures:
-        counts[reason] += 1
-        bucket = samples.setdefault(reason, [])
-        if len(bucket) < examples:
-            bucket.append(url)
-    return {r: {"count": c, "examples": samples[r]} for r, c in counts.most_common()}

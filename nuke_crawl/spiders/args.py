@@ -29,13 +29,15 @@ def to_bool(name: str, value: Any) -> bool:
     raise ArgumentError(f"argument {name}={value!r}: expected a boolean (1/0, true/false)")
 
 
-def to_int(name: str, value: Any, *, minimum: int = 0) -> int:
+def to_int(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
         raise ArgumentError(f"argument {name}={value!r}: expected a whole number") from None
     if number < minimum:
         raise ArgumentError(f"argument {name}={value!r}: must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise ArgumentError(f"argument {name}={value!r}: must be at most {maximum}")
     return number
 
 
