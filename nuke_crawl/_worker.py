@@ -5,7 +5,9 @@ a header: its length and the call's id (8 bytes each, big-endian). A call's pick
 is ``(func, args, kwargs)``; a result's is ``(ok, value)``, ``value`` being what
 ``func`` returned or the exception it raised. It exits at the end of its input:
 when the crawler closes the pipe, or dies. ``NUKE_WORKER_SYS_PATH`` (JSON) gives
-it its parent's ``sys.path``, so that it finds the same modules.
+it its parent's ``sys.path``, so that it finds the same modules. Database calls
+(:func:`with_db`) run in order on a thread of their own, the others on the main
+thread, so a call may be answered before one sent earlier.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import os
 import pickle
 import struct
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
 from nuke_crawl.db import Database
@@ -79,18 +83,42 @@ def main() -> None:
             fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
         except OSError:
             pass  # not a pipe, or a lower limit: the default size works too
-    while (call := read_frame(stdin)) is not None:
-        call_id, payload = call
+    lock = threading.Lock()
+
+    def run(call_id: int, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
         try:
-            func, args, kwargs = pickle.loads(payload)  # noqa: S301 - from our parent
             reply = _result(call_id, True, func(*args, **kwargs))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             reply = _result(call_id, False, exc)
-        out.write(reply)
-        out.flush()
+        with lock:
+            out.write(reply)
+            out.flush()
 
+    # Database calls run, in order, on a thread of their own: while one waits for the
+    # database (PostgreSQL's server, SQLite's own C code: both release the GIL), the
+    # next page is extracted instead of waiting behind it.
+    # (this file runs as __main__: the calls name the functions of the imported module)
+    from nuke_crawl import _worker
+
+    db_calls = (_worker.with_db, _worker.close_connections)
+    with ThreadPoolExecutor(1, thread_name_prefix="nuke-db") as db_thread:
+        while (call := read_frame(stdin)) is not None:
+            call_id, payload = call
+            try:
+                func, args, kwargs = pickle.loads(payload)  # noqa: S301 - from our parent
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - e.g. a module it cannot import
+                with lock:
+                    out.write(_result(call_id, False, exc))
+                    out.flush()
+                continue
+            if func in db_calls:
+                db_thread.submit(run, call_id, func, args, kwargs)
+            else:
+                run(call_id, func, args, kwargs)
 
 if __name__ == "__main__":
     main()

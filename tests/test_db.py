@@ -6,7 +6,15 @@ from decimal import Decimal
 
 import pytest
 
-from nuke_crawl.db import Database, DatabaseError, current_version, latest_version, migrate, store
+from nuke_crawl.db import (
+    Database,
+    DatabaseError,
+    current_version,
+    latest_version,
+    loads_json,
+    migrate,
+    store,
+)
 
 
 def _rec(org_id: str, url: str, images: list[str] | None = None, **fields: object) -> store.VehicleRecord:
@@ -25,6 +33,33 @@ def test_migrate_is_idempotent_and_versioned(db_url: str) -> None:
     # the platform's own queries run unchanged
     assert database.scalar("SELECT COUNT(*) FROM vehicles WHERE is_public = true;") == 0
     assert database.scalar("SELECT COUNT(*) FROM vehicle_images WHERE is_external = true;") == 0
+    database.close()
+
+
+def _index_names(database: Database) -> set[str]:
+    if database.dialect == "postgresql":
+        rows = database.fetchall(
+            "SELECT indexname AS name FROM pg_indexes WHERE schemaname = current_schema()")
+    else:
+        rows = database.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {r["name"] for r in rows}
+
+
+def test_migration_5_drops_the_unused_image_indexes_and_keeps_the_rest(db_url: str) -> None:
+    from nuke_crawl.db.migrations import MIGRATIONS, UNUSED_INDEXES
+
+    database = Database(db_url)
+    full = MIGRATIONS[:]
+    try:
+        MIGRATIONS[:] = [m for m in full if m[0] < 5]  # a database of the previous release
+        migrate(database)
+        assert set(UNUSED_INDEXES) <= _index_names(database)
+    finally:
+        MIGRATIONS[:] = full
+    assert migrate(database) == [5]
+    names = _index_names(database)
+    assert not set(UNUSED_INDEXES) & names
+    assert {"ix_vehicle_images_vehicle", "ix_vehicle_images_analysis_todo"} <= names
     database.close()
 
 
@@ -257,3 +292,35 @@ def test_status_counts(db: Database) -> None:
     assert counts["external_images"] == 2 and counts["vehicles_with_external_images"] == 1
     assert counts["stored_images"] == 0 and counts["vehicles_backfilled"] == 0
     assert counts["images_never_analysed"] == 2
+
+
+def test_new_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from nuke_crawl.db.connection import new_ids
+
+    ids = new_ids(2000)
+    assert len(set(ids)) == 2000 and new_ids(0) == []
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_bulk_rows_convert_only_what_needs_it(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from nuke_crawl.db import Json
+
+    database = Database(db_url)
+    migrate(database)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    rows = [[f"00000000-0000-4000-8000-00000000000{i}", None, f"https://bulk.example/{i}",
+             Json({"n": i}) if i else None, when] for i in range(3)]
+    database.insert_rows("vehicles", ("id", "vin", "discovery_url", "origin_metadata",
+                                      "created_at"), rows)
+    got = database.fetchall("SELECT discovery_url, origin_metadata, created_at FROM vehicles "
+                            "ORDER BY discovery_url")
+    assert [loads_json(r["origin_metadata"]) for r in got] == [None, {"n": 1}, {"n": 2}]
+    assert all(str(r["created_at"]).startswith("2026-01-02") for r in got)
+    assert rows[1][3] == Json({"n": 1})  # the caller's rows are left as they were
+    database.close()

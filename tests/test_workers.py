@@ -31,6 +31,21 @@ def _unpicklable() -> object:
     return lambda: None
 
 
+def _slow_db_call(db: Database, delay: float) -> tuple[str, float]:
+    import threading
+    import time
+
+    time.sleep(delay)  # like waiting for the database server: the GIL is free meanwhile
+    return threading.current_thread().name, time.monotonic()
+
+
+def _thread_and_time() -> tuple[str, float]:
+    import threading
+    import time
+
+    return threading.current_thread().name, time.monotonic()
+
+
 def _count_orgs(db: Database) -> int:
     return int(db.scalar("SELECT COUNT(*) FROM businesses"))
 
@@ -141,3 +156,24 @@ def test_waiting_calls_go_highest_priority_first() -> None:
     low, high = run(go())
     assert high < min(low)  # queued last, run first
     assert low == sorted(low)  # equal priorities keep their order
+
+
+def test_database_calls_run_beside_the_others(db_url: str) -> None:
+    """A call sent after a slow database call is answered first: database calls have
+    a thread of their own in the worker, in order, so extraction does not wait on them."""
+
+    async def go() -> tuple[tuple[str, float], tuple[str, float], tuple[str, float]]:
+        pool = WorkerPool(1)
+        try:
+            await pool.call(_thread_and_time)  # started
+            slow = asyncio.ensure_future(pool.run_db(db_url, _slow_db_call, 0.5))
+            await asyncio.sleep(0.05)
+            then = asyncio.ensure_future(pool.run_db(db_url, _slow_db_call, 0))
+            quick = await pool.call(_thread_and_time)
+            return await slow, await then, quick
+        finally:
+            await pool.close()
+
+    (slow_thread, slow_done), (then_thread, then_done), (quick_thread, quick_done) = run(go())
+    assert quick_done < slow_done <= then_done  # database calls stay in order
+    assert slow_thread == then_thread != quick_thread == "MainThread"

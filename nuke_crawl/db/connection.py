@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -57,6 +58,17 @@ def loads_json(value: Any) -> Any:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as text, like ``new_id()`` but about four times
+    cheaper each: a vehicle's twenty image rows take twenty."""
+    h = os.urandom(16 * n).hex()
+    return [
+        f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
+        f"{'89ab'[int(h[i + 16], 16) & 3]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
 def redact_url(url: str) -> str:
@@ -198,8 +210,20 @@ class Database:
         cur = self._conn.execute(self._sql(sql), [self._param(p) for p in params])
         return cur.rowcount if cur.rowcount is not None else -1
 
+    def _rows(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+        """``rows`` with every value made a parameter (see :meth:`_param`): only the
+        columns that hold something else than plain values are converted (a batch's
+        rows are mostly text and numbers)."""
+        rows = list(rows)
+        convert = {i for row in rows for i, p in enumerate(row)
+                   if p is not None and type(p) not in _PLAIN}
+        if not convert:
+            return rows
+        param = self._param
+        return [[param(p) if i in convert else p for i, p in enumerate(row)] for row in rows]
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        prepared = [[self._param(p) for p in row] for row in rows]
+        prepared = self._rows(rows)
         if not prepared:
             return
         if self.dialect == "postgresql":
@@ -221,8 +245,8 @@ class Database:
         if self.dialect == "postgresql":
             with self._conn.cursor() as cur, \
                     cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([self._param(p) for p in row])
+                for row in self._rows(rows):
+                    copy.write_row(row)
         else:
             self.executemany(
                 f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows

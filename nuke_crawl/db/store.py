@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-from .connection import Database, Json, loads_json, new_id
+from .connection import Database, Json, loads_json, new_id, new_ids
 
 logger = logging.getLogger(__name__)
 
@@ -405,13 +405,12 @@ def _external_image_rows(
     )
     known = {r["source_url"] for r in rows} | {r["image_url"] for r in rows}
     has_primary = any(r["is_primary"] for r in rows)
-    out = []
-    for position, url in enumerate(urls):
-        if url in known:
-            continue
-        primary = not has_primary and position == 0
-        out.append([new_id(), vehicle_id, url, url, True, position, primary, now, now])
-    return out
+    missing = [(position, url) for position, url in enumerate(urls) if url not in known]
+    return [
+        [image_id, vehicle_id, url, url, True, position, not has_primary and position == 0,
+         now, now]
+        for image_id, (position, url) in zip(new_ids(len(missing)), missing, strict=True)
+    ]
 
 
 IMAGE_ROW_COLUMNS = ("id", "vehicle_id", "image_url", "source_url", "is_external", "position",
