@@ -468,3 +468,57 @@ def test_links_laid_out_like_vehicle_links_are_vehicle_links():
     assert sibling_vehicle_urls(known, others) == {others[0]}
     # one known vehicle link is not a pattern
     assert sibling_vehicle_urls(list(known)[:1], others) == set()
+
+
+SPLIT_CASES = [
+    "https://cdn.example.com/photos/1.jpg",
+    "http://127.0.0.2:8080/img/a-1.jpg?w=300&id=5#frag",
+    "https://user:pw@Photos.Example.COM:443/x/Y.JPG",
+    "https://host?only=query",
+    "https://host#only-fragment",
+    "https://host",
+    "http://:80/no-host.jpg",
+    "https://host/a?b?c#d#e",
+    "https://host/with space.jpg",
+    "https://host/tab\there.jpg",
+    "https://[::1]:8080/v6.jpg",
+    "https://hôte.example/ü.jpg",
+    "HTTPS://UPPER.example.com/a.jpg",
+    "ftp://host/a.jpg",
+    "//host/protocol-relative.jpg",
+]
+
+
+@pytest.mark.parametrize("url", SPLIT_CASES)
+def test_the_plain_url_fast_path_agrees_with_urlsplit(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from nuke_crawl.extraction.images import _split_http
+
+    fast = _split_http(url)
+    if fast is None:  # left to urlsplit itself
+        assert any(c in url for c in " \t[ôü") or not url.startswith(("http://", "https://"))
+        return
+    parts = urlsplit(url)
+    assert fast == (parts.scheme, parts.netloc, parts.path, parts.query,
+                    (parts.hostname or "").lower())
+
+
+def test_clean_image_urls_gives_the_same_result_through_either_split() -> None:
+    from unittest import mock
+
+    from nuke_crawl.extraction import images
+
+    urls = [u for u in SPLIT_CASES if "://" in u] + [
+        "https://cdn.x.com/a.jpg?w=300&h=200&fit=crop&quality=70&id=5",
+        "https://media.x.com/cdn-cgi/image/width=542,quality=70/abc/photo.jpg",
+        "https://x.com/wp-content/uploads/2024/01/car-1024x768.jpg",
+        "https://images.craigslist.org/00q0q_abc_300x300.jpg",
+        "https://px.example.com/t.gif?w=1&h=1",
+    ]
+    fast = clean_image_urls(urls, BASE)
+    with mock.patch.object(images, "_split_http", lambda url: None):
+        assert clean_image_urls(urls, BASE) == fast
+    assert "https://user:pw@photos.example.com:443/x/Y.JPG" in fast  # host lowercased
+    assert "https://images.craigslist.org/00q0q_abc_1200x900.jpg" in fast
+    assert not any("px.example.com" in u or "ftp:" in u for u in fast)

@@ -6,7 +6,7 @@ import html
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from lxml.html import HtmlElement
 
@@ -129,14 +129,17 @@ def _normalise(
             url = urljoin(base_url, s)
         except ValueError:
             return None
-    parts = urlsplit(url)
-    hostname = parts.hostname
-    if parts.scheme not in ("http", "https") or not hostname:
+    split = _split_http(url)
+    if split is None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        split = (parts.scheme, parts.netloc, parts.path, parts.query, parts.hostname.lower())
+    scheme, netloc, path, raw_query, host = split
+    if not host:
         return None
-    host = hostname.lower()
-    path = parts.path
     low_path = path.lower()
-    low_query = parts.query.lower()
+    low_query = raw_query.lower()
     if low_path.endswith(".svg") or ".svg" in low_query or "format=svg" in low_query:
         return None
     if _dropped_host(host) or "/tr?" in url or low_path.endswith("/tr"):
@@ -151,19 +154,42 @@ def _normalise(
         return None
     if "pixel" in (host + low_path).rsplit("/", 1)[-1]:
         return None
-    path = _CF_RESIZE.sub("/", path)
-    path = _WP_SIZE.sub("", path)
+    if "/cdn-cgi/" in path:
+        path = _CF_RESIZE.sub("/", path)
+    if "-" in path:
+        path = _WP_SIZE.sub("", path)
     if host.endswith("craigslist.org"):
         path = _CL_SIZE.sub("_1200x900", path)
     query = ""
-    if parts.query:
-        query_items = parse_qsl(parts.query, keep_blank_values=True)
+    if raw_query:
+        query_items = parse_qsl(raw_query, keep_blank_values=True)
         for k, v in query_items:
             if k.lower() in ("w", "h", "width", "height") and v.isdigit() and 0 < int(v) <= 2:
                 return None  # a tracking pixel
         query = urlencode([(k, v) for k, v in query_items if k.lower() not in _RESIZE_PARAMS])
-    netloc = parts.netloc.lower()
-    return urlunsplit((parts.scheme, netloc, path, query, "")), netloc, path, query
+    netloc = netloc.lower()
+    # urlunsplit's result for these parts (the path is empty or starts with "/")
+    url = f"{scheme}://{netloc}{path}?{query}" if query else f"{scheme}://{netloc}{path}"
+    return url, netloc, path, query
+
+
+# An absolute http(s) URL with nothing for urlsplit to clean or check: no whitespace or
+# control characters, no IPv6 brackets, ASCII only (see _split_http).
+_PLAIN_HTTP_URL = re.compile(r"(https?)://([^/?#\[\]]*)((?:/[^?#]*)?)(?:\?([^#]*))?(?:#.*)?", re.S)
+
+
+def _split_http(url: str) -> tuple[str, str, str, str, str] | None:
+    """``urlsplit(url)``'s scheme, netloc, path and query, and its lowercased hostname,
+    for the plain absolute URLs most photos have (about five times cheaper); None
+    for anything else, which goes through ``urlsplit`` itself."""
+    if not (url.isascii() and url.isprintable()) or " " in url:
+        return None
+    m = _PLAIN_HTTP_URL.fullmatch(url)
+    if m is None:
+        return None
+    scheme, netloc, path, query = m.group(1, 2, 3, 4)
+    host = netloc.rpartition("@")[2].partition(":")[0].lower()
+    return scheme, netloc, path, query or "", host
 
 
 @lru_cache(maxsize=4096)

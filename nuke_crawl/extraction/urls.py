@@ -82,6 +82,7 @@ def _is_tracking_param(name: str) -> bool:
     return n in _TRACKING_EXACT or n.startswith(_TRACKING_PREFIXES)
 
 
+@lru_cache(maxsize=_URL_CACHE)
 def site_of(host_or_url: str) -> str:
     """The registrable domain (approximation without the public suffix list):
     ``img.autorevo.com`` -> ``autorevo.com``, ``www.x.co.uk`` -> ``x.co.uk``."""
@@ -106,18 +107,33 @@ def absolutize(href: str | None, base_url: str) -> str | None:
     href = href.strip()
     if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:", "sms:")):
         return None
+    if href.startswith(("/", "http://", "https://")):
+        # resolved against the base's scheme and host alone: a site's navigation and
+        # vehicle links repeat on every page, whatever page they are on
+        base_url = _origin(base_url)
+    return _absolute(base_url, href)
+
+
+@lru_cache(maxsize=_URL_CACHE)
+def _absolute(base_url: str, href: str) -> str | None:
     try:
         absolute = urljoin(base_url, href)
     except ValueError:
         return None
     if not absolute.startswith(("http://", "https://")):
         return None
-    return _safe_absolute(absolute.split("#", 1)[0])
+    return safe_url_string(absolute.split("#", 1)[0])
 
 
-@lru_cache(maxsize=_URL_CACHE)
-def _safe_absolute(url: str) -> str:
-    return safe_url_string(url)
+@lru_cache(maxsize=1024)
+def _origin(url: str) -> str:
+    """``scheme://host/`` of ``url``: all that ``urljoin`` takes from a base for an
+    href that starts with ``/`` or ``http(s)://``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    return f"{parts.scheme}://{parts.netloc}/" if parts.scheme and parts.netloc else url
 
 
 # --- vehicle detail links -------------------------------------------------------------
@@ -172,6 +188,7 @@ def looks_like_vehicle_url(url: str) -> bool:
     return bool(_YEAR_IN_PATH.search(tail) or _ID_IN_PATH.search(tail))
 
 
+@lru_cache(maxsize=_URL_CACHE)
 def _path_template(url: str) -> tuple[str, int, bool, str]:
     """(first segment, depth, trailing slash, extension) of a URL's path."""
     path = urlsplit(url).path or "/"
@@ -215,6 +232,7 @@ _PAGE_PATH = re.compile(r"/(?:page|p|seite|pagina)/(\d{1,4})/?$", re.I)
 _NEXT_TEXT = re.compile(r"^\s*(next( page)?|next\s*[›»>]+|[›»]|>|>>|weiter|nächste|suivant|siguiente|volgende|avanti)\s*$", re.I)
 
 
+@lru_cache(maxsize=_URL_CACHE)
 def page_number(url: str) -> int | None:
     """The page number a URL carries (``?page=3``, ``?page_no=3``, ``/page/3/``), or None."""
     parts = urlsplit(url)
@@ -225,6 +243,7 @@ def page_number(url: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+@lru_cache(maxsize=4096)
 def is_next_label(text: str) -> bool:
     """True for anchor texts / aria-labels like "Next", "Next page", "›", "»"."""
     t = text.strip()
