@@ -53,6 +53,7 @@ _TWO_LEVEL_SUFFIXES = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", 
 # again (a page's links are keyed, filtered and claimed; navigation links repeat on
 # every page of a site), and w3lib's canonicalisation is the costly part of extraction.
 _URL_CACHE = 1 << 15
+_SMALL_CACHE = 1 << 13  # for cheaper answers: a site's navigation is what repeats
 
 
 @lru_cache(maxsize=_URL_CACHE)
@@ -82,7 +83,7 @@ def _is_tracking_param(name: str) -> bool:
     return n in _TRACKING_EXACT or n.startswith(_TRACKING_PREFIXES)
 
 
-@lru_cache(maxsize=_URL_CACHE)
+@lru_cache(maxsize=_SMALL_CACHE)
 def site_of(host_or_url: str) -> str:
     """The registrable domain (approximation without the public suffix list):
     ``img.autorevo.com`` -> ``autorevo.com``, ``www.x.co.uk`` -> ``x.co.uk``."""
@@ -188,7 +189,7 @@ def looks_like_vehicle_url(url: str) -> bool:
     return bool(_YEAR_IN_PATH.search(tail) or _ID_IN_PATH.search(tail))
 
 
-@lru_cache(maxsize=_URL_CACHE)
+@lru_cache(maxsize=_SMALL_CACHE)
 def _path_template(url: str) -> tuple[str, int, bool, str]:
     """(first segment, depth, trailing slash, extension) of a URL's path."""
     path = urlsplit(url).path or "/"
@@ -232,7 +233,7 @@ _PAGE_PATH = re.compile(r"/(?:page|p|seite|pagina)/(\d{1,4})/?$", re.I)
 _NEXT_TEXT = re.compile(r"^\s*(next( page)?|next\s*[›»>]+|[›»]|>|>>|weiter|nächste|suivant|siguiente|volgende|avanti)\s*$", re.I)
 
 
-@lru_cache(maxsize=_URL_CACHE)
+@lru_cache(maxsize=_SMALL_CACHE)
 def page_number(url: str) -> int | None:
     """The page number a URL carries (``?page=3``, ``?page_no=3``, ``/page/3/``), or None."""
     parts = urlsplit(url)
