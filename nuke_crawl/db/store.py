@@ -292,7 +292,7 @@ def upsert_vehicle(
     rec: VehicleRecord,
     *,
     external_images: bool = True,
-    image_rows: dict[str, list[list[Any]]] | None = None,
+    batch: _BatchWrites | None = None,
     known: _Prefetched | None = None,
 ) -> str:
     """Insert or update one listing, its organization link and its external
@@ -300,9 +300,9 @@ def upsert_vehicle(
 
     Call inside a transaction. One row per listing: matched on the canonical
     ``discovery_url``, then on VIN within the organization. Images already
-    downloaded are never turned back into external records. With ``image_rows``,
-    the new image rows are collected there by vehicle id, for the caller to insert
-    (with :func:`insert_image_rows`, in the same transaction) instead of now.
+    downloaded are never turned back into external records. With ``batch``, new
+    vehicles, organization links and image rows are collected there, for the caller
+    to write together (:meth:`_BatchWrites.write`, in the same transaction).
     With ``known`` (:func:`_prefetch`: the batch's rows, read and locked at once),
     the lookups it already answered are not made again.
     """
@@ -314,6 +314,8 @@ def upsert_vehicle(
     if known is not None and known.answers(rec.discovery_url):
         row = known.by_url.get(rec.discovery_url)
     else:
+        if batch is not None:
+            batch.write_vehicles(db)
         row = db.fetchone(
             f"SELECT {_COLS} FROM vehicles WHERE discovery_url = ? ORDER BY created_at LIMIT 1",
             [rec.discovery_url],
@@ -322,6 +324,8 @@ def upsert_vehicle(
         if known is not None and known.answers_vin(rec.organization_id, vin):
             row = known.by_vin.get(str(vin))
         else:
+            if batch is not None:
+                batch.write_vehicles(db)
             row = db.fetchone(
                 f"SELECT {_COLS} FROM vehicles WHERE origin_organization_id = ? AND vin = ? "
                 "ORDER BY created_at LIMIT 1",
@@ -346,12 +350,14 @@ def upsert_vehicle(
                  "profile_origin", "origin_metadata", "created_at", "updated_at"]
         values = [vehicle_id, *fields.values(), rec.discovery_url, is_public,
                   rec.organization_id, PROFILE_ORIGIN, Json(meta), now, now]
-        db.execute(
-            f"INSERT INTO vehicles ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            values,
-        )
+        if batch is None:
+            db.execute(_insert_vehicle_sql(tuple(names)), values)
+        else:
+            batch.vehicles.setdefault(tuple(names), []).append(values)
         outcome = "created"
     else:
+        if batch is not None:
+            batch.write_vehicles(db)
         vehicle_id = row["id"]
         old_meta = loads_json(row["origin_metadata"]) or {}
         changed = {k: v for k, v in fields.items() if v is not None and not _same(row.get(k), v)}
@@ -375,23 +381,61 @@ def upsert_vehicle(
         outcome = "updated" if (changed or meta_changed) else "unchanged"
 
     status = "past" if fields.get("sale_status") == "sold" else "active"
-    db.execute(
-        "INSERT INTO organization_vehicles (id, organization_id, vehicle_id, relationship_type, "
-        "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (organization_id, vehicle_id, relationship_type) DO UPDATE SET "
-        "status = excluded.status, updated_at = excluded.updated_at",
-        [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now],
-    )
+    link = [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now]
+    if batch is None:
+        db.execute(_LINK_SQL, link)
+    else:
+        batch.links.append(link)
     if external_images and image_urls:
-        if image_rows is not None and vehicle_id in image_rows:
+        if batch is not None and vehicle_id in batch.images:
             # the same listing came earlier in this batch: its rows go in first
-            insert_image_rows(db, image_rows.pop(vehicle_id))
+            insert_image_rows(db, batch.images.pop(vehicle_id))
         rows = _external_image_rows(db, vehicle_id, image_urls, now, new=outcome == "created")
-        if image_rows is None:
+        if batch is None:
             insert_image_rows(db, rows)
         else:
-            image_rows[vehicle_id] = rows
+            batch.images[vehicle_id] = rows
     return outcome
+
+
+_LINK_SQL = (
+    "INSERT INTO organization_vehicles (id, organization_id, vehicle_id, relationship_type, "
+    "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (organization_id, vehicle_id, relationship_type) DO UPDATE SET "
+    "status = excluded.status, updated_at = excluded.updated_at"
+)
+
+
+def _insert_vehicle_sql(names: tuple[str, ...]) -> str:
+    return f"INSERT INTO vehicles ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+
+@dataclass
+class _BatchWrites:
+    """A batch's new vehicles (by column list), organization links and image rows (by
+    vehicle), written together: ``executemany`` takes one round trip to PostgreSQL
+    (psycopg's pipeline mode) where a statement a row took a hundred a batch.
+
+    :func:`upsert_vehicle` writes the vehicles before it reads or updates anything
+    itself (:meth:`write_vehicles`), so that it sees the batch's earlier records;
+    links and image rows wait for :meth:`write`, which puts each table's rows in
+    after the rows they refer to."""
+
+    vehicles: dict[tuple[str, ...], list[list[Any]]] = field(default_factory=dict)
+    links: list[list[Any]] = field(default_factory=list)
+    images: dict[str, list[list[Any]]] = field(default_factory=dict)
+
+    def write_vehicles(self, db: Database) -> None:
+        for names, rows in self.vehicles.items():
+            db.executemany(_insert_vehicle_sql(names), rows)
+        self.vehicles.clear()
+
+    def write(self, db: Database) -> None:
+        self.write_vehicles(db)
+        db.executemany(_LINK_SQL, self.links)
+        self.links.clear()
+        insert_image_rows(db, [row for rows in self.images.values() for row in rows])
+        self.images.clear()
 
 
 def _external_image_rows(
@@ -495,14 +539,13 @@ def upsert_vehicles(
     that still fails gets the outcome ``error: <message>``."""
     try:
         with db.transaction():
-            image_rows: dict[str, list[list[Any]]] = {}
+            batch = _BatchWrites()
             known = _prefetch(db, records) if len(records) > 1 else None
             outcomes = [
-                upsert_vehicle(db, r, external_images=external_images, image_rows=image_rows,
-                               known=known)
+                upsert_vehicle(db, r, external_images=external_images, batch=batch, known=known)
                 for r in records
             ]
-            insert_image_rows(db, [row for rows in image_rows.values() for row in rows])
+            batch.write(db)
             return outcomes
     except Exception as exc:  # noqa: BLE001 - narrowed below, per record
         if len(records) == 1:
