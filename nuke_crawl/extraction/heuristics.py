@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal
 
-from lxml import etree
 from lxml.html import HtmlElement
 
 from nuke_crawl.extraction.images import image_candidates
@@ -54,22 +53,6 @@ for _field, _names in {
 _MAX_LEN = {"color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
 _SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
-# The elements worth a regex, picked in libxml2 (XPath 1.0 has no regex, and lowercases
-# with translate()): a class holding "sold" or "pending", whatever its case...
-_LOWER_CLASS = "translate(@class, 'SOLDPENIG', 'soldpenig')"
-_SOLD_CLASS_CANDIDATES = etree.XPath(
-    "descendant-or-self::*[(self::div or self::span or self::p or self::section or"
-    " self::article or self::main or self::li or self::img)"
-    f" and (contains({_LOWER_CLASS}, 'sold') or contains({_LOWER_CLASS}, 'pending'))]"
-)
-# ...and a class, id or itemprop holding one of _PRICE_CLASS's words.
-_LOWER_ATTRS = ("translate(concat(@class, ' ', @id, ' ', @itemprop),"
-                " 'PRICEAMOUNTSBDVL', 'priceamountsbdvl')")
-_PRICE_CANDIDATES = etree.XPath(
-    "descendant-or-self::*[" + " or ".join(
-        f"contains({_LOWER_ATTRS}, '{word}')" for word in ("price", "amount", "cost", "bid-value")
-    ) + "]"
-)
 _LABEL_COLON = re.compile(r"^([A-Za-z][A-Za-z .#/()-]{0,34}?)\s*[:#]\s*(.+)$")
 
 
@@ -193,7 +176,7 @@ def detect_sale_status(page: Page, root: HtmlElement | None = None) -> str | Non
             if len(c) <= 40 and _SOLD_RE.match(c):
                 return sale_status_from_text(c)
     scope = page.body if root is None else root
-    for el in _SOLD_CLASS_CANDIDATES(scope):
+    for el in scope.iter("div", "span", "p", "section", "article", "main", "li", "img"):
         if el in page.excluded:
             continue
         cls = el.get("class") or ""
@@ -223,8 +206,8 @@ def price_from_dom(page: Page, root: HtmlElement | None = None) -> tuple[Decimal
     """The first plausible price in an element whose class/id says "price" (not
     finance/payment/MSRP/savings...), decoys excluded."""
     scope = page.body if root is None else root
-    for el in _PRICE_CANDIDATES(scope):
-        if el in page.excluded:
+    for el in scope.iter():
+        if not isinstance(el.tag, str) or el in page.excluded:
             continue
         attrs = (el.get("class") or "") + " " + (el.get("id") or "") + " " + (el.get("itemprop") or "")
         if not _PRICE_CLASS.search(attrs) or _NOT_PRICE_CLASS.search(attrs):
