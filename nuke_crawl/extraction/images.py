@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
-from lxml import etree
 from lxml.html import HtmlElement
 
 _RESIZE_PARAMS = frozenset(
@@ -223,13 +222,6 @@ def _variant_key(netloc: str, path: str, query: str) -> tuple[str, int]:
 
 # --- collecting candidates from the DOM -----------------------------------------------------
 
-# (in libxml2: the many divs, spans and list items without a background image are
-# never handed to Python)
-_CANDIDATE_ELEMENTS = etree.XPath(
-    "descendant-or-self::*[self::img or self::a or self::source or ((self::div or self::span"
-    " or self::li or self::figure or self::section) and (contains(@style, 'url(')"
-    " or @data-background-image or @data-bg))]"
-)
 _BG_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)['\"]?\s*\)", re.I)
 _LAZY_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-full", "data-zoom-image", "data-large", "data-big", "data-rsbigimg", "data-image", "data-img", "data-background-image", "data-bg", "data-href")
 
@@ -262,7 +254,7 @@ def image_candidates(root: HtmlElement, skip: set[HtmlElement] | None = None) ->
     (pass every excluded element, descendants included) are ignored."""
     out: list[str] = []
     skip = skip or set()
-    for el in _CANDIDATE_ELEMENTS(root):
+    for el in root.iter("img", "a", "source", "div", "span", "li", "figure", "section"):
         if el in skip:
             continue
         tag = el.tag
