@@ -108,6 +108,8 @@ class Database:
         if url.startswith("sqlite:"):
             self.dialect = "sqlite"
             self._conn: Any = self._connect_sqlite(url)
+            # parameters a statement may take (999 before SQLite 3.32, 32766 since)
+            self._sqlite_max_params = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         elif url.startswith(("postgresql:", "postgres:")):
             self.dialect = "postgresql"
             self._conn = self._connect_postgres(url)
@@ -233,23 +235,44 @@ class Database:
             self._conn.executemany(sql, prepared)
 
     def insert_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        on_conflict: str = "",
     ) -> None:
-        """Insert many rows into ``table`` (names are the code's own, never input):
-        ``COPY ... FROM STDIN`` on PostgreSQL (measured: the statement-per-row
-        alternative cost the server and client about 4 times as much for the org
-        crawl's image rows), ``executemany`` on SQLite."""
+        """Insert many rows into ``table`` (names and ``on_conflict``, an ``ON CONFLICT``
+        clause, are the code's own, never input).
+
+        PostgreSQL: ``COPY ... FROM STDIN`` (measured: a statement a row cost the server
+        and client about four times as much for the org crawl's image rows), or with
+        ``on_conflict``, which COPY cannot do, ``executemany`` (one round trip in
+        psycopg's pipeline mode). SQLite: as many rows a statement as its parameter
+        limit allows. Each statement lets other threads take the GIL while SQLite
+        works, then waits up to ``sys.getswitchinterval()`` to get it back: a row a
+        statement kept a worker's database thread a second on each batch."""
         if not rows:
             return
         names = ", ".join(columns)
+        one = f"({', '.join('?' * len(columns))})"
         if self.dialect == "postgresql":
+            if on_conflict:
+                self.executemany(f"INSERT INTO {table} ({names}) VALUES {one} {on_conflict}", rows)
+                return
             with self._conn.cursor() as cur, \
                     cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in self._rows(rows):
                     copy.write_row(row)
-        else:
-            self.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows
+            return
+        per_statement = max(1, self._sqlite_max_params // len(columns))
+        prepared = self._rows(rows)
+        for start in range(0, len(prepared), per_statement):
+            chunk = prepared[start:start + per_statement]
+            self._conn.execute(
+                f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(chunk))} "
+                f"{on_conflict}",
+                [p for row in chunk for p in row],
             )
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

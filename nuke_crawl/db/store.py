@@ -351,7 +351,7 @@ def upsert_vehicle(
         values = [vehicle_id, *fields.values(), rec.discovery_url, is_public,
                   rec.organization_id, PROFILE_ORIGIN, Json(meta), now, now]
         if batch is None:
-            db.execute(_insert_vehicle_sql(tuple(names)), values)
+            db.insert_rows("vehicles", names, [values])
         else:
             batch.vehicles.setdefault(tuple(names), []).append(values)
         outcome = "created"
@@ -383,7 +383,7 @@ def upsert_vehicle(
     status = "past" if fields.get("sale_status") == "sold" else "active"
     link = [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now]
     if batch is None:
-        db.execute(_LINK_SQL, link)
+        db.insert_rows("organization_vehicles", _LINK_COLUMNS, [link], on_conflict=_LINK_CONFLICT)
     else:
         batch.links.append(link)
     if external_images and image_urls:
@@ -398,23 +398,19 @@ def upsert_vehicle(
     return outcome
 
 
-_LINK_SQL = (
-    "INSERT INTO organization_vehicles (id, organization_id, vehicle_id, relationship_type, "
-    "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+_LINK_COLUMNS = ("id", "organization_id", "vehicle_id", "relationship_type", "status",
+                 "created_at", "updated_at")
+_LINK_CONFLICT = (
     "ON CONFLICT (organization_id, vehicle_id, relationship_type) DO UPDATE SET "
     "status = excluded.status, updated_at = excluded.updated_at"
 )
 
 
-def _insert_vehicle_sql(names: tuple[str, ...]) -> str:
-    return f"INSERT INTO vehicles ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-
-
 @dataclass
 class _BatchWrites:
     """A batch's new vehicles (by column list), organization links and image rows (by
-    vehicle), written together: ``executemany`` takes one round trip to PostgreSQL
-    (psycopg's pipeline mode) where a statement a row took a hundred a batch.
+    vehicle), written together (:meth:`Database.insert_rows`): a few statements a
+    batch where a statement a row took a hundred round trips to PostgreSQL.
 
     :func:`upsert_vehicle` writes the vehicles before it reads or updates anything
     itself (:meth:`write_vehicles`), so that it sees the batch's earlier records;
@@ -427,12 +423,13 @@ class _BatchWrites:
 
     def write_vehicles(self, db: Database) -> None:
         for names, rows in self.vehicles.items():
-            db.executemany(_insert_vehicle_sql(names), rows)
+            db.insert_rows("vehicles", names, rows)
         self.vehicles.clear()
 
     def write(self, db: Database) -> None:
         self.write_vehicles(db)
-        db.executemany(_LINK_SQL, self.links)
+        db.insert_rows("organization_vehicles", _LINK_COLUMNS, self.links,
+                       on_conflict=_LINK_CONFLICT)
         self.links.clear()
         insert_image_rows(db, [row for rows in self.images.values() for row in rows])
         self.images.clear()
