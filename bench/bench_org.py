@@ -13,12 +13,16 @@ downloader settings:
   extraction and database writes, with 1 and with 2 worker processes
   (`NUKE_WORKER_PROCESSES`; `--worker-processes`).
 
-Prints pages per second, the ratio org/bare (target >= 0.7), each process's
-peak memory (target < 300 MB), the CPU each part used per page, and the
-ceiling those CPU figures leave on this machine's cores. Usage:
+These machines' speed drifts within minutes (the same bare fetch has taken from
+14 to 18 s in one session), so every run is paired with a bare fetch made just
+before it, and its ratio is taken against that one; ``--repeat`` pairs of each
+(default 3) give a median. Prints pages per second, the ratios org/bare
+(target >= 0.7), each process's peak memory (target < 300 MB), the CPU each part
+used per page, and the ceiling those CPU figures leave on this machine's cores.
+Usage:
 
     .venv/bin/python bench/bench_org.py [--vehicles 5000] [--skip-postgres]
-        [--worker-processes 1,2] [--org-setting NAME=VALUE ...]
+        [--repeat 3] [--worker-processes 1[,2]] [--org-setting NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,9 +108,11 @@ def main() -> None:
     parser.add_argument("--throttle-target", type=float, default=None,
                         help="AUTOTHROTTLE_TARGET_CONCURRENCY for every run (default: the "
                         "project's, 2.0)")
-    parser.add_argument("--worker-processes", default="1,2",
+    parser.add_argument("--worker-processes", default="1",
                         help="NUKE_WORKER_PROCESSES values to run the org crawl with, "
-                        "comma-separated (default: 1,2; the project's default is 1)")
+                        "comma-separated (default: 1, the project's default)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="pairs of (bare fetch, run) for each run (default 3)")
     parser.add_argument("--org-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra -s NAME=VALUE for the org runs only; repeatable")
     opts = parser.parse_args()
@@ -131,12 +138,25 @@ def main() -> None:
         map_file = tmp / "site-map.json"
         map_file.write_text(json.dumps(site_map(demo)))
 
-        results: dict[str, dict[str, float]] = {}
-        results["bare"] = run(["runspider", str(REPO / "bench" / "bare_fetch.py"),
-                               "-a", f"urls_file={urls_file}", *SETTINGS], env, tmp)
-        results["floor"] = run(["runspider", str(REPO / "bench" / "floor_spider.py"),
-                                "-a", f"map_file={map_file}", "-a", f"start_url={demo.url}/",
-                                *SETTINGS], env, tmp)
+        bare_args = ["runspider", str(REPO / "bench" / "bare_fetch.py"),
+                     "-a", f"urls_file={urls_file}", *SETTINGS]
+        # label -> [(its adjacent bare fetch, the run), ...]
+        pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
+
+        def paired(label: str, args: list[str], env_: dict[str, str],
+                   before: Any = None, after: Any = None) -> None:
+            bare = run(bare_args, env, tmp)
+            if before is not None:
+                before()
+            result = run(args, env_, tmp)
+            if after is not None:
+                after()
+            pairs.setdefault(label, []).append((bare, result))
+            print(f"{label}: {bare['seconds'] / result['seconds']:.2f}x its bare fetch "
+                  f"({result['seconds']:.1f} s against {bare['seconds']:.1f} s)", flush=True)
+
+        floor_args = ["runspider", str(REPO / "bench" / "floor_spider.py"),
+                      "-a", f"map_file={map_file}", "-a", f"start_url={demo.url}/", *SETTINGS]
         backends = {"sqlite": f"sqlite:///{tmp / 'bench.db'}"}
         schema = None
         if not opts.skip_postgres:
@@ -146,66 +166,95 @@ def main() -> None:
             with psycopg.connect(opts.postgres, autocommit=True) as admin:
                 admin.execute(f"CREATE SCHEMA {schema}")
             backends["postgresql"] = f"{opts.postgres}?options=-csearch_path%3D{schema}"
+        counts = [int(n) for n in opts.worker_processes.split(",") if n.strip()]
+
+        def reset(url: str) -> None:
+            db = Database(url)
+            migrate(db)
+            db.execute("DELETE FROM vehicle_images")
+            db.execute("DELETE FROM organization_vehicles")
+            db.execute("DELETE FROM vehicles")
+            db.execute("DELETE FROM businesses")
+            store.add_organization(db, demo.url, name="Bench Motors")
+            db.close()
+
+        def check(label: str, url: str) -> None:
+            db = Database(url)
+            stored = db.scalar("SELECT COUNT(*) FROM vehicles")
+            images = db.scalar("SELECT COUNT(*) FROM vehicle_images")
+            db.close()
+            if stored != opts.vehicles:
+                sys.exit(f"{label} stored {stored} vehicles, expected {opts.vehicles}")
+            if images != 20 * opts.vehicles:
+                sys.exit(f"{label} stored {images} image rows, expected {20 * opts.vehicles}")
+
         try:
-            counts = [int(n) for n in opts.worker_processes.split(",") if n.strip()]
-            for name, url in backends.items():
-                for count in counts:
-                    label = f"org/{name}" + (f" w{count}" if len(counts) > 1 else "")
-                    db = Database(url)
-                    migrate(db)
-                    db.execute("DELETE FROM vehicle_images")
-                    db.execute("DELETE FROM organization_vehicles")
-                    db.execute("DELETE FROM vehicles")
-                    db.execute("DELETE FROM businesses")
-                    store.add_organization(db, demo.url, name="Bench Motors")
-                    db.close()
-                    results[label] = run(
-                        ["crawl", "org", "-a", "threshold=1", "-a",
-                         f"max_vehicles={opts.vehicles}", *SETTINGS,
-                         "-s", f"NUKE_WORKER_PROCESSES={count}",
-                         *(x for o in opts.org_setting for x in ("-s", o))],
-                        {**env, "DATABASE_URL": url}, tmp)
-                    db = Database(url)
-                    stored = db.scalar("SELECT COUNT(*) FROM vehicles")
-                    images = db.scalar("SELECT COUNT(*) FROM vehicle_images")
-                    db.close()
-                    if stored != opts.vehicles:
-                        sys.exit(f"{label} stored {stored} vehicles, expected {opts.vehicles}")
-                    print(f"{label}: stored {stored} vehicles, {images} external image rows")
+            for _ in range(opts.repeat):  # round-robin: drift spreads over every label
+                paired("floor", floor_args, env)
+                for name, url in backends.items():
+                    for count in counts:
+                        label = f"org/{name}" + (f" w{count}" if len(counts) > 1 else "")
+                        paired(label,
+                               ["crawl", "org", "-a", "threshold=1", "-a",
+                                f"max_vehicles={opts.vehicles}", *SETTINGS,
+                                "-s", f"NUKE_WORKER_PROCESSES={count}",
+                                *(x for o in opts.org_setting for x in ("-s", o))],
+                               {**env, "DATABASE_URL": url},
+                               before=lambda url=url: reset(url),
+                               after=lambda label=label, url=url: check(label, url))
         finally:
             if schema:
                 import psycopg
 
                 with psycopg.connect(opts.postgres, autocommit=True) as admin:
                     admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    bare_rate = len(pages) / results["bare"]["seconds"]
-    print(f"\n{'run':<16}{'seconds':>9}{'pages/s':>10}{'ratio':>8}{'peak MB':>9}"
-          f"{'tree MB':>9}{'CPU ms/page: crawler':>22}{'workers':>9}{'server':>8}")
-    for name, r in results.items():
-        rate = len(pages) / r["seconds"]
-        per_page = {k: r[k] * 1000 / len(pages) for k in ("cpu_crawler", "cpu_children", "cpu_server")}
-        print(f"{name:<16}{r['seconds']:>9.1f}{rate:>10.0f}{rate / bare_rate:>8.2f}"
-              f"{r['peak_kib'] / 1024:>9.0f}{r['tree_peak_kib'] / 1024:>9.0f}"
-              f"{per_page['cpu_crawler']:>22.2f}"
-              f"{per_page['cpu_children']:>9.2f}{per_page['cpu_server']:>8.2f}")
+    report(pairs, len(pages))
+
+
+def report(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]], n_pages: int) -> None:
+    """Each label's median ratio to its adjacent bare fetches, and its medians of the rest."""
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    bares = [bare for runs in pairs.values() for bare, _ in runs]
+    print(f"\n{len(bares)} bare fetches of {n_pages} pages: {min(b['seconds'] for b in bares):.1f}"
+          f"-{max(b['seconds'] for b in bares):.1f} s, median "
+          f"{n_pages / med([b['seconds'] for b in bares]):.0f} pages/s, crawler "
+          f"{1000 * med([b['cpu_crawler'] for b in bares]) / n_pages:.2f} ms CPU a page")
+    print(f"\n{'run':<20}{'ratios to their bare fetch':>30}{'median':>8}{'pages/s':>9}"
+          f"{'peak MB':>9}{'tree MB':>9}{'CPU ms/page: crawler':>22}{'workers':>9}{'server':>8}")
+    for label, runs in pairs.items():
+        ratios = [bare["seconds"] / r["seconds"] for bare, r in runs]
+        rs = [r for _, r in runs]
+        cpu = {k: 1000 * med([r[k] for r in rs]) / n_pages
+               for k in ("cpu_crawler", "cpu_children", "cpu_server")}
+        print(f"{label:<20}{' '.join(f'{x:.2f}' for x in ratios):>30}{med(ratios):>8.2f}"
+              f"{n_pages / med([r['seconds'] for r in rs]):>9.0f}"
+              f"{max(r['peak_kib'] for r in rs) / 1024:>9.0f}"
+              f"{max(r['tree_peak_kib'] for r in rs) / 1024:>9.0f}"
+              f"{cpu['cpu_crawler']:>22.2f}{cpu['cpu_children']:>9.2f}{cpu['cpu_server']:>8.2f}")
     # The most any org crawl could reach on these cores: Scrapy's own work for these
     # requests and items (the floor's crawler CPU), the cheapest measured extraction and
     # database work (the workers' CPU of the org runs) and the site's server, all
-    # perfectly spread over every core, with no other overhead.
+    # perfectly spread over every core, with no other overhead; against the bare fetch's
+    # median rate.
     cores = len(os.sched_getaffinity(0))
-    floor = results["floor"]
-    work = min(r["cpu_children"] for k, r in results.items() if k.startswith("org/"))
-    per_page = (floor["cpu_crawler"] + work + floor["cpu_server"]) / len(pages)
-    ceiling = cores / per_page
-    print(f"\nceiling: {cores} cores, Scrapy's floor {1000 * floor['cpu_crawler'] / len(pages):.2f}"
-          f" + extraction and database {1000 * work / len(pages):.2f} + server "
-          f"{1000 * floor['cpu_server'] / len(pages):.2f} ms CPU a page: at most {ceiling:.0f} "
-          f"pages/s = {ceiling / bare_rate:.2f}x bare, were every core busy all the time")
+    floor = [r for _, r in pairs["floor"]]
+    floor_cpu = med([r["cpu_crawler"] for r in floor]) / n_pages
+    server_cpu = med([r["cpu_server"] for r in floor]) / n_pages
+    work = min(med([r["cpu_children"] for _, r in runs])
+               for label, runs in pairs.items() if label.startswith("org/")) / n_pages
+    ceiling = cores / (floor_cpu + work + server_cpu)
+    bare_rate = n_pages / med([b["seconds"] for b in bares])
+    print(f"\nceiling: {cores} cores, Scrapy's floor {1000 * floor_cpu:.2f} + extraction and "
+          f"database {1000 * work:.2f} + server {1000 * server_cpu:.2f} ms CPU a page: at most "
+          f"{ceiling:.0f} pages/s = {ceiling / bare_rate:.2f}x the median bare fetch, were every "
+          "core busy all the time")
     print("\ntargets: org ratio >= 0.70, peak memory < 300 MB (wall time includes process "
           "start-up for every run). peak MB: the crawler's peak RSS plus its largest child's;"
           " tree MB: the largest summed RSS of the crawler and all its children at one time, "
-          "sampled every 0.1 s. CPU counts user + system time; 'server' is the site's "
-          "server threads (the PostgreSQL server's own CPU is not counted).")
+          "sampled every 0.1 s. CPU counts user + system time (medians); 'server' is the "
+          "site's server threads (the PostgreSQL server's own CPU is not counted).")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ def _result(call_id: int, ok: bool, value: Any) -> bytes:
 def main() -> None:
     if os.environ.get("NUKE_WORKER_SYS_PATH"):
         sys.path[:] = json.loads(os.environ["NUKE_WORKER_SYS_PATH"])
+    if os.environ.get("NUKE_WORKER_NICE"):
+        try:
+            os.nice(int(os.environ["NUKE_WORKER_NICE"]))
+        except (OSError, ValueError):
+            pass  # the priority is a preference: the work runs the same without it
     # Results go to the original stdout; anything the work prints goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -62,6 +62,7 @@ NUKE_EXTERNAL_IMAGE_RECORDS = True  # one vehicle_images row (is_external) per i
 NUKE_MAX_IMAGES_PER_VEHICLE = 50
 NUKE_PROBE_COMMON_PATHS = True  # try /inventory, /used-vehicles... when nothing links to inventory
 NUKE_WORKER_PROCESSES = 1  # processes that extract pages and write vehicles (0: a thread of the crawler)
+NUKE_WORKER_NICE = 10  # their CPU priority below the crawler's (0-19; 0: the same)
 NUKE_GC_THRESHOLD = 20_000  # allocations between young-generation GC scans during a crawl (0: Python's 700)
 
 # -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------

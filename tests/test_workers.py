@@ -177,3 +177,34 @@ def test_database_calls_run_beside_the_others(db_url: str) -> None:
     (slow_thread, slow_done), (then_thread, then_done), (quick_thread, quick_done) = run(go())
     assert quick_done < slow_done <= then_done  # database calls stay in order
     assert slow_thread == then_thread != quick_thread == "MainThread"
+
+
+def _niceness() -> int:
+    return os.nice(0)
+
+
+def test_workers_run_at_the_pools_lower_priority() -> None:
+    async def go() -> tuple[int, int]:
+        default, lowered = WorkerPool(1), WorkerPool(1, nice=7)
+        try:
+            return await default.call(_niceness), await lowered.call(_niceness)
+        finally:
+            await default.close()
+            await lowered.close()
+
+    mine = os.nice(0)
+    assert run(go()) == (mine, min(19, mine + 7))
+    with pytest.raises(ValueError, match="nice=20"):
+        WorkerPool(1, nice=20)
+
+
+def test_the_crawlers_pool_takes_its_priority_from_the_settings() -> None:
+    from scrapy.exceptions import NotConfigured
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.workers import crawler_workers
+
+    assert crawler_workers(get_crawler(settings_dict={})).nice == 10
+    assert crawler_workers(get_crawler(settings_dict={"NUKE_WORKER_NICE": 0})).nice == 0
+    with pytest.raises(NotConfigured, match="NUKE_WORKER_NICE=25"):
+        crawler_workers(get_crawler(settings_dict={"NUKE_WORKER_NICE": 25}))
