@@ -113,6 +113,10 @@ class WorkerPool:
         )
 
     async def _worker(self) -> _Worker:
+        workers = self._workers
+        if len(workers) == self.processes and all(w.alive for w in workers):
+            # every worker is up (each call comes here): no lock, no list to rebuild
+            return min(workers, key=lambda w: len(w.pending))
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:

@@ -522,3 +522,12 @@ def test_clean_image_urls_gives_the_same_result_through_either_split() -> None:
     assert "https://user:pw@photos.example.com:443/x/Y.JPG" in fast  # host lowercased
     assert "https://images.craigslist.org/00q0q_abc_1200x900.jpg" in fast
     assert not any("px.example.com" in u or "ftp:" in u for u in fast)
+
+
+def test_a_page_comes_back_with_its_de_duplication_key() -> None:
+    url = "HTTPS://Dealer.Example.com/used/2019-honda-civic-123456?utm_source=x&b=2&a=1#top"
+    html = "<html><head><title>2019 Honda Civic</title></head><body><h1>2019 Honda Civic</h1>" \
+           "<p>Price: $18,500</p></body></html>"
+    result = extract_page(html, url)
+    assert result.canonical_url == canonical_listing_url(url)
+    assert result.canonical_url == "https://dealer.example.com/used/2019-honda-civic-123456?a=1&b=2"

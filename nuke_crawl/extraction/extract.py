@@ -72,7 +72,7 @@ def extract_page(
     page = Page(html, url)
     selectors = selectors or {}
     adapters = adapters_for(page)
-    result = PageExtraction(url=url)
+    result = PageExtraction(url=url, canonical_url=page.canonical_url)
     result.vehicle_links = _vehicle_links(page, adapters, selectors)
     result.next_pages = _next_pages(page, selectors, set(result.vehicle_links))
 

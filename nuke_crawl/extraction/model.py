@@ -51,6 +51,7 @@ class PageExtraction:
     """
 
     url: str
+    canonical_url: str = ""  # canonical_listing_url(url), worked out once with the page
     vehicle: VehicleData | None = None
     listings: list[VehicleData] = field(default_factory=list)
     vehicle_links: list[str] = field(default_factory=list)

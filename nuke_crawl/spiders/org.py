@@ -318,7 +318,7 @@ class OrgSpider(scrapy.Spider):
                 return [self._request(org, response.url, self.parse_page, render=True)]
         out: list[Any] = []
         if result.vehicle is not None:
-            item = self._item(progress, result.vehicle, response.url)
+            item = self._item(progress, result.vehicle, result.url, result.canonical_url)
             if item is not None:
                 out.append(item)
         elif result.skip_reason and result.skip_reason != "inventory_page":
@@ -360,12 +360,15 @@ class OrgSpider(scrapy.Spider):
         progress.vehicle_requests += 1
         return True
 
-    def _item(self, progress: OrgProgress, v: VehicleData, page_url: str) -> VehicleItem | None:
+    def _item(
+        self, progress: OrgProgress, v: VehicleData, page_url: str, page_key: str = ""
+    ) -> VehicleItem | None:
         if progress.vehicles_found >= self.args["max_vehicles"]:
             progress.skipped["max_vehicles"] += 1
             return None
         url = v.url or page_url
-        key = canonical_listing_url(url)
+        # the worker has keyed the page already (w3lib's canonicalisation is costly)
+        key = page_key if page_key and url == page_url else canonical_listing_url(url)
         progress.seen.add(key)
         progress.vehicles_found += 1
         self._stat("nuke/vehicles/found")
