@@ -88,7 +88,12 @@ def main() -> None:
             fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
         except OSError:
             pass  # not a pipe, or a lower limit: the default size works too
-    lock = threading.Lock()
+    lock = threading.Lock()  # both threads answer
+
+    def send(reply: bytes) -> None:
+        with lock:
+            out.write(reply)
+            out.flush()
 
     def run(call_id: int, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
         try:
@@ -97,9 +102,7 @@ def main() -> None:
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             reply = _result(call_id, False, exc)
-        with lock:
-            out.write(reply)
-            out.flush()
+        send(reply)
 
     # Database calls run, in order, on a thread of their own: while one waits for the
     # database (PostgreSQL's server, SQLite's own C code: both release the GIL), the
@@ -116,9 +119,7 @@ def main() -> None:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - e.g. a module it cannot import
-                with lock:
-                    out.write(_result(call_id, False, exc))
-                    out.flush()
+                send(_result(call_id, False, exc))
                 continue
             if func in db_calls:
                 db_thread.submit(run, call_id, func, args, kwargs)

@@ -230,12 +230,13 @@ def crawler_workers(crawler: Crawler) -> WorkerPool:
     pool: WorkerPool | None = getattr(crawler, "_nuke_workers", None)
     if pool is None:
         processes = crawler.settings.getint("NUKE_WORKER_PROCESSES", 1)
-        if processes < 0:
-            raise NotConfigured(f"NUKE_WORKER_PROCESSES={processes}: must be 0 or more")
         nice = crawler.settings.getint("NUKE_WORKER_NICE", 10)
-        if not 0 <= nice <= 19:
-            raise NotConfigured(f"NUKE_WORKER_NICE={nice}: must be from 0 to 19")
-        pool = WorkerPool(processes, nice=nice)
+        try:
+            pool = WorkerPool(processes, nice=nice)
+        except ValueError as exc:  # the pool's own checks, named by their settings
+            raise NotConfigured(
+                f"NUKE_WORKER_PROCESSES={processes}, NUKE_WORKER_NICE={nice}: {exc}"
+            ) from None
         crawler._nuke_workers = pool  # type: ignore[attr-defined]
         crawler.signals.connect(pool.close, signal=signals.engine_stopped)
     return pool

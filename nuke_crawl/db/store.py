@@ -291,48 +291,42 @@ def upsert_vehicle(
     db: Database,
     rec: VehicleRecord,
     *,
-    external_images: bool = True,
-    batch: _BatchWrites | None = None,
-    known: _Prefetched | None = None,
+    external_images: bool,
+    batch: _BatchWrites,
+    known: _Prefetched,
 ) -> str:
     """Insert or update one listing, its organization link and its external
     image rows. Returns ``created``, ``updated`` or ``unchanged``.
 
-    Call inside a transaction. One row per listing: matched on the canonical
-    ``discovery_url``, then on VIN within the organization. Images already
-    downloaded are never turned back into external records. With ``batch``, new
-    vehicles, organization links and image rows are collected there, for the caller
-    to write together (:meth:`_BatchWrites.write`, in the same transaction).
-    With ``known`` (:func:`_prefetch`: the batch's rows, read and locked at once),
-    the lookups it already answered are not made again.
+    Call inside a transaction, from :func:`upsert_vehicles`. One row per listing:
+    matched on the canonical ``discovery_url``, then on VIN within the
+    organization. Images already downloaded are never turned back into external
+    records. New vehicles, organization links and image rows are collected in
+    ``batch``, for the caller to write together (:meth:`_BatchWrites.write`, in the
+    same transaction); the lookups ``known`` already answered (:func:`_prefetch`: the
+    batch's rows, read and locked at once) are not made again.
     """
     fields = {k: v for k, v in rec.fields.items() if k in VEHICLE_FIELDS}
     vin = fields.get("vin")
-    if known is None and db.dialect == "postgresql":
-        # Serialises two workers upserting the same listing at once.
-        db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [rec.discovery_url])
-    if known is not None and known.answers(rec.discovery_url):
+    if known.answers(rec.discovery_url):
         row = known.by_url.get(rec.discovery_url)
     else:
-        if batch is not None:
-            batch.write_vehicles(db)
+        batch.write_vehicles(db)
         row = db.fetchone(
             f"SELECT {_COLS} FROM vehicles WHERE discovery_url = ? ORDER BY created_at LIMIT 1",
             [rec.discovery_url],
         )
     if row is None and vin:
-        if known is not None and known.answers_vin(rec.organization_id, vin):
+        if known.answers_vin(rec.organization_id, vin):
             row = known.by_vin.get(str(vin))
         else:
-            if batch is not None:
-                batch.write_vehicles(db)
+            batch.write_vehicles(db)
             row = db.fetchone(
                 f"SELECT {_COLS} FROM vehicles WHERE origin_organization_id = ? AND vin = ? "
                 "ORDER BY created_at LIMIT 1",
                 [rec.organization_id, vin],
             )
-    if known is not None:
-        known.touched(rec.discovery_url, vin, row)
+    known.touched(rec.discovery_url, vin, row)
     now = db.now()
     is_public = bool(fields.get("year") and fields.get("make") and fields.get("model"))
     image_urls = list(rec.image_urls)
@@ -350,14 +344,10 @@ def upsert_vehicle(
                  "profile_origin", "origin_metadata", "created_at", "updated_at"]
         values = [vehicle_id, *fields.values(), rec.discovery_url, is_public,
                   rec.organization_id, PROFILE_ORIGIN, Json(meta), now, now]
-        if batch is None:
-            db.insert_rows("vehicles", names, [values])
-        else:
-            batch.vehicles.setdefault(tuple(names), []).append(values)
+        batch.vehicles.setdefault(tuple(names), []).append(values)
         outcome = "created"
     else:
-        if batch is not None:
-            batch.write_vehicles(db)
+        batch.write_vehicles(db)
         vehicle_id = row["id"]
         old_meta = loads_json(row["origin_metadata"]) or {}
         changed = {k: v for k, v in fields.items() if v is not None and not _same(row.get(k), v)}
@@ -381,20 +371,16 @@ def upsert_vehicle(
         outcome = "updated" if (changed or meta_changed) else "unchanged"
 
     status = "past" if fields.get("sale_status") == "sold" else "active"
-    link = [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now]
-    if batch is None:
-        db.insert_rows("organization_vehicles", _LINK_COLUMNS, [link], on_conflict=_LINK_CONFLICT)
-    else:
-        batch.links.append(link)
+    batch.links.append(
+        [new_id(), rec.organization_id, vehicle_id, RELATIONSHIP_TYPE, status, now, now]
+    )
     if external_images and image_urls:
-        if batch is not None and vehicle_id in batch.images:
+        if vehicle_id in batch.images:
             # the same listing came earlier in this batch: its rows go in first
             insert_image_rows(db, batch.images.pop(vehicle_id))
-        rows = _external_image_rows(db, vehicle_id, image_urls, now, new=outcome == "created")
-        if batch is None:
-            insert_image_rows(db, rows)
-        else:
-            batch.images[vehicle_id] = rows
+        batch.images[vehicle_id] = _external_image_rows(
+            db, vehicle_id, image_urls, now, new=outcome == "created"
+        )
     return outcome
 
 
@@ -537,7 +523,7 @@ def upsert_vehicles(
     try:
         with db.transaction():
             batch = _BatchWrites()
-            known = _prefetch(db, records) if len(records) > 1 else None
+            known = _prefetch(db, records)
             outcomes = [
                 upsert_vehicle(db, r, external_images=external_images, batch=batch, known=known)
                 for r in records

@@ -318,6 +318,7 @@ class OrgSpider(scrapy.Spider):
                 return [self._request(org, response.url, self.parse_page, render=True)]
         out: list[Any] = []
         if result.vehicle is not None:
+            # keyed by the worker with the page (w3lib's canonicalisation is costly)
             item = self._item(progress, result.vehicle, result.url, result.canonical_url)
             if item is not None:
                 out.append(item)
@@ -361,14 +362,15 @@ class OrgSpider(scrapy.Spider):
         return True
 
     def _item(
-        self, progress: OrgProgress, v: VehicleData, page_url: str, page_key: str = ""
+        self, progress: OrgProgress, v: VehicleData, page_url: str, key: str
     ) -> VehicleItem | None:
+        """The item of the vehicle of the page at ``page_url`` (``key``: its
+        :func:`canonical_listing_url`; ``extract_page`` gives a detail page's
+        vehicle that URL)."""
         if progress.vehicles_found >= self.args["max_vehicles"]:
             progress.skipped["max_vehicles"] += 1
             return None
         url = v.url or page_url
-        # the worker has keyed the page already (w3lib's canonicalisation is costly)
-        key = page_key if page_key and url == page_url else canonical_listing_url(url)
         progress.seen.add(key)
         progress.vehicles_found += 1
         self._stat("nuke/vehicles/found")
