@@ -10,7 +10,7 @@ own price for a callback that yields requests and items.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ class FloorSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[scrapy.Request]:
         yield scrapy.Request(self.start_url, callback=self.parse, dont_filter=True)
 
-    def parse(self, response: scrapy.http.Response) -> Iterator[Any]:
+    def parse(self, response: scrapy.http.Response) -> list[Any]:
+        # a list, as the org spider returns: for a generator callback Scrapy reads the
+        # callback's source again for every response (to warn about a return value),
+        # which would put a cost in the floor that the org crawl does not have
         page = self.site.get(response.url, {})
-        if page.get("item"):
-            yield page["item"]
+        out: list[Any] = [page["item"]] if page.get("item") else []
         for url in page.get("links", []):
             if url not in self.seen:
                 self.seen.add(url)
-                yield scrapy.Request(url, callback=self.parse, dont_filter=True)
+                out.append(scrapy.Request(url, callback=self.parse, dont_filter=True))
+        return out

@@ -7,12 +7,18 @@ is ``(func, args, kwargs)``; a result's is ``(ok, value)``, ``value`` being what
 when the crawler closes the pipe, or dies. ``NUKE_WORKER_SYS_PATH`` (JSON) gives
 it its parent's ``sys.path``, so that it finds the same modules. Database calls
 (:func:`with_db`) run in order on a thread of their own, the others on the main
-thread, so a call may be answered before one sent earlier.
+thread, so a call may be answered before one sent earlier. Before its first call it
+imports the modules named in ``NUKE_WORKER_PRELOAD`` (comma-separated), so that the
+first page does not wait for them, and with ``NUKE_WORKER_GC_THRESHOLD`` set it
+freezes what start-up created and scans the youngest generation every that many
+allocations (see :mod:`nuke_crawl.extensions.gctune`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import gc
+import importlib
 import json
 import os
 import pickle
@@ -77,6 +83,15 @@ def main() -> None:
             os.nice(int(os.environ["NUKE_WORKER_NICE"]))
         except (OSError, ValueError):
             pass  # the priority is a preference: the work runs the same without it
+    for name in filter(None, os.environ.get("NUKE_WORKER_PRELOAD", "").split(",")):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # a preference too: a call that needs the module fails with the reason
+    threshold = int(os.environ.get("NUKE_WORKER_GC_THRESHOLD") or 0)
+    if threshold > 0:
+        gc.freeze()
+        gc.set_threshold(threshold, *gc.get_threshold()[1:])
     # Results go to the original stdout; anything the work prints goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -1,52 +1,94 @@
-"""scrapy-playwright's download handler, started only when a page needs a browser.
+"""The org crawl's download handler: Scrapy's HTTP/1.1 handler, with scrapy-playwright's
+created only when a page needs a browser.
 
 scrapy-playwright starts its Node.js driver (about 60 MB, and a second of CPU)
-when the engine starts, whether or not any request asks for ``playwright``.
-Most organizations' sites need no browser, so :class:`LazyPlaywrightDownloadHandler`
-defers that start to the first request with ``meta["playwright"]``: a crawl of
-plain HTML sites runs on the plain HTTP/1.1 handler and never starts Node.js.
+when the engine starts, whether or not any request asks for ``playwright``, and
+importing it costs every crawl about 0.15 s more. Most organizations' sites need
+no browser, so :class:`LazyPlaywrightDownloadHandler` downloads with Scrapy's own
+HTTP/1.1 handler and imports, creates and starts scrapy-playwright's handler at
+the first request with ``meta["playwright"]``: a crawl of plain HTML sites never
+imports Playwright nor starts Node.js.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from scrapy import signals
+from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.http import Request, Response
-from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+if TYPE_CHECKING:
+    from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 
 logger = logging.getLogger(__name__)
 
 
-class LazyPlaywrightDownloadHandler(ScrapyPlaywrightDownloadHandler):
-    """``ScrapyPlaywrightDownloadHandler`` that launches Playwright on first use.
+class _Browser:
+    """The crawler's one scrapy-playwright handler (its http and https handlers share
+    it), created and launched on first use."""
 
-    Requests without ``meta["playwright"]`` go to Scrapy's HTTP/1.1 handler, as
-    with the parent class; the first one with it starts the driver (once, under
-    a lock) before the page is rendered. ``launched`` tells whether it did.
-    """
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.lock = asyncio.Lock()
+        self.handler: ScrapyPlaywrightDownloadHandler | None = None
+
+    async def get(self, request: Request) -> ScrapyPlaywrightDownloadHandler:
+        async with self.lock:
+            if self.handler is None:
+                from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+                logger.info("Starting the browser (Playwright and Chromium) for %s", request.url)
+                handler = ScrapyPlaywrightDownloadHandler.from_crawler(self.crawler)
+                # it connects its launch to engine_started, which has fired: launch it here
+                for receiver in (handler._maybe_launch_in_thread, handler._engine_started):
+                    self.crawler.signals.disconnect(receiver, signals.engine_started)
+                try:
+                    await handler._maybe_future_from_coro(handler._launch())
+                except BaseException:
+                    await handler.close()
+                    raise
+                self.handler = handler
+                if self.crawler.stats is not None:
+                    self.crawler.stats.set_value("nuke/browser/launched", True)
+            return self.handler
+
+    async def close(self) -> None:
+        async with self.lock:
+            handler, self.handler = self.handler, None
+        if handler is not None:
+            await handler.close()
+
+
+def _browser(crawler: Crawler) -> _Browser:
+    browser: _Browser | None = getattr(crawler, "_nuke_browser", None)
+    if browser is None:
+        browser = crawler._nuke_browser = _Browser(crawler)  # type: ignore[attr-defined]
+    return browser
+
+
+class LazyPlaywrightDownloadHandler(HTTP11DownloadHandler):
+    """Scrapy's HTTP/1.1 handler; requests with ``meta["playwright"]`` go to
+    scrapy-playwright's handler, which the first of them creates and starts (once
+    a crawler, under a lock). ``launched`` tells whether it did."""
 
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
-        # The parent connected its launch to engine_started; take it back.
-        for receiver in (self._maybe_launch_in_thread, self._engine_started):
-            crawler.signals.disconnect(receiver, signals.engine_started)
-        self._launch_lock = asyncio.Lock()
-        self.launched = False
+        self._browser = _browser(crawler)
 
-    async def _ensure_launched(self, request: Request) -> None:
-        async with self._launch_lock:
-            if not self.launched:
-                logger.info("Starting the browser (Playwright and Chromium) for %s", request.url)
-                await self._maybe_future_from_coro(self._launch())
-                self.launched = True
-                if self.stats is not None:
-                    self.stats.set_value("nuke/browser/launched", True)
+    @property
+    def launched(self) -> bool:
+        return self._browser.handler is not None
 
-    async def download_request(self, request: Request, *args: Any) -> Response:
-        if request.meta.get("playwright") and not self.launched:
-            await self._ensure_launched(request)
-        return await super().download_request(request, *args)
+    async def download_request(self, request: Request) -> Response:
+        if request.meta.get("playwright"):
+            handler = await self._browser.get(request)
+            return await handler.download_request(request)
+        return await super().download_request(request)
+
+    async def close(self) -> None:
+        await super().close()
+        await self._browser.close()

@@ -140,6 +140,30 @@ def test_crawl_each_site_style(site: Demo, db_url: str) -> None:
     assert org_metadata(db_url, org_id)["last_crawl"]["unchanged"] == len(rows)
 
 
+def test_playwright_is_imported_only_for_a_page_that_needs_it() -> None:
+    # the org spider and its download handler leave scrapy-playwright's handler (and
+    # Playwright) unimported until a request asks for a browser
+    code = (
+        "import sys\n"
+        "from scrapy.utils.test import get_crawler\n"
+        "from nuke_crawl.browser import LazyPlaywrightDownloadHandler\n"
+        "from nuke_crawl.spiders.org import OrgSpider\n"
+        "from nuke_crawl import settings\n"
+        "from scrapy.utils.reactor import install_reactor\n"
+        "install_reactor(settings.TWISTED_REACTOR)\n"
+        "crawler = get_crawler(OrgSpider, {'TWISTED_REACTOR': settings.TWISTED_REACTOR, "
+        "'TWISTED_REACTOR_ENABLED': True})\n"
+        "handler = LazyPlaywrightDownloadHandler.from_crawler(crawler)\n"
+        "assert not handler.launched\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('playwright', "
+        "'scrapy_playwright.handler'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("site", ["js"], indirect=True)
 def test_javascript_site_is_rendered_through_chromium(site: Demo, db_url: str) -> None:

@@ -208,3 +208,42 @@ def test_the_crawlers_pool_takes_its_priority_from_the_settings() -> None:
     assert crawler_workers(get_crawler(settings_dict={"NUKE_WORKER_NICE": 0})).nice == 0
     with pytest.raises(NotConfigured, match="NUKE_WORKER_NICE=25"):
         crawler_workers(get_crawler(settings_dict={"NUKE_WORKER_NICE": 25}))
+
+
+def _gc_state(module: str) -> tuple[int, bool, int]:
+    import gc
+    import sys
+
+    return gc.get_threshold()[0], module in sys.modules, gc.get_freeze_count()
+
+
+def test_workers_preload_their_modules_and_tune_their_collector() -> None:
+    async def go() -> tuple[tuple[int, bool, int], tuple[int, bool, int]]:
+        plain = WorkerPool(1)
+        tuned = WorkerPool(1, gc_threshold=12_345, preload=("nuke_crawl.extraction",))
+        try:
+            await tuned.start()  # started before its first call
+            assert len(tuned._workers) == 1
+            return (await plain.call(_gc_state, "nuke_crawl.extraction"),
+                    await tuned.call(_gc_state, "nuke_crawl.extraction"))
+        finally:
+            await plain.close()
+            await tuned.close()
+
+    plain, tuned = run(go())
+    assert plain[0] == 700 and not plain[1] and plain[2] == 0
+    assert tuned[0] == 12_345 and tuned[1] and tuned[2] > 0  # start-up's objects frozen
+    with pytest.raises(ValueError, match="gc_threshold=-1"):
+        WorkerPool(1, gc_threshold=-1)
+
+
+def test_the_crawlers_pool_takes_its_collector_threshold_from_the_settings() -> None:
+    from scrapy.exceptions import NotConfigured
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.workers import crawler_workers
+
+    assert crawler_workers(get_crawler(settings_dict={})).gc_threshold == 20_000
+    assert crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": 0})).gc_threshold == 0
+    with pytest.raises(NotConfigured, match="NUKE_GC_THRESHOLD=-5"):
+        crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": -5}))

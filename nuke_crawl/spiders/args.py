@@ -103,6 +103,6 @@ def apply_user_agent(settings: Any) -> None:
     """Make ``NUKE_USER_AGENT`` the User-Agent (also for robots.txt rules)
     when it was given with a higher priority than ``USER_AGENT``; call it
     from a spider's ``update_settings``."""
-    if settings.getpriority("NUKE_USER_AGENT") > (settings.getpriority("USER_AGENT") or 0):
-        settings.set("USER_AGENT", settings.get("NUKE_USER_AGENT"),
-                     priority=settings.getpriority("NUKE_USER_AGENT"))
+    priority = settings.getpriority("NUKE_USER_AGENT")  # None: not set
+    if priority is not None and priority > (settings.getpriority("USER_AGENT") or 0):
+        settings.set("USER_AGENT", settings.get("NUKE_USER_AGENT"), priority=priority)

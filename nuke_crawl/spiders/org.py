@@ -37,7 +37,7 @@ from nuke_crawl.extraction import (
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
-from nuke_crawl.workers import WorkerPool, crawler_workers
+from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
 
 logger = logging.getLogger(__name__)
@@ -135,8 +135,9 @@ class OrgSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[Any]:
         try:
+            await self.workers.start()  # its imports overlap the selection and first fetch
             orgs = await self._select()
-        except (DatabaseError, SchemaMissing) as exc:
+        except (DatabaseError, SchemaMissing, WorkerError) as exc:
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
