@@ -82,8 +82,13 @@ class Page:
         return b if b is not None else self.tree
 
     @cached_property
+    def raw_lower(self) -> str:
+        """The page's source in lower case, for case-insensitive substring tests."""
+        return self.raw_text.lower()
+
+    @cached_property
     def structured(self) -> StructuredData:
-        return extract_structured(self.tree, self.url, host=self.host)
+        return extract_structured(self.tree, self.url, host=self.host, source=self.raw_lower)
 
     @cached_property
     def title_tag(self) -> str | None:

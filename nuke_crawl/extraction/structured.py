@@ -44,8 +44,15 @@ class StructuredData:
     types: set[str] = field(default_factory=set)
 
 
-def extract_structured(tree: HtmlElement, url: str, *, host: str = "") -> StructuredData:
-    """Read JSON-LD, microdata, OpenGraph (and RDFa when present) from a parsed tree."""
+def extract_structured(
+    tree: HtmlElement, url: str, *, host: str = "", source: str | None = None
+) -> StructuredData:
+    """Read JSON-LD, microdata, OpenGraph (and RDFa when present) from a parsed tree.
+
+    ``source``: the page's HTML in lower case, when the caller has it. The tree is
+    searched for microdata and RDFa attributes only when their names occur in it
+    (attribute names are case-insensitive, and the parser lower-cases them): two scans
+    of the whole tree spared on most pages."""
     sd = StructuredData()
     roots: list[Any] = []
     for script in tree.iter("script"):
@@ -54,8 +61,9 @@ def extract_structured(tree: HtmlElement, url: str, *, host: str = "") -> Struct
         data = _load_json(script.text or "")
         if data is not None:
             roots.append(data)
-    roots.extend(_microdata(tree, url))
-    if _has_rdfa(tree):
+    if source is None or "itemscope" in source:
+        roots.extend(_microdata(tree, url))
+    if (source is None or "typeof" in source or "vocab" in source) and _has_rdfa(tree):
         roots.extend(_rdfa(tree, url))
     sd.og = _opengraph(tree)
     list_items: list[dict[str, Any]] = []

@@ -12,8 +12,7 @@ class DealerInspire(Adapter):
     name = "dealerinspire"
 
     def detect(self, page: Page) -> bool:
-        raw = page.raw_text
-        return "dealerinspire" in raw.lower() and "algolia" in raw.lower()
+        return "dealerinspire" in page.raw_lower and "algolia" in page.raw_lower
 
     def is_js_shell(self, page: Page) -> bool | None:
         return True if select(page.tree, "#lvrp-results-wrapper, #results-page, .lvrp-results") else None
