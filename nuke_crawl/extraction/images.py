@@ -257,8 +257,12 @@ def image_candidates(root: HtmlElement, skip: set[HtmlElement] | None = None) ->
     for el in root.iter("img", "a", "source", "div", "span", "li", "figure", "section"):
         if el in skip:
             continue
+        items = el.items()  # one call for all of them; most elements have few
+        if not items:
+            continue
+        attrs = dict(items)
+        get = attrs.get
         tag = el.tag
-        get = el.get
         if tag == "a":
             href = get("href")
             if href and _IMAGE_LIKE.search(href):

@@ -41,8 +41,16 @@ _PARSER.set_element_class_lookup(
         entity=lxml.html.HtmlEntity,
     )
 )
-# the elements that can be decoy containers, in document order (XPath runs in libxml2)
-_DECOY_CANDIDATES = etree.XPath("descendant-or-self::*[@class or @id or self::nav or self::footer]")
+# every class and id value under an element (each knows its element: getparent())
+_CLASS_ID_VALUES = etree.XPath("descendant-or-self::*/@class | descendant-or-self::*/@id")
+# Every match of _DECOY holds one of these words whole within one class or id value (the
+# separators it allows are not letters): a value without any cannot make its element a
+# decoy, and elements are looked at only for the values that have one.
+_DECOY_WORDS = re.compile(
+    r"similar|related|recommend|recently|you|also|other|more|suggest|cross|upsell|"
+    r"comparable|nearby|footer|navbar|breadcrumb",
+    re.I,
+)
 
 
 def to_text(html: str | bytes) -> str:
@@ -110,12 +118,22 @@ class Page:
     def decoys(self) -> list[HtmlElement]:
         """Containers of other vehicles, navigation and footers (never the main one)."""
         found: list[HtmlElement] = []
-        for el in _DECOY_CANDIDATES(self.body):
-            if el.tag in ("nav", "footer"):
-                found.append(el)
+        if "<nav" in self.raw_lower or "<footer" in self.raw_lower:
+            found.extend(self.body.iter("nav", "footer"))
+        # class and id values, not their elements: most pages name no decoy at all
+        values = _CLASS_ID_VALUES(self.body)
+        if not _DECOY_WORDS.search(" ".join(values)):
+            return found
+        seen: set[HtmlElement] = set()
+        for value in values:
+            if not _DECOY_WORDS.search(value):
                 continue
+            el = value.getparent()
+            if el in seen or el.tag in ("nav", "footer", "body", "html"):
+                continue
+            seen.add(el)
             attrs = (el.get("class") or "") + " " + (el.get("id") or "")
-            if attrs.strip() and _DECOY.search(attrs) and el.find(".//h1") is None and el.tag not in ("body", "html"):
+            if _DECOY.search(attrs) and el.find(".//h1") is None:
                 found.append(el)
         return found
 
@@ -180,8 +198,8 @@ def render_lines(
         if event == "start":
             if tag in skip_tags or not isinstance(tag, str) or el in excluded:
                 walker.skip_subtree()
-                if el.tail and el is not root:
-                    buf.append(el.tail)
+                if el is not root and (tail := el.tail):
+                    buf.append(tail)
                 continue
         if buf:
             text = " ".join("".join(buf).split())
@@ -191,14 +209,15 @@ def render_lines(
         if tag in line_tags and cells:
             lines.append(cells)
             cells = []
+        # (each read of .text or .tail decodes it anew: read once)
         if event == "start":
-            if el.text:
-                buf.append(el.text)
+            if own := el.text:
+                buf.append(own)
         else:
             if headings is not None and tag in heading_tags and lines:
                 headings.add(len(lines) - 1)
-            if el.tail and el is not root:
-                buf.append(el.tail)
+            if el is not root and (tail := el.tail):
+                buf.append(tail)
     if buf:
         text = " ".join("".join(buf).split())
         if text:
