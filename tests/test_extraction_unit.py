@@ -531,3 +531,39 @@ def test_a_page_comes_back_with_its_de_duplication_key() -> None:
     result = extract_page(html, url)
     assert result.canonical_url == canonical_listing_url(url)
     assert result.canonical_url == "https://dealer.example.com/used/2019-honda-civic-123456?a=1&b=2"
+
+
+def test_text_content_is_lxmls_own() -> None:
+    from nuke_crawl.extraction.page import Page, text_content
+
+    page = Page(
+        "<html><head><title> A &amp; B </title></head><body>"
+        "<h1>x<!-- hidden -->y<?pi z?><b>&nbsp;caf\u00e9</b>tail<script>s()</script></h1>after"
+        "<a href='/p/2'> Next <span>\u203a</span></a><p></p></body></html>",
+        "https://dealer.example/",
+    )
+    for el in page.tree.iter():
+        if isinstance(el.tag, str):
+            assert text_content(el) == el.text_content(), el.tag
+
+
+def test_decoys_found_through_class_and_id_values() -> None:
+    from nuke_crawl.extraction.page import Page
+
+    page = Page(
+        "<html><body><h1>2019 Honda Civic</h1>"
+        "<div class='gallery'><img src='/a.jpg'></div>"
+        "<section class='similar-vehicles'><a href='/v/1'>2018 Honda Civic</a></section>"
+        # a class and an id that make a decoy only together ("recently viewed")
+        "<div class='recently' id='viewed'><a href='/v/2'>x</a></div>"
+        "<div id='footer-links'><a href='/about'>About</a></div>"
+        "<div class='related'><h1>its own h1: not a decoy</h1></div>"
+        "<nav><a href='/'>Home</a></nav><footer>c</footer></body></html>",
+        "https://dealer.example/v/3",
+    )
+    names = sorted((el.tag, el.get("class") or el.get("id") or "") for el in page.decoys)
+    assert names == [("div", "footer-links"), ("div", "recently"), ("footer", ""), ("nav", ""),
+                     ("section", "similar-vehicles")]
+    plain = Page("<html><body><div class='specs'><h1>x</h1></div></body></html>",
+                 "https://dealer.example/v/4")
+    assert plain.decoys == []

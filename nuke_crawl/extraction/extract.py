@@ -26,7 +26,7 @@ from nuke_crawl.extraction.heuristics import (
 )
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
-from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.page import Page, text_content
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
 from nuke_crawl.extraction.text import parse_title
 from nuke_crawl.extraction.urls import (
@@ -298,7 +298,7 @@ def _next_pages(page: Page, selectors: dict[str, str], vehicle_links: set[str]) 
         if url.split("#")[0] == page.url.split("#")[0]:
             continue
         rel = (a.get("rel") or "").lower().split()
-        label = " ".join(a.text_content().split()) or a.get("aria-label") or a.get("title") or ""
+        label = " ".join(text_content(a).split()) or a.get("aria-label") or a.get("title") or ""
         cls = a.get("class") or ""
         n = page_number(url)
         if "next" in rel or is_next_label(label) or is_next_label(a.get("aria-label") or "") or re.search(r"(^|[-_ ])next($|[-_ ])", cls, re.I):
@@ -436,7 +436,7 @@ def discover_inventory_links(html: str | bytes, url: str) -> list[str]:
         path = urlsplit(link).path
         if _INV_EXCLUDE.search(path) or _is_vehicle_link(link, adapters):
             continue
-        text = " ".join(a.text_content().split()) or a.get("title") or a.get("aria-label") or ""
+        text = " ".join(text_content(a).split()) or a.get("title") or a.get("aria-label") or ""
         score = 0
         if _INV_PATH.search(path):
             score += 2

@@ -12,7 +12,7 @@ from lxml.html import HtmlElement
 
 from nuke_crawl.extraction.images import image_candidates
 from nuke_crawl.extraction.model import VehicleData
-from nuke_crawl.extraction.page import Page, render_lines
+from nuke_crawl.extraction.page import Page, render_lines, text_content
 from nuke_crawl.extraction.text import (
     MONTHLY,
     NO_PRICE,
@@ -220,7 +220,7 @@ def price_from_dom(page: Page, root: HtmlElement | None = None) -> tuple[Decimal
         if not _PRICE_CLASS.search(attrs) or _NOT_PRICE_CLASS.search(attrs):
             continue
         content = el.get("content")
-        text = " ".join((content or el.text_content()).split())
+        text = " ".join((content or text_content(el)).split())
         if not text or len(text) > 120 or NO_PRICE.search(text):
             continue
         if MONTHLY.search(text):
@@ -268,10 +268,10 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     titles: list[str] = []
     for h in card.iter("h1", "h2", "h3", "h4", "h5", "h6"):
         for a in h.iter("a"):
-            titles.append(" ".join(a.text_content().split()))
-        titles.append(" ".join(h.text_content().split()))
+            titles.append(" ".join(text_content(a).split()))
+        titles.append(" ".join(text_content(h).split()))
     for a in card.iter("a"):
-        titles.append(" ".join(a.text_content().split()))
+        titles.append(" ".join(text_content(a).split()))
         for attr in ("title", "aria-label"):
             if a.get(attr):
                 titles.append(a.get(attr) or "")

@@ -53,6 +53,13 @@ _DECOY_WORDS = re.compile(
 )
 
 
+def text_content(el: HtmlElement) -> str:
+    """``el.text_content()``: the same text (its descendants' text nodes, without its
+    tail), from libxml2's text serialiser instead of an XPath ``string()`` call, about
+    five times cheaper (pagination reads every anchor's label)."""
+    return etree.tostring(el, method="text", encoding=str, with_tail=False)
+
+
 def to_text(html: str | bytes) -> str:
     """Decode bytes using the declared encoding (meta charset), UTF-8 otherwise."""
     if isinstance(html, str):
@@ -101,7 +108,7 @@ class Page:
     @cached_property
     def title_tag(self) -> str | None:
         t = self.tree.find("head/title")
-        return " ".join(t.text_content().split()) if t is not None else None
+        return " ".join(text_content(t).split()) if t is not None else None
 
     @cached_property
     def h1s(self) -> list[str]:
@@ -109,7 +116,7 @@ class Page:
         for h in self.body.iter("h1"):
             if h in self.excluded:
                 continue
-            t = " ".join(h.text_content().split())
+            t = " ".join(text_content(h).split())
             if t:
                 out.append(t)
         return out

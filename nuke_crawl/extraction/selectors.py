@@ -33,7 +33,7 @@ from lxml.html import HtmlElement
 
 from nuke_crawl.extraction.images import image_candidates
 from nuke_crawl.extraction.model import VehicleData
-from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.page import Page, text_content
 from nuke_crawl.extraction.text import canonical_make, clean_space, parse_mileage, parse_price, parse_title, parse_year
 from nuke_crawl.extraction.vin import normalize_serial
 
@@ -67,7 +67,7 @@ def select(root: HtmlElement, css: str | None) -> list[HtmlElement]:
 
 def _text(root: HtmlElement, css: str | None) -> str | None:
     for el in select(root, css):
-        t = el.get("content") or el.get("value") or el.text_content()
+        t = el.get("content") or el.get("value") or text_content(el)
         t = clean_space(t)
         if t:
             return t

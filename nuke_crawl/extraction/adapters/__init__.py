@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from lxml.html import HtmlElement
 
 from nuke_crawl.extraction.model import VehicleData
-from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.page import Page, text_content
 from nuke_crawl.extraction.selectors import select
 
 
@@ -88,7 +88,7 @@ def text_of(el: HtmlElement | None) -> str | None:
     """Whitespace-collapsed text of an element, None if empty."""
     if el is None:
         return None
-    t = " ".join(el.text_content().split())
+    t = " ".join(text_content(el).split())
     return t or None
 
 
