@@ -52,7 +52,6 @@ for _field, _names in {
 
 _MAX_LEN = {"color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
 _SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
-_SOLD_TEXT_WORDS = ("sold", "vendu", "verkauft", "pending", "deposit", "reserved", "under")
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
 _LABEL_COLON = re.compile(r"^([A-Za-z][A-Za-z .#/()-]{0,34}?)\s*[:#]\s*(.+)$")
 
@@ -171,16 +170,14 @@ def sale_status_from_text(text: str) -> str | None:
 def detect_sale_status(page: Page, root: HtmlElement | None = None) -> str | None:
     """Sold markers: a short "SOLD" / "Sale pending" text or a ``sold`` class in the
     main content (decoys excluded)."""
-    # Every marker's words are in the page's source (ASCII words, matched case-blind):
-    # a page without them is spared reading its lines and classes for them.
-    source = page.raw_lower
-    if any(word in source for word in _SOLD_TEXT_WORDS):
-        lines = page.lines if root is None else render_lines(root, page.excluded)
-        for cells in lines[:400]:
-            for c in cells:
-                if len(c) <= 40 and _SOLD_RE.match(c):
-                    return sale_status_from_text(c)
-    if "sold" not in source and "pending" not in source:
+    lines = page.lines if root is None else render_lines(root, page.excluded)
+    for cells in lines[:400]:
+        for c in cells:
+            if len(c) <= 40 and _SOLD_RE.match(c):
+                return sale_status_from_text(c)
+    # a class naming a sale state is in the page's source (its words are ASCII, matched
+    # case-blind): a page without them is spared reading every element's class
+    if "sold" not in page.raw_lower and "pending" not in page.raw_lower:
         return None
     scope = page.body if root is None else root
     for el in scope.iter("div", "span", "p", "section", "article", "main", "li", "img"):
