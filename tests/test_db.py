@@ -294,16 +294,24 @@ def test_status_counts(db: Database) -> None:
     assert counts["images_never_analysed"] == 2
 
 
-def test_new_ids_are_distinct_version_4_uuids() -> None:
+def test_new_ids_are_distinct_time_ordered_uuids() -> None:
+    import time
     import uuid
 
-    from nuke_crawl.db.connection import new_ids
+    from nuke_crawl.db.connection import new_id, new_ids
 
+    before = time.time_ns() // 1_000_000
     ids = new_ids(2000)
+    later = new_id()
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 2000 and new_ids(0) == []
-    for text in ids:
+    assert ids == sorted(ids) and later not in ids
+    for text in [*ids, later]:
         parsed = uuid.UUID(text)
-        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # its first 48 bits: Unix milliseconds
+    # random where they are not time: 74 bits an id
+    assert len({text[19:] for text in ids}) == 2000
 
 
 def test_bulk_rows_convert_only_what_needs_it(db_url: str) -> None:
