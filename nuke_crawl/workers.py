@@ -246,7 +246,7 @@ def crawler_workers(crawler: Crawler) -> WorkerPool:
     the crawler waits for the network. Measured on 2 cores with the site served
     locally: the org crawl about 6% faster, with both cores busier. They tune their
     garbage collector like the crawler's (``NUKE_GC_THRESHOLD``) and import the
-    extraction and database code as they start."""
+    extraction and database code (:mod:`nuke_crawl.spiders.orgpage`) as they start."""
     pool: WorkerPool | None = getattr(crawler, "_nuke_workers", None)
     if pool is None:
         processes = crawler.settings.getint("NUKE_WORKER_PROCESSES", 1)
@@ -254,7 +254,7 @@ def crawler_workers(crawler: Crawler) -> WorkerPool:
         gc_threshold = crawler.settings.getint("NUKE_GC_THRESHOLD", 20_000)
         try:
             pool = WorkerPool(processes, nice=nice, gc_threshold=gc_threshold,
-                              preload=("nuke_crawl.extraction", "nuke_crawl.db.store"))
+                              preload=("nuke_crawl.spiders.orgpage",))
         except ValueError as exc:  # the pool's own checks, named by their settings
             raise NotConfigured(
                 f"NUKE_WORKER_PROCESSES={processes}, NUKE_WORKER_NICE={nice}, "

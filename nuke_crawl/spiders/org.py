@@ -30,19 +30,17 @@ from nuke_crawl.db import DatabaseError, needs_migration, store
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.extraction import (
     COMMON_INVENTORY_PATHS,
-    VehicleData,
     canonical_listing_url,
     discover_inventory_links,
-    extract_page,
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
 
 logger = logging.getLogger(__name__)
 
-KM_PER_MILE = 1.609344
 MAX_INVENTORY_ENTRIES = 3  # inventory links followed from a home page
 MAX_SITEMAP_URLS = 20_000
 
@@ -302,12 +300,11 @@ class OrgSpider(scrapy.Spider):
             return []
         org = progress.org
         result = await self.workers.call(
-            extract_page,
+            extract_for_crawl,
             response.text,
             response.url,
             selectors=org.metadata.get("selectors") or None,
             max_images=self.max_images,
-            cards=False,  # vehicles come from their detail pages: cards need URLs only
             # pages that lead to more pages (inventory, pagination, home) go first
             priority=0 if response.meta.get("detail") else 10,
         )
@@ -329,9 +326,8 @@ class OrgSpider(scrapy.Spider):
                 self._stat(f"nuke/pages/skipped/{result.skip_reason}")
         if result.skip_reason == "inventory_page":
             progress.inventory_found = True
-            without_url = sum(1 for card in result.listings if not card.url)
-            if without_url:
-                progress.skipped["listing_without_url"] += without_url
+            if result.cards_without_url:
+                progress.skipped["listing_without_url"] += result.cards_without_url
         for url in result.vehicle_links:  # already in canonical form: their own keys
             if self._claim_vehicle(progress, url, key=url):
                 out.append(self._request(org, url, self.parse_page, detail=True))
@@ -363,39 +359,26 @@ class OrgSpider(scrapy.Spider):
         return True
 
     def _item(
-        self, progress: OrgProgress, v: VehicleData, page_url: str, key: str
+        self, progress: OrgProgress, v: dict[str, Any], page_url: str, key: str
     ) -> VehicleItem | None:
-        """The item of the vehicle of the page at ``page_url`` (``key``: its
-        :func:`canonical_listing_url`; ``extract_page`` gives a detail page's
-        vehicle that URL)."""
+        """The item of the vehicle (:func:`~nuke_crawl.spiders.orgpage.vehicle_payload`)
+        of the page at ``page_url`` (``key``: its :func:`canonical_listing_url`;
+        ``extract_page`` gives a detail page's vehicle that URL)."""
         if progress.vehicles_found >= self.args["max_vehicles"]:
             progress.skipped["max_vehicles"] += 1
             return None
-        url = v.url or page_url
         progress.seen.add(key)
         progress.vehicles_found += 1
         self._stat("nuke/vehicles/found")
-        fields = {
-            name: getattr(v, name)
-            for name in store.VEHICLE_FIELDS
-            if name != "listing_url" and getattr(v, name, None) is not None
-        }
-        extra: dict[str, Any] = {}
-        for name in ("stock_number", "registration", "currency"):
-            if getattr(v, name):
-                extra[name] = getattr(v, name)
-        if v.mileage is not None and v.mileage_unit == "km":
-            extra["mileage_original"] = {"value": v.mileage, "unit": "km"}
-            fields["mileage"] = round(v.mileage / KM_PER_MILE)
         return VehicleItem(
             organization_id=progress.org.id,
             discovery_url=key,
-            listing_url=url,
-            fields=fields,
-            image_urls=list(v.image_urls),
+            listing_url=v["url"] or page_url,
+            fields=v["fields"],
+            image_urls=v["image_urls"],
             extracted_at=datetime.now(UTC).isoformat(),
-            sources=list(v.sources),
-            extra=extra,
+            sources=v["sources"],
+            extra=v["extra"],
         )
 
     def _stat(self, key: str, count: int = 1) -> None:
