@@ -10,8 +10,8 @@ downloader settings:
   yields a ready-made item per detail page: no extraction, no database. Its cost
   over bare is Scrapy's own for callbacks that yield requests and items;
 - org/sqlite and org/postgresql: `scrapy crawl org -a threshold=1`, with
-  extraction and database writes, with 1 and with 2 worker processes
-  (`NUKE_WORKER_PROCESSES`; `--worker-processes`).
+  extraction and database writes, with the project's one worker process
+  (`NUKE_WORKER_PROCESSES`; `--worker-processes 1,2` compares counts).
 
 These machines' speed drifts within minutes (the same bare fetch has taken from
 14 to 18 s in one session), so every run is paired with a bare fetch made just
