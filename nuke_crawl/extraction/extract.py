@@ -28,7 +28,6 @@ from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
 from nuke_crawl.extraction.page import Page, text_content
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
-from nuke_crawl.extraction.text import parse_title
 from nuke_crawl.extraction.urls import (
     absolutize,
     canonical_listing_url,
