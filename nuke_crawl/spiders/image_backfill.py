@@ -30,7 +30,7 @@ from scrapy.crawler import Crawler
 
 from nuke_crawl.db import DatabaseError, backfill
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
-from nuke_crawl.pipelines.images import VehicleImagesItem
+from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.spiders.args import ArgumentError, Param, parse_args, to_bool, to_int, to_uuid
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ class ImageBackfillSpider(scrapy.Spider):
         # The media pipeline asks for a vehicle's images all at once: Scrapy 2.19's own
         # downloader then lets such a burst past CONCURRENT_REQUESTS_PER_DOMAIN.
         "DOWNLOADER": "nuke_crawl.downloader.SlotSafeDownloader",
+        # The pipeline's media results are cached per image row, not per URL.
+        "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -314,12 +316,7 @@ class ImageBackfillSpider(scrapy.Spider):
     def _pipeline(self) -> Any:
         from nuke_crawl.pipelines.images import ImageBackfillPipeline  # noqa: PLC0415
 
-        engine = self.crawler.engine
-        itemproc = getattr(getattr(engine, "scraper", None), "itemproc", None)
-        for middleware in getattr(itemproc, "middlewares", ()):
-            if isinstance(middleware, ImageBackfillPipeline):
-                return middleware
-        return None
+        return self.crawler.get_item_pipeline(ImageBackfillPipeline)
 
     def _stats(self) -> Any:
         assert self.crawler.stats is not None
