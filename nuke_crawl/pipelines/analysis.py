@@ -1,6 +1,6 @@
 """Writes what the ``image_analysis`` spider found (phase three).
 
-The spider yields one :class:`ImageAnalysisItem` per image, succeeded or failed;
+The spider yields one :class:`~nuke_crawl.items.ImageAnalysisItem` per image, succeeded or failed;
 :class:`ImageAnalysisPipeline` records it through :mod:`nuke_crawl.db.analysis` in the
 crawler's database thread: a success in one transaction, a failure as an error, an
 attempt count and a next-attempt time. A dry run writes nothing.
@@ -9,38 +9,19 @@ attempt count and a next-attempt time. A dry run writes nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 
-from nuke_crawl.analysis import ProviderResult
 from nuke_crawl.db import analysis
 from nuke_crawl.dbglue import crawler_database
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class ImageAnalysisItem:
-    """One analysed image: its work record and every provider's result.
-
-    ``ok`` False carries ``error_reason`` (a provider's reason such as ``rate_limited``,
-    or a fetch reason such as ``http_404``, ``missing_file``, ``invalid_image``) and
-    ``error_detail``.
-    """
-
-    work: analysis.AnalysisWork
-    ok: bool
-    results: list[ProviderResult] = field(default_factory=list)
-    error_reason: str | None = None
-    error_detail: str | None = None
-    owner: str | None = None
-
-
 class ImageAnalysisPipeline:
-    """Records :class:`ImageAnalysisItem` s in the database.
+    """Records :class:`~nuke_crawl.items.ImageAnalysisItem` s in the database.
 
     Settings (defaults): ``NUKE_DRY_RUN`` (False: set by ``-a dry_run=1``; nothing is
     written), ``NUKE_ANALYSIS_RETRY_BACKOFF`` (600 s before a failed image's next

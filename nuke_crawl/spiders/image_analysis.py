@@ -26,19 +26,16 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.settings import BaseSettings
@@ -47,6 +44,7 @@ from nuke_crawl import analysis as provider_modules  # they import numpy/openai/
 from nuke_crawl.analysis import PROVIDERS, ProviderResult
 from nuke_crawl.db import DatabaseError, analysis, database_url, needs_migration
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.handoff import (
     absolute_database_url,
     forwarded_settings,
@@ -54,8 +52,10 @@ from nuke_crawl.handoff import (
     scrapyd_settings,
 )
 from nuke_crawl.imaging import ImageRejected, process_image
-from nuke_crawl.pipelines.analysis import ImageAnalysisItem
+from nuke_crawl.items import ImageAnalysisItem
 from nuke_crawl.spiders.args import ArgumentError, Param, parse_args, to_bool, to_int, to_uuid
+from nuke_crawl.storage import StoreError, build_store
+from nuke_crawl.utils.downloads import download_failure_reason
 
 logger = logging.getLogger(__name__)
 
@@ -231,54 +231,8 @@ async def check_providers(
 # -- reading images -----------------------------------------------------------------
 
 
-class FetchFailed(Exception):
+class FetchFailed(ReasonError):
     """The image's bytes could not be had: ``reason`` and ``detail``."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class StoredImages:
-    """Reads stored copies under ``IMAGES_STORE`` (a folder, or ``s3://bucket/prefix``
-    through boto3 with ``AWS_ENDPOINT_URL``). Blocking: call from a thread."""
-
-    def __init__(self, settings: BaseSettings) -> None:
-        self.uri = str(settings.get("IMAGES_STORE") or "images")
-        self.settings = settings
-        self._s3: Any = None
-
-    def read(self, path: str) -> bytes:
-        if self.uri.startswith("s3://"):
-            return self._read_s3(path)
-        base = Path(self.uri).expanduser()
-        target = (base / path).resolve()
-        if not target.is_relative_to(base.resolve()):
-            raise FetchFailed("bad_path", f"storage_path {path!r} leaves IMAGES_STORE")
-        try:
-            return target.read_bytes()
-        except FileNotFoundError:
-            raise FetchFailed("missing_file", f"{target} does not exist") from None
-        except OSError as exc:
-            raise FetchFailed("missing_file", f"cannot read {target}: {exc}") from None
-
-    def _read_s3(self, path: str) -> bytes:
-        import boto3
-        import botocore.exceptions
-
-        parts = urllib.parse.urlsplit(self.uri)
-        prefix = parts.path.strip("/")
-        key = f"{prefix}/{path}" if prefix else path
-        if self._s3 is None:
-            endpoint = self.settings.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-            self._s3 = boto3.session.Session().client("s3", endpoint_url=endpoint or None)
-        try:
-            body = self._s3.get_object(Bucket=parts.netloc, Key=key)["Body"]
-            return bytes(body.read())
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise FetchFailed("missing_file", f"s3://{parts.netloc}/{key}: "
-                              f"{type(exc).__name__}: {exc}") from None
 
 
 def _sniff_mime(data: bytes) -> str:
@@ -291,20 +245,6 @@ def _sniff_mime(data: bytes) -> str:
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
     return "image/jpeg"
-
-
-def _download_reason(exc: BaseException) -> tuple[str, str]:
-    detail = str(exc) or type(exc).__name__
-    name = type(exc).__name__
-    if isinstance(exc, IgnoreRequest):
-        return "refused", detail
-    if "Timeout" in name or isinstance(exc, TimeoutError):
-        return "timeout", detail
-    if "DNS" in name or "Resolve" in name:
-        return "dns", detail
-    if "Connect" in name or "Connection" in name or isinstance(exc, ConnectionError):
-        return "connection", f"{name}: {detail}"
-    return "download_error", f"{name}: {detail}"
 
 
 # -- the spider -----------------------------------------------------------------------
@@ -382,7 +322,7 @@ class ImageAnalysisSpider(scrapy.Spider):
         spider.max_attempts = settings.getint("NUKE_ANALYSIS_MAX_ATTEMPTS", 5)
         spider.preflight = settings.getbool("NUKE_ANALYSIS_PREFLIGHT", True)
         spider.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
-        spider.stored = StoredImages(settings)
+        spider.stored = build_store(settings)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
 
@@ -569,7 +509,7 @@ class ImageAnalysisSpider(scrapy.Spider):
                    queue: asyncio.Queue[ImageAnalysisItem | None]) -> None:
         try:
             item = await self._analyse(work)
-        except Exception as exc:  # noqa: BLE001 - one image's bug must not stop the run
+        except Exception as exc:
             logger.exception("Analysis of image %s crashed", work.image_id)
             item = ImageAnalysisItem(work, False, error_reason="error",
                                      error_detail=f"{type(exc).__name__}: {exc}")
@@ -582,7 +522,7 @@ class ImageAnalysisSpider(scrapy.Spider):
             try:
                 data = await asyncio.to_thread(self.stored.read, str(work.storage_path))
                 return data, work.mime_type or _sniff_mime(data)
-            except FetchFailed as exc:
+            except StoreError as exc:
                 if not (work.url or "").startswith(("http://", "https://")):
                     raise
                 logger.info("Image %s: stored copy unreadable (%s); downloading %s",
@@ -605,7 +545,7 @@ class ImageAnalysisSpider(scrapy.Spider):
         try:
             response = await self.crawler.engine.download_async(request)
         except Exception as exc:  # noqa: BLE001 - classified; expected in the wild
-            reason, detail = _download_reason(exc)
+            reason, detail = download_failure_reason(exc, fallback="download_error")
             raise FetchFailed(reason, detail) from None
         if response.status != 200:
             raise FetchFailed(f"http_{response.status}", f"HTTP {response.status} for {url}")
@@ -623,7 +563,7 @@ class ImageAnalysisSpider(scrapy.Spider):
     async def _analyse(self, work: analysis.AnalysisWork) -> ImageAnalysisItem:
         try:
             data, mime = await self._fetch(work)
-        except FetchFailed as exc:
+        except ReasonError as exc:
             return ImageAnalysisItem(work, False, error_reason=exc.reason,
                                      error_detail=exc.detail)
         results: list[ProviderResult] = []
@@ -814,7 +754,7 @@ def schedule_analysis(
             # password) and the storage settings given with -s to this run
             env = {**os.environ,
                    "DATABASE_URL": absolute_database_url(database_url(settings))}
-            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            proc = subprocess.Popen(
                 analysis_command(arguments, forwarded_settings(settings)), cwd=os.getcwd(),
                 env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
