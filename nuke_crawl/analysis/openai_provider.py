@@ -40,6 +40,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -238,6 +239,11 @@ class OpenAIProvider:
     """
 
     name = PROVIDER
+    remote = True
+    optional = False
+    # a call waiting out a retry's backoff holds no slot: twice as many images in progress
+    in_progress_factor = 2
+    missing = "OPENAI_API_KEY is not set"
 
     def __init__(
         self,
@@ -275,6 +281,34 @@ class OpenAIProvider:
     def __repr__(self) -> str:  # never shows the key
         return (f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r}, "
                 f"key={'set' if self._api_key else 'missing'})")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> OpenAIProvider:
+        """From settings, falling back to the environment: ``OPENAI_API_KEY``,
+        ``OPENAI_BASE_URL``, ``NUKE_OPENAI_MODEL`` (``gpt-4o-mini``),
+        ``NUKE_OPENAI_TIMEOUT`` (60 s), ``NUKE_OPENAI_MAX_RETRIES`` (3),
+        ``NUKE_OPENAI_BACKOFF_BASE`` (1 s); ``NUKE_OPENAI_IMAGE_DETAIL`` (``auto``) and
+        ``NUKE_ANALYSIS_CONCURRENCY`` (10: requests in flight, :meth:`limit_calls`)."""
+
+        def read(name: str) -> Any:
+            value = settings.get(name)
+            if value is None or value == "":
+                value = os.environ.get(name) or None
+            return value
+
+        provider = cls(
+            api_key=read("OPENAI_API_KEY"),
+            base_url=read("OPENAI_BASE_URL"),
+            model=str(read("NUKE_OPENAI_MODEL") or DEFAULT_MODEL),
+            timeout=float(read("NUKE_OPENAI_TIMEOUT") or DEFAULT_TIMEOUT),
+            max_retries=int(read("NUKE_OPENAI_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
+            backoff_base=float(read("NUKE_OPENAI_BACKOFF_BASE") or DEFAULT_BACKOFF_BASE),
+            image_detail=str(settings.get("NUKE_OPENAI_IMAGE_DETAIL") or "auto"),
+        )
+        concurrency = settings.get("NUKE_ANALYSIS_CONCURRENCY")
+        if concurrency:
+            provider.limit_calls(int(concurrency))
+        return provider
 
     def configured(self) -> bool:
         """True when an API key is set (says nothing about the key being valid)."""

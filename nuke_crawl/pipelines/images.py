@@ -398,6 +398,10 @@ class ImageBackfillPipeline(MediaPipeline):
                 for reason, count in self.failure_counts.most_common()}
 
     async def close_spider(self) -> None:
+        # the run's failures, by reason with examples (the spider logs the totals)
+        for why, failures in self.failure_summary().items():
+            logger.info("  failed %s: %d, e.g. %s", why, failures["count"],
+                        ", ".join(failures["examples"]))
         info = getattr(self, "spiderinfo", None)
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)
