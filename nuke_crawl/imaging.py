@@ -121,8 +121,8 @@ from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 from nuke_crawl.exceptions import ReasonError
 
 __all__ = [
-    "REJECTION_REASONS",
     "DEFAULT_VARIANTS",
+    "REJECTION_REASONS",
     "ImageRejected",
     "ProcessedImage",
     "Variant",

@@ -27,8 +27,11 @@ def test_stores_are_chosen_by_scheme(tmp_path: Path) -> None:
 
 def test_local_store_write_read_delete_probe(tmp_path: Path) -> None:
     base = tmp_path / "images"
-    store = build_store(Settings({"IMAGES_STORE": f"file://{base}",
-                                  "NUKE_IMAGES_PUBLIC_URL": "https://cdn.example/i/"}))
+    store = build_store(
+        Settings(
+            {"IMAGES_STORE": f"file://{base}", "NUKE_IMAGES_PUBLIC_URL": "https://cdn.example/i/"}
+        )
+    )
     assert isinstance(store, LocalImageStore)
     assert not base.exists()  # made by the first write, not by building (reads need none)
     store.persist("v1/a.jpg", b"jpeg", "image/jpeg")
@@ -57,8 +60,9 @@ def test_probe_fails_on_a_store_that_cannot_be_written(tmp_path: Path) -> None:
 
 
 def _post(url: str, body: bytes) -> None:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
     urllib.request.urlopen(request, timeout=10)
 
 
@@ -74,17 +78,29 @@ def s3_with_auth(monkeypatch: pytest.MonkeyPatch):
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        admin = {"endpoint_url": endpoint, "region_name": "eu-west-1",
-                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        admin = {
+            "endpoint_url": endpoint,
+            "region_name": "eu-west-1",
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
         iam = boto3.client("iam", **admin)
         iam.create_user(UserName="crawler")
-        iam.put_user_policy(UserName="crawler", PolicyName="s3", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="crawler",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )
         key = iam.create_access_key(UserName="crawler")["AccessKey"]
         s3 = boto3.client("s3", **admin)
-        s3.create_bucket(Bucket="photos",
-                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        s3.create_bucket(
+            Bucket="photos", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
         s3.put_object(Bucket="photos", Key="vehicles/v1/a.jpg", Body=b"stored jpeg")
         _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from now on, requests are checked
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -102,9 +118,13 @@ def s3_with_auth(monkeypatch: pytest.MonkeyPatch):
 
 def test_s3_store_uses_the_settings_credentials_and_region(s3_with_auth) -> None:
     endpoint, key_id, secret = s3_with_auth
-    settings = {"IMAGES_STORE": "s3://photos/vehicles", "AWS_ENDPOINT_URL": endpoint,
-                "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
-                "AWS_REGION_NAME": "eu-west-1"}
+    settings = {
+        "IMAGES_STORE": "s3://photos/vehicles",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_REGION_NAME": "eu-west-1",
+    }
     store = build_store(Settings(settings))
     assert isinstance(store, S3ImageStore)
     assert store.client.meta.region_name == "eu-west-1"
@@ -114,9 +134,11 @@ def test_s3_store_uses_the_settings_credentials_and_region(s3_with_auth) -> None
     store.persist("v2/b.jpg", b"b", "image/jpeg")
     assert store.read("v2/b.jpg") == b"b"
     # the environment's (wrong) credentials are refused: the settings are what worked
-    wrong = build_store(Settings({**settings, "AWS_ACCESS_KEY_ID": None,
-                                  "AWS_SECRET_ACCESS_KEY": None}))
+    wrong = build_store(
+        Settings({**settings, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
+    )
     with pytest.raises(StoreError) as refused:
         wrong.read("v1/a.jpg")
     assert refused.value.reason == "missing_file" and "s3://photos/vehicles/v1/a.jpg" in str(
-        refused.value.detail)
+        refused.value.detail
+    )

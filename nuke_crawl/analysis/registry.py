@@ -55,8 +55,9 @@ class Provider(Protocol):
         """A preflight: ``(True, "ok: ...")`` or ``(False, "<reason>: <detail>")``."""
         ...
 
-    async def analyze(self, image: bytes, mime_type: str, *,
-                      context: Mapping[str, Any] | None = None) -> ProviderResult:
+    async def analyze(
+        self, image: bytes, mime_type: str, *, context: Mapping[str, Any] | None = None
+    ) -> ProviderResult:
         """Analyse one verified image; never raises for expected failures. ``context``
         holds the listing's fields and ``other_hashes`` (the vehicle's other images'
         perceptual hashes)."""
@@ -105,9 +106,7 @@ class Providers:
             await provider.aclose()
 
 
-def select_providers(
-    settings: Any, requested: Sequence[str] | None
-) -> tuple[Providers, list[str]]:
+def select_providers(settings: Any, requested: Sequence[str] | None) -> tuple[Providers, list[str]]:
     """The providers to use and, for explicitly requested ones, why they cannot be.
 
     Without ``requested``: every registered provider that is configured.
@@ -152,8 +151,13 @@ async def check_providers(
         finally:
             await provider.aclose()
         if not configured:
-            out.append((name, not requested, ("skipped (not configured): " + message)
-                        if not requested else message))
+            out.append(
+                (
+                    name,
+                    not requested,
+                    ("skipped (not configured): " + message) if not requested else message,
+                )
+            )
         else:
             out.append((name, ok, message))
     return out

@@ -18,7 +18,7 @@ from nuke_crawl.utils.http import parse_retry_after
 
 if TYPE_CHECKING:
     # typing.Self requires Python 3.11
-    from typing_extensions import Self
+    from typing import Self
 
     from scrapy.core.downloader import Downloader
     from scrapy.crawler import Crawler

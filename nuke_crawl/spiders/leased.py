@@ -239,8 +239,9 @@ class LeasedWorkSpider(scrapy.Spider):
                 logger.warning("Could not release leases: %s", exc)
                 released = 0
             if released:
-                logger.info("Released %d claimed %s not finished in this run",
-                            released, self.WORK_NAME)
+                logger.info(
+                    "Released %d claimed %s not finished in this run", released, self.WORK_NAME
+                )
         self.summarize(reason)
 
     async def closing(self) -> None:

@@ -35,8 +35,11 @@ class LocalImageStore(ImageStore):
 
     @classmethod
     def from_settings(cls, uri: str, settings: Any) -> LocalImageStore:
-        return cls(uri, settings.get("NUKE_IMAGES_PUBLIC_URL") or None,
-                   settings.getbool("NUKE_IMAGES_FSYNC", True))
+        return cls(
+            uri,
+            settings.get("NUKE_IMAGES_PUBLIC_URL") or None,
+            settings.getbool("NUKE_IMAGES_FSYNC", True),
+        )
 
     def _target(self, path: str) -> Path:
         target = self.basedir.joinpath(*path.split("/")).resolve()

@@ -47,8 +47,10 @@ class S3ImageStore(ImageStore):
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def persist(self, path: str, data: bytes, content_type: str) -> None:
-        extra: dict[str, Any] = {"ContentType": content_type,
-                                 "CacheControl": "public, max-age=31536000, immutable"}
+        extra: dict[str, Any] = {
+            "ContentType": content_type,
+            "CacheControl": "public, max-age=31536000, immutable",
+        }
         if self.acl:
             extra["ACL"] = self.acl
         self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data, **extra)
@@ -61,8 +63,9 @@ class S3ImageStore(ImageStore):
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
             return bytes(body.read())
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise StoreError("missing_file", f"s3://{self.bucket}/{key}: "
-                             f"{type(exc).__name__}: {exc}") from None
+            raise StoreError(
+                "missing_file", f"s3://{self.bucket}/{key}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def delete(self, path: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(path))

@@ -21,8 +21,9 @@ class TimedBatcher(Generic[T, R]):
     Writes run as tasks on the running loop; :meth:`drain` flushes and waits for all.
     """
 
-    def __init__(self, write: Callable[[Batch[T, R]], Awaitable[None]], *, size: int,
-                 wait: float) -> None:
+    def __init__(
+        self, write: Callable[[Batch[T, R]], Awaitable[None]], *, size: int, wait: float
+    ) -> None:
         self._write = write
         self.size = max(1, size)
         self.wait = max(0.0, wait)

@@ -33,8 +33,15 @@ def download_failure_reason(
         return "too_large", detail
     if isinstance(exc, (CannotResolveHostError, twisted_error.DNSLookupError)):
         return "dns", detail
-    if isinstance(exc, (DownloadConnectionRefusedError, twisted_error.ConnectError,
-                        ConnectionError, twisted_error.ConnectionLost)):
+    if isinstance(
+        exc,
+        (
+            DownloadConnectionRefusedError,
+            twisted_error.ConnectError,
+            ConnectionError,
+            twisted_error.ConnectionLost,
+        ),
+    ):
         return "connection", detail
     if isinstance(exc, ValueError) and "url" in detail.lower():
         return "bad_url", detail
