@@ -84,8 +84,8 @@ class ImageBackfillPipeline(MediaPipeline):
     """Downloads a :class:`VehicleImagesItem`'s images, stores them, records them.
 
     Per image: the body is verified and normalised by
-    :func:`~nuke_crawl.imaging.process_image` in a thread; the file and its variants
-    go to ``<vehicle_id>/<sha1(source URL)>.<ext>`` (``_<variant>`` before the
+    :func:`~nuke_crawl.imaging.process_image` in a worker process; the file and its
+    variants go to ``<vehicle_id>/<sha1(source URL)>.<ext>`` (``_<variant>`` before the
     extension for variants), unless the vehicle already has the same content
     (sha256); then the row is recorded in its own transaction. Per vehicle: failures
     are recorded and the vehicle is settled (:func:`nuke_crawl.db.backfill.complete_vehicle`).
@@ -114,7 +114,6 @@ class ImageBackfillPipeline(MediaPipeline):
     dropped from it, so this stays near the images in flight) and ``nuke/images/cache_left``.
     """
 
-    MEDIA_NAME = "image"
     LOG_FAILED_RESULTS = False
 
     def __init__(self, crawler: Crawler) -> None:
