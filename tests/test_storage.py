@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def _post(url: str, body: bytes) -> None:
 
 @pytest.fixture
 def s3_with_auth(monkeypatch: pytest.MonkeyPatch):
-    """moto's S3 with IAM authentication on; yields (endpoint, key id, secret).
+    """moto's S3 with IAM authentication on; yields (endpoint, bucket, key id, secret).
     The environment holds wrong credentials and no region: only settings can work."""
     import boto3
     from moto.server import ThreadedMotoServer
@@ -85,9 +86,11 @@ def s3_with_auth(monkeypatch: pytest.MonkeyPatch):
             "aws_secret_access_key": "setup",
         }
         iam = boto3.client("iam", **admin)
-        iam.create_user(UserName="crawler")
+        # moto's accounts are shared by every server of this process: fresh names
+        user, bucket = f"crawler-{uuid.uuid4().hex[:8]}", f"photos-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=user)
         iam.put_user_policy(
-            UserName="crawler",
+            UserName=user,
             PolicyName="s3",
             PolicyDocument=json.dumps(
                 {
@@ -96,19 +99,19 @@ def s3_with_auth(monkeypatch: pytest.MonkeyPatch):
                 }
             ),
         )
-        key = iam.create_access_key(UserName="crawler")["AccessKey"]
+        key = iam.create_access_key(UserName=user)["AccessKey"]
         s3 = boto3.client("s3", **admin)
         s3.create_bucket(
-            Bucket="photos", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
-        s3.put_object(Bucket="photos", Key="vehicles/v1/a.jpg", Body=b"stored jpeg")
+        s3.put_object(Bucket=bucket, Key="vehicles/v1/a.jpg", Body=b"stored jpeg")
         _post(f"{endpoint}/moto-api/reset-auth", b"0")  # from now on, requests are checked
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             monkeypatch.setenv(name, "wrong")
         for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+        yield endpoint, bucket, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
         try:
             _post(f"{endpoint}/moto-api/reset-auth", b"inf")  # moto's state is global
@@ -117,9 +120,9 @@ def s3_with_auth(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_s3_store_uses_the_settings_credentials_and_region(s3_with_auth) -> None:
-    endpoint, key_id, secret = s3_with_auth
+    endpoint, bucket, key_id, secret = s3_with_auth
     settings = {
-        "IMAGES_STORE": "s3://photos/vehicles",
+        "IMAGES_STORE": f"s3://{bucket}/vehicles",
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": key_id,
         "AWS_SECRET_ACCESS_KEY": secret,
@@ -139,6 +142,6 @@ def test_s3_store_uses_the_settings_credentials_and_region(s3_with_auth) -> None
     )
     with pytest.raises(StoreError) as refused:
         wrong.read("v1/a.jpg")
-    assert refused.value.reason == "missing_file" and "s3://photos/vehicles/v1/a.jpg" in str(
+    assert refused.value.reason == "missing_file" and f"s3://{bucket}/vehicles/v1/a.jpg" in str(
         refused.value.detail
     )
