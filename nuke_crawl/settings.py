@@ -139,5 +139,6 @@ NUKE_ANALYSIS_LEASE_SECONDS = 900.0  # a claimed image returns to the pool if it
 NUKE_ANALYSIS_MAX_ATTEMPTS = 5  # failed images are retried by later runs up to this many times
 NUKE_ANALYSIS_RETRY_BACKOFF = 600.0  # seconds before a failed image's next attempt, doubling
 NUKE_ANALYSIS_PREFLIGHT = True  # check the remote providers' credentials before a run
+NUKE_ANALYSIS_PROVIDERS = None  # comma list of providers (None: every configured); `-a providers=`
 NUKE_ANALYZE_AFTER_BACKFILL = False  # image_backfill hands stored images to image_analysis
 NUKE_ANALYSIS_LOG_FILE = "image_analysis.log"  # log of runs started by a hand-off

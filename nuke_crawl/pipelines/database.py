@@ -12,6 +12,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
 from nuke_crawl.db import database_url, store
+from nuke_crawl.utils.batching import TimedBatcher
 from nuke_crawl.workers import crawler_workers
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,8 @@ class VehicleDatabasePipeline:
         self.dry_run = settings.getbool("NUKE_DRY_RUN", False)
         self.url = database_url(settings)
         self.stats = crawler.stats
-        self._pending: list[tuple[store.VehicleRecord, asyncio.Future[str]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._batcher: TimedBatcher[store.VehicleRecord, str] = TimedBatcher(
+            self._write, size=self.batch_size, wait=self.batch_wait)
         self.outcomes: Counter[str] = Counter()
 
     @classmethod
@@ -75,27 +75,10 @@ class VehicleDatabasePipeline:
         if self.dry_run:
             self._count(rec.organization_id, "would_write")
             return item
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((rec, future))
-        if len(self._pending) >= self.batch_size:
-            self._flush_soon()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.batch_wait, self._flush_soon)
-        outcome = await future
+        outcome = await self._batcher.submit(rec)
         if outcome.startswith("error"):
             raise DropItem(f"not stored: {rec.discovery_url}: {outcome}")
         return item
-
-    def _flush_soon(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._write(batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
 
     async def _write(self, batch: list[tuple[store.VehicleRecord, asyncio.Future[str]]]) -> None:
         records = [rec for rec, _ in batch]
@@ -119,6 +102,4 @@ class VehicleDatabasePipeline:
         self.stats.inc_value(f"nuke/org/{org_id}/vehicles_{outcome}")
 
     async def close_spider(self) -> None:
-        self._flush_soon()
-        while self._flushing:
-            await asyncio.gather(*list(self._flushing))
+        await self._batcher.drain()
