@@ -17,7 +17,7 @@ from scrapy.crawler import Crawler
 
 from nuke_crawl.analysis import ProviderResult
 from nuke_crawl.db import analysis
-from nuke_crawl.dbglue import crawler_database
+from nuke_crawl.extensions.database import crawler_database
 
 logger = logging.getLogger(__name__)
 

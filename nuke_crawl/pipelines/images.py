@@ -39,10 +39,10 @@ from twisted.internet import error as twisted_error
 from twisted.python.failure import Failure
 
 from nuke_crawl.db import backfill
-from nuke_crawl.dbglue import crawler_database
+from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
 from nuke_crawl.pipelines._imageworker import process_in_worker
-from nuke_crawl.workers import WorkerError, WorkerPool
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 

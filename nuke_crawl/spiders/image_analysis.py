@@ -12,8 +12,9 @@ a thread) first, then ``openai`` and ``rekognition`` concurrently. One
 ``-a check=1`` (or ``scrapy analyze-check``) only runs each provider's preflight and
 reports OK or the exact reason; the exit code is 1 when one fails.
 
-:func:`schedule_analysis` starts a run for given images or vehicles without waiting
-(a detached process, or scrapyd's ``schedule.json`` with ``NUKE_SCRAPYD_URL``).
+:func:`nuke_crawl.extensions.handoff.schedule_analysis` starts a run for given images
+or vehicles without waiting (a detached process, or scrapyd's ``schedule.json`` with
+``NUKE_SCRAPYD_URL``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ import io
 import logging
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,14 +44,8 @@ from scrapy.settings import BaseSettings
 
 from nuke_crawl import analysis as provider_modules  # they import numpy/openai/boto3 on first use
 from nuke_crawl.analysis import PROVIDERS, ProviderResult
-from nuke_crawl.db import DatabaseError, analysis, database_url, needs_migration
-from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
-from nuke_crawl.handoff import (
-    absolute_database_url,
-    forwarded_settings,
-    schedule_scrapyd,
-    scrapyd_settings,
-)
+from nuke_crawl.db import DatabaseError, analysis, needs_migration
+from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.pipelines.analysis import ImageAnalysisItem
 from nuke_crawl.spiders.args import ArgumentError, Param, parse_args, to_bool, to_int, to_uuid
@@ -745,84 +738,3 @@ def _duration(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
-
-
-# -- hand-off -------------------------------------------------------------------------
-
-HANDOFF_CHUNK = 500
-"""Ids per scheduled run (keeps command lines and POST bodies small)."""
-
-
-def analysis_command(arguments: dict[str, str],
-                     settings: dict[str, str] | None = None) -> list[str]:
-    """The ``scrapy crawl image_analysis`` command line for ``arguments``
-    (and ``-s`` settings)."""
-    cmd = [sys.executable, "-m", "scrapy", "crawl", SPIDER_NAME]
-    for name, value in arguments.items():
-        cmd += ["-a", f"{name}={value}"]
-    for name, value in (settings or {}).items():
-        cmd += ["-s", f"{name}={value}"]
-    return cmd
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
-    for start in range(0, len(ids), HANDOFF_CHUNK):
-        yield list(ids[start : start + HANDOFF_CHUNK])
-
-
-def schedule_analysis(
-    settings: BaseSettings,
-    *,
-    image_ids: Sequence[str] = (),
-    vehicle_ids: Sequence[str] = (),
-) -> list[str]:
-    """Start ``image_analysis`` for these images (or vehicles) without waiting.
-
-    Through scrapyd's ``schedule.json`` when ``NUKE_SCRAPYD_URL`` is set (project
-    ``NUKE_SCRAPYD_PROJECT``, default ``BOT_NAME``; the job gets ``DATABASE_URL``
-    without its password and the ``-s`` storage settings as ``setting=`` parameters,
-    see :func:`nuke_crawl.handoff.scrapyd_settings`), else as detached processes in
-    their own session logging to ``NUKE_ANALYSIS_LOG_FILE`` (``image_analysis.log``;
-    the database URL through their environment). One run per :data:`HANDOFF_CHUNK`
-    ids. Returns the scrapyd job ids or ``pid:<n>`` strings. Blocking: call it from a
-    thread. Raises ``ValueError`` when neither list is given,
-    :class:`~nuke_crawl.handoff.HandoffError` (a ``RuntimeError``) or ``OSError`` when
-    a run cannot be started.
-    """
-    if not image_ids and not vehicle_ids:
-        raise ValueError("schedule_analysis needs image_ids or vehicle_ids")
-    key, ids = ("image_ids", list(image_ids)) if image_ids else ("vehicle_ids", list(vehicle_ids))
-    scrapyd = settings.get("NUKE_SCRAPYD_URL") or None
-    project = str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME"))
-    log_file = settings.get("NUKE_ANALYSIS_LOG_FILE", "image_analysis.log")
-    started: list[str] = []
-    job_settings: dict[str, str] | None = None
-    for chunk in _chunks(ids):
-        arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
-                                                        else 1000 * len(chunk))}
-        if scrapyd:
-            if job_settings is None:
-                job_settings = scrapyd_settings(settings)
-            started.append(schedule_scrapyd(str(scrapyd), project, arguments,
-                                            spider=SPIDER_NAME, settings=job_settings))
-            continue
-        out: Any = subprocess.DEVNULL
-        if log_file:
-            out = open(log_file, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            # the same database (through the environment: the URL may hold a
-            # password) and the storage settings given with -s to this run
-            env = {**os.environ,
-                   "DATABASE_URL": absolute_database_url(database_url(settings))}
-            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                analysis_command(arguments, forwarded_settings(settings)), cwd=os.getcwd(),
-                env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
-        started.append(f"pid:{proc.pid}")
-    logger.info("Scheduled image analysis of %d %s: %s", len(ids), key.replace("_ids", "s"),
-                ", ".join(started))
-    return started

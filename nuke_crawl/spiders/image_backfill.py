@@ -29,7 +29,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 
 from nuke_crawl.db import DatabaseError, backfill
-from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.pipelines.images import VehicleImagesItem
 from nuke_crawl.spiders.args import ArgumentError, Param, parse_args, to_bool, to_int, to_uuid
 
@@ -93,7 +93,7 @@ class ImageBackfillSpider(scrapy.Spider):
         "MEDIA_ALLOW_REDIRECTS": True,
         # The media pipeline asks for a vehicle's images all at once: Scrapy 2.19's own
         # downloader then lets such a burst past CONCURRENT_REQUESTS_PER_DOMAIN.
-        "DOWNLOADER": "nuke_crawl.downloader.SlotSafeDownloader",
+        "DOWNLOADER": "nuke_crawl.downloader.slotsafe.SlotSafeDownloader",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

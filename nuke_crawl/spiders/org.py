@@ -27,7 +27,8 @@ from scrapy_playwright.page import PageMethod
 from twisted.python.failure import Failure
 
 from nuke_crawl.db import DatabaseError, needs_migration, store
-from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.extraction import (
     COMMON_INVENTORY_PATHS,
     canonical_listing_url,
@@ -35,9 +36,19 @@ from nuke_crawl.extraction import (
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.signals import vehicles_stored
+from nuke_crawl.spiders.args import (
+    Param,
+    apply_user_agent,
+    parse_args,
+    to_bool,
+    to_int,
+    to_str,
+    to_url,
+    to_uuid,
+)
 from nuke_crawl.spiders.orgpage import extract_for_crawl
-from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
-from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +88,7 @@ class OrgProgress:
     seen: set[str] = field(default_factory=set)  # canonical URLs requested this run
     known: set[str] = field(default_factory=set)  # already stored (resumed crawls)
     inventory_found: bool = False
+    written: Counter[str] = field(default_factory=Counter)  # the pipeline's outcomes
 
 
 class OrgSpider(scrapy.Spider):
@@ -115,6 +127,11 @@ class OrgSpider(scrapy.Spider):
             handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
             handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
             settings.set("DOWNLOAD_HANDLERS", handlers, priority="spider")
+            # the one browser the http and https handlers share (at the spider's
+            # priority, like the handlers: `scrapy crawl` merges the project's in again)
+            extensions = dict(settings.getdict("EXTENSIONS"))
+            extensions.setdefault("nuke_crawl.downloader.browser.Browser", 0)
+            settings.set("EXTENSIONS", extensions, priority="spider")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> OrgSpider:
@@ -125,14 +142,16 @@ class OrgSpider(scrapy.Spider):
         spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
-        spider.workers = crawler_workers(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
+        crawler.signals.connect(spider._on_vehicles_stored, signal=vehicles_stored)
         return spider
 
     # -- selection -------------------------------------------------------------
 
     async def start(self) -> AsyncIterator[Any]:
         try:
+            # the pool is an extension: Scrapy builds them after the spider's from_crawler
+            self.workers = worker_pool(self.crawler)
             await self.workers.start()  # its imports overlap the selection and first fetch
             orgs = await self._select()
         except (DatabaseError, SchemaMissing, WorkerError) as exc:
@@ -408,17 +427,22 @@ class OrgSpider(scrapy.Spider):
 
     # -- closing -------------------------------------------------------------------
 
+    def _on_vehicles_stored(self, outcomes: list[tuple[str, str]]) -> None:
+        """The pipeline's :data:`~nuke_crawl.signals.vehicles_stored`: what it wrote."""
+        for org_id, outcome in outcomes:
+            progress = self.progress.get(org_id)
+            if progress is not None:
+                progress.written[outcome] += 1
+
     def summary(self, progress: OrgProgress) -> dict[str, Any]:
-        assert self.crawler.stats is not None
-        stats = self.crawler.stats
-        prefix = f"nuke/org/{progress.org.id}/vehicles_"
+        written = progress.written
         return {
             "pages": progress.pages,
             "vehicles_found": progress.vehicles_found,
-            "created": stats.get_value(prefix + "created", 0),
-            "updated": stats.get_value(prefix + "updated", 0),
-            "unchanged": stats.get_value(prefix + "unchanged", 0),
-            "failed": stats.get_value(prefix + "failed", 0),
+            "created": written["created"],
+            "updated": written["updated"],
+            "unchanged": written["unchanged"],
+            "failed": written["failed"],
             "skipped": dict(progress.skipped),
             "errors": len(progress.errors),
             "render_js": progress.render_js,
@@ -442,6 +466,9 @@ class OrgSpider(scrapy.Spider):
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/{key}", summary[key])
             for why, count in progress.skipped.items():
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/skipped/{why}", count)
+            for outcome, count in progress.written.items():
+                self.crawler.stats.set_value(
+                    f"nuke/org/{progress.org.id}/vehicles_{outcome}", count)
             if dry:
                 continue
             if progress.render_js and not progress.org.metadata.get("render_js"):
