@@ -335,6 +335,14 @@ def schedule_analysis(
     return started
 
 
+def _dry_run(spider: Any) -> bool:
+    """Whether ``spider`` runs with ``-a dry_run=1`` (typed or mapping arguments)."""
+    args = getattr(spider, "args", None)
+    if isinstance(args, Mapping):
+        return bool(args.get("dry_run"))
+    return bool(getattr(args, "dry_run", False))
+
+
 class Handoff:
     """Base of the extensions that start the next phase when a run closes.
 
@@ -367,8 +375,7 @@ class Handoff:
     async def spider_closed(self, spider: Any, reason: str) -> None:
         if getattr(spider, "name", None) != self.source_spider:
             return
-        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or \
-                getattr(spider, "args", {}).get("dry_run"):
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or _dry_run(spider):
             return
         await self.hand_off(spider)
 

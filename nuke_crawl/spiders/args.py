@@ -1,12 +1,32 @@
-"""Typed spider arguments, declared once and validated before any request."""
+"""Typed spider arguments, declared once and validated before any request.
+
+A spider declares its arguments as a frozen :class:`SpiderArgs` dataclass, each field
+made with :func:`arg` (its default, what it means, how its ``-a`` text is parsed), and
+reads them as attributes (``self.args.limit``)::
+
+    @dataclass(frozen=True)
+    class OrgArgs(SpiderArgs):
+        limit: int = arg(10, "organizations per page", positive_int)
+
+    class OrgSpider(scrapy.Spider):
+        Arguments = OrgArgs
+
+        def __init__(self, *args, **kwargs):
+            self.args = OrgArgs.from_kwargs(kwargs, self.name)
+
+``scrapy crawl`` (:mod:`nuke_crawl.commands.crawl`) parses them before anything starts
+(a bad one exits with a message naming it) and hands the parsed object to the spider
+under :data:`PARSED`, so they are parsed once. The older ``ARGUMENTS`` mapping of
+:class:`Param` with :func:`parse_args` (``self.args["limit"]``) is still understood.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 
@@ -97,6 +117,60 @@ def parse_args(
         else:
             out[name] = param.default
     return out
+
+
+#: The spider keyword argument under which ``scrapy crawl`` hands over parsed arguments.
+PARSED = "_nuke_parsed_args"
+
+
+def arg(default: Any, help: str, parse: Callable[[str, Any], Any]) -> Any:
+    """A :class:`SpiderArgs` field: its ``default``, what it means (``help``) and how its
+    ``-a`` text is parsed (``parse(name, value)``, raising :class:`ArgumentError`)."""
+    return field(default=default, metadata={"parse": parse, "help": help})
+
+
+def positive_int(name: str, value: Any) -> int:
+    return to_int(name, value, minimum=1)
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    return to_int(name, value, minimum=0)
+
+
+@dataclass(frozen=True)
+class SpiderArgs:
+    """Base of a spider's typed arguments (subclass it as a frozen dataclass whose fields
+    are made with :func:`arg`)."""
+
+    @classmethod
+    def spec(cls) -> dict[str, Param]:
+        """The arguments as :class:`Param` s, by name."""
+        return {f.name: Param(f.metadata["parse"], f.default, f.metadata["help"])
+                for f in fields(cls)}
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any], spider_name: str) -> Self:
+        """Parse ``-a`` arguments (their text); unknown names are refused."""
+        return cls(**parse_args(cls.spec(), given, spider_name))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], spider_name: str) -> Self:
+        """The spider's arguments from its ``__init__`` keyword arguments: those
+        ``scrapy crawl`` parsed already (:data:`PARSED`), else parsed here (arguments
+        starting with ``_``, such as scrapyd's ``_job``, are not the spider's)."""
+        parsed = kwargs.get(PARSED)
+        if isinstance(parsed, cls):
+            return parsed
+        return cls.parse({k: v for k, v in kwargs.items() if not k.startswith("_")},
+                         spider_name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def describe(cls) -> list[str]:
+        """One line per argument: ``name (default): help``."""
+        return [f"{name} ({param.default!r}): {param.help}" for name, param in cls.spec().items()]
 
 
 def apply_user_agent(settings: Any) -> None:
