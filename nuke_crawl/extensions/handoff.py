@@ -53,6 +53,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,20 @@ def schedule_scrapyd(
     return str(answer.get("jobid"))
 
 
+@dataclass(frozen=True)
+class LaunchConfig:
+    """``NUKE_SCRAPYD_URL`` (None: detached processes) and ``NUKE_SCRAPYD_PROJECT``
+    (None: ``BOT_NAME``)."""
+
+    scrapyd_url: str | None
+    project: str
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LaunchConfig:
+        return cls(scrapyd_url=settings.get("NUKE_SCRAPYD_URL") or None,
+                   project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")))
+
+
 class Launcher:
     """Starts crawls in other processes, for the hand-offs: through scrapyd's
     ``schedule.json`` when ``NUKE_SCRAPYD_URL`` is set (project ``NUKE_SCRAPYD_PROJECT``,
@@ -277,8 +292,9 @@ class Launcher:
 
     def __init__(self, settings: Any, log_file: str | None) -> None:
         self.settings = settings
-        self.scrapyd_url: str | None = settings.get("NUKE_SCRAPYD_URL") or None
-        self.project = str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME"))
+        config = LaunchConfig.from_settings(settings)
+        self.scrapyd_url = config.scrapyd_url
+        self.project = config.project
         self.log_file = log_file
         self._job_settings: dict[str, str] | None = None
 

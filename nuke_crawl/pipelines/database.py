@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from itemadapter import ItemAdapter
@@ -20,13 +21,38 @@ from nuke_crawl.workers.pool import WorkerPool
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class VehicleWriteConfig:
+    """What :class:`VehicleDatabasePipeline` reads from the settings (defaults in
+    settings.py): ``NUKE_DB_BATCH_SIZE``, ``NUKE_DB_BATCH_WAIT``,
+    ``NUKE_EXTERNAL_IMAGE_RECORDS``, ``NUKE_DRY_RUN`` and ``DATABASE_URL``."""
+
+    batch_size: int
+    batch_wait: float
+    external_images: bool
+    dry_run: bool
+    url: str
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> VehicleWriteConfig:
+        return cls(
+            batch_size=max(1, settings.getint("NUKE_DB_BATCH_SIZE", defaults.NUKE_DB_BATCH_SIZE)),
+            batch_wait=max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT",
+                                                  defaults.NUKE_DB_BATCH_WAIT)),
+            external_images=settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS",
+                                             defaults.NUKE_EXTERNAL_IMAGE_RECORDS),
+            dry_run=settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN),
+            url=database_url(settings),
+        )
+
+
 class VehicleDatabasePipeline:
     """Upserts :class:`~nuke_crawl.items.VehicleItem` s, their organization
     links and their external image records.
 
     The spider prepares the database (migrations) before its first request.
     Items are grouped: each waits until its batch is committed, so an item that
-    leaves this pipeline is in the database. Settings:
+    leaves this pipeline is in the database. Settings (:class:`VehicleWriteConfig`):
 
     - ``NUKE_DB_BATCH_SIZE`` (50): vehicles per transaction.
     - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company.
@@ -45,15 +71,12 @@ class VehicleDatabasePipeline:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        settings = crawler.settings
-        self.batch_size = max(1, settings.getint("NUKE_DB_BATCH_SIZE",
-                                                 defaults.NUKE_DB_BATCH_SIZE))
-        self.batch_wait = max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT",
-                                                     defaults.NUKE_DB_BATCH_WAIT))
-        self.external_images = settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS",
-                                                defaults.NUKE_EXTERNAL_IMAGE_RECORDS)
-        self.dry_run = settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN)
-        self.url = database_url(settings)
+        self.config = config = VehicleWriteConfig.from_settings(crawler.settings)
+        self.batch_size = config.batch_size
+        self.batch_wait = config.batch_wait
+        self.external_images = config.external_images
+        self.dry_run = config.dry_run
+        self.url = config.url
         self.stats = crawler.stats
         self._pending: list[tuple[store.VehicleRecord, asyncio.Future[str]]] = []
         self._timer: asyncio.TimerHandle | None = None
