@@ -326,22 +326,21 @@ class OrgSpider(scrapy.Spider):
             # pages that lead to more pages (inventory, pagination, home) go first
             priority=0 if response.meta.get("detail") else 10,
         )
-        if result.needs_js and not response.meta.get("playwright"):
-            if self.render_js:
-                progress.render_js = True
-                logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
-                            response.url)
-                return [self._request(org, response.url, self.parse_page, render=True)]
+        if result.needs_js and not response.meta.get("playwright") and self.render_js:
+            progress.render_js = True
+            logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
+                        response.url)
+            return [self._request(org, response.url, self.parse_page, render=True)]
         out: list[Any] = []
         if result.vehicle is not None:
             # keyed by the worker with the page (w3lib's canonicalisation is costly)
             item = self._item(progress, result.vehicle, result.url, result.canonical_url)
             if item is not None:
                 out.append(item)
-        elif result.skip_reason and result.skip_reason != "inventory_page":
-            if not response.meta.get("probe"):
-                progress.skipped[result.skip_reason] += 1
-                self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        elif (result.skip_reason and result.skip_reason != "inventory_page"
+              and not response.meta.get("probe")):
+            progress.skipped[result.skip_reason] += 1
+            self._stat(f"nuke/pages/skipped/{result.skip_reason}")
         if result.skip_reason == "inventory_page":
             progress.inventory_found = True
             if result.cards_without_url:

@@ -222,7 +222,7 @@ class WorkerPool:
                 future = await self._send(worker, call_id,
                                           frame(call_id, (close_connections, (), {})))
                 await asyncio.wait_for(future, timeout)
-            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
+            except Exception:  # noqa: BLE001, S110 - a dead worker has nothing left to close
                 pass
         for worker in workers:
             if worker.proc.stdin is not None:

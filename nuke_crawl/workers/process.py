@@ -123,7 +123,7 @@ def main() -> None:
     # database (PostgreSQL's server, SQLite's own C code: both release the GIL), the
     # next page is extracted instead of waiting behind it.
     # (this file runs as __main__: the calls name the functions of the imported module)
-    from nuke_crawl.workers import process as _worker
+    from nuke_crawl.workers import process as _worker  # noqa: PLW0406
 
     db_calls = (_worker.with_db, _worker.close_connections)
     with ThreadPoolExecutor(1, thread_name_prefix="nuke-db") as db_thread:
