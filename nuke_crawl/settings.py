@@ -1,8 +1,10 @@
 """Scrapy settings for nuke_crawl.
 
-Every ``NUKE_*`` setting and its default is listed here (and in README.md);
+Every ``NUKE_*`` setting and its default is listed here, once (and in README.md);
 any of them can be given with ``-s NAME=value``. ``DATABASE_URL`` comes from
-the environment first, then this setting.
+the environment first, then this setting. Components read their settings with
+these values as defaults (``from nuke_crawl import settings as defaults``), so a
+crawler built without this module (a test's ``get_crawler``) behaves the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ DATABASE_URL = None  # None: $DATABASE_URL, else sqlite:///nuke.db
 NUKE_AUTO_MIGRATE = True  # a spider run on a database without the schema migrates it first
 NUKE_DB_BATCH_SIZE = 50  # vehicles written per transaction
 NUKE_DB_BATCH_WAIT = 0.5  # seconds a partial batch waits for company before it is written
+NUKE_DRY_RUN = False  # count, write nothing (set by a spider's dry_run argument)
 
 # -- politeness ----------------------------------------------------------------
 NUKE_USER_AGENT = "nuke_crawl/0.1 (+https://github.com/nuke-crawl/nuke_crawl; vehicle listings crawler)"
@@ -70,10 +73,11 @@ NUKE_CHROMIUM_PATH = "/usr/bin/chromium"
 NUKE_RENDER_JS = True  # render organizations that need it (metadata.render_js or detected)
 # The org spider installs scrapy-playwright's download handler for its runs (unless
 # NUKE_RENDER_JS is off), in a subclass that starts the Node.js driver and Chromium
-# only when a page needs them; the image spiders never start a browser driver.
+# only when a page needs them, with the Browser extension both handlers share; the
+# image spiders never start a browser driver.
 PLAYWRIGHT_DOWNLOAD_HANDLERS = {
-    "http": "nuke_crawl.browser.LazyPlaywrightDownloadHandler",
-    "https": "nuke_crawl.browser.LazyPlaywrightDownloadHandler",
+    "http": "nuke_crawl.downloader.browser.LazyPlaywrightDownloadHandler",
+    "https": "nuke_crawl.downloader.browser.LazyPlaywrightDownloadHandler",
 }
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 PLAYWRIGHT_LAUNCH_OPTIONS = {
@@ -97,10 +101,15 @@ LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
 
 EXTENSIONS = {
+    # shared services, found with crawler.get_extension(...): the crawl's database
+    # handle and its worker processes
+    "nuke_crawl.extensions.database.DatabaseExtension": 1,
+    "nuke_crawl.extensions.workers.WorkerPoolExtension": 2,
     "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
     "nuke_crawl.extensions.promptclose.PromptClose": 5,
     "nuke_crawl.extensions.gctune.GcTuning": 6,
-    "nuke_crawl.extensions.analysis_handoff.AnalysisHandoff": 10,
+    "nuke_crawl.extensions.handoff.AnalysisHandoff": 10,  # unless NUKE_ANALYZE_AFTER_BACKFILL
+    "nuke_crawl.extensions.handoff.BackfillHandoff": 500,  # does nothing unless NUKE_TRIGGER_BACKFILL
 }
 
 # -- image backfill (scrapy crawl image_backfill; nuke_crawl.pipelines.images) -----------
@@ -115,12 +124,17 @@ NUKE_IMAGE_MAX_PIXELS = 50_000_000  # decompression-bomb limit
 NUKE_IMAGE_MAX_ATTEMPTS = 5  # transient failures are retried by later runs up to this many times
 NUKE_IMAGE_RETRY_BACKOFF = 3600.0  # seconds before the first cross-run retry, doubling
 NUKE_IMAGE_LEASE_SECONDS = 600.0  # a claimed vehicle returns to the pool if its worker dies
+NUKE_IMAGE_VARIANTS = {"thumb": (320, 240)}  # resized copies stored beside each image
+NUKE_IMAGE_RECORD_WAIT = 0.05  # seconds stored images wait to share one commit
+# Two more, computed where they are read when not given (a fixed value here would
+# not fit every machine or CONCURRENT_REQUESTS):
+# NUKE_IMAGE_PROCESSES: worker processes decoding images (default: the CPU count; 0: threads)
+# NUKE_IMAGE_MAX_IN_FLIGHT: images handed to the downloader at once (2 * CONCURRENT_REQUESTS)
 NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
 NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
 NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process
 NUKE_SCRAPYD_PROJECT = None  # scrapyd project; None: BOT_NAME
 NUKE_BACKFILL_LOG_FILE = "image_backfill.log"  # the detached run's output (appended)
-EXTENSIONS["nuke_crawl.handoff.BackfillHandoff"] = 500  # does nothing unless NUKE_TRIGGER_BACKFILL
 
 # -- image analysis (scrapy crawl image_analysis; nuke_crawl.spiders.image_analysis) ----
 # Providers: local (always), openai (OPENAI_API_KEY / OPENAI_BASE_URL in the environment),

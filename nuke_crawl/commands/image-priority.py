@@ -6,7 +6,7 @@ import argparse
 
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.commandbase import DatabaseCommand
+from nuke_crawl.cli.base import DatabaseCommand
 from nuke_crawl.db import backfill
 from nuke_crawl.spiders.args import ArgumentError, to_int, to_uuid
 

@@ -14,7 +14,7 @@ import sys
 
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.commandbase import DatabaseCommand, organization_metadata
+from nuke_crawl.cli.base import DatabaseCommand, organization_metadata
 from nuke_crawl.db import store
 from nuke_crawl.spiders.args import ArgumentError, to_bool, to_url
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from nuke_crawl.commandbase import DatabaseCommand
+from nuke_crawl.cli.base import DatabaseCommand
 from nuke_crawl.db import Database, analysis, backfill, redact_url, store
 
 LABELS = {

@@ -7,7 +7,7 @@ Knows nothing of Scrapy: the spiders and pipelines call these through
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -576,14 +576,3 @@ def status_counts(db: Database) -> dict[str, int]:
         "images_never_analysed": "SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL",
     }
     return {name: int(db.scalar(sql) or 0) for name, sql in queries.items()}
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

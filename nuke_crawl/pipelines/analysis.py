@@ -24,8 +24,8 @@ from scrapy.http.request import NO_CALLBACK
 from nuke_crawl.analysis.registry import Providers, select_providers
 from nuke_crawl.analysis.results import ProviderResult
 from nuke_crawl.db import analysis
-from nuke_crawl.dbglue import crawler_database
 from nuke_crawl.exceptions import ReasonError
+from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.items import ImageAnalysisItem
 from nuke_crawl.storage import StoreError, build_store

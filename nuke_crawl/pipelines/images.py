@@ -28,15 +28,15 @@ from scrapy.utils.request import RequestFingerprinter
 from twisted.python.failure import Failure
 
 from nuke_crawl.db import backfill
-from nuke_crawl.dbglue import crawler_database
 from nuke_crawl.exceptions import ReasonError
+from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.pipelines._imageworker import process_in_worker
 from nuke_crawl.storage import build_store
 from nuke_crawl.utils.batching import TimedBatcher
 from nuke_crawl.utils.downloads import download_failure_reason
-from nuke_crawl.workers import WorkerError, WorkerPool
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 

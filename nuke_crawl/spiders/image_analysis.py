@@ -13,36 +13,26 @@ keeps the leases and reports progress (:class:`~nuke_crawl.spiders.leased.Leased
 ``-a check=1`` (or ``scrapy analyze-check``) only runs each provider's preflight and
 reports OK or the exact reason; the exit code is 1 when one fails.
 
-:func:`schedule_analysis` starts a run for given images or vehicles without waiting
-(a detached process, or scrapyd's ``schedule.json`` with ``NUKE_SCRAPYD_URL``).
+:func:`nuke_crawl.extensions.handoff.schedule_analysis` starts a run for given images
+or vehicles without waiting (a detached process, or scrapyd's ``schedule.json`` with
+``NUKE_SCRAPYD_URL``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from scrapy.crawler import Crawler
-from scrapy.settings import BaseSettings
 
-from nuke_crawl.analysis import PROVIDERS
 from nuke_crawl.analysis.registry import Providers, check_providers, select_providers
-from nuke_crawl.db import analysis, database_url, needs_migration
-from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
-from nuke_crawl.handoff import (
-    absolute_database_url,
-    forwarded_settings,
-    schedule_scrapyd,
-    scrapyd_settings,
-)
+from nuke_crawl.db import analysis, needs_migration
+from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.items import ImageAnalysisItem
-from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_uuid
+from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_providers, to_uuid
 from nuke_crawl.spiders.leased import LeasedWorkSpider, duration
 
 logger = logging.getLogger(__name__)
@@ -52,18 +42,6 @@ MAX_EXAMPLES = 3
 """Example URLs kept per failure reason for the final summary."""
 
 # -- arguments ------------------------------------------------------------------------
-
-
-def to_providers(name: str, value: Any) -> tuple[str, ...]:
-    """A comma list of provider names (``local``, ``openai``, ``rekognition``)."""
-    names = tuple(dict.fromkeys(p.strip().lower() for p in str(value).split(",") if p.strip()))
-    if not names:
-        raise ArgumentError(f"argument {name}: give at least one of {', '.join(PROVIDERS)}")
-    unknown = [p for p in names if p not in PROVIDERS]
-    if unknown:
-        raise ArgumentError(f"argument {name}={value!r}: unknown provider(s) "
-                            f"{', '.join(unknown)}; known: {', '.join(PROVIDERS)}")
-    return names
 
 
 def to_uuid_list(name: str, value: Any) -> tuple[str, ...]:
@@ -94,8 +72,7 @@ ARGUMENTS: dict[str, Param] = {
 }
 
 
-__all__ = ["ARGUMENTS", "ImageAnalysisSpider", "check_providers", "schedule_analysis",
-           "to_providers"]
+__all__ = ["ARGUMENTS", "ImageAnalysisSpider"]
 
 
 # -- the spider -----------------------------------------------------------------------
@@ -367,84 +344,3 @@ class ImageAnalysisSpider(LeasedWorkSpider):
 
     async def closing(self) -> None:
         await self.providers.aclose()
-
-
-# -- hand-off -------------------------------------------------------------------------
-
-HANDOFF_CHUNK = 500
-"""Ids per scheduled run (keeps command lines and POST bodies small)."""
-
-
-def analysis_command(arguments: dict[str, str],
-                     settings: dict[str, str] | None = None) -> list[str]:
-    """The ``scrapy crawl image_analysis`` command line for ``arguments``
-    (and ``-s`` settings)."""
-    cmd = [sys.executable, "-m", "scrapy", "crawl", SPIDER_NAME]
-    for name, value in arguments.items():
-        cmd += ["-a", f"{name}={value}"]
-    for name, value in (settings or {}).items():
-        cmd += ["-s", f"{name}={value}"]
-    return cmd
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
-    for start in range(0, len(ids), HANDOFF_CHUNK):
-        yield list(ids[start : start + HANDOFF_CHUNK])
-
-
-def schedule_analysis(
-    settings: BaseSettings,
-    *,
-    image_ids: Sequence[str] = (),
-    vehicle_ids: Sequence[str] = (),
-) -> list[str]:
-    """Start ``image_analysis`` for these images (or vehicles) without waiting.
-
-    Through scrapyd's ``schedule.json`` when ``NUKE_SCRAPYD_URL`` is set (project
-    ``NUKE_SCRAPYD_PROJECT``, default ``BOT_NAME``; the job gets ``DATABASE_URL``
-    without its password and the ``-s`` storage settings as ``setting=`` parameters,
-    see :func:`nuke_crawl.handoff.scrapyd_settings`), else as detached processes in
-    their own session logging to ``NUKE_ANALYSIS_LOG_FILE`` (``image_analysis.log``;
-    the database URL through their environment). One run per :data:`HANDOFF_CHUNK`
-    ids. Returns the scrapyd job ids or ``pid:<n>`` strings. Blocking: call it from a
-    thread. Raises ``ValueError`` when neither list is given,
-    :class:`~nuke_crawl.handoff.HandoffError` (a ``RuntimeError``) or ``OSError`` when
-    a run cannot be started.
-    """
-    if not image_ids and not vehicle_ids:
-        raise ValueError("schedule_analysis needs image_ids or vehicle_ids")
-    key, ids = ("image_ids", list(image_ids)) if image_ids else ("vehicle_ids", list(vehicle_ids))
-    scrapyd = settings.get("NUKE_SCRAPYD_URL") or None
-    project = str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME"))
-    log_file = settings.get("NUKE_ANALYSIS_LOG_FILE", "image_analysis.log")
-    started: list[str] = []
-    job_settings: dict[str, str] | None = None
-    for chunk in _chunks(ids):
-        arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
-                                                        else 1000 * len(chunk))}
-        if scrapyd:
-            if job_settings is None:
-                job_settings = scrapyd_settings(settings)
-            started.append(schedule_scrapyd(str(scrapyd), project, arguments,
-                                            spider=SPIDER_NAME, settings=job_settings))
-            continue
-        out: Any = subprocess.DEVNULL
-        if log_file:
-            out = open(log_file, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            # the same database (through the environment: the URL may hold a
-            # password) and the storage settings given with -s to this run
-            env = {**os.environ,
-                   "DATABASE_URL": absolute_database_url(database_url(settings))}
-            proc = subprocess.Popen(
-                analysis_command(arguments, forwarded_settings(settings)), cwd=os.getcwd(),
-                env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
-        started.append(f"pid:{proc.pid}")
-    logger.info("Scheduled image analysis of %d %s: %s", len(ids), key.replace("_ids", "s"),
-                ", ".join(started))
-    return started

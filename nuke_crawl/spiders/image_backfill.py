@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from scrapy.crawler import Crawler
 
 from nuke_crawl.db import backfill, needs_migration
-from nuke_crawl.dbglue import SchemaMissing, crawler_database
+from nuke_crawl.extensions.database import SchemaMissing, crawler_database
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_uuid
 from nuke_crawl.spiders.leased import LeasedWorkSpider
@@ -91,7 +91,7 @@ class ImageBackfillSpider(LeasedWorkSpider):
         "MEDIA_ALLOW_REDIRECTS": True,
         # The media pipeline asks for a vehicle's images all at once: Scrapy 2.19's own
         # downloader then lets such a burst past CONCURRENT_REQUESTS_PER_DOMAIN.
-        "DOWNLOADER": "nuke_crawl.downloader.SlotSafeDownloader",
+        "DOWNLOADER": "nuke_crawl.downloader.slotsafe.SlotSafeDownloader",
         # The pipeline's media results are cached per image row, not per URL.
         "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
     }

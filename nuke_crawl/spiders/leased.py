@@ -30,7 +30,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 
 from nuke_crawl.db import DatabaseError
-from nuke_crawl.dbglue import SchemaMissing, prepare_database
+from nuke_crawl.extensions.database import SchemaMissing, prepare_database
 from nuke_crawl.spiders.args import Param, parse_args
 
 logger = logging.getLogger(__name__)
