@@ -374,7 +374,8 @@ def test_guard_middleware_resolves_refuses_and_pins(monkeypatch):
         assert refused.value.reason == "private"
         assert str(refused.value) == (
             "Refused https://evil.example/a.jpg: host evil.example resolves to a private "
-            "address (10.0.0.5)"
+            "address (10.0.0.5); to allow it, set NUKE_ALLOW_PRIVATE_NETWORKS=1 (every private "
+            "address) or NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port (this one host)"
         )
         assert await mw.process_request(scrapy.Request("https://Cdn.example/a.jpg")) is None
         assert await mw.process_request(scrapy.Request("https://nowhere.invalid/")) is None
@@ -459,7 +460,8 @@ def test_redirect_to_refused_host_in_a_crawl():
             "error": "RefusedRequest",
             "reason": "loopback",
             "message": f"Refused {target.url('/secret')}: host 127.0.0.1 is a loopback "
-            "address (127.0.0.1)",
+            "address (127.0.0.1); to allow it, set NUKE_ALLOW_PRIVATE_NETWORKS=1 (every private "
+            "address) or NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port (this one host)",
         }
     ]
     assert result.stats["nuke/netguard/refused/loopback"] == 1

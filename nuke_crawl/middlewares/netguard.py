@@ -92,11 +92,25 @@ REASONS = (
 )
 
 
+#: How an operator allows what the guard refuses, appended to refusals of addresses.
+WAY_OUT = (
+    "to allow it, set NUKE_ALLOW_PRIVATE_NETWORKS=1 (every private address) or "
+    "NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port (this one host)"
+)
+
+
+def refusal_message(url: str, reason: str, detail: str) -> str:
+    """The message of a refusal: the URL, why, and (for an address) how to allow it."""
+    if reason in ("scheme", "no_host"):
+        return f"Refused {url}: {detail}"
+    return f"Refused {url}: {detail}; {WAY_OUT}"
+
+
 class RefusedRequest(IgnoreRequest):
     """The guard refused a request; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, url: str, reason: str, detail: str) -> None:
-        super().__init__(f"Refused {url}: {detail}")
+        super().__init__(refusal_message(url, reason, detail))
         self.url = url
         self.reason = reason
 
@@ -346,8 +360,9 @@ class PrivateNetworkGuardMiddleware:
         if host not in self._logged_hosts:
             self._logged_hosts.add(host)
             logger.info(
-                "Refusing requests to %(host)s (%(reason)s), first: %(url)s: %(detail)s",
-                {"host": host, "reason": reason, "url": request.url, "detail": detail},
+                "Refusing requests to %(host)s (%(reason)s), first: %(message)s",
+                {"host": host, "reason": reason,
+                 "message": refusal_message(request.url, reason, detail)},
                 extra={"spider": self.crawler.spider},
             )
         raise RefusedRequest(request.url, reason, detail)

@@ -35,6 +35,7 @@ from nuke_crawl.extraction import (
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.middlewares.netguard import RefusedRequest
 from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
@@ -403,8 +404,10 @@ class OrgSpider(scrapy.Spider):
         progress.errors.append(f"{request.url}: {reason}")
         if request.meta.get("entry"):
             progress.entry_error = f"{request.url}: {reason}"
-            logger.warning("Organization %s: website unreachable (%s)",
-                           progress.org.business_name or progress.org.id, reason)
+            what = "refused by the private-network guard" if isinstance(
+                exc, RefusedRequest) else "unreachable"
+            logger.warning("Organization %s: website %s (%s)",
+                           progress.org.business_name or progress.org.id, what, reason)
 
     # -- closing -------------------------------------------------------------------
 
