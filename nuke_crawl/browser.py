@@ -21,6 +21,8 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.http import Request, Response
 
+from nuke_crawl.middlewares.browserguard import CheckingProxy, install_browser_guard
+
 if TYPE_CHECKING:
     from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 
@@ -35,6 +37,7 @@ class _Browser:
         self.crawler = crawler
         self.lock = asyncio.Lock()
         self.handler: ScrapyPlaywrightDownloadHandler | None = None
+        self.proxy: CheckingProxy | None = None
 
     async def get(self, request: Request) -> ScrapyPlaywrightDownloadHandler:
         async with self.lock:
@@ -43,6 +46,8 @@ class _Browser:
 
                 logger.info("Starting the browser (Playwright and Chromium) for %s", request.url)
                 handler = ScrapyPlaywrightDownloadHandler.from_crawler(self.crawler)
+                # the network guard for Chromium's own requests
+                self.proxy = await install_browser_guard(self.crawler, handler)
                 # it connects its launch to engine_started, which has fired: launch it here
                 for receiver in (handler._maybe_launch_in_thread, handler._engine_started):
                     self.crawler.signals.disconnect(receiver, signals.engine_started)
@@ -61,6 +66,8 @@ class _Browser:
             handler, self.handler = self.handler, None
         if handler is not None:
             await handler.close()
+        if self.proxy is not None:
+            await self.proxy.close()
 
 
 def _browser(crawler: Crawler) -> _Browser:

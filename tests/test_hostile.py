@@ -58,3 +58,52 @@ def test_refused_website_names_the_settings_that_allow_it(sqlite_url: str) -> No
         assert "NUKE_ALLOW_PRIVATE_NETWORKS=1" in text
         assert "NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port" in text
     assert "Traceback" not in proc.stderr
+
+
+# 5. The browser's own requests pass the same guard
+
+
+def _stats(stderr: str) -> str:
+    return stderr[stderr.rfind("Dumping Scrapy stats"):]
+
+
+@pytest.mark.browser
+def test_browser_requests_to_a_blocked_port_are_aborted(sqlite_url: str) -> None:
+    blocked = Counting({
+        "/style.css": (200, {"Content-Type": "text/css"}, b"body{color:red}"),
+        "/script.js": (200, {"Content-Type": "application/javascript"}, b"var a=1;"),
+        "/img.png": (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n"),
+        "/frame.html": (200, {}, b"<html><body>frame</body></html>"),
+        "/fetch": (200, {}, b"{}"),
+        "/xhr": (200, {}, b"{}"),
+        "/landing": (200, {}, b"<html><body>landing</body></html>"),
+    })
+    with serve(blocked) as b:
+        page = f"""<html><head><link rel="stylesheet" href="{b.url}/style.css">
+<script src="{b.url}/script.js"></script></head>
+<body><h1>Fixture Motors</h1><img src="{b.url}/img.png">
+<iframe src="{b.url}/frame.html"></iframe>
+<script>fetch("{b.url}/fetch").catch(function(){{}});
+var x = new XMLHttpRequest(); x.open("GET", "{b.url}/xhr"); x.send();</script>
+</body></html>""".encode()
+        home = Counting({"/": (200, {}, page)})
+        redirecting = Counting({"/": (302, {"Location": f"{b.url}/landing"}, b"")})
+        with serve(home) as a1, serve(redirecting) as a2:
+            add_org(sqlite_url, a1.url, render_js=True)
+            add_org(sqlite_url, a2.url, render_js=True)
+            allowed = f"127.0.0.1:{a1.port},127.0.0.1:{a2.port}"
+            proc = run_scrapy(
+                ["crawl", "org", "-a", "threshold=1", "-s", "NUKE_PROBE_COMMON_PATHS=0",
+                 "-s", f"NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS={allowed}", *FAST],
+                sqlite_url, timeout=240, NUKE_ALLOW_PRIVATE_NETWORKS="0",
+            )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "/" in home.hits and "/" in redirecting.hits  # both pages went to the browser
+    assert "Starting the browser" in proc.stderr
+    assert blocked.hits == [], blocked.hits
+    stats = _stats(proc.stderr)
+    # css, script, image, iframe, fetch, XHR and the redirect target, at least
+    refused = int(stats.split("'nuke/netguard/browser/refused': ", 1)[1].split(",", 1)[0])
+    assert refused >= 7, stats
+    assert "Browser: refusing requests to 127.0.0.1 (loopback)" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[proc.stderr.find("Traceback") - 2000:][:5000]

@@ -25,7 +25,7 @@ import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import ParseResult, SplitResult, unquote, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import run_in_thread
@@ -339,11 +339,8 @@ class PrivateNetworkGuardMiddleware:
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
         settings = crawler.settings
-        self.allow_private: bool = private_networks_allowed(settings)
-        self.allow_hosts: frozenset[str] = frozenset(
-            _host_port(value) for value in settings.getlist("NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS")
-        )
-        self._resolver = _HostResolver()
+        self.policy = GuardPolicy(settings)
+        self.allow_private = self.policy.allow_private
         self._logged_hosts: set[str] = set()
         self._pins: PinnedNameResolver | None = None  # installed once the reactor runs
         if self.allow_private:
@@ -379,26 +376,55 @@ class PrivateNetworkGuardMiddleware:
         raise RefusedRequest(request.url, reason, detail)
 
     async def _verdict(self, request: Request) -> tuple[str, str] | None:
-        parts = urlparse_cached(request)
-        scheme = parts.scheme.lower()
-        if scheme not in ALLOWED_SCHEMES:
-            return "scheme", f"scheme {scheme or '(none)'!r} is not http(s)"
-        if self.allow_private:
-            return None
-        if self.allow_hosts:
-            try:
-                port = parts.port or _DEFAULT_PORTS[scheme]
-            except ValueError:
-                port = None
-            host = _normalise_host(parts.hostname or "")
-            if f"{host}:{port}" in self.allow_hosts:
-                return None
-        verdict, ips = await _guard(request.url, self._resolver)
-        if verdict is None and ips and parts.hostname:
+        verdict, ips = await self.policy.verdict(request.url, urlparse_cached(request))
+        hostname = urlparse_cached(request).hostname
+        if verdict is None and ips and hostname:
             if self._pins is None:
                 self._pins = install_pinned_resolver()
-            self._pins.pin(parts.hostname, ips)
+            self._pins.pin(hostname, ips)
         return verdict
+
+
+class GuardPolicy:
+    """The guard's rules for one crawler: its settings and its DNS cache.
+
+    Shared by :class:`PrivateNetworkGuardMiddleware` and the browser's request guard
+    (:mod:`nuke_crawl.middlewares.browserguard`), so both judge a URL the same way.
+    """
+
+    def __init__(self, settings: BaseSettings) -> None:
+        self.allow_private: bool = private_networks_allowed(settings)
+        self.allow_hosts: frozenset[str] = frozenset(
+            _host_port(value) for value in settings.getlist("NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS")
+        )
+        self.resolver = _HostResolver()
+
+    def allowed_host(self, parts: SplitResult | ParseResult) -> bool:
+        """Whether the URL's ``host:port`` is in ``NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS``."""
+        if not self.allow_hosts:
+            return False
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme.lower()]
+        except (ValueError, KeyError):
+            return False
+        return f"{_normalise_host(parts.hostname or '')}:{port}" in self.allow_hosts
+
+    async def verdict(
+        self, url: str, parts: SplitResult | ParseResult | None = None
+    ) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
+        """(reason, detail) when *url* is refused, else None; and the addresses checked
+        (empty when nothing was resolved: a literal, an allowed host, allowed networks)."""
+        if parts is None:
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                return ("no_host", "the URL cannot be parsed"), ()
+        scheme = parts.scheme.lower()
+        if scheme not in ALLOWED_SCHEMES:
+            return ("scheme", f"scheme {scheme or '(none)'!r} is not http(s)"), ()
+        if self.allow_private or self.allowed_host(parts):
+            return None, ()
+        return await _guard(url, self.resolver)
 
 
 def _host_key(host: str | bytes) -> str:
