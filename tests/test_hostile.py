@@ -3,10 +3,14 @@ process, real local servers counting their hits, real databases."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, run_scrapy
+from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, migrate, store
 from nuke_crawl.demo.server import Request, Response, serve
@@ -107,3 +111,39 @@ var x = new XMLHttpRequest(); x.open("GET", "{b.url}/xhr"); x.send();</script>
     assert refused >= 7, stats
     assert "Browser: refusing requests to 127.0.0.1 (loopback)" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[proc.stderr.find("Traceback") - 2000:][:5000]
+
+
+# 15. What the operator sees
+
+
+def test_status_on_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "nuke.db"
+    proc = run_scrapy(["status"], f"sqlite:///{missing}", timeout=60)
+    assert proc.returncode == 2
+    assert f"no SQLite database at {missing}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_status_into_a_closed_pipe_ends_without_a_traceback(sqlite_url: str) -> None:
+    assert run_scrapy(["migrate"], sqlite_url).returncode == 0
+    child = subprocess.Popen([sys.executable, "-m", "scrapy", "status"], cwd=REPO,
+                             env=scrapy_env(sqlite_url), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before anything is written (`| head`)
+    err = child.stderr.read().decode()
+    child.wait(timeout=60)
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
+    assert child.returncode == 0
+
+
+def test_image_priority_for_an_unknown_organization_says_so(db_url: str) -> None:
+    unknown = str(uuid.uuid4())
+    proc = run_scrapy(["image-priority", "5", "--organization-id", unknown], db_url)
+    assert proc.returncode == 1
+    assert f"no organization with id {unknown}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    org_id = add_org(db_url, "https://known.example")
+    proc = run_scrapy(["image-priority", "5", "--organization-id", org_id], db_url)
+    assert proc.returncode == 0 and "0 vehicles now have" in proc.stdout
