@@ -147,3 +147,42 @@ def test_image_priority_for_an_unknown_organization_says_so(db_url: str) -> None
     org_id = add_org(db_url, "https://known.example")
     proc = run_scrapy(["image-priority", "5", "--organization-id", org_id], db_url)
     assert proc.returncode == 0 and "0 vehicles now have" in proc.stdout
+
+
+# 10. org-import keeps going past bad rows
+
+
+def test_org_import_skips_each_bad_row_with_its_line_and_reason(db_url: str,
+                                                               tmp_path: Path) -> None:
+    lines = [
+        b"website,name,type,inventory_url,render_js",
+        b"https://one.example,One,,,",
+        b"https://extra.example,Extra,dealer,,,surplus",  # 3: an extra column
+        b"https://two.example,Tw\xff\xfeo,,,",  # 4: invalid UTF-8
+        b"https://big.example," + b"x" * (129 * 1024) + b",,,",  # 5: over 128 KiB
+        b"https://nul.example,N\x00UL,,,",  # 6: a NUL byte
+        b'https://quote.example,"Unbalanced,,,',  # 7: an unbalanced quote
+        b"https://three.example,Three,,,",  # 8: not swallowed by line 7
+        b"call us 555-1234,Phone,,,",  # 9: not a URL
+        b"N/A,Nothing,,,",  # 10: not a URL
+        b"https://four.example,Four,auction,https://four.example/stock,yes",
+    ]
+    csv_file = tmp_path / "orgs.csv"
+    csv_file.write_bytes(b"\n".join(lines) + b"\n")
+    proc = run_scrapy(["org-import", str(csv_file)], db_url)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "imported 3 new, 0 already present, 7 skipped" in proc.stdout
+    err = proc.stderr
+    assert "line 3: skipped: 6 fields, the header has 5" in err
+    assert "line 4: skipped: invalid UTF-8" in err
+    assert "line 5: skipped: line longer than 128 KiB" in err
+    assert "line 6: skipped: a NUL byte" in err
+    assert "line 7: skipped: malformed CSV (unbalanced quote)" in err
+    assert "line 9: skipped: argument website='call us 555-1234'" in err
+    assert "line 10: skipped: argument website='N/A'" in err
+    database = Database(db_url)
+    names = sorted(r["business_name"] for r in database.fetchall(
+        "SELECT business_name FROM businesses"))
+    database.close()
+    assert names == ["Four", "One", "Three"]
