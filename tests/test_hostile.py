@@ -3,6 +3,7 @@ process, real local servers counting their hits, real databases."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -186,3 +187,71 @@ def test_org_import_skips_each_bad_row_with_its_line_and_reason(db_url: str,
         "SELECT business_name FROM businesses"))
     database.close()
     assert names == ["Four", "One", "Three"]
+
+
+# 8 and 9. One organization's bad data stays its own
+
+
+def _site(n: int = 2) -> Counting:
+    links = "".join(f'<a class="car" href="/vehicle/{i}">Car {i}</a>' for i in range(n))
+    pages: dict[str, tuple[int, dict[str, str], bytes]] = {
+        "/": (200, {}, f"<html><body><h1>Fixture</h1>{links}</body></html>".encode()),
+    }
+    for i in range(n):
+        pages[f"/vehicle/{i}"] = (200, {}, (
+            f"<html><head><title>2001 Porsche 911 Carrera {i}</title></head><body>"
+            f"<h1>2001 Porsche 911 Carrera</h1><p class='price'>$40,00{i}</p>"
+            f"<p>Mileage: 5{i},000 miles</p></body></html>").encode())
+    return Counting(pages)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"inventory_url": 12345}, "inventory_url"),
+        ([1, 2], "metadata"),
+        ({"selectors": "a.car"}, "selectors"),
+        ({"selectors": {"vehicle_link": "a[[car"}}, "selectors.vehicle_link"),
+        ({"render_js": "maybe"}, "render_js"),
+    ],
+    ids=["inventory_url", "metadata_list", "selectors_string", "invalid_css", "render_js"],
+)
+def test_bad_metadata_is_recorded_on_its_organization_and_the_run_goes_on(
+    sqlite_url: str, metadata: Any, field: str
+) -> None:
+    bad_site, good_site = _site(), _site()
+    with serve(bad_site) as bad, serve(good_site) as good:
+        database = Database(sqlite_url)
+        migrate(database)
+        bad_org, _ = store.add_organization(database, bad.url, name="Bad Motors")
+        good_org, _ = store.add_organization(database, good.url, name="Good Motors")
+        database.execute("UPDATE businesses SET metadata = ? WHERE id = ?",
+                         [json.dumps(metadata), bad_org.id])
+        database.close()
+        proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], sqlite_url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert bad_site.hits == []
+    assert "/vehicle/0" in good_site.hits and "/vehicle/1" in good_site.hits
+    database = Database(sqlite_url)
+    raw = database.scalar("SELECT metadata FROM businesses WHERE id = ?", [bad_org.id])
+    good_count = database.scalar("SELECT COUNT(*) FROM organization_vehicles "
+                                 "WHERE organization_id = ?", [good_org.id])
+    database.close()
+    meta = json.loads(raw) if isinstance(raw, str) else raw
+    assert meta["last_error"].startswith(f"invalid_metadata: invalid metadata: {field}: ")
+    assert meta["last_crawl"]["errors"] == 1
+    if metadata == [1, 2]:
+        assert meta["invalid_metadata"] == [1, 2]  # kept, not lost
+    assert good_count == 2
+    assert f"Organization Bad Motors not crawled: invalid metadata: {field}: " in proc.stderr
+
+
+def test_string_booleans_are_read_as_booleans(sqlite_url: str) -> None:
+    site = _site()
+    with serve(site) as server:
+        add_org(sqlite_url, server.url, render_js="false")
+        proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], sqlite_url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting the browser" not in proc.stderr
+    assert "/vehicle/1" in site.hits

@@ -36,6 +36,12 @@ from nuke_crawl.extraction import (
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.middlewares.netguard import RefusedRequest
+from nuke_crawl.spiders.orgmeta import (
+    InvalidOrgConfig,
+    InvalidWebsite,
+    OrgConfig,
+    parse_org_config,
+)
 from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
@@ -78,6 +84,7 @@ class OrgProgress:
     seen: set[str] = field(default_factory=set)  # canonical URLs requested this run
     known: set[str] = field(default_factory=set)  # already stored (resumed crawls)
     inventory_found: bool = False
+    config: OrgConfig | None = None  # None: not crawlable as configured (see entry_error)
 
 
 class OrgSpider(scrapy.Spider):
@@ -185,6 +192,7 @@ class OrgSpider(scrapy.Spider):
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
         for org in orgs:
             progress = OrgProgress(org)
+            self._configure(progress)
             if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org.id)
                 logger.info(
@@ -194,13 +202,28 @@ class OrgSpider(scrapy.Spider):
             self.progress[org.id] = progress
         return orgs
 
+    def _configure(self, progress: OrgProgress) -> None:
+        """Validate the organization's website and metadata (:mod:`.orgmeta`); a bad one
+        is recorded as its error, once, and the organization is not crawled."""
+        org = progress.org
+        try:
+            progress.config = parse_org_config(org.website, org.metadata)
+        except (InvalidWebsite, InvalidOrgConfig) as exc:
+            kind = "invalid_website" if isinstance(exc, InvalidWebsite) else "invalid_metadata"
+            progress.entry_error = f"{kind}: {exc}"
+            progress.errors.append(progress.entry_error)
+            self._stat(f"nuke/orgs/{kind}")
+            logger.warning("Organization %s not crawled: %s", org.business_name or org.id, exc)
+
     def _entry_requests(self, org: store.Organization) -> Iterable[Request]:
-        website = org.website if "://" in org.website else f"https://{org.website}"
-        inventory_url = org.metadata.get("inventory_url")
-        if inventory_url:
-            yield self._request(org, urljoin(website, inventory_url), self.parse_page, entry=True)
+        progress = self.progress.get(org.id)
+        config = progress.config if progress is not None else None
+        if config is None:
+            return
+        if config.inventory_url:
+            yield self._request(org, config.inventory_url, self.parse_page, entry=True)
         else:
-            yield self._request(org, website, self.parse_home, entry=True)
+            yield self._request(org, config.website, self.parse_home, entry=True)
 
     def _request(
         self, org: store.Organization, url: str, callback: Any, *, entry: bool = False,
@@ -209,7 +232,9 @@ class OrgSpider(scrapy.Spider):
         if render is None:
             progress = self.progress.get(org.id)
             detected = progress is not None and progress.render_js
-            render = (bool(org.metadata.get("render_js")) or detected) and self.render_js
+            configured = progress is not None and progress.config is not None and (
+                progress.config.render_js)
+            render = (configured or detected) and self.render_js
         meta = {"org_id": org.id, "entry": entry, **meta}
         if render:
             meta["playwright"] = True
@@ -304,7 +329,7 @@ class OrgSpider(scrapy.Spider):
             extract_for_crawl,
             response.text,
             response.url,
-            selectors=org.metadata.get("selectors") or None,
+            selectors=(progress.config.selectors if progress.config else None) or None,
             max_images=self.max_images,
             # pages that lead to more pages (inventory, pagination, home) go first
             priority=0 if response.meta.get("detail") else 10,
@@ -447,7 +472,7 @@ class OrgSpider(scrapy.Spider):
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/skipped/{why}", count)
             if dry:
                 continue
-            if progress.render_js and not progress.org.metadata.get("render_js"):
+            if progress.render_js and not (progress.config and progress.config.render_js):
                 summary["render_js_detected"] = True
             try:
                 await adb.run(
