@@ -14,7 +14,7 @@ import pytest
 from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, migrate, store
-from nuke_crawl.demo.server import Request, Response, serve
+from nuke_crawl.demo.server import Request, Response, dead_url, serve
 
 
 class Counting:
@@ -255,3 +255,46 @@ def test_string_booleans_are_read_as_booleans(sqlite_url: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Starting the browser" not in proc.stderr
     assert "/vehicle/1" in site.hits
+
+
+def test_a_website_that_is_not_a_url_is_refused_and_recorded_once(db_url: str) -> None:
+    for website in ("call us 555-1234", "N/A"):
+        proc = run_scrapy(["org-add", website], db_url)
+        assert proc.returncode == 2, proc.stdout
+        assert f"argument URL={website!r}: expected an http(s) URL" in proc.stderr
+    database = Database(db_url)
+    migrate(database)
+    ids = []
+    for website in ("call us 555-1234", "N/A"):
+        org_id = str(uuid.uuid4())
+        database.execute(
+            "INSERT INTO businesses (id, business_name, website, is_public, metadata, "
+            "created_at, updated_at) VALUES (?, ?, ?, true, ?, ?, ?)",
+            [org_id, website, website, "{}", database.now(), database.now()])
+        ids.append(org_id)
+    database.close()
+    proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], db_url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "Retrying" not in proc.stderr and "https://n/" not in proc.stderr
+    for org_id, website in zip(ids, ("call us 555-1234", "N/A"), strict=True):
+        meta = org_metadata(db_url, org_id)
+        assert meta["last_error"] == (
+            f"invalid_website: website {website!r} is not an http(s) URL")
+        assert proc.stderr.count(f"Organization {website} not crawled") == 1
+    assert "'nuke/orgs/invalid_website': 2" in proc.stderr
+
+
+@pytest.mark.browser
+def test_a_dead_host_of_a_render_js_organization_is_one_line(sqlite_url: str) -> None:
+    url = dead_url()
+    add_org(sqlite_url, url, render_js=True)
+    proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST],
+                      sqlite_url, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "Starting the browser" in proc.stderr
+    lines = [line for line in proc.stderr.splitlines()
+             if ("WARNING" in line or "ERROR" in line) and "ERR_CONNECTION_REFUSED" in line]
+    assert len(lines) == 1, lines
+    assert "website unreachable" in lines[0]
