@@ -298,3 +298,49 @@ def test_a_dead_host_of_a_render_js_organization_is_one_line(sqlite_url: str) ->
              if ("WARNING" in line or "ERROR" in line) and "ERR_CONNECTION_REFUSED" in line]
     assert len(lines) == 1, lines
     assert "website unreachable" in lines[0]
+
+
+# 18. The platform's defaults on PostgreSQL
+
+
+@pytest.mark.postgres
+def test_migrate_gives_platform_defaults_and_adds_missing_ones_without_touching_data(
+    pg_url: str,
+) -> None:
+    assert run_scrapy(["migrate"], pg_url).returncode == 0
+    org_id = add_org(pg_url, "https://defaults.example")
+    vehicle_id = str(uuid.uuid4())
+    database = Database(pg_url)
+    try:
+        database.execute("INSERT INTO vehicles (id) VALUES (?)", [vehicle_id])
+        # as another writer on the platform does: no id, no timestamps
+        database.execute(
+            "INSERT INTO organization_vehicles (organization_id, vehicle_id, "
+            "relationship_type, status) VALUES (?, ?, 'seller', 'active')",
+            [org_id, vehicle_id])
+        row = database.fetchone("SELECT id, created_at, updated_at FROM organization_vehicles")
+        assert row is not None and all(row.values()), row
+        # an existing table without the defaults (an older schema): added, data untouched
+        database.execute("ALTER TABLE organization_vehicles ALTER COLUMN id DROP DEFAULT")
+        database.execute("ALTER TABLE vehicle_images ALTER COLUMN created_at DROP DEFAULT")
+        database.execute("DELETE FROM nuke_schema_migrations WHERE version = 6")
+        before = database.fetchall("SELECT * FROM organization_vehicles")
+    finally:
+        database.close()
+    proc = run_scrapy(["migrate"], pg_url)
+    assert proc.returncode == 0 and "schema version 5 -> 6" in proc.stdout, proc.stdout
+    database = Database(pg_url)
+    try:
+        assert database.fetchall("SELECT * FROM organization_vehicles") == before
+        defaults = {(r["table_name"], r["column_name"]): r["column_default"]
+                    for r in database.fetchall(
+                        "SELECT table_name, column_name, column_default FROM "
+                        "information_schema.columns WHERE table_schema = current_schema() "
+                        "AND column_name IN ('id', 'created_at', 'updated_at')")}
+    finally:
+        database.close()
+    assert defaults[("organization_vehicles", "id")] == "gen_random_uuid()"
+    assert defaults[("vehicle_images", "created_at")] == "now()"
+    for table in ("businesses", "vehicles", "vehicle_images", "image_tags"):
+        assert defaults[(table, "id")] == "gen_random_uuid()", table
+        assert defaults[(table, "created_at")] == "now()", table
