@@ -344,3 +344,62 @@ def test_migrate_gives_platform_defaults_and_adds_missing_ones_without_touching_
     for table in ("businesses", "vehicles", "vehicle_images", "image_tags"):
         assert defaults[(table, "id")] == "gen_random_uuid()", table
         assert defaults[(table, "created_at")] == "now()", table
+
+
+def test_the_browsers_proxy_refuses_and_connects_to_the_checked_address(monkeypatch) -> None:
+    """The proxy Chromium goes through: a rebinding DNS answer never reaches a connect."""
+    import asyncio
+    import socket
+
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.middlewares.browserguard import BrowserRequestGuard, CheckingProxy
+
+    monkeypatch.delenv("NUKE_ALLOW_PRIVATE_NETWORKS", raising=False)
+    real = socket.getaddrinfo
+    seen: list[str] = []
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.test":
+            seen.append(host)
+            ip = "93.184.215.14" if len(seen) == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port)))]
+        if host == "nowhere.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    site = Counting({"/": (200, {}, b"ok")})
+    crawler = get_crawler()
+    crawler.stats.open_spider()
+
+    async def ask(proxy: CheckingProxy, head: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(head.encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer
+
+    async def main(port: int) -> list[bytes]:
+        proxy = CheckingProxy(BrowserRequestGuard(crawler))
+        proxy.connect_timeout = 2
+        await proxy.start()
+        try:
+            return [
+                await ask(proxy, f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n"),
+                await ask(proxy, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"),
+                await ask(proxy, f"GET http://nowhere.test:{port}/ HTTP/1.1\r\n\r\n"),
+                # checked: a public address; a second lookup would say 127.0.0.1
+                await ask(proxy, f"GET http://rebind.test:{port}/ HTTP/1.1\r\n\r\n"),
+            ]
+        finally:
+            await proxy.close()
+
+    with serve(site) as server:
+        answers = asyncio.run(main(server.port))
+    assert [a.split(b"\r\n", 1)[0] for a in answers[:3]] == [b"HTTP/1.1 403 Forbidden"] * 3
+    assert not answers[3].startswith(b"HTTP/1.1 200")
+    assert site.hits == []
+    assert seen == ["rebind.test"]  # resolved once, by the guard
+    assert crawler.stats.get_value("nuke/netguard/browser/refused") == 3

@@ -68,15 +68,21 @@ class BrowserRequestGuard:
 
     async def refused(self, url: str) -> bool:
         """Whether the guard refuses *url* (counted and logged when it does)."""
+        refused, _ = await self.check(url)
+        return refused
+
+    async def check(self, url: str) -> tuple[bool, tuple[str, ...]]:
+        """(refused, the addresses checked) for *url*; a refusal is counted and logged.
+        No addresses for a URL that was not resolved (a literal, an allowed host)."""
         try:
             parts = urlsplit(url)
         except ValueError:
             parts = None
         if parts is not None and parts.scheme.lower() in _LOCAL_SCHEMES:
-            return False
-        verdict, _ = await self.policy.verdict(url, parts)
+            return False, ()
+        verdict, ips = await self.policy.verdict(url, parts)
         if verdict is None:
-            return False
+            return False, ips
         reason, detail = verdict
         stats = self.crawler.stats
         if stats is not None:
@@ -90,7 +96,7 @@ class BrowserRequestGuard:
                 {"host": host, "reason": reason, "message": refusal_message(url, reason, detail)},
                 extra={"spider": self.crawler.spider},
             )
-        return True
+        return True, ()
 
 
 _MAX_HEAD = 64 * 1024
@@ -100,6 +106,8 @@ _CONNECT_TIMEOUT = 15.0
 class CheckingProxy:
     """An HTTP proxy (plain requests and ``CONNECT``) that lets through only what the
     guard accepts, connecting to the addresses it checked (see the module docstring)."""
+
+    connect_timeout = _CONNECT_TIMEOUT
 
     def __init__(self, guard: BrowserRequestGuard) -> None:
         self.guard = guard
@@ -135,15 +143,15 @@ class CheckingProxy:
             url = target
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-        if await self.guard.refused(url):
+        refused, ips = await self.guard.check(url)
+        if refused:
             writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
                          b"Connection: close\r\n\r\n")
             await writer.drain()
             return
-        _, ips = await self.guard.policy.verdict(url, parts)  # cached: the checked addresses
-        address = ips[0] if ips else host
+        address = ips[0] if ips else host  # the address checked, never a second lookup
         up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port), _CONNECT_TIMEOUT
+            asyncio.open_connection(address, port), self.connect_timeout
         )
         try:
             if method.upper() == "CONNECT":
