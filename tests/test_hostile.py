@@ -403,3 +403,42 @@ def test_the_browsers_proxy_refuses_and_connects_to_the_checked_address(monkeypa
     assert site.hits == []
     assert seen == ["rebind.test"]  # resolved once, by the guard
     assert crawler.stats.get_value("nuke/netguard/browser/refused") == 3
+
+
+def test_the_browsers_proxy_tunnels_and_forwards_for_an_allowed_host(monkeypatch) -> None:
+    import asyncio
+
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.middlewares.browserguard import BrowserRequestGuard, CheckingProxy
+
+    monkeypatch.delenv("NUKE_ALLOW_PRIVATE_NETWORKS", raising=False)
+    site = Counting({"/a": (200, {}, b"page a"), "/b": (200, {}, b"page b")})
+
+    async def main(port: int) -> tuple[bytes, bytes]:
+        crawler = get_crawler(settings_dict={
+            "NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS": [f"127.0.0.1:{port}"]})
+        proxy = CheckingProxy(BrowserRequestGuard(crawler))
+        await proxy.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(f"GET http://127.0.0.1:{port}/a HTTP/1.1\r\nHost: x\r\n"
+                         "Proxy-Connection: keep-alive\r\n\r\n".encode())
+            forwarded = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            established = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert established.startswith(b"HTTP/1.1 200")
+            writer.write(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            tunnelled = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return forwarded, tunnelled
+        finally:
+            await proxy.close()
+
+    with serve(site) as server:
+        forwarded, tunnelled = asyncio.run(main(server.port))
+    assert forwarded.startswith(b"HTTP/1.") and forwarded.endswith(b"page a")
+    assert tunnelled.startswith(b"HTTP/1.") and tunnelled.endswith(b"page b")
+    assert site.hits == ["/a", "/b"]
