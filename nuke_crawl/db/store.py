@@ -238,7 +238,9 @@ def record_crawl_result(
         row = db.fetchone("SELECT metadata FROM businesses WHERE id = ?", [org_id])
         if row is None:
             return
-        meta = loads_json(row["metadata"]) or {}
+        meta = loads_json(row["metadata"])
+        if not isinstance(meta, dict):  # kept, not lost, when another writer broke it
+            meta = {} if meta is None else {"invalid_metadata": meta}
         meta["last_extracted_at"] = str(now)
         meta["last_error"] = error
         meta["last_crawl"] = summary

@@ -24,6 +24,8 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.http import Request, Response
 
+from nuke_crawl.middlewares.browserguard import CheckingProxy, install_browser_guard
+
 if TYPE_CHECKING:
     from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 
@@ -57,6 +59,7 @@ class Browser:
         self.crawler = crawler
         self.lock = asyncio.Lock()
         self.handler: ScrapyPlaywrightDownloadHandler | None = None
+        self.proxy: CheckingProxy | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Browser:
@@ -69,6 +72,8 @@ class Browser:
 
                 logger.info("Starting the browser (Playwright and Chromium) for %s", request.url)
                 handler = ScrapyPlaywrightDownloadHandler.from_crawler(self.crawler)
+                # the network guard for Chromium's own requests
+                self.proxy = await install_browser_guard(self.crawler, handler)
                 try:
                     await launch_late(handler, self.crawler)
                 except BaseException:
@@ -84,6 +89,8 @@ class Browser:
             handler, self.handler = self.handler, None
         if handler is not None:
             await handler.close()
+        if self.proxy is not None:
+            await self.proxy.close()
 
 
 class LazyPlaywrightDownloadHandler(HTTP11DownloadHandler):

@@ -36,6 +36,7 @@ from nuke_crawl.extraction import (
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.middlewares.netguard import RefusedRequest
 from nuke_crawl.signals import vehicles_stored
 from nuke_crawl.spiders.args import (
     SpiderArgs,
@@ -47,6 +48,12 @@ from nuke_crawl.spiders.args import (
     to_str,
     to_url,
     to_uuid,
+)
+from nuke_crawl.spiders.orgmeta import (
+    InvalidOrgConfig,
+    InvalidWebsite,
+    OrgConfig,
+    parse_org_config,
 )
 from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers.pool import WorkerError, WorkerPool
@@ -90,6 +97,7 @@ class OrgProgress:
     known: set[str] = field(default_factory=set)  # already stored (resumed crawls)
     inventory_found: bool = False
     written: Counter[str] = field(default_factory=Counter)  # the pipeline's outcomes
+    config: OrgConfig | None = None  # None: not crawlable as configured (see entry_error)
 
 
 class OrgSpider(scrapy.Spider):
@@ -202,6 +210,7 @@ class OrgSpider(scrapy.Spider):
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
         for org in orgs:
             progress = OrgProgress(org)
+            self._configure(progress)
             if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org.id)
                 logger.info(
@@ -211,13 +220,28 @@ class OrgSpider(scrapy.Spider):
             self.progress[org.id] = progress
         return orgs
 
+    def _configure(self, progress: OrgProgress) -> None:
+        """Validate the organization's website and metadata (:mod:`.orgmeta`); a bad one
+        is recorded as its error, once, and the organization is not crawled."""
+        org = progress.org
+        try:
+            progress.config = parse_org_config(org.website, org.metadata)
+        except (InvalidWebsite, InvalidOrgConfig) as exc:
+            kind = "invalid_website" if isinstance(exc, InvalidWebsite) else "invalid_metadata"
+            progress.entry_error = f"{kind}: {exc}"
+            progress.errors.append(progress.entry_error)
+            self._stat(f"nuke/orgs/{kind}")
+            logger.warning("Organization %s not crawled: %s", org.business_name or org.id, exc)
+
     def _entry_requests(self, org: store.Organization) -> Iterable[Request]:
-        website = org.website if "://" in org.website else f"https://{org.website}"
-        inventory_url = org.metadata.get("inventory_url")
-        if inventory_url:
-            yield self._request(org, urljoin(website, inventory_url), self.parse_page, entry=True)
+        progress = self.progress.get(org.id)
+        config = progress.config if progress is not None else None
+        if config is None:
+            return
+        if config.inventory_url:
+            yield self._request(org, config.inventory_url, self.parse_page, entry=True)
         else:
-            yield self._request(org, website, self.parse_home, entry=True)
+            yield self._request(org, config.website, self.parse_home, entry=True)
 
     def _request(
         self, org: store.Organization, url: str, callback: Any, *, entry: bool = False,
@@ -226,7 +250,9 @@ class OrgSpider(scrapy.Spider):
         if render is None:
             progress = self.progress.get(org.id)
             detected = progress is not None and progress.render_js
-            render = (bool(org.metadata.get("render_js")) or detected) and self.render_js
+            configured = progress is not None and progress.config is not None and (
+                progress.config.render_js)
+            render = (configured or detected) and self.render_js
         meta = {"org_id": org.id, "entry": entry, **meta}
         if render:
             meta["playwright"] = True
@@ -321,7 +347,7 @@ class OrgSpider(scrapy.Spider):
             extract_for_crawl,
             response.text,
             response.url,
-            selectors=org.metadata.get("selectors") or None,
+            selectors=(progress.config.selectors if progress.config else None) or None,
             max_images=self.max_images,
             # pages that lead to more pages (inventory, pagination, home) go first
             priority=0 if response.meta.get("detail") else 10,
@@ -420,8 +446,10 @@ class OrgSpider(scrapy.Spider):
         progress.errors.append(f"{request.url}: {reason}")
         if request.meta.get("entry"):
             progress.entry_error = f"{request.url}: {reason}"
-            logger.warning("Organization %s: website unreachable (%s)",
-                           progress.org.business_name or progress.org.id, reason)
+            what = "refused by the private-network guard" if isinstance(
+                exc, RefusedRequest) else "unreachable"
+            logger.warning("Organization %s: website %s (%s)",
+                           progress.org.business_name or progress.org.id, what, reason)
 
     # -- closing -------------------------------------------------------------------
 
@@ -469,7 +497,7 @@ class OrgSpider(scrapy.Spider):
                     f"nuke/org/{progress.org.id}/vehicles_{outcome}", count)
             if dry:
                 continue
-            if progress.render_js and not progress.org.metadata.get("render_js"):
+            if progress.render_js and not (progress.config and progress.config.render_js):
                 summary["render_js_detected"] = True
             try:
                 await adb.run(
