@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench corpus-report lint clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ test: venv
 
 bench: venv
 	$(PY) bench/bench_org.py
+
+corpus-report: venv
+	$(PY) bench/corpus_report.py
 
 clean:
 	rm -rf demo-data nuke.db images .pytest_cache
