@@ -27,7 +27,9 @@ from nuke_crawl.extraction.heuristics import (
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
 from nuke_crawl.extraction.page import Page, text_content
+from nuke_crawl.extraction.text import parse_title
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
+from nuke_crawl.extraction.state import page_state_vehicle
 from nuke_crawl.extraction.urls import (
     absolutize,
     canonical_listing_url,
@@ -92,8 +94,16 @@ def extract_page(
         if sv is not None:
             selector_title = bool(sv.year and sv.make)
             _merge(vehicle, sv)
+    state_ok = False
+    if own is None or not (vehicle.year and vehicle.make and vehicle.vin and vehicle.asking_price):
+        state, sold_price = page_state_vehicle(page, vehicle.title)
+        if state is not None:
+            state_ok = bool(state.year and state.make)
+            _merge(vehicle, state)
+            if sold_price is not None and vehicle.sold_price is None:
+                vehicle.sold_price = sold_price
     evidence = _heuristics(page, vehicle)
-    evidence["title"] = evidence["title"] or selector_title
+    evidence["title"] = evidence["title"] or selector_title or state_ok
 
     is_detail: bool
     if adapter_detail is not None:
@@ -214,13 +224,30 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
         if status:
             v.sale_status = status
     if v.asking_price is not None and v.currency is None:
-        v.currency = None
+        # a price from state or a label without its symbol: the page's shown currency
+        v.currency = price_from_dom(page)[1]
+    _tidy_model(v)
     return {
         "title": title_ok,
         "vin": v.vin is not None or bool(pairs.get("vin")),
         "price": v.asking_price is not None or before[1] is not None,
         "mileage": v.mileage is not None or bool(pairs.get("mileage")),
     }
+
+
+def _tidy_model(v: VehicleData) -> None:
+    """A model that repeats the title ("2018 Chevrolet Malibu LT", "Chevrolet Malibu"):
+    re-split into model and trim."""
+    if not v.model or not v.make:
+        return
+    low = v.model.lower()
+    if not (low.startswith(v.make.lower() + " ") or re.match(r"(19|20)\d\d ", low)):
+        return
+    tp = parse_title(v.model if re.match(r"(19|20)\d\d ", low) else f"{v.year or ''} {v.model}")
+    if tp.make == v.make and tp.model:
+        v.model = tp.model
+        if v.trim is None:
+            v.trim = tp.trim
 
 
 # --- images ---------------------------------------------------------------------------
