@@ -27,7 +27,8 @@ from nuke_crawl.extraction.heuristics import (
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
 from nuke_crawl.extraction.page import Page, text_content
-from nuke_crawl.extraction.text import parse_title
+from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_title
+from nuke_crawl.extraction.vin import vin_make, vin_years
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
 from nuke_crawl.extraction.state import page_state_vehicle
 from nuke_crawl.extraction.urls import (
@@ -223,9 +224,16 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
         status = detect_sale_status(page)
         if status:
             v.sale_status = status
+    if v.mileage is None:
+        for t in title_candidates(page)[:3]:
+            m = _TITLE_MILEAGE.search(t)
+            if m:
+                v.mileage, v.mileage_unit = parse_mileage(m.group(0), default_unit=page.default_unit)
+                break
+    _vin_checks(v)
     if v.asking_price is not None and v.currency is None:
         # a price from state or a label without its symbol: the page's shown currency
-        v.currency = price_from_dom(page)[1]
+        v.currency = price_from_dom(page)[1] or host_currency(page.host)
     _tidy_model(v)
     return {
         "title": title_ok,
@@ -233,6 +241,25 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
         "price": v.asking_price is not None or before[1] is not None,
         "mileage": v.mileage is not None or bool(pairs.get("mileage")),
     }
+
+
+# "31k-Mile", "6k Miles", "42,000 miles", "12.500 km" in a title
+_TITLE_MILEAGE = re.compile(
+    r"(?<![\w.,$£€])(\d{1,3}(?:[,.]\d{3})+|\d{1,3}(?:\.\d)?\s?k|\d{1,6})[- ]?"
+    r"(miles?|mi\b|kms?\b|kilomet(?:er|re)s?)", re.I)
+
+
+def _vin_checks(v: VehicleData) -> None:
+    """A VIN's manufacturer code and year character fill a missing make or year (never
+    overrule what the page says)."""
+    if not v.vin or (v.make and v.year):
+        return
+    if v.make is None:
+        v.make = vin_make(v.vin)
+    if v.year is None:
+        years = vin_years(v.vin)
+        if len(years) == 1:
+            v.year = years[0]
 
 
 def _tidy_model(v: VehicleData) -> None:
@@ -431,7 +458,29 @@ def _looks_js_shell(page: Page, adapters: list[Adapter]) -> bool:
     if verdict is not None:
         return verdict
     hint = page.url + " " + (page.title_tag or "")
-    return bool(_INVENTORY_HINT.search(hint) and _JS_MARKERS.search(page.raw_text))
+    if _INVENTORY_HINT.search(hint) and _JS_MARKERS.search(page.raw_text):
+        return True
+    return _app_shell(page)
+
+
+_MOUNT_TAGS = ("div", "main", "section", "app-root", "body")
+_SHELL_MAX_TEXT = 400
+
+
+def _app_shell(page: Page) -> bool:
+    """An application shell by its structure, whatever the framework or quote style: little
+    visible text, at least one script, and an empty mount element (an element with an id
+    or a framework attribute and nothing inside) for the script to fill."""
+    text = sum(len(c) for line in page.lines for c in line)
+    if text > _SHELL_MAX_TEXT or page.tree.find(".//script") is None:
+        return False
+    for el in page.body.iter(*_MOUNT_TAGS):
+        if len(el) or (el.text or "").strip():
+            continue
+        attrs = " ".join(el.attrib.keys()).lower()
+        if el.get("id") or "data-reactroot" in attrs or "ng-app" in attrs or "data-v-app" in attrs:
+            return True
+    return False
 
 
 # --- home pages -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from nuke_crawl.extraction.page import Page, render_lines, text_content
 from nuke_crawl.extraction.text import (
     MONTHLY,
     NO_PRICE,
+    PRICE_MARK,
     canonical_make,
     clean_space,
     parse_mileage,
@@ -27,6 +28,39 @@ from nuke_crawl.extraction.vin import find_vins, normalize_serial, normalize_vin
 
 # label (lowercase, without trailing ":" "#" ".") -> field
 LABELS: dict[str, str] = {}
+# the same fields in German, Dutch, French, Spanish, Italian and Portuguese
+_MORE_LABELS: dict[str, tuple[str, ...]] = {
+    "vin": ("fahrzeug-identifizierungsnummer", "fin", "chassisnummer", "chassisnr", "numéro de série",
+            "numero de serie", "número de bastidor", "bastidor", "numero di telaio", "telaio",
+            "número do chassi", "chassi"),
+    "mileage": ("laufleistung", "km-stand", "km stand", "tachostand", "tellerstand", "kilométrage",
+                "kilometrage", "kilometraje", "kilómetros", "kilometros", "chilometraggio",
+                "chilometri", "km percorsi", "quilometragem", "quilómetros", "odómetro", "odometro",
+                "mileage (km)", "odometer (km)"),
+    "year": ("baujahr", "modelljahr", "bouwjaar", "jaar", "année", "annee", "année modèle",
+             "mise en circulation", "1ère mise en circulation", "première mise en circulation",
+             "año", "ano", "año modelo", "ano modelo", "anno", "immatricolazione",
+             "prima immatricolazione", "matriculación", "fecha de matriculación", "eerste toelating",
+             "datum eerste toelating", "first registered", "registration year", "year of manufacture",
+             "reg year", "model year/first reg"),
+    "make": ("hersteller", "merk", "marque", "marca", "fabricante", "brand name"),
+    "model": ("modèle", "modele", "modelo", "modello"),
+    "color": ("außenfarbe", "aussenfarbe", "kleur", "couleur", "couleur extérieure", "colore",
+              "cor", "color exterior", "colore esterno"),
+    "interior_color": ("innenausstattung", "interieurkleur", "couleur intérieure", "color interior"),
+    "fuel_type": ("brandstof", "carburant", "énergie", "energie", "combustible", "carburante",
+                  "alimentazione", "combustível", "kraftstoffart"),
+    "transmission": ("getriebeart", "transmissie", "versnellingsbak", "boîte de vitesses",
+                     "boite de vitesses", "boîte", "transmisión", "cambio", "câmbio", "caixa"),
+    "body_style": ("karosserieform", "carrosserie", "carrocería", "carroceria", "carrozzeria",
+                   "tipo de veículo", "categorie", "catégorie"),
+    "price": ("kaufpreis", "vraagprijs", "prijs", "precio", "prezzo", "preço", "prix de vente",
+              "listed price", "sale price (usd)"),
+    "location": ("standort", "locatie", "localisation", "ubicación", "ubicazione", "localização",
+                 "município", "municipio"),
+    "stock_number": ("interne nummer", "referenz", "référence", "referencia", "riferimento"),
+    "drivetrain": ("aandrijving", "transmission intégrale", "tracción", "trazione"),
+}
 for _field, _names in {
     "vin": ("vin", "vin number", "vin no", "vehicle identification number", "chassis", "chassis no", "chassis number", "serial", "serial number", "serial no", "s/n", "fahrgestellnummer", "frame number"),
     "mileage": ("mileage", "odometer", "miles", "kilometers", "kilometres", "km", "kms", "kilometerstand", "odometer reading", "mileage (miles)", "current mileage"),
@@ -49,11 +83,14 @@ for _field, _names in {
 }.items():
     for _n in _names:
         LABELS[_n] = _field
+for _field, _names in _MORE_LABELS.items():
+    for _n in _names:
+        LABELS.setdefault(_n, _field)
 
 _MAX_LEN = {"color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
 _SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
-_LABEL_COLON = re.compile(r"^([A-Za-z][A-Za-z .#/()-]{0,34}?)\s*[:#]\s*(.+)$")
+_LABEL_COLON = re.compile(r"^([^\W\d_](?:[^\W\d_]|[ .#/()'-]){0,34}?)\s*[:#]\s*(.+)$")
 
 
 _LABEL_TAIL = re.compile(r"[\s:#.*]+$")
@@ -222,7 +259,7 @@ def price_from_dom(page: Page, root: HtmlElement | None = None) -> tuple[Decimal
             continue
         if MONTHLY.search(text):
             continue
-        if not re.search(r"[$£€]|\b(USD|EUR|GBP|CAD|AUD|CHF)\b", text) and not el.get("itemprop"):
+        if not PRICE_MARK.search(text) and not el.get("itemprop"):
             continue
         amount, cur = parse_price(text, host=page.host)
         if amount is not None:

@@ -184,6 +184,16 @@ def _split_model_trim(tokens: list[str]) -> tuple[str | None, str | None]:
 # --- prices -------------------------------------------------------------------------------
 
 _CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "£": "GBP", "€": "EUR", "¥": "JPY", "C$": "CAD", "CA$": "CAD", "A$": "AUD", "AU$": "AUD", "CHF": "CHF", "Fr.": "CHF", "kr": "SEK", "zł": "PLN", "R$": "BRL"}
+# the currency of a country-code host, for amounts shown without a symbol
+TLD_CURRENCY = {
+    "uk": "GBP", "za": "ZAR", "br": "BRL", "ca": "CAD", "au": "AUD", "nz": "NZD", "ch": "CHF",
+    "se": "SEK", "no": "NOK", "dk": "DKK", "pl": "PLN", "cz": "CZK", "mx": "MXN", "jp": "JPY",
+    "in": "INR", "de": "EUR", "fr": "EUR", "it": "EUR", "es": "EUR", "nl": "EUR", "be": "EUR",
+    "at": "EUR", "ie": "EUR", "fi": "EUR", "pt": "EUR", "lu": "EUR", "gr": "EUR", "sk": "EUR",
+}
+_CODES = r"USD|EUR|GBP|CAD|AUD|CHF|ZAR|BRL|SEK|NOK|DKK|PLN|NZD|JPY|MXN|CZK|INR"
+# a price's currency mark: a symbol, an ISO code, or "R"/"kr" before digits
+PRICE_MARK = re.compile(r"[$£€]|\b(?:" + _CODES + r")\b|(?<![A-Za-z])R\s?\d|\bkr\.?\s?\d|\d\s?kr\b|zł")
 _TLD_DOLLAR = {"ca": "CAD", "au": "AUD", "nz": "NZD", "mx": "MXN", "sg": "SGD", "hk": "HKD"}
 MONTHLY = re.compile(r"(/\s?mo\b|/\s?month|per\s+month|p/?m\b|monthly|a month|/\s?wk|per\s+week|weekly|bi-?weekly|apr\b|down\b|deposit|\bfee\b|save\b|savings|discount|rebate|incentive)", re.I)
 NO_PRICE = re.compile(r"call\s+for\s+price|price\s+on\s+request|poa\b|contact\s+(us\s+)?for\s+price|request\s+a?\s*price", re.I)
@@ -202,7 +212,7 @@ def parse_price(text: str | None, *, host: str = "") -> tuple[Decimal | None, st
     text = text.strip()
     if not text or NO_PRICE.search(text) or len(text) > 80 and not re.search(r"[$£€]", text[:20]):
         return None, None
-    m = re.search(r"([$£€]|\b(?:USD|EUR|GBP|CAD|AUD|CHF)\b)", text)
+    m = re.search(r"([$£€]|\b(?:" + _CODES + r")\b)", text)
     if m:
         tail = text[m.end() : m.end() + 40]
         if MONTHLY.search(tail):
@@ -210,12 +220,15 @@ def parse_price(text: str | None, *, host: str = "") -> tuple[Decimal | None, st
     p = Price.fromstring(text)
     if p.amount is None:
         return None, None
+    symbol = p.currency
+    if symbol is None and re.search(r"(?<![A-Za-z$])R\s?\d", text):
+        symbol = "ZAR"  # "R 139 900": the rand (R$ is the real, found by price_parser)
     amount = Decimal(p.amount)
     if amount < MIN_PRICE or amount > MAX_PRICE:
         return None, None
     if amount == amount.to_integral_value():
         amount = amount.quantize(Decimal(1))
-    return amount, currency_code(p.currency, host)
+    return amount, currency_code(symbol, host)
 
 
 def currency_code(symbol: str | None, host: str = "") -> str | None:
@@ -230,7 +243,14 @@ def currency_code(symbol: str | None, host: str = "") -> str | None:
         return _CURRENCY_SYMBOLS[s]
     if re.fullmatch(r"[A-Z]{3}", s):
         return s
+    if s.lower() in ("kr", "kr."):
+        return {"no": "NOK", "dk": "DKK"}.get(host.rsplit(".", 1)[-1].lower() if host else "", "SEK")
     return None
+
+
+def host_currency(host: str) -> str | None:
+    """The currency of a country-code host ("autotrader.co.za" -> "ZAR"), else None."""
+    return TLD_CURRENCY.get(host.rsplit(".", 1)[-1].lower()) if host else None
 
 
 # --- mileage --------------------------------------------------------------------------------
