@@ -27,7 +27,7 @@ from nuke_crawl.extraction.heuristics import (
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
 from nuke_crawl.extraction.page import Page, text_content
-from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_title
+from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_price, parse_title
 from nuke_crawl.extraction.vin import vin_make, vin_years
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
 from nuke_crawl.extraction.state import page_state_vehicle
@@ -224,6 +224,20 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
         status = detect_sale_status(page)
         if status:
             v.sale_status = status
+    if v.sold_price is None:
+        m = _SOLD_FOR.search(" ".join(title_candidates(page)[:3]))
+        if m:
+            v.sold_price = parse_price(m.group(1), host=page.host)[0]
+            if v.sold_price is not None:
+                v.sale_status = "sold"
+    if v.sale_status == "sold" and v.sold_price is None:
+        # a sold auction's last bid is what it went for, not an asking price
+        for s in pairs.get("bid", []):
+            v.sold_price = parse_price(s, host=page.host)[0]
+            if v.sold_price is not None:
+                break
+    if v.sold_price is not None and v.asking_price == v.sold_price:
+        v.asking_price = None
     if v.mileage is None:
         for t in title_candidates(page)[:3]:
             m = _TITLE_MILEAGE.search(t)
@@ -243,6 +257,7 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
     }
 
 
+_SOLD_FOR = re.compile(r"\bsold for\s+((?:[A-Z]{3}\s?|[$£€]\s?|R\$?\s?)[\d.,\s]{3,15})", re.I)
 # "31k-Mile", "6k Miles", "42,000 miles", "12.500 km" in a title
 _TITLE_MILEAGE = re.compile(
     r"(?<![\w.,$£€])(\d{1,3}(?:[,.]\d{3})+|\d{1,3}(?:\.\d)?\s?k|\d{1,6})[- ]?"

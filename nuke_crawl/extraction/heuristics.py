@@ -77,7 +77,9 @@ for _field, _names in {
     "body_style": ("body style", "body", "body type", "bodystyle", "karosserie", "vehicle type"),
     "fuel_type": ("fuel", "fuel type", "kraftstoff"),
     "registration": ("registration", "reg", "registration number", "reg number", "number plate", "kennzeichen", "reg no"),
-    "price": ("price", "our price", "sale price", "asking price", "internet price", "selling price", "cash price", "buy now", "buy it now", "special price", "your price", "final price", "e-price", "now", "retail price", "list price", "asking", "preis", "prix", "current bid", "high bid", "winning bid", "sold for", "price (usd)"),
+    "price": ("price", "our price", "sale price", "asking price", "internet price", "selling price", "cash price", "buy now", "buy it now", "special price", "your price", "final price", "e-price", "now", "retail price", "list price", "asking", "preis", "prix", "price (usd)"),
+    "bid": ("current bid", "high bid", "highest bid", "top bid", "bid", "höchstgebot", "aktuelles gebot", "enchère actuelle", "puja actual", "offerta attuale"),
+    "sold_price": ("sold for", "sold price", "winning bid", "final bid", "hammer price", "sale result", "verkauft für", "zuschlag", "adjudication", "vendu pour", "vendido por", "venduto per"),
     "location": ("location", "located in", "vehicle location"),
     "status": ("status", "availability", "sale status"),
 }.items():
@@ -87,7 +89,7 @@ for _field, _names in _MORE_LABELS.items():
     for _n in _names:
         LABELS.setdefault(_n, _field)
 
-_MAX_LEN = {"color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
+_MAX_LEN = {"bid": 60, "sold_price": 60, "color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
 _SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
 _LABEL_COLON = re.compile(r"^([^\W\d_](?:[^\W\d_]|[ .#/()'-]){0,34}?)\s*[:#]\s*(.+)$")
@@ -179,10 +181,17 @@ def apply_label_values(v: VehicleData, pairs: dict[str, list[str]], page: Page) 
                 v.mileage, v.mileage_unit = value, unit
                 break
     if v.asking_price is None:
-        for s in pairs.get("price", []):
+        for s in [*pairs.get("price", []), *pairs.get("bid", [])]:
             amount, cur = parse_price(s, host=page.host)
             if amount is not None:
                 v.asking_price, v.currency = amount, cur
+                break
+    if v.sold_price is None:
+        for s in pairs.get("sold_price", []):
+            amount, cur = parse_price(s, host=page.host)
+            if amount is not None:
+                v.sold_price, v.sale_status = amount, "sold"
+                v.currency = v.currency or cur
                 break
     if v.sale_status is None:
         for s in pairs.get("status", []):

@@ -392,14 +392,46 @@ def _walk(value: Any, host: str, default_unit: str | None, out: list[_Candidate]
             stack.extend(v for v in reversed(node) if isinstance(v, (dict, list)))
 
 
+_DATA_HINT = re.compile(r"data-(?:vehicle-?|car-?|vdp-?)?(?:vin|make|year|model|mileage|odometer)\s*=", re.I)
+
+
+def _data_attribute_objects(page: Page) -> list[dict[str, str]]:
+    """``data-vin``, ``data-year``, ``data-make``, ``data-model``, ``data-price``,
+    ``data-mileage`` (and ``data-vehicle-make``...) of each element, outside decoys."""
+    out: list[dict[str, str]] = []
+    excluded = page.excluded
+    for el in page.body.xpath("//*[@*[starts-with(name(), 'data-')]]"):
+        if el in excluded:
+            continue
+        obj = {}
+        for k, v in el.attrib.items():
+            if k.startswith("data-") and v:
+                key = _nk(re.sub(r"^data-(?:vehicle-?|car-?|vdp-?|item-?)?", "", k))
+                if key in _KEYS:
+                    obj[key] = v
+        if len(obj) >= 2 or "vin" in obj:
+            out.append(obj)
+    return out
+
+
 def state_vehicles(page: Page) -> list[_Candidate]:
-    """Every vehicle-shaped object in the page's embedded state, duplicates merged
-    (same VIN, or same year/make/model/price), document order."""
-    if not has_state_hint(page):
+    """Every vehicle-shaped object in the page's embedded state and ``data-*`` vehicle
+    attributes, duplicates merged (same VIN, or same year/make/model/price), document
+    order."""
+    state_hint = has_state_hint(page)
+    data_hint = bool(_DATA_HINT.search(page.raw_text))
+    if not (state_hint or data_hint):
         return []
     found: list[_Candidate] = []
-    for blob in _blobs(page):
-        _walk(blob, page.host, page.default_unit, found)
+    if state_hint:
+        for blob in _blobs(page):
+            _walk(blob, page.host, page.default_unit, found)
+    if data_hint:
+        for obj in _data_attribute_objects(page):
+            c = _vehicle_of(obj, page.host, page.default_unit)
+            if c is not None:
+                c.v.sources[-1] = "attributes"
+                found.append(c)
     merged: list[_Candidate] = []
     by_key: dict[tuple[Any, ...], _Candidate] = {}
     for c in found:
