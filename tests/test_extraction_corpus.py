@@ -339,8 +339,6 @@ KNOWN_WRONG: dict[str, dict[str, str]] = {
         f"card{i}.{f}": _ZA for i in range(6) for f in ("mileage", "year")},
     "inventory-iseecars-ford-crown-victoria-ajax-fragment.html": {
         "card5.vin": "the unpriced card is not matched (matching needs a title or URL)"},
-    "negative-kbb-1998-ford-explorer-values.html": {
-        "no_vehicle": "a price-guide page's query inputs are read as a listing (junk row)"},
     "marketplace-carfax-2017-mercedes-benz-cla-250.html": {
         "photos": "photos only in the embedded mobx state"},
     "marketplace-carscom-2018-chevrolet-malibu-lt-new.html": {
