@@ -217,14 +217,16 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
     if pairs:
         v.sources.append("heuristics")
     if v.asking_price is None:
-        v.asking_price, v.currency = price_from_dom(page)
+        amount, cur = price_from_dom(page)
+        if amount is not None and amount != v.sold_price:
+            v.asking_price, v.currency = amount, cur or v.currency
     if v.vin is None:
         v.vin = vin_from_text(page)
     if v.sale_status is None or v.sale_status == "for_sale":
         status = detect_sale_status(page)
         if status:
             v.sale_status = status
-    if v.sold_price is None:
+    if v.sold_price is None and "sold for" in page.raw_lower:
         m = _SOLD_FOR.search(" ".join(title_candidates(page)[:3]))
         if m:
             v.sold_price = parse_price(m.group(1), host=page.host)[0]

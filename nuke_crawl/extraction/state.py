@@ -74,7 +74,7 @@ _VALUE_KEYS = ("value", "valuelabel", "text", "displayvalue", "formattedvalue")
 _NAME_KEYS = ("name", "label", "displayname", "value", "text", "title", "description")
 # raw-source hints that a page may carry vehicle state: a quoted vehicle key
 _HINT = re.compile(r"[\"'](?:vin|make|makename|modelyear|mileage|odometer|regdate|marke|"
-                   r"vehicle_?brand|brand)[\"']\s*:", re.I)
+                   r"vehicle_?brand|brand)\\?[\"']\s*:", re.I)
 _HINT_ESCAPED = re.compile(r"&quot;(?:vin|make|mileage|modelyear|regdate|brand|properties)&quot;\s*:"
                            r"|\\\"(?:vin|make|mileage|modelyear)\\\"\s*:", re.I)
 # where a JSON value may start inside a script: after "=", "(", "," or at the start
@@ -91,9 +91,18 @@ def _nk(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
+_HINT_KEYS = ("vin", "make", "makename", "modelyear", "mileage", "odometer", "regdate", "brand",
+              "marke", "vehicle_brand")
+
+
 def has_state_hint(page: Page) -> bool:
-    raw = page.raw_text
-    return bool(_HINT.search(raw) or _HINT_ESCAPED.search(raw))
+    """Whether the source quotes a vehicle key (plain, backslash- or HTML-escaped):
+    substring tests on the lower-cased source, no regular expression over the page."""
+    raw = page.raw_lower
+    for key in _HINT_KEYS:
+        if f'"{key}"' in raw or f"'{key}'" in raw or f"&quot;{key}&quot;" in raw or f'{key}\\"' in raw:
+            return True
+    return False
 
 
 def _json_values(text: str) -> list[Any]:
@@ -154,7 +163,7 @@ def _blobs(page: Page) -> list[Any]:
             continue
         out.extend(_json_values(text))
     raw = page.raw_text
-    if _HINT_ESCAPED.search(raw):
+    if "&quot;" in raw and _HINT_ESCAPED.search(raw):
         # HTML-escaped JSON in attributes (data-json, data-state, :props...)
         for el in page.tree.iter():
             if not isinstance(el.tag, str):
@@ -165,7 +174,7 @@ def _blobs(page: Page) -> list[Any]:
                         out.append(json.loads(value))
                     except ValueError:
                         continue
-    if re.search(r"<[a-z][\w]*-[\w-]*[^>]*>\s*\{", raw, re.I):
+    if ">{" in raw and re.search(r"<[a-z][\w]*-[\w-]*[^>]*>\s*\{", raw, re.I):
         # raw JSON as the text of a custom element (<cars-data-broker>{...}</...>)
         for m in re.finditer(r"<([a-z][\w]*-[\w-]*)[^>]*>\s*\{", raw, re.I):
             for el in page.tree.iter(m.group(1).lower()):
@@ -419,7 +428,7 @@ def state_vehicles(page: Page) -> list[_Candidate]:
     attributes, duplicates merged (same VIN, or same year/make/model/price), document
     order."""
     state_hint = has_state_hint(page)
-    data_hint = bool(_DATA_HINT.search(page.raw_text))
+    data_hint = "data-" in page.raw_lower and bool(_DATA_HINT.search(page.raw_text))
     if not (state_hint or data_hint):
         return []
     found: list[_Candidate] = []
