@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 from price_parser import Price
 
@@ -105,6 +107,26 @@ _MULTI_MODELS = {
 }
 
 
+def _model_key(text: str) -> str:
+    return " ".join(text.lower().replace("-", " ").strip(",;:()").split())
+
+
+def _load_models() -> dict[str, frozenset[str]]:
+    """data/models.json: make -> model names of several words (see its ``_about``)."""
+    path = Path(__file__).with_name("data") / "models.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return {make: frozenset(_model_key(m) for m in models)
+            for make, models in raw.items() if not make.startswith("_")}
+
+
+MODELS_BY_MAKE: dict[str, frozenset[str]] = _load_models()
+# multi-word names of any make, for titles whose make is not in the table
+_ANY_MULTI: frozenset[str] = frozenset(
+    {m for names in MODELS_BY_MAKE.values() for m in names if " " in m}
+    | {_model_key(m) for m in _MULTI_MODELS}
+)
+
+
 def parse_title(title: str | None) -> TitleParts:
     """Split a title such as "Used 2019 Chevy Silverado 1500 LT | Dealer" into year,
     make (canonical), model and trim. Handles "MAKE MODEL YEAR TRIM" (UK style), UK
@@ -161,13 +183,19 @@ def parse_title(title: str | None) -> TitleParts:
             out.trim = trim or None
             return out
         after = tokens[year_idx + 1 :]
-    out.model, out.trim = _split_model_trim(after)
+    out.model, out.trim = _split_model_trim(after, out.make)
     return out
 
 
-def _split_model_trim(tokens: list[str]) -> tuple[str | None, str | None]:
+def _split_model_trim(tokens: list[str], make: str | None = None) -> tuple[str | None, str | None]:
     if not tokens:
         return None, None
+    known = MODELS_BY_MAKE.get(make or "", frozenset())
+    for n in range(min(4, len(tokens)), 0, -1):
+        key = _model_key(" ".join(tokens[:n]))
+        if key in known or (" " in key and key in _ANY_MULTI):
+            model = " ".join(tokens[:n]).strip(",;:")
+            return model or None, " ".join(tokens[n:]).strip(" ,;:-") or None
     low = [t.lower() for t in tokens]
     n = 1
     if len(tokens) >= 2:
