@@ -35,6 +35,7 @@ from nuke_crawl.extraction import (
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
 from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
@@ -96,6 +97,7 @@ class OrgSpider(scrapy.Spider):
     probe_paths: bool
     render_js: bool
     workers: WorkerPool
+    learner: SelectorLearner | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}
@@ -126,6 +128,7 @@ class OrgSpider(scrapy.Spider):
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
         spider.workers = crawler_workers(crawler)
+        spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
 
@@ -324,6 +327,8 @@ class OrgSpider(scrapy.Spider):
             if not response.meta.get("probe"):
                 progress.skipped[result.skip_reason] += 1
                 self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        if self.learner is not None:
+            out.extend(await self._learn(progress, response, result))
         if result.skip_reason == "inventory_page":
             progress.inventory_found = True
             if result.cards_without_url:
@@ -334,6 +339,24 @@ class OrgSpider(scrapy.Spider):
         for url in result.next_pages:
             if self._claim(progress, url):
                 out.append(self._request(org, url, self.parse_page))
+        return out
+
+    async def _learn(self, progress: OrgProgress, response: TextResponse, result: Any) -> list[Any]:
+        """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
+        pages gave no vehicle, learned selectors re-read the pages they were learned on."""
+        assert self.learner is not None
+        adb = None if self.args["dry_run"] else crawler_database(self.crawler)
+        selectors = await self.learner.after_page(
+            progress.org, progress.vehicles_found, response.text, response.url,
+            result.skip_reason, bool(response.meta.get("detail")), adb)
+        out: list[Any] = []
+        for html, url in self.learner.samples(progress.org.id) if selectors else []:
+            page = await self.workers.call(extract_for_crawl, html, url, selectors=selectors,
+                                           max_images=self.max_images)
+            if page.vehicle is not None:
+                item = self._item(progress, page.vehicle, page.url, page.canonical_url)
+                if item is not None:
+                    out.append(item)
         return out
 
     # -- helpers -----------------------------------------------------------------
