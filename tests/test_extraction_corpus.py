@@ -317,17 +317,9 @@ class KnownWrong(Exception):
 
 # page -> {field: why it is wrong today}; strict xfail: a page that becomes fully right fails
 # until its entry is removed, and a field going wrong that is not listed here fails outright.
-_LBC = "windows-1252 results rows with '14 000 €' prices and no year/make are not read as cards"
-_ZA = "'81 973 km' mileages and a registration-year icon not read on cards"
 KNOWN_WRONG: dict[str, dict[str, str]] = {
     "marketplace-autotempest-2023-toyota-camry-se.html": {
         "photos": "4 marketing slides interleaved in the gallery are kept"},
-    "inventory-leboncoin-fr-renault-laguna-3-midi-pyrenees.html": {
-        "classified": "taken for a detail page missing year/make",
-        **{f"card{i}.{f}": _LBC for i in range(6) for f in ("link", "price")}},
-    "inventory-leboncoin-fr-renault-laguna-3-midi-pyrenees-page2.html": {
-        "classified": "taken for a detail page missing year/make",
-        **{f"card{i}.{f}": _LBC for i in range(5) for f in ("link", "price")}},
     "marketplace-olx-br-2012-hyundai-ix35.html": {
         "trim": "the state's FIPE version string, not the ad title's 'GLS AUT'",
         "photos": "thumbnails of related ads kept with the gallery"},
@@ -335,8 +327,6 @@ KNOWN_WRONG: dict[str, dict[str, str]] = {
         f: "card data only in an HTML-escaped data-json state attribute"
         for f in ("card1.price", "card2.price", "card2.mileage", "card3.mileage", "card4.price",
                   "card4.mileage", "card4.year")},
-    "inventory-autotrader-za-cars-for-sale.html": {
-        f"card{i}.{f}": _ZA for i in range(6) for f in ("mileage", "year")},
     "inventory-iseecars-ford-crown-victoria-ajax-fragment.html": {
         "card5.vin": "the unpriced card is not matched (matching needs a title or URL)"},
     "marketplace-carfax-2017-mercedes-benz-cla-250.html": {

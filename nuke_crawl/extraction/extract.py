@@ -30,7 +30,7 @@ from nuke_crawl.extraction.page import Page, text_content
 from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_price, parse_title
 from nuke_crawl.extraction.vin import vin_make, vin_years
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
-from nuke_crawl.extraction.state import page_state_vehicle
+from nuke_crawl.extraction.state import card_state, page_state_vehicle
 from nuke_crawl.extraction.urls import (
     absolutize,
     canonical_listing_url,
@@ -135,6 +135,8 @@ def extract_page(
         return result
 
     result.listings = _listings(page, adapters, selectors, max_images, cards)
+    if cards and result.listings:
+        _cards_from_state(page, result.listings)
     if result.listings or len(result.vehicle_links) >= 2:
         result.skip_reason = "inventory_page"
         return result
@@ -342,6 +344,9 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
         verdicts = [(url, _adapter_verdict(url, adapters)) for _, url in page.anchors]
         found = {url for url, verdict in verdicts
                  if (looks_like_vehicle_url(url) if verdict is None else verdict)}
+        if len(found) < 2:
+            page.named_links = _named_vehicle_links(page, verdicts, found)
+            found |= page.named_links
         # cards whose title names no make still link like their neighbours
         found |= sibling_vehicle_urls(
             found, [url for url, verdict in verdicts if verdict is None and url not in found]
@@ -349,6 +354,35 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
         out = [_normalize(url, adapters) for url, _ in verdicts if url in found]
     own = _normalize(page.url, adapters) if page.url else ""
     return [u for u in dedupe(out) if u != own]
+
+
+_LISTING_ID = re.compile(r"\d{5,}")
+
+
+def _named_vehicle_links(page: Page, verdicts: list[tuple[str, bool | None]],
+                         found: set[str]) -> set[str]:
+    """Links to listings whose URL names no vehicle ("/voitures/839739086.htm") but whose
+    anchor does (its title attribute or short text parses as a make and model), at least
+    two of them under one path template; their siblings follow (``sibling_vehicle_urls``).
+    Only looked for when the URLs gave fewer than two vehicle links."""
+    named: set[str] = set()
+    for (a, url), (_, verdict) in zip(page.anchors, verdicts):
+        if verdict is not None or url in found or a in page.excluded:
+            continue
+        path = urlsplit(url).path
+        if not _LISTING_ID.search(path):
+            continue
+        label = a.get("title") or a.get("aria-label") or ""
+        if not label:
+            text = " ".join(text_content(a).split())
+            label = text if len(text) <= 80 else ""
+        tp = parse_title(label) if label else None
+        if tp is not None and tp.make and tp.model:
+            named.add(url)
+    if len(named) < 2:
+        return set()
+    others = [url for url, verdict in verdicts if verdict is None and url not in named and url not in found]
+    return named | sibling_vehicle_urls(named, others)
 
 
 def _next_pages(page: Page, selectors: dict[str, str], vehicle_links: set[str]) -> list[str]:
@@ -420,6 +454,31 @@ def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], ma
     return [_finish_card(page, v, max_images) for v in _dom_cards(page, adapters, fill)]
 
 
+_URL_ID = re.compile(r"[a-z0-9]{5,}")
+
+
+def _cards_from_state(page: Page, cards: list[VehicleData]) -> None:
+    """Fill cards from the page's embedded state: the state vehicle whose id is in the
+    card's URL (a results page's state lists every card with its listing id)."""
+    by_id = card_state(page)
+    if not by_id:
+        return
+    for card in cards:
+        if not card.url:
+            continue
+        for token in _URL_ID.findall(urlsplit(card.url).path.lower()):
+            sv = by_id.get(token)
+            if sv is not None:
+                images = card.image_urls
+                _merge(card, sv)
+                card.image_urls = images or clean_image_urls(sv.image_urls, page.url)
+                if card.asking_price is None:
+                    card.currency = None
+                elif card.currency is None:
+                    card.currency = host_currency(page.host)
+                break
+
+
 def _finish_card(page: Page, v: VehicleData, max_images: int) -> VehicleData:
     v.image_urls = clean_image_urls(v.image_urls, page.url, max_images=max_images)
     if v.mileage is None:
@@ -434,8 +493,9 @@ def _dom_cards(page: Page, adapters: list[Adapter], fill: bool = True) -> list[V
     contains no link to another vehicle (``fill=False``: the link's URL only)."""
     keys_under: dict[HtmlElement, set[str]] = {}
     anchors: list[tuple[HtmlElement, str]] = []
+    named = page.named_links
     for a, url in page.anchors:
-        if a in page.excluded or not _is_vehicle_link(url, adapters):
+        if a in page.excluded or not (_is_vehicle_link(url, adapters) or url in named):
             continue
         key = _normalize(url, adapters)
         if key == page.canonical_url:

@@ -357,7 +357,7 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     if v.mileage is None:
         for cells in lines:
             for c in cells:
-                m = re.search(r"(\d[\d,.]*)\s*(miles|mi\.?|kms?|kilomet\w+)\b", c, re.I)
+                m = re.search(r"(?<![\d,.])(\d{1,3}(?:[,.\s]\d{3})+|\d+)\s*(miles|mi\.?|kms?|kilomet\w+)\b", c, re.I)
                 if m:
                     v.mileage, v.mileage_unit = parse_mileage(m.group(0), default_unit=page.default_unit)
                     break

@@ -88,6 +88,8 @@ class Page:
         self.raw_text = text
         self.default_unit = default_mileage_unit(self.host)
         self.canonical_url = canonical_listing_url(url) if url else ""
+        # listing links found by their anchors' vehicle names, not their URLs (extract.py)
+        self.named_links: set[str] = set()
 
     # --- cached views ---------------------------------------------------------------
 

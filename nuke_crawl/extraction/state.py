@@ -54,7 +54,8 @@ for _field, _names in {
     "mileage": ("mileage", "odometer", "miles", "kilometers", "kilometres", "km", "kms",
                 "mileagefromodometer", "odometerreading", "kilometerstand", "kilometrage",
                 "kilometraje", "chilometraggio", "quilometragem", "tellerstand", "mileagevalue",
-                "odometervalue", "mileagekm", "mileagemiles"),
+                "odometervalue", "mileagekm", "mileagemiles", "mileageinkm", "odometerinkm",
+                "mileageinmiles"),
     "currency": ("currency", "currencycode", "pricecurrency", "currencyiso"),
     "stock_number": ("stocknumber", "stockno", "stocknum", "stockid", "stock"),
     "color": ("exteriorcolor", "exteriorcolour", "extcolor", "color", "colour", "farbe",
@@ -75,6 +76,7 @@ _NAME_KEYS = ("name", "label", "displayname", "value", "text", "title", "descrip
 # raw-source hints that a page may carry vehicle state: a quoted vehicle key
 _HINT = re.compile(r"[\"'](?:vin|make|makename|modelyear|mileage|odometer|regdate|marke|"
                    r"vehicle_?brand|brand)\\?[\"']\s*:", re.I)
+_ATTR_HINT = re.compile(r"\"(?:vin|make|mileage|modelyear|regdate|brand|vehicle_brand|marke|marca)\"", re.I)
 _HINT_ESCAPED = re.compile(r"&quot;(?:vin|make|mileage|modelyear|regdate|brand|properties)&quot;\s*:"
                            r"|\\\"(?:vin|make|mileage|modelyear)\\\"\s*:", re.I)
 # where a JSON value may start inside a script: after "=", "(", "," or at the start
@@ -169,7 +171,7 @@ def _blobs(page: Page) -> list[Any]:
             if not isinstance(el.tag, str):
                 continue
             for name, value in el.attrib.items():
-                if len(value) > 40 and value.lstrip()[:1] in "{[" and _HINT.search(value):
+                if len(value) > 40 and value.lstrip()[:1] in "{[" and _ATTR_HINT.search(value):
                     try:
                         out.append(json.loads(value))
                     except ValueError:
@@ -332,7 +334,7 @@ def _vehicle_of(node: dict[str, Any], host: str, default_unit: str | None) -> _C
     if "mileage" in fields:
         raw, key = fields["mileage"]
         s = _scalar(raw)
-        unit = _unit_of(raw) or ("km" if key.startswith("kilo") or key in ("km", "kms", "mileagekm", "kilometerstand", "quilometragem", "chilometraggio", "kilometraje", "kilometrage") else None)
+        unit = _unit_of(raw) or ("km" if key.startswith("kilo") or key.endswith(("km", "kms")) or key in ("kilometerstand", "quilometragem", "chilometraggio", "kilometraje", "kilometrage") else None)
         if isinstance(s, (int, float)) and not isinstance(s, bool):
             if 0 <= s < 2_000_000:
                 v.mileage = int(s)
@@ -426,7 +428,24 @@ def _data_attribute_objects(page: Page) -> list[dict[str, str]]:
 def state_vehicles(page: Page) -> list[_Candidate]:
     """Every vehicle-shaped object in the page's embedded state and ``data-*`` vehicle
     attributes, duplicates merged (same VIN, or same year/make/model/price), document
-    order."""
+    order (worked out once per page)."""
+    cached = page.__dict__.get("_state_vehicles")
+    if cached is None:
+        cached = page.__dict__["_state_vehicles"] = _state_vehicles(page)
+    return cached
+
+
+def card_state(page: Page) -> dict[str, VehicleData]:
+    """State vehicles by their ids (listing id, stock number...), for inventory cards whose
+    URL carries the id."""
+    out: dict[str, VehicleData] = {}
+    for c in state_vehicles(page):
+        for i in c.ids:
+            out.setdefault(i, c.v)
+    return out
+
+
+def _state_vehicles(page: Page) -> list[_Candidate]:
     state_hint = has_state_hint(page)
     data_hint = "data-" in page.raw_lower and bool(_DATA_HINT.search(page.raw_text))
     if not (state_hint or data_hint):
