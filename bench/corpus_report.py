@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nuke_crawl.extraction import PageExtraction, VehicleData, extract_page  # noqa: E402
-from nuke_crawl.extraction.urls import canonical_listing_url  # noqa: E402
+from nuke_crawl.extraction import PageExtraction, VehicleData, extract_page
+from nuke_crawl.extraction.urls import canonical_listing_url
 
 # pages saved without their URL: a plausible URL on the right site
 FALLBACK_URLS = {
@@ -76,7 +76,9 @@ def page_url(entry: dict[str, Any]) -> str:
 
 
 def extract_entry(entry: dict[str, Any]) -> PageExtraction:
-    return extract_page((corpus_dir() / entry["file"]).read_bytes(), page_url(entry), max_images=MAX_IMAGES)
+    return extract_page(
+        (corpus_dir() / entry["file"]).read_bytes(), page_url(entry), max_images=MAX_IMAGES
+    )
 
 
 @dataclass
@@ -120,8 +122,10 @@ def _detail(gt: dict[str, Any], v: VehicleData | None) -> list[FieldScore]:
     out = [FieldScore("found", v is not None, True, v is not None)]
     if v is None:
         v = VehicleData(url=None)
+
     def add(name: str, want: Any, got: Any, right: bool | None = None) -> None:
         out.append(FieldScore(name, _eq(want, got) if right is None else right, want, got))
+
     for name in ("year", "make", "model", "vin"):
         if name in gt:
             add(name, gt[name], getattr(v, name))
@@ -131,7 +135,12 @@ def _detail(gt: dict[str, Any], v: VehicleData | None) -> list[FieldScore]:
             add("trim", gt["trim"], v.trim, got == "")
         else:
             core = want.split("(")[0].strip()
-            add("trim", gt["trim"], v.trim, bool(got) and (got.startswith(core) or core.startswith(got)))
+            add(
+                "trim",
+                gt["trim"],
+                v.trim,
+                bool(got) and (got.startswith(core) or core.startswith(got)),
+            )
     sold = bool(gt.get("sold"))
     if "price" in gt:
         got_price = v.asking_price
@@ -144,8 +153,12 @@ def _detail(gt: dict[str, Any], v: VehicleData | None) -> list[FieldScore]:
         add("mileage", gt["mileage"], v.mileage)
         if gt["mileage"] is not None and "mileage_unit" in gt:
             add("mileage_unit", gt["mileage_unit"], v.mileage_unit)
-    for name, attr in (("stock", "stock_number"), ("registration", "registration"),
-                       ("exterior_color", "color"), ("interior_color", "interior_color")):
+    for name, attr in (
+        ("stock", "stock_number"),
+        ("registration", "registration"),
+        ("exterior_color", "color"),
+        ("interior_color", "interior_color"),
+    ):
         if name in gt:
             add(name, gt[name], getattr(v, attr))
     photos = gt.get("photos_in_dom", gt.get("photos"))
@@ -167,7 +180,9 @@ def _truth_cards(gt: dict[str, Any]) -> list[dict[str, Any]]:
     return cards
 
 
-def _match_card(want: dict[str, Any], listings: list[VehicleData], url: str | None) -> VehicleData | None:
+def _match_card(
+    want: dict[str, Any], listings: list[VehicleData], url: str | None
+) -> VehicleData | None:
     if url:
         key = canonical_listing_url(url)
         for item in listings:
@@ -188,12 +203,21 @@ def _match_card(want: dict[str, Any], listings: list[VehicleData], url: str | No
 def _inventory(entry: dict[str, Any], result: PageExtraction) -> list[FieldScore]:
     gt = entry["ground_truth"]
     base = page_url(entry)
-    out = [FieldScore("classified", result.vehicle is None and result.skip_reason in ("inventory_page", "js_shell"),
-                      "inventory_page|js_shell", result.skip_reason)]
+    out = [
+        FieldScore(
+            "classified",
+            result.vehicle is None and result.skip_reason in ("inventory_page", "js_shell"),
+            "inventory_page|js_shell",
+            result.skip_reason,
+        )
+    ]
     links = {canonical_listing_url(u) for u in result.vehicle_links}
     for i, want in enumerate(_truth_cards(gt)):
-        url = want.get("url") or (base.split("/", 3)[0] + "//" + base.split("/", 3)[2] + want["vdp"]
-                                  if want.get("vdp") else None)
+        url = want.get("url") or (
+            base.split("/", 3)[0] + "//" + base.split("/", 3)[2] + want["vdp"]
+            if want.get("vdp")
+            else None
+        )
         if url and ("..." in url or "#" in url or url.split("/")[2] != base.split("/")[2]):
             url = None  # partner redirects, elided URLs and in-page anchors are not followed
         label = f"card{i}"
@@ -203,15 +227,27 @@ def _inventory(entry: dict[str, Any], result: PageExtraction) -> list[FieldScore
         item = _match_card(want, result.listings, url)
         got = item or VehicleData(url=None)
         if "price" in want:
-            out.append(FieldScore(f"{label}.price", _price(want["price"]) == got.asking_price,
-                                  want["price"], got.asking_price))
+            out.append(
+                FieldScore(
+                    f"{label}.price",
+                    _price(want["price"]) == got.asking_price,
+                    want["price"],
+                    got.asking_price,
+                )
+            )
         mileage = want.get("mileage", want.get("mileage_km"))
         if "mileage" in want or "mileage_km" in want:
             out.append(FieldScore(f"{label}.mileage", mileage == got.mileage, mileage, got.mileage))
         for name in ("year", "vin"):
             if name in want:
-                out.append(FieldScore(f"{label}.{name}", want[name] == getattr(got, name), want[name],
-                                      getattr(got, name)))
+                out.append(
+                    FieldScore(
+                        f"{label}.{name}",
+                        want[name] == getattr(got, name),
+                        want[name],
+                        getattr(got, name),
+                    )
+                )
     return out
 
 
@@ -221,8 +257,14 @@ def score_page(entry: dict[str, Any], result: PageExtraction) -> list[FieldScore
         return _detail(entry["ground_truth"], result.vehicle)
     if k == "inventory":
         return _inventory(entry, result)
-    return [FieldScore("no_vehicle", result.vehicle is None, None,
-                       None if result.vehicle is None else result.vehicle.title)]
+    return [
+        FieldScore(
+            "no_vehicle",
+            result.vehicle is None,
+            None,
+            None if result.vehicle is None else result.vehicle.title,
+        )
+    ]
 
 
 def _short(value: Any) -> str:
@@ -261,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 marks.append(f"-{s.field}[{_short(s.got)}≠{_short(s.want)}]")
         if page_junk:
             marks.append("JUNK")
-        name = entry["file"][:-5] if entry["file"].endswith(".html") else entry["file"]
+        name = entry["file"].removesuffix(".html")
         print(f"{name[:62]:62} {n_right:>3}/{len(scores):<3}  {' '.join(marks)}")
     pct = 100.0 * right / total if total else 0.0
     print(f"\ntotal: {right}/{total} fields right ({pct:.1f}%), junk rows: {junk}")

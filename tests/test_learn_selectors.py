@@ -32,14 +32,18 @@ def detail_html(car: tuple, layout: str = "spans") -> str:
     labels, no structured data; the fields in classed spans only."""
     cid, year, make, model, price, miles = car
     if layout == "spans":
-        specs = (f"<span class='spec-yr'>{year}</span> <span class='spec-mk'>{make}</span> "
-                 f"<span class='spec-md'>{model}</span>")
+        specs = (
+            f"<span class='spec-yr'>{year}</span> <span class='spec-mk'>{make}</span> "
+            f"<span class='spec-md'>{model}</span>"
+        )
     else:  # a redesign: the same data in other classes
-        specs = (f"<b class='c-y'>{year}</b> <b class='c-m'>{make}</b> <b class='c-d'>{model}</b>")
-    return (f"<html><head><title>Offer {cid}</title></head><body><div class='top'>Offer no. {cid}"
-            f"</div><div class='box'>{specs}</div><div class='amt'>${price:,}</div>"
-            f"<div class='odo'>{miles:,} mi</div><div class='pics'>"
-            f"<img src='/img/{cid}-1.jpg'><img src='/img/{cid}-2.jpg'></div></body></html>")
+        specs = f"<b class='c-y'>{year}</b> <b class='c-m'>{make}</b> <b class='c-d'>{model}</b>"
+    return (
+        f"<html><head><title>Offer {cid}</title></head><body><div class='top'>Offer no. {cid}"
+        f"</div><div class='box'>{specs}</div><div class='amt'>${price:,}</div>"
+        f"<div class='odo'>{miles:,} mi</div><div class='pics'>"
+        f"<img src='/img/{cid}-1.jpg'><img src='/img/{cid}-2.jpg'></div></body></html>"
+    )
 
 
 class Site:
@@ -54,7 +58,9 @@ class Site:
         path = request.target.split("?")[0]
         if path in ("/", "/inventory"):
             links = "".join(f"<li><a href='/vehicle/{c[0]}'>Offer {c[0]}</a></li>" for c in CARS)
-            return Response(body=f"<html><body><h1>Our offers</h1><ul>{links}</ul></body></html>".encode())
+            return Response(
+                body=f"<html><body><h1>Our offers</h1><ul>{links}</ul></body></html>".encode()
+            )
         for car in CARS:
             if path == f"/vehicle/{car[0]}":
                 return Response(body=detail_html(car, self.layout).encode())
@@ -64,9 +70,23 @@ class Site:
 
 
 def crawl(db_url: str, ai: FakeOpenAI, *extra: str) -> str:
-    proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST,
-                       "-s", "NUKE_PROBE_COMMON_PATHS=0", "-s", "NUKE_RENDER_JS=0", *extra],
-                      db_url, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=ai.url + "/v1")
+    proc = run_scrapy(
+        [
+            "crawl",
+            "org",
+            "-a",
+            "threshold=1",
+            *FAST,
+            "-s",
+            "NUKE_PROBE_COMMON_PATHS=0",
+            "-s",
+            "NUKE_RENDER_JS=0",
+            *extra,
+        ],
+        db_url,
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=ai.url + "/v1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert API_KEY not in proc.stderr
@@ -76,8 +96,9 @@ def crawl(db_url: str, ai: FakeOpenAI, *extra: str) -> str:
 def org_state(db_url: str, org_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     db = Database(db_url)
     org = store.get_organization(db, org_id)
-    rows = db.fetchall("SELECT year, make, model, asking_price, mileage FROM vehicles "
-                       "ORDER BY discovery_url")
+    rows = db.fetchall(
+        "SELECT year, make, model, asking_price, mileage FROM vehicles ORDER BY discovery_url"
+    )
     db.close()
     assert org is not None
     return org.metadata, rows
@@ -119,8 +140,9 @@ def test_learned_once_verified_stored_and_reused(site_and_org, db_url: str) -> N
     assert meta["selectors"] == want
     assert meta["selectors_learned"]["model"] == "gpt-4o-mini"
     assert meta["selectors_learned"]["learned_at"]
-    assert [(r["year"], r["make"], r["model"], float(r["asking_price"]), r["mileage"])
-            for r in rows] == [c[1:] for c in CARS]  # the sample pages are read again too
+    assert [
+        (r["year"], r["make"], r["model"], float(r["asking_price"]), r["mileage"]) for r in rows
+    ] == [c[1:] for c in CARS]  # the sample pages are read again too
     assert "Learned selectors for" in log
     # the next crawl uses them without a call
     ai.reset()
@@ -128,7 +150,9 @@ def test_learned_once_verified_stored_and_reused(site_and_org, db_url: str) -> N
     assert ai.chat_requests == 0
 
 
-def test_selectors_that_stop_working_are_dropped_and_relearned(site_and_org_sqlite, sqlite_url: str) -> None:
+def test_selectors_that_stop_working_are_dropped_and_relearned(
+    site_and_org_sqlite, sqlite_url: str
+) -> None:
     site, server, ai, org_id = site_and_org_sqlite
     crawl(sqlite_url, ai, "-s", "NUKE_LEARN_SELECTORS=1")
     db = Database(sqlite_url)
@@ -158,7 +182,9 @@ def test_off_by_default_and_capped(site_and_org_sqlite, sqlite_url: str) -> None
     assert "selectors" not in meta and rows == []
 
 
-def test_selectors_that_do_not_read_other_pages_are_not_kept(site_and_org_sqlite, sqlite_url: str) -> None:
+def test_selectors_that_do_not_read_other_pages_are_not_kept(
+    site_and_org_sqlite, sqlite_url: str
+) -> None:
     site, server, ai, org_id = site_and_org_sqlite
     ai.selectors_answer = {"year": ".spec-yr", "make": ".top"}  # "Offer no. ..." is no make
     log = crawl(sqlite_url, ai, "-s", "NUKE_LEARN_SELECTORS=1")
@@ -167,7 +193,9 @@ def test_selectors_that_do_not_read_other_pages_are_not_kept(site_and_org_sqlite
     assert "selectors" not in meta and rows == []
 
 
-def test_a_failing_endpoint_costs_one_call_and_no_traceback(site_and_org_sqlite, sqlite_url: str) -> None:
+def test_a_failing_endpoint_costs_one_call_and_no_traceback(
+    site_and_org_sqlite, sqlite_url: str
+) -> None:
     site, server, ai, org_id = site_and_org_sqlite
     ai.default = "server_error"
     log = crawl(sqlite_url, ai, "-s", "NUKE_LEARN_SELECTORS=1")
@@ -176,12 +204,17 @@ def test_a_failing_endpoint_costs_one_call_and_no_traceback(site_and_org_sqlite,
     assert "selectors" not in org_state(sqlite_url, org_id)[0]
 
 
-@pytest.mark.parametrize("content, want", [
-    ('{"year": ".y", "make": ".m"}', {"year": ".y", "make": ".m"}),
-    ('```json\n{"selectors": {"title": "h2.name"}}\n```', {"title": "h2.name"}),
-    ('Sure! {"price": ".p", "vehicle_link": "a", "year": 5, "make": "::bad"}', {"price": ".p"}),
-    ("not json", {}), (None, {}), ('["a"]', {}),
-])
+@pytest.mark.parametrize(
+    "content, want",
+    [
+        ('{"year": ".y", "make": ".m"}', {"year": ".y", "make": ".m"}),
+        ('```json\n{"selectors": {"title": "h2.name"}}\n```', {"title": "h2.name"}),
+        ('Sure! {"price": ".p", "vehicle_link": "a", "year": 5, "make": "::bad"}', {"price": ".p"}),
+        ("not json", {}),
+        (None, {}),
+        ('["a"]', {}),
+    ],
+)
 def test_parse_selectors(content: str | None, want: dict[str, str]) -> None:
     assert parse_selectors(content) == want
 
@@ -189,7 +222,7 @@ def test_parse_selectors(content: str | None, want: dict[str, str]) -> None:
 def test_trim_page_is_bounded_and_verification_needs_two_pages() -> None:
     html = detail_html(CARS[0]) + "<p>" + "filler text " * 5000 + "</p>"
     trimmed = trim_page(html, "https://plain.example/vehicle/10001")
-    assert len(trimmed) < 16_000 and "span.spec-yr \"2016\"" in trimmed
+    assert len(trimmed) < 16_000 and 'span.spec-yr "2016"' in trimmed
     sel = {"year": ".spec-yr", "make": ".spec-mk"}
     pages = [(detail_html(c), f"https://plain.example/vehicle/{c[0]}") for c in CARS[1:3]]
     assert verify_selectors(sel, pages)

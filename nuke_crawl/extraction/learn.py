@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from lxml import etree
@@ -21,18 +22,37 @@ from nuke_crawl.extraction.selectors import SELECTOR_KEYS, compile_selector, veh
 from nuke_crawl.extraction.text import canonical_make
 
 # what the model may answer: the detail-page keys of ``metadata.selectors``
-LEARNED_KEYS = ("title", "year", "make", "model", "trim", "price", "vin", "mileage", "stock",
-                "color", "interior_color", "transmission", "engine", "location", "images", "sold")
+LEARNED_KEYS = (
+    "title",
+    "year",
+    "make",
+    "model",
+    "trim",
+    "price",
+    "vin",
+    "mileage",
+    "stock",
+    "color",
+    "interior_color",
+    "transmission",
+    "engine",
+    "location",
+    "images",
+    "sold",
+)
 MAX_TEXT_CHARS = 6000
 MAX_OUTLINE_CHARS = 8000
 MAX_SELECTOR_LEN = 200
-_SKIP = frozenset({"script", "style", "noscript", "svg", "template", "iframe", "head", "link", "meta"})
+_SKIP = frozenset(
+    {"script", "style", "noscript", "svg", "template", "iframe", "head", "link", "meta"}
+)
 
 SYSTEM_PROMPT = (
     "You write CSS selectors for scraping vehicle detail pages. You are given one detail page "
     "of a website: its visible text and an outline of its DOM (tag#id.classes, with a sample "
     "of each element's own text). Answer with one JSON object whose keys are among: "
-    + ", ".join(LEARNED_KEYS) + ". Each value is a CSS selector (lxml/cssselect syntax, no "
+    + ", ".join(LEARNED_KEYS)
+    + ". Each value is a CSS selector (lxml/cssselect syntax, no "
     ":contains, no XPath) selecting the element holding that field on any detail page of "
     "the site; prefer class and id selectors that name the field over positions. 'title' "
     "is the element whose text is 'YEAR MAKE MODEL TRIM'; 'images' selects the gallery's "
@@ -81,7 +101,9 @@ def trim_page(html: str | bytes, url: str) -> str:
             depth -= 1
             continue
         own = " ".join((el.text or "").split())[:60]
-        if not (own or el.get("id") or el.get("class") or el.tag in ("img", "h1", "h2", "dl", "table")):
+        if not (
+            own or el.get("id") or el.get("class") or el.tag in ("img", "h1", "h2", "dl", "table")
+        ):
             continue
         line = "  " * min(depth, 12) + _label(el) + (f' "{own}"' if own else "")
         size += len(line) + 1
@@ -89,13 +111,16 @@ def trim_page(html: str | bytes, url: str) -> str:
             outline.append("...")
             break
         outline.append(line)
-    return (f"URL: {url}\nTITLE: {page.title_tag or ''}\n\nVISIBLE TEXT:\n" + "\n".join(text_lines)
-            + "\n\nDOM OUTLINE:\n" + "\n".join(outline))
+    return (
+        f"URL: {url}\nTITLE: {page.title_tag or ''}\n\nVISIBLE TEXT:\n"
+        + "\n".join(text_lines)
+        + "\n\nDOM OUTLINE:\n"
+        + "\n".join(outline)
+    )
 
 
 def selector_messages(trimmed: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": trimmed}]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": trimmed}]
 
 
 def parse_selectors(content: str | None) -> dict[str, str]:
@@ -104,7 +129,7 @@ def parse_selectors(content: str | None) -> dict[str, str]:
     if not content:
         return {}
     text = content.strip()
-    fence = re.search(r"```(?:json)?\s*(\{.*\})\s*```", text, re.S)
+    fence = re.search(r"```(?:json)?\s*(\{.*\})\s*```", text, re.DOTALL)
     if fence:
         text = fence.group(1)
     try:
@@ -114,7 +139,7 @@ def parse_selectors(content: str | None) -> dict[str, str]:
         if start < 0 or end <= start:
             return {}
         try:
-            data = json.loads(text[start: end + 1])
+            data = json.loads(text[start : end + 1])
         except ValueError:
             return {}
     if isinstance(data, dict) and isinstance(data.get("selectors"), dict):
@@ -138,8 +163,9 @@ def selectors_read(selectors: dict[str, str], html: str | bytes, url: str) -> bo
     return v is not None and v.year is not None and canonical_make(v.make) is not None
 
 
-def verify_selectors(selectors: dict[str, str], pages: list[tuple[str | bytes, str]],
-                     need: int = 2) -> bool:
+def verify_selectors(
+    selectors: dict[str, str], pages: Sequence[tuple[str | bytes, str]], need: int = 2
+) -> bool:
     """Selectors are kept only if they give year and make on at least ``need`` of the
     given detail pages (other pages than the one the model saw)."""
     if not selectors or not (("year" in selectors and "make" in selectors) or "title" in selectors):
@@ -147,5 +173,11 @@ def verify_selectors(selectors: dict[str, str], pages: list[tuple[str | bytes, s
     return sum(selectors_read(selectors, html, url) for html, url in pages) >= need
 
 
-__all__ = ["LEARNED_KEYS", "parse_selectors", "selector_messages", "selectors_read",
-           "trim_page", "verify_selectors"]
+__all__ = [
+    "LEARNED_KEYS",
+    "parse_selectors",
+    "selector_messages",
+    "selectors_read",
+    "trim_page",
+    "verify_selectors",
+]

@@ -36,65 +36,223 @@ from nuke_crawl.extraction.vin import is_valid_vin, normalize_vin
 
 _KEYS: dict[str, str] = {}
 for _field, _names in {
-    "year": ("year", "modelyear", "vehicleyear", "caryear", "yearofmanufacture", "productionyear",
-             "regdate", "registrationyear", "firstregistrationyear", "manufactureyear", "baujahr",
-             "bouwjaar", "anno", "ano", "annee", "annomodello", "anomodelo"),
-    "make": ("make", "makename", "brand", "brandname", "manufacturer", "vehiclemake", "carmake",
-             "marke", "marca", "merk", "marque", "vehiclebrand", "makedisplayname"),
-    "model": ("model", "modelname", "vehiclemodel", "carmodel", "modell", "modelo", "modele",
-              "modello", "modeldisplayname", "basemodel"),
-    "trim": ("trim", "trimname", "trimlevel", "variant", "submodel", "modelversion", "modelvariant",
-             "version", "series", "seriesname", "ausstattung", "uitvoering", "finition", "versione"),
-    "vin": ("vin", "vinnumber", "vehicleidentificationnumber", "chassisnumber", "fahrgestellnummer",
-            "chassisno", "vincode", "vehiclevin"),
-    "price": ("price", "askingprice", "listprice", "saleprice", "sellingprice", "internetprice",
-              "currentprice", "displayprice", "pricevalue", "finalprice", "ourprice", "retailprice",
-              "cashprice", "priceamount", "formattedprice", "pricelabel", "preis", "prijs", "prix",
-              "precio", "prezzo", "preco", "rawprice", "offerprice"),
-    "mileage": ("mileage", "odometer", "miles", "kilometers", "kilometres", "km", "kms",
-                "mileagefromodometer", "odometerreading", "kilometerstand", "kilometrage",
-                "kilometraje", "chilometraggio", "quilometragem", "tellerstand", "mileagevalue",
-                "odometervalue", "mileagekm", "mileagemiles", "mileageinkm", "odometerinkm",
-                "mileageinmiles"),
+    "year": (
+        "year",
+        "modelyear",
+        "vehicleyear",
+        "caryear",
+        "yearofmanufacture",
+        "productionyear",
+        "regdate",
+        "registrationyear",
+        "firstregistrationyear",
+        "manufactureyear",
+        "baujahr",
+        "bouwjaar",
+        "anno",
+        "ano",
+        "annee",
+        "annomodello",
+        "anomodelo",
+    ),
+    "make": (
+        "make",
+        "makename",
+        "brand",
+        "brandname",
+        "manufacturer",
+        "vehiclemake",
+        "carmake",
+        "marke",
+        "marca",
+        "merk",
+        "marque",
+        "vehiclebrand",
+        "makedisplayname",
+    ),
+    "model": (
+        "model",
+        "modelname",
+        "vehiclemodel",
+        "carmodel",
+        "modell",
+        "modelo",
+        "modele",
+        "modello",
+        "modeldisplayname",
+        "basemodel",
+    ),
+    "trim": (
+        "trim",
+        "trimname",
+        "trimlevel",
+        "variant",
+        "submodel",
+        "modelversion",
+        "modelvariant",
+        "version",
+        "series",
+        "seriesname",
+        "ausstattung",
+        "uitvoering",
+        "finition",
+        "versione",
+    ),
+    "vin": (
+        "vin",
+        "vinnumber",
+        "vehicleidentificationnumber",
+        "chassisnumber",
+        "fahrgestellnummer",
+        "chassisno",
+        "vincode",
+        "vehiclevin",
+    ),
+    "price": (
+        "price",
+        "askingprice",
+        "listprice",
+        "saleprice",
+        "sellingprice",
+        "internetprice",
+        "currentprice",
+        "displayprice",
+        "pricevalue",
+        "finalprice",
+        "ourprice",
+        "retailprice",
+        "cashprice",
+        "priceamount",
+        "formattedprice",
+        "pricelabel",
+        "preis",
+        "prijs",
+        "prix",
+        "precio",
+        "prezzo",
+        "preco",
+        "rawprice",
+        "offerprice",
+    ),
+    "mileage": (
+        "mileage",
+        "odometer",
+        "miles",
+        "kilometers",
+        "kilometres",
+        "km",
+        "kms",
+        "mileagefromodometer",
+        "odometerreading",
+        "kilometerstand",
+        "kilometrage",
+        "kilometraje",
+        "chilometraggio",
+        "quilometragem",
+        "tellerstand",
+        "mileagevalue",
+        "odometervalue",
+        "mileagekm",
+        "mileagemiles",
+        "mileageinkm",
+        "odometerinkm",
+        "mileageinmiles",
+    ),
     "currency": ("currency", "currencycode", "pricecurrency", "currencyiso"),
     "stock_number": ("stocknumber", "stockno", "stocknum", "stockid", "stock"),
-    "color": ("exteriorcolor", "exteriorcolour", "extcolor", "color", "colour", "farbe",
-              "exteriorcolorname", "kleur", "couleur", "colore", "cor"),
+    "color": (
+        "exteriorcolor",
+        "exteriorcolour",
+        "extcolor",
+        "color",
+        "colour",
+        "farbe",
+        "exteriorcolorname",
+        "kleur",
+        "couleur",
+        "colore",
+        "cor",
+    ),
     "interior_color": ("interiorcolor", "interiorcolour", "intcolor", "interiorcolorname"),
-    "images": ("images", "photos", "photourls", "photourlslarge", "imageurls", "gallery",
-               "pictures", "imagelist", "photolist", "media", "largephotos", "photosurls"),
+    "images": (
+        "images",
+        "photos",
+        "photourls",
+        "photourlslarge",
+        "imageurls",
+        "gallery",
+        "pictures",
+        "imagelist",
+        "photolist",
+        "media",
+        "largephotos",
+        "photosurls",
+    ),
     "sold_price": ("soldprice", "winningbid", "finalbid", "hammerprice", "soldfor", "saleamount"),
     "status": ("status", "salestatus", "auctionstatus", "listingstatus", "availability"),
 }.items():
     for _n in _names:
         _KEYS[_n] = _field
-_ID_KEYS = frozenset({"id", "listid", "listingid", "adid", "vehicleid", "inventoryid", "itemid",
-                      "auctionid", "classifiedid", "uuid", "slug", "stocknumber"})
+_ID_KEYS = frozenset(
+    {
+        "id",
+        "listid",
+        "listingid",
+        "adid",
+        "vehicleid",
+        "inventoryid",
+        "itemid",
+        "auctionid",
+        "classifiedid",
+        "uuid",
+        "slug",
+        "stocknumber",
+    }
+)
 _LABEL_KEYS = ("label", "name", "key", "title", "code")
 _VALUE_KEYS = ("value", "valuelabel", "text", "displayvalue", "formattedvalue")
 _NAME_KEYS = ("name", "label", "displayname", "value", "text", "title", "description")
 # raw-source hints that a page may carry vehicle state: a quoted vehicle key
-_HINT = re.compile(r"[\"'](?:vin|make|makename|modelyear|mileage|odometer|regdate|marke|"
-                   r"vehicle_?brand|brand)\\?[\"']\s*:", re.I)
-_ATTR_HINT = re.compile(r"\"(?:vin|make|mileage|modelyear|regdate|brand|vehicle_brand|marke|marca)\"", re.I)
-_HINT_ESCAPED = re.compile(r"&quot;(?:vin|make|mileage|modelyear|regdate|brand|properties)&quot;\s*:"
-                           r"|\\\"(?:vin|make|mileage|modelyear)\\\"\s*:", re.I)
+_HINT = re.compile(
+    r"[\"'](?:vin|make|makename|modelyear|mileage|odometer|regdate|marke|"
+    r"vehicle_?brand|brand)\\?[\"']\s*:",
+    re.IGNORECASE,
+)
+_ATTR_HINT = re.compile(
+    r"\"(?:vin|make|mileage|modelyear|regdate|brand|vehicle_brand|marke|marca)\"", re.IGNORECASE
+)
+_HINT_ESCAPED = re.compile(
+    r"&quot;(?:vin|make|mileage|modelyear|regdate|brand|properties)&quot;\s*:"
+    r"|\\\"(?:vin|make|mileage|modelyear)\\\"\s*:",
+    re.IGNORECASE,
+)
 # where a JSON value may start inside a script: after "=", "(", "," or at the start
-_JSON_START = re.compile(r"(?:^|[=(,:]\s*)(\{|\[)|JSON\.parse\(\s*(['\"])", re.M)
-_SKIP_SCRIPT_TYPES = frozenset({"application/ld+json", "text/template", "text/x-template",
-                                "text/html", "text/css"})
+_JSON_START = re.compile(r"(?:^|[=(,:]\s*)(\{|\[)|JSON\.parse\(\s*(['\"])", re.MULTILINE)
+_SKIP_SCRIPT_TYPES = frozenset(
+    {"application/ld+json", "text/template", "text/x-template", "text/html", "text/css"}
+)
 _MAX_SCRIPT = 4_000_000
 _MAX_STARTS = 60
 _MAX_NODES = 200_000
-_SOLD_STATUS = re.compile(r"^(sold|sold_out|closed_sold|ended_sold|sold_auction)$", re.I)
+_SOLD_STATUS = re.compile(r"^(sold|sold_out|closed_sold|ended_sold|sold_auction)$", re.IGNORECASE)
 
 
 def _nk(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
-_HINT_KEYS = ("vin", "make", "makename", "modelyear", "mileage", "odometer", "regdate", "brand",
-              "marke", "vehicle_brand")
+_HINT_KEYS = (
+    "vin",
+    "make",
+    "makename",
+    "modelyear",
+    "mileage",
+    "odometer",
+    "regdate",
+    "brand",
+    "marke",
+    "vehicle_brand",
+)
 
 
 def has_state_hint(page: Page) -> bool:
@@ -102,7 +260,12 @@ def has_state_hint(page: Page) -> bool:
     substring tests on the lower-cased source, no regular expression over the page."""
     raw = page.raw_lower
     for key in _HINT_KEYS:
-        if f'"{key}"' in raw or f"'{key}'" in raw or f"&quot;{key}&quot;" in raw or f'{key}\\"' in raw:
+        if (
+            f'"{key}"' in raw
+            or f"'{key}'" in raw
+            or f"&quot;{key}&quot;" in raw
+            or f'{key}\\"' in raw
+        ):
             return True
     return False
 
@@ -132,7 +295,7 @@ def _json_values(text: str) -> list[Any]:
             cm = close.search(text, end)
             if not cm:
                 continue
-            literal = text[end: cm.end() - 1]
+            literal = text[end : cm.end() - 1]
             if quote == "'":
                 literal = re.sub(r'(?<!\\)((?:\\\\)*)"', r'\1\\"', literal).replace("\\'", "'")
             try:
@@ -176,9 +339,9 @@ def _blobs(page: Page) -> list[Any]:
                         out.append(json.loads(value))
                     except ValueError:
                         continue
-    if ">{" in raw and re.search(r"<[a-z][\w]*-[\w-]*[^>]*>\s*\{", raw, re.I):
+    if ">{" in raw and re.search(r"<[a-z][\w]*-[\w-]*[^>]*>\s*\{", raw, re.IGNORECASE):
         # raw JSON as the text of a custom element (<cars-data-broker>{...}</...>)
-        for m in re.finditer(r"<([a-z][\w]*-[\w-]*)[^>]*>\s*\{", raw, re.I):
+        for m in re.finditer(r"<([a-z][\w]*-[\w-]*)[^>]*>\s*\{", raw, re.IGNORECASE):
             for el in page.tree.iter(m.group(1).lower()):
                 text = (el.text or "").strip()
                 if text.startswith("{") and _HINT.search(text):
@@ -201,8 +364,18 @@ def _scalar(value: Any) -> Any:
             value = value[0] if value else None
         elif isinstance(value, dict):
             low = {_nk(k): v for k, v in value.items()}
-            for k in ("value", "amount", "name", "label", "displayname", "text", "makename",
-                      "modelname", "formatted", "raw"):
+            for k in (
+                "value",
+                "amount",
+                "name",
+                "label",
+                "displayname",
+                "text",
+                "makename",
+                "modelname",
+                "formatted",
+                "raw",
+            ):
                 if k in low and low[k] not in (None, "", [], {}):
                     value = low[k]
                     break
@@ -242,8 +415,8 @@ def _price_of(value: Any, host: str) -> tuple[Decimal | None, str | None]:
         if not Decimal(100) <= amount <= Decimal(50_000_000):
             return None, None
         return amount.quantize(Decimal(1)) if amount == amount.to_integral() else amount, cur
-    amount, c = parse_price(str(s), host=host)
-    return amount, cur or c
+    parsed, c = parse_price(str(s), host=host)
+    return parsed, cur or c
 
 
 def _pairs(items: list[Any]) -> dict[str, Any]:
@@ -263,16 +436,19 @@ def _pairs(items: list[Any]) -> dict[str, Any]:
                 break
             if isinstance(lab, str):
                 from nuke_crawl.extraction.heuristics import LABELS, norm_label
+
                 field = LABELS.get(norm_label(lab))
                 if field:
-                    key = {"stock_number": "stocknumber", "interior_color": "interiorcolor"}.get(field, field)
+                    key = {"stock_number": "stocknumber", "interior_color": "interiorcolor"}.get(
+                        field, field
+                    )
                     out.setdefault(key, val)
                     break
     return out
 
 
 class _Candidate:
-    __slots__ = ("v", "ids", "sold_price", "n")
+    __slots__ = ("ids", "n", "sold_price", "v")
 
     def __init__(self) -> None:
         self.v = VehicleData(url=None)
@@ -318,7 +494,7 @@ def _vehicle_of(node: dict[str, Any], host: str, default_unit: str | None) -> _C
     if not (v.make and (v.year or v.model)) and not (v.vin and (v.make or v.year)):
         return None
     if v.model and v.make and v.model.lower().startswith(v.make.lower() + " "):
-        v.model = v.model[len(v.make) + 1:].strip() or None
+        v.model = v.model[len(v.make) + 1 :].strip() or None
     if "trim" in fields:
         s = _scalar(fields["trim"][0])
         if isinstance(s, str) and len(s) <= 80:
@@ -334,18 +510,33 @@ def _vehicle_of(node: dict[str, Any], host: str, default_unit: str | None) -> _C
     if "mileage" in fields:
         raw, key = fields["mileage"]
         s = _scalar(raw)
-        unit = _unit_of(raw) or ("km" if key.startswith("kilo") or key.endswith(("km", "kms")) or key in ("kilometerstand", "quilometragem", "chilometraggio", "kilometraje", "kilometrage") else None)
+        unit = _unit_of(raw) or (
+            "km"
+            if key.startswith("kilo")
+            or key.endswith(("km", "kms"))
+            or key
+            in ("kilometerstand", "quilometragem", "chilometraggio", "kilometraje", "kilometrage")
+            else None
+        )
         if isinstance(s, (int, float)) and not isinstance(s, bool):
             if 0 <= s < 2_000_000:
                 v.mileage = int(s)
-                v.mileage_unit = unit or ("mi" if key in ("miles", "mileagemiles") else default_unit)
+                v.mileage_unit = unit or (
+                    "mi" if key in ("miles", "mileagemiles") else default_unit
+                )
         elif isinstance(s, str):
-            m, u = parse_mileage(s if re.search(r"[a-z]", s, re.I) else s + (" " + unit if unit else ""),
-                                 default_unit=unit or default_unit)
+            m, u = parse_mileage(
+                s if re.search(r"[a-z]", s, re.IGNORECASE) else s + (" " + unit if unit else ""),
+                default_unit=unit or default_unit,
+            )
             v.mileage, v.mileage_unit = m, (u if m is not None else None)
     if "stock_number" in fields:
         s = _scalar(fields["stock_number"][0])
-        if isinstance(s, (str, int)) and not isinstance(s, bool) and re.fullmatch(r"[A-Za-z0-9_/-]{2,24}", str(s)):
+        if (
+            isinstance(s, (str, int))
+            and not isinstance(s, bool)
+            and re.fullmatch(r"[A-Za-z0-9_/-]{2,24}", str(s))
+        ):
             v.stock_number = str(s)
     for f in ("color", "interior_color"):
         if f in fields:
@@ -355,9 +546,9 @@ def _vehicle_of(node: dict[str, Any], host: str, default_unit: str | None) -> _C
     if "images" in fields:
         v.image_urls = _image_urls(fields["images"][0])
     if "sold_price" in fields:
-        c.sold_price, cur = _price_of(fields["sold_price"][0], host)
-        if cur and v.currency is None:
-            v.currency = cur
+        c.sold_price, sold_cur = _price_of(fields["sold_price"][0], host)
+        if sold_cur and v.currency is None:
+            v.currency = sold_cur
     if "status" in fields:
         s = _scalar(fields["status"][0])
         if isinstance(s, str) and _SOLD_STATUS.match(s.strip()):
@@ -379,8 +570,25 @@ def _image_urls(value: Any) -> list[str]:
             url = it
         elif isinstance(it, dict):
             low = {_nk(k): v for k, v in it.items()}
-            url = next((low[k] for k in ("url", "src", "large", "uri", "href", "original",
-                                          "full", "xlarge", "fullsize", "path") if isinstance(low.get(k), str)), "")
+            url = next(
+                (
+                    low[k]
+                    for k in (
+                        "url",
+                        "src",
+                        "large",
+                        "uri",
+                        "href",
+                        "original",
+                        "full",
+                        "xlarge",
+                        "fullsize",
+                        "path",
+                    )
+                    if isinstance(low.get(k), str)
+                ),
+                "",
+            )
         else:
             continue
         if url.startswith(("http://", "https://", "//", "/")) and not url.startswith("/" * 3):
@@ -403,7 +611,9 @@ def _walk(value: Any, host: str, default_unit: str | None, out: list[_Candidate]
             stack.extend(v for v in reversed(node) if isinstance(v, (dict, list)))
 
 
-_DATA_HINT = re.compile(r"data-(?:vehicle-?|car-?|vdp-?)?(?:vin|make|year|model|mileage|odometer)\s*=", re.I)
+_DATA_HINT = re.compile(
+    r"data-(?:vehicle-?|car-?|vdp-?)?(?:vin|make|year|model|mileage|odometer)\s*=", re.IGNORECASE
+)
 
 
 def _data_attribute_objects(page: Page) -> list[dict[str, str]]:
@@ -464,18 +674,42 @@ def _state_vehicles(page: Page) -> list[_Candidate]:
     by_key: dict[tuple[Any, ...], _Candidate] = {}
     for c in found:
         v = c.v
-        key: tuple[Any, ...] = (v.vin,) if v.vin else (v.year, v.make, (v.model or "").lower(), v.asking_price)
+        key: tuple[Any, ...] = (
+            (v.vin,) if v.vin else (v.year, v.make, (v.model or "").lower(), v.asking_price)
+        )
         prev = by_key.get(key)
         if prev is None and v.vin is None:
             # a partial copy of a VIN-keyed vehicle (same make/model/year)
-            prev = next((p for p in merged if p.v.vin and p.v.make == v.make and p.v.year == v.year
-                         and (p.v.model or "").lower() == (v.model or "").lower()), None)
+            prev = next(
+                (
+                    p
+                    for p in merged
+                    if p.v.vin
+                    and p.v.make == v.make
+                    and p.v.year == v.year
+                    and (p.v.model or "").lower() == (v.model or "").lower()
+                ),
+                None,
+            )
         if prev is None:
             by_key[key] = c
             merged.append(c)
             continue
-        for f in ("year", "make", "model", "trim", "vin", "asking_price", "currency", "mileage",
-                  "mileage_unit", "stock_number", "color", "interior_color", "sale_status"):
+        for f in (
+            "year",
+            "make",
+            "model",
+            "trim",
+            "vin",
+            "asking_price",
+            "currency",
+            "mileage",
+            "mileage_unit",
+            "stock_number",
+            "color",
+            "interior_color",
+            "sale_status",
+        ):
             if getattr(prev.v, f) is None and getattr(v, f) is not None:
                 setattr(prev.v, f, getattr(v, f))
         if len(v.image_urls) > len(prev.v.image_urls):
@@ -504,11 +738,18 @@ def page_state_vehicle(page: Page, title: str | None) -> tuple[VehicleData | Non
         score = 0
         if v.vin and (v.vin.lower() in url or v.vin.lower() in heads):
             score += 6
-        if any(len(x) >= 5 and (f"/{x}" in url or f"-{x}" in url or f"={x}" in url or f"_{x}" in url) for x in c.ids):
+        if any(
+            len(x) >= 5 and (f"/{x}" in url or f"-{x}" in url or f"={x}" in url or f"_{x}" in url)
+            for x in c.ids
+        ):
             score += 5
-        if v.model and _words(v.model).strip() and _words(v.model) in heads:
-            score += 2
-        elif v.model and _words(v.model) in url_words:
+        if (
+            v.model
+            and _words(v.model).strip()
+            and _words(v.model) in heads
+            or v.model
+            and _words(v.model) in url_words
+        ):
             score += 2
         if v.make and (_words(v.make) in heads or _words(v.make) in url_words):
             score += 1

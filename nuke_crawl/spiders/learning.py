@@ -168,14 +168,14 @@ class SelectorLearner:
         return out
 
     async def _ask(self, sample: tuple[str, str]) -> dict[str, str]:
-        from openai import AsyncOpenAI, OpenAIError  # noqa: PLC0415 (only when learning)
+        from openai import AsyncOpenAI, OpenAIError
 
         html, url = sample
         client = AsyncOpenAI(api_key=self.api_key, base_url=self.base_url,
                              timeout=self.timeout, max_retries=2)
         try:
-            reply = await client.chat.completions.create(
-                model=self.model, messages=selector_messages(trim_page(html, url)),  # type: ignore[arg-type]
+            reply = await client.chat.completions.create(  # type: ignore[call-overload]
+                model=self.model, messages=selector_messages(trim_page(html, url)),
                 response_format={"type": "json_object"}, temperature=0)
         except OpenAIError as exc:
             logger.warning("Selector learning for %s failed: %s", url, type(exc).__name__)
