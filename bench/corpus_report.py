@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from nuke_crawl.extraction import PageExtraction, VehicleData, extract_page
-from nuke_crawl.extraction.urls import canonical_listing_url
+from nuke_crawl.extraction.urls import canonical_listing_url, same_site
 
 # pages saved without their URL: a plausible URL on the right site
 FALLBACK_URLS = {
@@ -213,12 +213,14 @@ def _inventory(entry: dict[str, Any], result: PageExtraction) -> list[FieldScore
     ]
     links = {canonical_listing_url(u) for u in result.vehicle_links}
     for i, want in enumerate(_truth_cards(gt)):
+        if "not a vehicle" in str(want.get("type", "")).lower():
+            continue  # a part or accessory ad among the cars: no vehicle card wanted
         url = want.get("url") or (
             base.split("/", 3)[0] + "//" + base.split("/", 3)[2] + want["vdp"]
             if want.get("vdp")
             else None
         )
-        if url and ("..." in url or "#" in url or url.split("/")[2] != base.split("/")[2]):
+        if url and ("..." in url or "#" in url or not same_site(url, base)):
             url = None  # partner redirects, elided URLs and in-page anchors are not followed
         label = f"card{i}"
         if url:

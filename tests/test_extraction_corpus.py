@@ -324,9 +324,8 @@ KNOWN_WRONG: dict[str, dict[str, str]] = {
         "trim": "the state's FIPE version string, not the ad title's 'GLS AUT'",
         "photos": "thumbnails of related ads kept with the gallery"},
     "inventory-olx-br-autos-e-pecas-mixed.html": {
-        f: "card data only in an HTML-escaped data-json state attribute"
-        for f in ("card1.price", "card2.price", "card2.mileage", "card3.mileage", "card4.price",
-                  "card4.mileage", "card4.year")},
+        f: "'Vendo' (no make) is the only card of its region's path template: no link found"
+        for f in ("card4.link", "card4.price", "card4.mileage", "card4.year")},
     "inventory-iseecars-ford-crown-victoria-ajax-fragment.html": {
         "card5.vin": "the unpriced card is not matched (matching needs a title or URL)"},
     "marketplace-carfax-2017-mercedes-benz-cla-250.html": {

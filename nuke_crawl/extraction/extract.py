@@ -345,12 +345,12 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
         found = {url for url, verdict in verdicts
                  if (looks_like_vehicle_url(url) if verdict is None else verdict)}
         if len(found) < 2:
-            page.named_links = _named_vehicle_links(page, verdicts, found)
-            found |= page.named_links
+            found |= _named_vehicle_links(page, verdicts, found)
         # cards whose title names no make still link like their neighbours
         found |= sibling_vehicle_urls(
             found, [url for url, verdict in verdicts if verdict is None and url not in found]
         )
+        page.vehicle_link_urls = found
         out = [_normalize(url, adapters) for url, _ in verdicts if url in found]
     own = _normalize(page.url, adapters) if page.url else ""
     return [u for u in dedupe(out) if u != own]
@@ -493,9 +493,9 @@ def _dom_cards(page: Page, adapters: list[Adapter], fill: bool = True) -> list[V
     contains no link to another vehicle (``fill=False``: the link's URL only)."""
     keys_under: dict[HtmlElement, set[str]] = {}
     anchors: list[tuple[HtmlElement, str]] = []
-    named = page.named_links
+    found = page.vehicle_link_urls  # siblings and named links too (_vehicle_links)
     for a, url in page.anchors:
-        if a in page.excluded or not (_is_vehicle_link(url, adapters) or url in named):
+        if a in page.excluded or not (url in found or _is_vehicle_link(url, adapters)):
             continue
         key = _normalize(url, adapters)
         if key == page.canonical_url:

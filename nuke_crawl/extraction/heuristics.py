@@ -328,6 +328,8 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     if title:
         v.title = title
         v.year, v.make, v.model, v.trim = tp.year, tp.make, tp.model, tp.trim  # type: ignore[attr-defined]
+    else:  # a title naming no make ("Santa Fé", "Vendo"): the card's heading or link text
+        v.title = next((t for t in titles if t and len(t) < 160), None)
     pairs = label_values(lines, headings)
     apply_label_values(v, pairs, page)
     for el in card.iter():

@@ -88,8 +88,8 @@ class Page:
         self.raw_text = text
         self.default_unit = default_mileage_unit(self.host)
         self.canonical_url = canonical_listing_url(url) if url else ""
-        # listing links found by their anchors' vehicle names, not their URLs (extract.py)
-        self.named_links: set[str] = set()
+        # the vehicle links extract.py found, siblings and links named by anchors included
+        self.vehicle_link_urls: set[str] = set()
 
     # --- cached views ---------------------------------------------------------------
 
