@@ -92,7 +92,8 @@ for _field, _names in _MORE_LABELS.items():
 _MAX_LEN = {"bid": 60, "sold_price": 60, "color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
 _SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
-_LABEL_COLON = re.compile(r"^([^\W\d_][\w .#/()'-]{0,34}?)\s*[:#]\s*(.+)$")
+# Latin letters with accents ("Kilométrage :", "Año:"): ranges, as fast as ASCII ones
+_LABEL_COLON = re.compile(r"^([A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ .#/()'-]{0,34}?)\s*[:#]\s*(.+)$")
 
 
 _LABEL_TAIL = re.compile(r"[\s:#.*]+$")

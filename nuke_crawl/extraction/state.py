@@ -228,6 +228,8 @@ _HINT_ESCAPED = re.compile(
 )
 # where a JSON value may start inside a script: after "=", "(", "," or at the start
 _JSON_START = re.compile(r"(?:^|[=(,:]\s*)(\{|\[)|JSON\.parse\(\s*(['\"])", re.MULTILINE)
+# raw JSON as the text of a custom element (<cars-data-broker key="listing">{"...)
+_CUSTOM_JSON = re.compile(r"<([a-z][\w]*-[\w-]*)[^>]*>\{\"", re.IGNORECASE)
 _SKIP_SCRIPT_TYPES = frozenset(
     {"application/ld+json", "text/template", "text/x-template", "text/html", "text/css"}
 )
@@ -241,31 +243,18 @@ def _nk(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
-_HINT_KEYS = (
-    "vin",
-    "make",
-    "makename",
-    "modelyear",
-    "mileage",
-    "odometer",
-    "regdate",
-    "brand",
-    "marke",
-    "vehicle_brand",
-)
-
-
 def has_state_hint(page: Page) -> bool:
-    """Whether the source quotes a vehicle key (plain, backslash- or HTML-escaped):
-    substring tests on the lower-cased source, no regular expression over the page."""
-    raw = page.raw_lower
-    for key in _HINT_KEYS:
-        if (
-            f'"{key}"' in raw
-            or f"'{key}'" in raw
-            or f"&quot;{key}&quot;" in raw
-            or f'{key}\\"' in raw
-        ):
+    """Whether the page may carry vehicle state: an inline script quoting a vehicle key,
+    HTML-escaped JSON quoting one, or JSON inside a custom element. Substring tests and
+    the scripts' own text only, never a regular expression over the whole page."""
+    raw = page.raw_text
+    if "&quot;" in raw and _HINT_ESCAPED.search(raw):
+        return True
+    if '>{"' in raw and _CUSTOM_JSON.search(raw):
+        return True
+    for script in page.tree.iter("script"):
+        text = script.text
+        if text and len(text) > 20 and _HINT.search(text):
             return True
     return False
 
@@ -339,9 +328,9 @@ def _blobs(page: Page) -> list[Any]:
                         out.append(json.loads(value))
                     except ValueError:
                         continue
-    if ">{" in raw and re.search(r"<[a-z][\w]*-[\w-]*[^>]*>\s*\{", raw, re.IGNORECASE):
-        # raw JSON as the text of a custom element (<cars-data-broker>{...}</...>)
-        for m in re.finditer(r"<([a-z][\w]*-[\w-]*)[^>]*>\s*\{", raw, re.IGNORECASE):
+    if '>{"' in raw and _CUSTOM_JSON.search(raw):
+        # raw JSON as the text of a custom element
+        for m in _CUSTOM_JSON.finditer(raw):
             for el in page.tree.iter(m.group(1).lower()):
                 text = (el.text or "").strip()
                 if text.startswith("{") and _HINT.search(text):
@@ -616,6 +605,9 @@ _DATA_HINT = re.compile(
 )
 
 
+_DATA_KEYS = ("vin", "make", "year", "vehicle", "car-", "vdp-")
+
+
 def _data_attribute_objects(page: Page) -> list[dict[str, str]]:
     """``data-vin``, ``data-year``, ``data-make``, ``data-model``, ``data-price``,
     ``data-mileage`` (and ``data-vehicle-make``...) of each element, outside decoys."""
@@ -657,7 +649,10 @@ def card_state(page: Page) -> dict[str, VehicleData]:
 
 def _state_vehicles(page: Page) -> list[_Candidate]:
     state_hint = has_state_hint(page)
-    data_hint = "data-" in page.raw_lower and bool(_DATA_HINT.search(page.raw_text))
+    raw = page.raw_lower
+    data_hint = any(f"data-{k}" in raw for k in _DATA_KEYS) and bool(
+        _DATA_HINT.search(page.raw_text)
+    )
     if not (state_hint or data_hint):
         return []
     found: list[_Candidate] = []
