@@ -341,7 +341,9 @@ class OrgSpider(scrapy.Spider):
                 out.append(self._request(org, url, self.parse_page))
         return out
 
-    async def _learn(self, progress: OrgProgress, response: TextResponse, result: Any) -> list[Any]:
+    async def _learn(
+        self, progress: OrgProgress, response: TextResponse, result: Any
+    ) -> list[Any]:
         """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
         pages gave no vehicle, learned selectors re-read the pages they were learned on."""
         assert self.learner is not None
