@@ -145,6 +145,10 @@ NUKE_OPENAI_TIMEOUT = 60.0  # seconds per request
 NUKE_OPENAI_MAX_RETRIES = 3  # 429/5xx/timeouts, exponential backoff, Retry-After honoured
 NUKE_OPENAI_BACKOFF_BASE = 1.0
 NUKE_OPENAI_IMAGE_DETAIL = "auto"  # vision detail: auto, low (cheaper), high
+# -- learned selectors (scrapy crawl org; nuke_crawl.spiders.learning) ------------------------
+NUKE_LEARN_SELECTORS = False  # ask the OpenAI-compatible endpoint for a site's selectors, once
+NUKE_LEARN_MAX_CALLS = 5  # model calls one run may make (all organizations together)
+NUKE_LEARN_MODEL = None  # None: NUKE_OPENAI_MODEL
 NUKE_REKOGNITION_MIN_CONFIDENCE = 70.0
 NUKE_REKOGNITION_MAX_LABELS = 30
 NUKE_ANALYSIS_CONCURRENCY = 10  # images in flight (the spider's `concurrency` argument wins)

@@ -77,6 +77,8 @@ VEHICLES = Table(
         _c("vin", "text"),
         _c("mileage", "int"),
         _c("asking_price", "num"),
+        _c("currency", "text"),
+        _c("sold_price", "num"),
         _c("color", "text"),
         _c("interior_color", "text"),
         _c("transmission", "text"),
@@ -486,3 +488,22 @@ def _v6(db: Database) -> None:
 
 
 MIGRATIONS.append((6, "the platform's defaults: id gen_random_uuid(), created/updated now()", _v6))
+
+
+# -- migration 7: money with its currency, and what a sold vehicle went for ----------------
+
+# ``currency``: the ISO 4217 code of asking_price and sold_price (a CAD, ZAR or EUR price is
+# no dollar figure). ``sold_price``: a sold vehicle's price, an auction's winning bid (never
+# stored as an asking price), with sale_status 'sold'.
+MONEY_COLUMNS = (("currency", "TEXT", "text"), ("sold_price", "REAL", "numeric"))
+
+
+def _v7(db: Database) -> None:
+    have = db.columns("vehicles")
+    for name, sqlite_type, pg_type in MONEY_COLUMNS:
+        if name not in have:
+            sql_type = sqlite_type if db.dialect == "sqlite" else pg_type
+            db.execute(f"ALTER TABLE vehicles ADD COLUMN {name} {sql_type}")
+
+
+MIGRATIONS.append((7, "vehicles: currency and sold_price", _v7))

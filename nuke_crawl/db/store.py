@@ -29,6 +29,8 @@ VEHICLE_FIELDS = (
     "vin",
     "mileage",
     "asking_price",
+    "currency",
+    "sold_price",
     "color",
     "interior_color",
     "transmission",

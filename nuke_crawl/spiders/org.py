@@ -55,6 +55,7 @@ from nuke_crawl.spiders.orgmeta import (
     OrgConfig,
     parse_org_config,
 )
+from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
@@ -116,6 +117,7 @@ class OrgSpider(scrapy.Spider):
     probe_paths: bool
     render_js: bool
     workers: WorkerPool
+    learner: SelectorLearner | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = OrgArgs.from_kwargs(kwargs, self.name)
@@ -149,6 +151,7 @@ class OrgSpider(scrapy.Spider):
         spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
+        spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         crawler.signals.connect(spider._on_vehicles_stored, signal=vehicles_stored)
         return spider
@@ -363,10 +366,12 @@ class OrgSpider(scrapy.Spider):
             item = self._item(progress, result.vehicle, result.url, result.canonical_url)
             if item is not None:
                 out.append(item)
-        elif (result.skip_reason and result.skip_reason != "inventory_page"
-              and not response.meta.get("probe")):
-            progress.skipped[result.skip_reason] += 1
-            self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        elif result.skip_reason and result.skip_reason != "inventory_page":
+            if not response.meta.get("probe"):
+                progress.skipped[result.skip_reason] += 1
+                self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        if self.learner is not None:
+            out.extend(await self._learn(progress, response, result))
         if result.skip_reason == "inventory_page":
             progress.inventory_found = True
             if result.cards_without_url:
@@ -377,6 +382,26 @@ class OrgSpider(scrapy.Spider):
         for url in result.next_pages:
             if self._claim(progress, url):
                 out.append(self._request(org, url, self.parse_page))
+        return out
+
+    async def _learn(
+        self, progress: OrgProgress, response: TextResponse, result: Any
+    ) -> list[Any]:
+        """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
+        pages gave no vehicle, learned selectors re-read the pages they were learned on."""
+        assert self.learner is not None
+        adb = None if self.args["dry_run"] else crawler_database(self.crawler)
+        selectors = await self.learner.after_page(
+            progress.org, progress.vehicles_found, response.text, response.url,
+            result.skip_reason, bool(response.meta.get("detail")), adb)
+        out: list[Any] = []
+        for html, url in self.learner.samples(progress.org.id) if selectors else []:
+            page = await self.workers.call(extract_for_crawl, html, url, selectors=selectors,
+                                           max_images=self.max_images)
+            if page.vehicle is not None:
+                item = self._item(progress, page.vehicle, page.url, page.canonical_url)
+                if item is not None:
+                    out.append(item)
         return out
 
     # -- helpers -----------------------------------------------------------------
