@@ -159,3 +159,4 @@ NUKE_ADMIN_TOKEN = None  # Bearer token for write endpoints; read from the envir
 NUKE_SCHEDULES: list[dict[str, object]] = []  # [{"cron": "0 2 * * *", "spider": ..., "args": {}}]
 NUKE_SERVICE_LOG_DIR = "service-logs"  # the logs of runs the service starts as processes
 NUKE_SERVICE_STATUS_REFRESH = 2.0  # seconds between refreshes of the cached status figures
+NUKE_SERVICE_CANCEL_GRACE = 10.0  # a cancelled run still alive then is forced, then killed

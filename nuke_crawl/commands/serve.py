@@ -117,6 +117,7 @@ class Command(DatabaseCommand):
             scrapyd_project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")),
             scrapyd_settings={**job_settings, **scrapyd_settings(settings)}
             if scrapyd_url else {},
+            cancel_grace=settings.getfloat("NUKE_SERVICE_CANCEL_GRACE", 10.0),
         )
         config = ServiceConfig(database_url=url, runner=runner, token=token,
                                schedules=schedules, images_dir=images_dir,

@@ -31,6 +31,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -313,6 +314,8 @@ class RunnerConfig:
     scrapyd_project: str = "nuke_crawl"
     scrapyd_settings: dict[str, str] = field(default_factory=dict)
     poll_interval: float = 1.0
+    cancel_grace: float = 10.0  # a cancelled process still alive then gets SIGTERM again,
+    #                             then SIGKILL after as long again
 
 
 class Conflict(Exception):
@@ -330,6 +333,8 @@ class JobManager:
         self.pool = pool
         self.config = config
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._cancelled_at: dict[str, float] = {}  # job id -> monotonic time of the cancel
+        self._escalated: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set when a run's state changes
@@ -416,15 +421,35 @@ class JobManager:
                                     {"project": self.config.scrapyd_project,
                                      "job": job.external_id}, post=True)
         elif job.external_id and self._alive(job):
-            try:
-                os.killpg(int(job.external_id), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self._signal(job, signal.SIGTERM)
+            self._cancelled_at.setdefault(job.id, time.monotonic())
         await self.pool.run(update_job, job.id, cancel_requested=True)
         job.cancel_requested = True
         return job
 
     # -- supervising -------------------------------------------------------------------
+
+    @staticmethod
+    def _signal(job: Job, sig: int) -> None:
+        try:
+            os.killpg(int(str(job.external_id)), sig)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
+
+    def _escalate(self, job: Job) -> None:
+        """A cancelled run that has not stopped within the grace period: Scrapy's
+        second SIGTERM forces its shutdown; after as long again, SIGKILL."""
+        since = self._cancelled_at.get(job.id)
+        if since is None:
+            return
+        waited = time.monotonic() - since
+        step = 2 if waited > 2 * self.config.cancel_grace else \
+            1 if waited > self.config.cancel_grace else 0
+        if step > self._escalated.get(job.id, 0):
+            self._escalated[job.id] = step
+            logger.warning("Job %s did not stop after cancel: %s", job.id,
+                           "SIGKILL" if step == 2 else "forcing (SIGTERM again)")
+            self._signal(job, signal.SIGKILL if step == 2 else signal.SIGTERM)
 
     def _alive(self, job: Job) -> bool:
         if not job.external_id or not job.external_id.isdigit():
@@ -472,9 +497,11 @@ class JobManager:
             if child is not None:
                 code = child.poll()
                 if code is None:
+                    self._escalate(job)
                     continue
                 del self._children[job.id]
             elif self._alive(job):
+                self._escalate(job)
                 continue  # adopted: a run started before this service (re)started
             else:
                 code = None
