@@ -118,8 +118,9 @@ def render(*, status: dict[str, Any], orgs: dict[str, Any], jobs: list[dict[str,
 </section>
 <section class="panel"><h2>Organizations <small id="org-total">{_n(orgs.get("total"))}
 </small></h2>
-<table class="orgs"><thead><tr><th>Name</th><th>Website</th><th>Vehicles</th><th>Stored</th>
-<th>External</th><th>Failed</th><th>Last crawl</th><th>Last error</th></tr></thead>
+<table class="orgs"><thead><tr><th>Name</th><th>Website</th><th class="num">Vehicles</th>
+<th class="num">Stored</th><th class="num">External</th><th class="num">Failed</th>
+<th>Last crawl</th><th>Last error</th></tr></thead>
 <tbody id="orgs">{_org_rows(orgs)}</tbody></table></section>
 </main>
 <script id="boot" type="application/json">{boot}</script>

@@ -144,7 +144,7 @@
         renderThumbs(thumbs.thumbnails);
         renderSchedules(schedules.schedules);
       }
-      if (tick % 5 === 1) renderOrgs(await getJSON("/api/organizations"));
+      if (tick % 3 === 1) renderOrgs(await getJSON("/api/organizations"));
       $("#live").className = "live";
     } catch (err) {
       $("#live").className = "live off";
