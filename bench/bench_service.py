@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_backfill import drop_schema, make_schema  # noqa: E402
+from bench_backfill import drop_schema, make_schema
 
 
 def seed(url: str, vehicles: int, per_vehicle: int, orgs: int = 1000) -> dict[str, float]:
@@ -106,7 +106,7 @@ def spread(name: str, values: list[float]) -> dict[str, float]:
 
 def get(url: str) -> float:
     start = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=60) as res:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=60) as res:
         res.read()
     return (time.perf_counter() - start) * 1000
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -94,7 +95,7 @@ class Refresher:
             self.wake.clear()
             try:
                 await self.refresh()
-            except Exception:  # noqa: BLE001 - keep serving the last figures
+            except Exception:
                 logger.exception("Refreshing the status failed")
                 await asyncio.sleep(self.interval)
 
@@ -156,8 +157,6 @@ def create_app(config: ServiceConfig) -> Starlette:
         if not raw.strip():
             return {}
         try:
-            import json
-
             value = json.loads(raw)
         except ValueError:
             raise validate.Invalid("body", "not valid JSON") from None

@@ -280,10 +280,10 @@ def scrapyd_call(url: str, endpoint: str, fields: Mapping[str, str] | None = Non
     data = urllib.parse.urlencode(fields or {}).encode()
     if not post and fields:
         target += "?" + data.decode()
-    request = urllib.request.Request(target, data=data if post else None,  # noqa: S310
+    request = urllib.request.Request(target, data=data if post else None,
                                      headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         raise HandoffError(f"scrapyd at {shown} answered HTTP {exc.code} on {endpoint}"
@@ -379,7 +379,7 @@ class JobManager:
         settings = {"LOGSTATS_INTERVAL": "2", **self.config.settings}
         assert job.log_path is not None
         with open(job.log_path, "ab") as out:
-            proc = subprocess.Popen(  # noqa: S603 - our interpreter, validated arguments
+            proc = subprocess.Popen(
                 crawl_command(job.spider, job.args, settings), cwd=self.config.cwd, env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -560,7 +560,7 @@ class JobManager:
         while True:
             try:
                 await self.poll_once()
-            except Exception:  # noqa: BLE001 - the supervisor must go on
+            except Exception:
                 logger.exception("Job supervision failed; retrying")
             await asyncio.sleep(self.config.poll_interval)
 

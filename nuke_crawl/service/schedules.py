@@ -22,7 +22,7 @@ import json
 import logging
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,7 @@ class Scheduler:
         while True:
             try:
                 await self.fire_due()
-            except Exception:  # noqa: BLE001 - a schedule's error must not stop the others
+            except Exception:
                 logger.exception("Schedules failed; retrying")
             await asyncio.sleep(self.tick)
 
