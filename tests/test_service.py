@@ -233,3 +233,28 @@ def test_bad_schedule_is_refused(sqlite_url, tmp_path):
     result = run_scrapy(["serve", "--port", "0", "--schedules", str(bad)], sqlite_url,
                         timeout=60)
     assert result.returncode != 0 and "[0].spider" in result.stderr
+
+
+def test_jobs_through_scrapyd(sqlite_url, tmp_path):
+    from tests.conftest import scrapy_env
+    from tests.scrapyd_server import Scrapyd
+
+    host = serve(ImageHost(width=320, height=240))
+    try:
+        seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{host.url}/img/s{i}.jpg"])
+                          for i in range(3)])
+        with Scrapyd(tmp_path / "scrapyd", scrapy_env("")) as scrapyd, \
+                Service(sqlite_url, tmp_path / "svc",
+                        extra=["-s", f"NUKE_SCRAPYD_URL={scrapyd.url}"]) as svc:
+            assert svc.get("/api/health")[1]["backend"] == "scrapyd"
+            status, answer = svc.post("/api/process-images", {"batchSize": 2})
+            assert status == 200, answer
+            job = answer["job"]
+            assert job["backend"] == "scrapyd"
+            done = svc.wait_job(job["id"], ("finished", "failed", "lost"), timeout=60)
+            assert done["state"] == "finished", (done, scrapyd.job_logs()[-3000:])
+            assert done["summary"]["counts"]["imagesStored"] == 2
+            assert scrapyd.listjobs()["finished"][0]["spider"] == "image_backfill"
+            assert TOKEN not in scrapyd.everything_written()
+    finally:
+        host.stop()

@@ -54,6 +54,7 @@ ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("finished", "failed", "cancelled", "lost", "skipped")
 # Environment a run never inherits from the service.
 SECRET_ENV = ("NUKE_ADMIN_TOKEN",)
+SCRAPYD_FORGOTTEN = 15.0  # seconds a scrapyd job may be missing from listjobs.json
 
 _LOGSTATS = re.compile(
     r"Crawled (\d+) pages? \(at [^)]*\), scraped (\d+) items?")
@@ -335,6 +336,7 @@ class JobManager:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancelled_at: dict[str, float] = {}  # job id -> monotonic time of the cancel
         self._escalated: dict[str, int] = {}
+        self._missing: dict[str, float] = {}  # scrapyd jobs not listed: since when
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set when a run's state changes
@@ -533,10 +535,17 @@ class JobManager:
         assert self.config.scrapyd_url
         found = jobs.get(str(job.external_id))
         if found is None:
-            # scrapyd forgot it (restarted, or jobs_to_keep passed): never silently gone
+            # Between scrapyd's queue and its process list a job is briefly in neither;
+            # one missing for SCRAPYD_FORGOTTEN seconds was forgotten (scrapyd restarted,
+            # or jobs_to_keep passed): never silently gone.
+            first = self._missing.setdefault(job.id, time.monotonic())
+            if time.monotonic() - first < SCRAPYD_FORGOTTEN:
+                return 0
+            del self._missing[job.id]
             await self.pool.run(update_job, job.id, state="lost", finished_at=datetime.now(UTC),
                                 error="scrapyd no longer knows this job")
             return 1
+        self._missing.pop(job.id, None)
         state, entry = found
         if state == job.state:
             return 0
