@@ -138,7 +138,8 @@ def test_no_token_refuses_writes_and_non_loopback(sqlite_url, tmp_path):
         assert svc.get("/api/image-status")[0] == 200
 
 
-def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
+def test_jobs_overlap_cancel_and_restart(db_url, tmp_path, image_host):
+    sqlite_url = db_url  # both backends
     # vehicles whose image answers slowly: their runs stay running while we look
     seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{image_host}/edge/slow.jpg?{i}"])
                       for i in range(3)])
