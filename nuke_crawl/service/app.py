@@ -88,16 +88,15 @@ class Refresher:
 
     async def run_forever(self) -> None:
         while True:
+            self.wake.clear()
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - keep serving the last figures
+                logger.exception("Refreshing the status failed")
             # a slow database is not asked more than a fifth of the time
             wait = max(self.interval, 4 * self.seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
-            self.wake.clear()
-            try:
-                await self.refresh()
-            except Exception:
-                logger.exception("Refreshing the status failed")
-                await asyncio.sleep(self.interval)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run_forever())
