@@ -209,14 +209,17 @@ class RunReport:
     def spider_opened(self, spider: Any) -> None:
         self.started = datetime.now(UTC)
         if self.urls and self.alert_rate is not None and self.check_interval > 0:
-            self._checker = asyncio.get_event_loop().create_task(self._check_loop())
+            try:
+                self._checker = asyncio.get_running_loop().create_task(self._check_loop())
+            except RuntimeError:  # not on the asyncio reactor: the close still checks
+                self._checker = None
 
     async def _check_loop(self) -> None:
         while not self.alerted:
             await asyncio.sleep(self.check_interval)
-            self._check_alert(wait=False)
+            self._check_alert()
 
-    def _check_alert(self, *, wait: bool) -> threading.Thread | None:
+    def _check_alert(self) -> threading.Thread | None:
         if self.alerted or self.alert_rate is None or not self.urls or not self.crawler.stats:
             return None
         stats = self.crawler.stats.get_stats()
@@ -246,9 +249,15 @@ class RunReport:
         return thread
 
     async def spider_closed(self, spider: Any, reason: str) -> None:
+        try:
+            await self._closed(reason)
+        except Exception:  # a report must never fail the crawl
+            logger.exception("Could not report the run")
+
+    async def _closed(self, reason: str) -> None:
         if self._checker is not None:
             self._checker.cancel()
-        threads: Sequence[threading.Thread | None] = [self._check_alert(wait=True)]
+        threads: Sequence[threading.Thread | None] = [self._check_alert()]
         payload = self.summary("finished", reason)
         logger.info("%s%s", SUMMARY_MARKER, json.dumps(payload, separators=(",", ":"),
                                                        default=str))
