@@ -54,6 +54,10 @@ class ServiceConfig:
     db_threads: int = 4
 
 
+class NotReady(Exception):
+    """The first status figures are still being computed."""
+
+
 class Refresher:
     """Keeps the latest image status and first organizations page (see module doc)."""
 
@@ -66,6 +70,7 @@ class Refresher:
         self.seconds = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set once the first figures are there
 
     async def refresh(self) -> None:
         async with self._lock:
@@ -73,16 +78,24 @@ class Refresher:
             self.status = await self.pool.run(queries.image_status)
             self.orgs = await self.pool.run(queries.organizations)
             self.seconds = time.perf_counter() - started
+            self.ready.set()
 
-    async def get_status(self) -> dict[str, Any]:
-        if self.status is None:
-            await self.refresh()
+    async def _first(self, timeout: float) -> None:
+        if self.status is None or self.orgs is None:
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError:
+                raise NotReady from None
+
+    async def get_status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The latest image status; :class:`NotReady` if the first computation (seconds
+        to a minute on a large database) has not ended within ``timeout``."""
+        await self._first(timeout)
         assert self.status is not None
         return self.status
 
-    async def get_orgs(self) -> dict[str, Any]:
-        if self.orgs is None:
-            await self.refresh()
+    async def get_orgs(self, timeout: float = 10.0) -> dict[str, Any]:
+        await self._first(timeout)
         assert self.orgs is not None
         return self.orgs
 
@@ -130,6 +143,11 @@ def create_app(config: ServiceConfig) -> Starlette:
                 return _error(422, str(exc), field=exc.field)
             except Conflict as exc:
                 return _error(409, str(exc), job=exc.job.public())
+            except NotReady:
+                return JSONResponse(
+                    {"success": False, "error": "the status figures are being computed for "
+                     "the first time (a large database takes a while); retry shortly"},
+                    status_code=503, headers={"Retry-After": "5"})
 
         return wrapper
 
@@ -241,8 +259,11 @@ def create_app(config: ServiceConfig) -> Starlette:
         return FileResponse(target, headers={"Cache-Control": "max-age=3600"})
 
     async def index(request: Request) -> Response:
-        status = await refresher.get_status()
-        orgs = await refresher.get_orgs()
+        try:
+            status = await refresher.get_status(timeout=2.0)
+            orgs = await refresher.get_orgs(timeout=0.1)
+        except NotReady:  # the page shows "computing" and fills itself in when ready
+            status, orgs = {"stats": {}, "images": {}, "asOf": "computing…"}, {}
         recent = await pool.run(list_jobs, limit=15)
         html = page.render(status=status, orgs=orgs, jobs=[j.public() for j in recent],
                            schedules=[s.public() for s in scheduler.schedules],

@@ -33,7 +33,7 @@ def _cards(stats: dict[str, Any]) -> str:
     total = stats.get("totalVehicles") or 0
     out = []
     for key, label, hint in CARDS:
-        value = stats.get(key, 0)
+        value = stats.get(key)
         pct = 100.0 if key == "totalVehicles" else _pct(value, total)
         out.append(
             f'<section class="card" data-card="{key}">'

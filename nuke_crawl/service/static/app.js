@@ -8,7 +8,10 @@
   const fmt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en"));
   const esc = (s) => String(s === null || s === undefined ? "" : s)
     .replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+  const when = (iso) => {
+    const d = iso ? new Date(iso) : null;
+    return d && !isNaN(d) ? d.toLocaleString() : (iso || "–");
+  };
   const TOKEN_KEY = "nukeAdminToken";  // sessionStorage: kept for this tab only
 
   function message(text, kind) {
