@@ -4,6 +4,7 @@ job supervision (overlap, cancel, a service restart), schedules."""
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 
@@ -138,8 +139,8 @@ def test_no_token_refuses_writes_and_non_loopback(sqlite_url, tmp_path):
         assert svc.get("/api/image-status")[0] == 200
 
 
-def test_jobs_overlap_cancel_and_restart(db_url, tmp_path, image_host):
-    sqlite_url = db_url  # both backends
+def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
+    # (PostgreSQL's job records: test_jobs_through_scrapyd)
     # vehicles whose image answers slowly: their runs stay running while we look
     seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{image_host}/edge/slow.jpg?{i}"])
                       for i in range(3)])
@@ -224,22 +225,37 @@ def test_schedule_fires_and_is_skipped_while_running(sqlite_url, tmp_path, image
         svc.wait_job(started[0]["id"], ("cancelled",), timeout=40)
 
 
-def test_bad_schedule_is_refused(sqlite_url, tmp_path):
-    bad = tmp_path / "s.json"
-    bad.write_text('[{"cron": "61 * * * *", "spider": "image_backfill"}]')
+def test_bad_schedules_are_refused_naming_the_field(sqlite_url, tmp_path):
+    from nuke_crawl.service.schedules import ScheduleError, parse_schedules
+
+    for text, where in [
+        ('[{"cron": "61 * * * *", "spider": "image_backfill"}]', "[0].cron"),
+        ('[{"cron": "* * * * *", "spider": "nope"}]', "[0].spider"),
+        ('[{"cron": "* * * * *", "spider": "org", "args": {"limit": 0}}]', "[0].args.limit"),
+        ('[{"cron": "* * * * *", "spider": "org", "every": 1}]', "[0].every"),
+        ('[{"name": "a", "cron": "* * * * *", "spider": "org"}, '
+         '{"name": "a", "cron": "0 * * * *", "spider": "org"}]', "[1].name"),
+        ("{not json", "not valid JSON"),
+    ]:
+        with pytest.raises(ScheduleError, match=re.escape(where)):
+            parse_schedules(text)
+    ok = parse_schedules('[{"cron": "0 2 * * *", "spider": "image_backfill", '
+                         '"args": {"limit": 1000}}]')
+    assert ok[0].args == {"limit": "1000"} and ok[0].name == "image_backfill 0 2 * * *"
+    bad = tmp_path / "s.toml"
+    bad.write_text('[[schedules]]\ncron = "61 * * * *"\nspider = "image_backfill"\n')
     result = run_scrapy(["serve", "--port", "0", "--schedules", str(bad)], sqlite_url,
                         timeout=60)
     assert result.returncode != 0 and "[0].cron" in result.stderr
-    bad.write_text('[{"cron": "* * * * *", "spider": "nope"}]')
-    result = run_scrapy(["serve", "--port", "0", "--schedules", str(bad)], sqlite_url,
-                        timeout=60)
-    assert result.returncode != 0 and "[0].spider" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_jobs_through_scrapyd(sqlite_url, tmp_path):
+@pytest.mark.postgres
+def test_jobs_through_scrapyd(pg_url, tmp_path):
     from tests.conftest import scrapy_env
     from tests.scrapyd_server import Scrapyd
 
+    sqlite_url = pg_url  # the job records on PostgreSQL (the overlap test has SQLite's)
     host = serve(ImageHost(width=320, height=240))
     try:
         seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{host.url}/img/s{i}.jpg"])
