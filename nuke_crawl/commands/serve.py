@@ -62,6 +62,7 @@ class Command(DatabaseCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         import uvicorn
+        from scrapy.utils.log import configure_logging
 
         from nuke_crawl.service.app import ServiceConfig, create_app
         from nuke_crawl.service.jobs import RunnerConfig
@@ -100,6 +101,7 @@ class Command(DatabaseCommand):
                 raise UsageError(f"--job-setting {name}: not a run setting", print_help=False)
             job_settings[name.strip()] = value
 
+        configure_logging(settings)  # the service's own messages (runs started, ended...)
         db = self.open_database()  # checks the URL and migrates, like every command
         db.close()
         url = absolute_database_url(database_url(settings))
