@@ -483,7 +483,15 @@ class JobManager:
                 "finished_at": datetime.now(UTC)}
 
     async def poll_once(self) -> int:
-        """Bring every active run's record up to date; the number of runs that changed."""
+        """Bring every active run's record up to date; the number of runs that changed.
+        Under the start lock: a run being started is never taken for a lost one."""
+        async with self._lock:
+            changed = await self._poll()
+        if changed:
+            self.changed.set()
+        return changed
+
+    async def _poll(self) -> int:
         changed = 0
         active = await self.pool.run(active_jobs)
         scrapyd_jobs: dict[str, tuple[str, dict[str, Any]]] | None = None
@@ -512,8 +520,6 @@ class JobManager:
             await self.pool.run(update_job, job.id, **fields)
             logger.info("Job %s (%s) %s", job.id, job.spider, fields["state"])
             changed += 1
-        if changed:
-            self.changed.set()
         return changed
 
     async def _scrapyd_states(self) -> dict[str, tuple[str, dict[str, Any]]] | None:
@@ -542,6 +548,10 @@ class JobManager:
             if time.monotonic() - first < SCRAPYD_FORGOTTEN:
                 return 0
             del self._missing[job.id]
+            if job.cancel_requested:  # cancelled while still in scrapyd's queue
+                await self.pool.run(update_job, job.id, state="cancelled",
+                                    finished_at=datetime.now(UTC))
+                return 1
             await self.pool.run(update_job, job.id, state="lost", finished_at=datetime.now(UTC),
                                 error="scrapyd no longer knows this job")
             return 1
