@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_backfill import drop_schema, make_schema
+from bench_backfill import drop_schema, make_schema  # noqa: E402 - needs sys.path
 
 
 def seed(url: str, vehicles: int, per_vehicle: int, orgs: int = 1000) -> dict[str, float]:
@@ -46,28 +46,35 @@ def seed(url: str, vehicles: int, per_vehicle: int, orgs: int = 1000) -> dict[st
         "INSERT INTO businesses (id, business_name, website, business_type, is_public, "
         "metadata, created_at, updated_at) SELECT gen_random_uuid(), 'Dealer ' || g, "
         "'https://dealer' || g || '.example', 'dealer', true, '{}', "
-        "now() - make_interval(secs => g), now() FROM generate_series(1, ?) AS g", [orgs])
+        "now() - make_interval(secs => g), now() FROM generate_series(1, ?) AS g",
+        [orgs],
+    )
     db.execute(
         "CREATE TEMP TABLE bench_orgs AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS n "
-        "FROM businesses")
+        "FROM businesses"
+    )
     db.execute(
         "INSERT INTO vehicles (id, year, make, model, is_public, origin_organization_id, "
         "origin_metadata, created_at, updated_at) SELECT gen_random_uuid(), 2000 + g % 25, "
         "'Make', 'Model', true, o.id, jsonb_build_object('image_count', ?::int, "
         "'images_backfilled', (g % 1000) < 300), now() - make_interval(secs => g), now() "
         "FROM generate_series(1, ?) AS g JOIN bench_orgs o ON o.n = g % ?",
-        [per_vehicle, vehicles, orgs])
+        [per_vehicle, vehicles, orgs],
+    )
     db.execute(
         "INSERT INTO organization_vehicles (id, organization_id, vehicle_id, status, "
         "created_at, updated_at) SELECT gen_random_uuid(), origin_organization_id, id, "
-        "'active', now(), now() FROM vehicles")
+        "'active', now(), now() FROM vehicles"
+    )
     db.execute(
         "INSERT INTO nuke_org_crawls (organization_id, started_at, finished_at, summary) "
-        "SELECT id, now() - interval '1 hour', now(), '{\"vehicles\": 1000}' FROM businesses")
+        "SELECT id, now() - interval '1 hour', now(), '{\"vehicles\": 1000}' FROM businesses"
+    )
     t1 = time.monotonic()
     indexes = db.fetchall(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-        "AND tablename = 'vehicle_images' AND indexname <> 'vehicle_images_pkey'")
+        "AND tablename = 'vehicle_images' AND indexname <> 'vehicle_images_pkey'"
+    )
     for index in indexes:
         db.execute(f"DROP INDEX {index['indexname']}")
     done = "(v.origin_metadata->>'images_backfilled') = 'true'"
@@ -83,7 +90,9 @@ def seed(url: str, vehicles: int, per_vehicle: int, orgs: int = 1000) -> dict[st
         f"CASE WHEN NOT {done} AND hashtext(u.url) % 33 = 0 THEN now() END, now(), now() "
         "FROM vehicles v CROSS JOIN generate_series(0, ? - 1) AS p "
         "CROSS JOIN LATERAL (SELECT 'https://img.example/' || v.id || '/' || p || '.jpg' "
-        "AS url) u", [per_vehicle])
+        "AS url) u",
+        [per_vehicle],
+    )
     for index in indexes:
         db.execute(index["indexdef"])
     t2 = time.monotonic()
@@ -93,15 +102,21 @@ def seed(url: str, vehicles: int, per_vehicle: int, orgs: int = 1000) -> dict[st
     db.execute("ANALYZE businesses")
     images = int(db.scalar("SELECT COUNT(*) FROM vehicle_images"))
     db.close()
-    return {"vehicles": vehicles, "images": images, "seed_vehicles_s": round(t1 - t0, 1),
-            "seed_images_s": round(t2 - t1, 1)}
+    return {
+        "vehicles": vehicles,
+        "images": images,
+        "seed_vehicles_s": round(t1 - t0, 1),
+        "seed_images_s": round(t2 - t1, 1),
+    }
 
 
 def spread(name: str, values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {f"{name}_median_ms": round(statistics.median(ordered), 2),
-            f"{name}_p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
-            f"{name}_max_ms": round(ordered[-1], 2)}
+    return {
+        f"{name}_median_ms": round(statistics.median(ordered), 2),
+        f"{name}_p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
+        f"{name}_max_ms": round(ordered[-1], 2),
+    }
 
 
 def get(url: str) -> float:
@@ -128,21 +143,32 @@ def main() -> None:
         out.update(seed(url, opts.vehicles, opts.per_vehicle))
         print(json.dumps(out), flush=True)
         db = Database(url)
-        for name, func in (("query_image_status", queries.image_status),
-                           ("query_organizations", queries.organizations),
-                           ("query_failures", queries.failures),
-                           ("query_thumbnails", queries.thumbnails)):
+        for name, func in (
+            ("query_image_status", queries.image_status),
+            ("query_organizations", queries.organizations),
+            ("query_failures", queries.failures),
+            ("query_thumbnails", queries.thumbnails),
+        ):
             start = time.perf_counter()
             func(db)
             out[name + "_ms"] = round((time.perf_counter() - start) * 1000, 1)
         db.close()
         print(json.dumps(out), flush=True)
 
-        env = {"DATABASE_URL": url, "PYTHONPATH": str(REPO),
-               "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings", "PATH": "/usr/bin:/bin"}
+        env = {
+            "DATABASE_URL": url,
+            "PYTHONPATH": str(REPO),
+            "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings",
+            "PATH": "/usr/bin:/bin",
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "scrapy", "serve", "--port", "0", "-s", "LOG_LEVEL=WARNING"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert proc.stdout is not None
         line = proc.stdout.readline()
         base = line.split("service on ", 1)[1].split("/ ", 1)[0]
@@ -154,11 +180,14 @@ def main() -> None:
             except OSError:
                 time.sleep(0.2)
         out["service_first_status_ms"] = round((time.perf_counter() - start) * 1000, 1)
-        for path, name in (("/api/image-status", "image_status"),
-                           ("/api/organizations", "organizations"),
-                           ("/api/failures?limit=50", "failures"),
-                           ("/api/jobs", "jobs"), ("/api/thumbnails", "thumbnails"),
-                           ("/", "page_html")):
+        for path, name in (
+            ("/api/image-status", "image_status"),
+            ("/api/organizations", "organizations"),
+            ("/api/failures?limit=50", "failures"),
+            ("/api/jobs", "jobs"),
+            ("/api/thumbnails", "thumbnails"),
+            ("/", "page_html"),
+        ):
             out.update(spread(name, [get(base + path) for _ in range(opts.samples)]))
         out.update(page_load(base))
         print(json.dumps(out, indent=2), flush=True)
@@ -177,8 +206,11 @@ def page_load(base: str) -> dict[str, float]:
 
     out: dict[str, float] = {}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                     args=["--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu"],
+        )
         try:
             loads, ready = [], []
             for _ in range(5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,17 +18,31 @@ from nuke_crawl.db import Database, migrate, store
 from tests.conftest import REPO, scrapy_env
 
 TOKEN = "test-admin-token-5e1f"
-JOB_SETTINGS = ["AUTOTHROTTLE_ENABLED=0", "ROBOTSTXT_OBEY=0", "DOWNLOAD_TIMEOUT=3",
-                "RETRY_TIMES=0", "NUKE_BACKOFF_BASE=0.05", "IMAGES_MIN_WIDTH=10",
-                "IMAGES_MIN_HEIGHT=10", "NUKE_IMAGES_FSYNC=0"]
+JOB_SETTINGS = [
+    "AUTOTHROTTLE_ENABLED=0",
+    "ROBOTSTXT_OBEY=0",
+    "DOWNLOAD_TIMEOUT=3",
+    "RETRY_TIMES=0",
+    "NUKE_BACKOFF_BASE=0.05",
+    "IMAGES_MIN_WIDTH=10",
+    "IMAGES_MIN_HEIGHT=10",
+    "NUKE_IMAGES_FSYNC=0",
+]
 
 
 class Service:
     """``scrapy serve --port 0`` in a child process; :meth:`get` / :meth:`post` answer
     ``(status, json)`` through urllib."""
 
-    def __init__(self, db_url: str, home: Path, *, token: str | None = TOKEN,
-                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        home: Path,
+        *,
+        token: str | None = TOKEN,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.db_url, self.home, self.token = db_url, home, token
         self.extra = extra or []
         self.env = env or {}
@@ -41,14 +56,29 @@ class Service:
         env.pop("NUKE_ADMIN_TOKEN", None)
         if self.token:
             env["NUKE_ADMIN_TOKEN"] = self.token
-        cmd = [sys.executable, "-m", "scrapy", "serve", "--port", "0",
-               "-s", f"IMAGES_STORE={self.home / 'images'}",
-               "-s", f"NUKE_SERVICE_LOG_DIR={self.home / 'logs'}",
-               "-s", "NUKE_SERVICE_STATUS_REFRESH=0.5",
-               "-s", "NUKE_SERVICE_CANCEL_GRACE=1.5", "-s", "NUKE_ALLOW_PRIVATE_NETWORKS=1",
-               *[x for s in JOB_SETTINGS for x in ("--job-setting", s)], *self.extra]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "serve",
+            "--port",
+            "0",
+            "-s",
+            f"IMAGES_STORE={self.home / 'images'}",
+            "-s",
+            f"NUKE_SERVICE_LOG_DIR={self.home / 'logs'}",
+            "-s",
+            "NUKE_SERVICE_STATUS_REFRESH=0.5",
+            "-s",
+            "NUKE_SERVICE_CANCEL_GRACE=1.5",
+            "-s",
+            "NUKE_ALLOW_PRIVATE_NETWORKS=1",
+            *[x for s in JOB_SETTINGS for x in ("--job-setting", s)],
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -93,15 +123,20 @@ class Service:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-                raw: bytes | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode()
-                                            if body is not None else None)
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers=headers)
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as res:
                 payload = res.read()
@@ -118,13 +153,12 @@ class Service:
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
 
-    def post(self, path: str, body: Any = None, *, token: str | None = TOKEN,
-             raw: bytes | None = None) -> tuple[int, Any]:
-        return self.request("POST", path, body if body is not None else {}, token=token,
-                            raw=raw)
+    def post(
+        self, path: str, body: Any = None, *, token: str | None = TOKEN, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        return self.request("POST", path, body if body is not None else {}, token=token, raw=raw)
 
-    def wait_job(self, job_id: str, states: tuple[str, ...], timeout: float = 60
-                 ) -> dict[str, Any]:
+    def wait_job(self, job_id: str, states: tuple[str, ...], timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -133,22 +167,29 @@ class Service:
             if job["state"] in states:
                 return job
             time.sleep(0.2)
-        raise AssertionError(f"job {job_id} still {job.get('state')}: {job}\n"
-                             + "".join(self.output[-30:]))
+        raise AssertionError(
+            f"job {job_id} still {job.get('state')}: {job}\n" + "".join(self.output[-30:])
+        )
 
 
-def seed(url: str, vehicles: list[tuple[str, list[str]]], website: str = "http://dealer.example"
-         ) -> tuple[str, list[str]]:
+def seed(
+    url: str, vehicles: list[tuple[str, list[str]]], website: str = "http://dealer.example"
+) -> tuple[str, list[str]]:
     """Vehicles (listing URL, image URLs) as the org crawl records them: the
     organization's id and the vehicles' ids."""
     db = Database(url)
     migrate(db)
     try:
         org, _ = store.add_organization(db, website, name="Dealer Example")
-        recs = [store.VehicleRecord(org.id, listing, {"year": 1999, "make": "Saab",
-                                                      "model": "900", "listing_url": listing},
-                                    urls)
-                for listing, urls in vehicles]
+        recs = [
+            store.VehicleRecord(
+                org.id,
+                listing,
+                {"year": 1999, "make": "Saab", "model": "900", "listing_url": listing},
+                urls,
+            )
+            for listing, urls in vehicles
+        ]
         store.upsert_vehicles(db, recs)
         rows = db.fetchall("SELECT id, discovery_url FROM vehicles")
         by_url = {r["discovery_url"]: str(r["id"]) for r in rows}
@@ -158,7 +199,5 @@ def seed(url: str, vehicles: list[tuple[str, list[str]]], website: str = "http:/
 
 
 def kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -3,16 +3,17 @@ job supervision (overlap, cancel, a service restart), schedules."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from nuke_crawl.commands.status import collect
 from nuke_crawl.db import Database
 from nuke_crawl.demo import ImageHost, serve
+from nuke_crawl.service.jobs import process_start_time
 from tests.conftest import run_scrapy
 from tests.service_helpers import TOKEN, Service, kill_group, seed
 
@@ -33,23 +34,37 @@ def _mark_outcomes(db_url: str, vehicle_ids: list[str]) -> None:
     """The first vehicle's first image stored, its second failed (http_404)."""
     db = Database(db_url)
     try:
-        rows = db.fetchall("SELECT id FROM vehicle_images WHERE vehicle_id = ? ORDER BY position",
-                           [vehicle_ids[0]])
-        db.execute("UPDATE vehicle_images SET is_external = false, storage_path = ?, "
-                   "image_url = ?, variants = ?, updated_at = ? WHERE id = ?",
-                   ["a/b.jpg", "https://cdn.example/a/b.jpg",
-                    '{"thumb": {"path": "a/b_thumb.jpg", "url": "https://cdn.example/t.jpg"}}',
-                    db.now(), rows[0]["id"]])
-        db.execute("UPDATE vehicle_images SET download_error = 'http_404', "
-                   "download_failed_at = ? WHERE id = ?", [db.now(), rows[1]["id"]])
+        rows = db.fetchall(
+            "SELECT id FROM vehicle_images WHERE vehicle_id = ? ORDER BY position", [vehicle_ids[0]]
+        )
+        db.execute(
+            "UPDATE vehicle_images SET is_external = false, storage_path = ?, "
+            "image_url = ?, variants = ?, updated_at = ? WHERE id = ?",
+            [
+                "a/b.jpg",
+                "https://cdn.example/a/b.jpg",
+                '{"thumb": {"path": "a/b_thumb.jpg", "url": "https://cdn.example/t.jpg"}}',
+                db.now(),
+                rows[0]["id"],
+            ],
+        )
+        db.execute(
+            "UPDATE vehicle_images SET download_error = 'http_404', "
+            "download_failed_at = ? WHERE id = ?",
+            [db.now(), rows[1]["id"]],
+        )
     finally:
         db.close()
 
 
 def test_api_reads_auth_and_bad_input(db_url, tmp_path):
-    org_id, ids = seed(db_url, [(f"http://dealer.example/v/{i}",
-                                 [f"http://img.example/{i}/{p}.jpg" for p in range(3)])
-                                for i in range(4)])
+    org_id, ids = seed(
+        db_url,
+        [
+            (f"http://dealer.example/v/{i}", [f"http://img.example/{i}/{p}.jpg" for p in range(3)])
+            for i in range(4)
+        ],
+    )
     _mark_outcomes(db_url, ids)
     with Service(db_url, tmp_path / "svc") as svc:
         status, body = svc.get("/api/image-status")
@@ -60,8 +75,12 @@ def test_api_reads_auth_and_bad_input(db_url, tmp_path):
         finally:
             db.close()
         # the original's shape, with scrapy status --json's meanings
-        assert set(body["stats"]) == {"totalVehicles", "needingProcessing", "fullyProcessed",
-                                      "partiallyProcessed"}
+        assert set(body["stats"]) == {
+            "totalVehicles",
+            "needingProcessing",
+            "fullyProcessed",
+            "partiallyProcessed",
+        }
         for key in body["stats"]:
             assert body["stats"][key] == expected[key], key
         assert body["stats"]["totalVehicles"] == 4
@@ -88,15 +107,17 @@ def test_api_reads_auth_and_bad_input(db_url, tmp_path):
         assert images[0]["vendorUrl"] == "http://img.example/0/0.jpg"
         assert images[0]["variants"]["thumb"]["path"] == "a/b_thumb.jpg"
         assert images[1]["displayUrl"] == "http://img.example/0/1.jpg"
-        assert svc.get("/api/thumbnails")[1]["thumbnails"][0]["url"] == \
-            "https://cdn.example/t.jpg"
+        assert svc.get("/api/thumbnails")[1]["thumbnails"][0]["url"] == "https://cdn.example/t.jpg"
 
         # 422 naming the field; nothing starts
-        for body_, field in [({"batchSize": 0}, "batchSize"), ({"batchSize": 10_000}, "batchSize"),
-                             ({"batchSize": "many"}, "batchSize"),
-                             ({"organizationId": "nope"}, "organizationId"),
-                             ({"vehicleIds": ["x"]}, "vehicleIds[0]"),
-                             ({"colour": "red"}, "colour")]:
+        for body_, field in [
+            ({"batchSize": 0}, "batchSize"),
+            ({"batchSize": 10_000}, "batchSize"),
+            ({"batchSize": "many"}, "batchSize"),
+            ({"organizationId": "nope"}, "organizationId"),
+            ({"vehicleIds": ["x"]}, "vehicleIds[0]"),
+            ({"colour": "red"}, "colour"),
+        ]:
             status, answer = svc.post("/api/process-images", body_)
             assert status == 422 and answer["field"] == field, (body_, answer)
             assert field in answer["error"]
@@ -128,8 +149,9 @@ def test_api_reads_auth_and_bad_input(db_url, tmp_path):
 
 
 def test_no_token_refuses_writes_and_non_loopback(sqlite_url, tmp_path):
-    result = run_scrapy(["serve", "--host", "0.0.0.0", "--port", "0"], sqlite_url,
-                        timeout=60, NUKE_ADMIN_TOKEN="")
+    result = run_scrapy(
+        ["serve", "--host", "0.0.0.0", "--port", "0"], sqlite_url, timeout=60, NUKE_ADMIN_TOKEN=""
+    )
     assert result.returncode != 0
     assert "loopback only" in result.stderr + result.stdout
     with Service(sqlite_url, tmp_path / "svc", token=None) as svc:
@@ -142,8 +164,10 @@ def test_no_token_refuses_writes_and_non_loopback(sqlite_url, tmp_path):
 def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
     # (PostgreSQL's job records: test_jobs_through_scrapyd)
     # vehicles whose image answers slowly: their runs stay running while we look
-    seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{image_host}/edge/slow.jpg?{i}"])
-                      for i in range(3)])
+    seed(
+        sqlite_url,
+        [(f"http://dealer.example/v/{i}", [f"{image_host}/edge/slow.jpg?{i}"]) for i in range(3)],
+    )
     home = tmp_path / "svc"
     svc = Service(sqlite_url, home).start()
     try:
@@ -155,8 +179,7 @@ def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
         assert TOKEN not in str(job["args"])
         status, clash = svc.post("/api/process-images", {"batchSize": 2})
         assert status == 409 and clash["job"]["id"] == job["id"]
-        status, second = svc.post("/api/process-images", {"batchSize": 1,
-                                                          "allowConcurrent": True})
+        status, second = svc.post("/api/process-images", {"batchSize": 1, "allowConcurrent": True})
         assert status == 200 and second["job"]["id"] != job["id"]
         status, cancelled = svc.post(f"/api/jobs/{second['job']['id']}/cancel")
         assert status == 200
@@ -165,7 +188,7 @@ def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
         pid = int(_external_id(sqlite_url, job["id"]))
         log = (home / "logs" / f"{job['id']}.log").read_text()
         assert TOKEN not in log
-        assert TOKEN not in open(f"/proc/{pid}/environ", "rb").read().decode("latin-1")
+        assert TOKEN.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         svc.stop()
     # The run outlives the service; a new service adopts it...
@@ -173,15 +196,13 @@ def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
     try:
         status, seen = svc.get(f"/api/jobs/{job['id']}")
         assert seen["job"]["state"] == "running"
-        assert any("Crawled" in line or "Spider opened" in line for line in
-                   seen["job"]["logTail"])
+        assert any("Crawled" in line or "Spider opened" in line for line in seen["job"]["logTail"])
     finally:
         svc.stop()
     # ...and one whose process died while no service watched is marked lost.
     kill_group(pid)
     for _ in range(50):
-        if not os.path.exists(f"/proc/{pid}") or \
-                open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+        if process_start_time(pid) is None:  # gone, or a zombie
             break
         time.sleep(0.1)
     with Service(sqlite_url, home) as svc:
@@ -192,22 +213,26 @@ def test_jobs_overlap_cancel_and_restart(sqlite_url, tmp_path, image_host):
 def _external_id(db_url: str, job_id: str) -> str:
     db = Database(db_url)
     try:
-        return str(db.scalar("SELECT external_id FROM nuke_service_jobs WHERE id = ?",
-                             [job_id]))
+        return str(db.scalar("SELECT external_id FROM nuke_service_jobs WHERE id = ?", [job_id]))
     finally:
         db.close()
 
 
 def test_schedule_fires_and_is_skipped_while_running(sqlite_url, tmp_path, image_host):
-    seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{image_host}/edge/slow.jpg?{i}"])
-                      for i in range(2)])
+    seed(
+        sqlite_url,
+        [(f"http://dealer.example/v/{i}", [f"{image_host}/edge/slow.jpg?{i}"]) for i in range(2)],
+    )
     schedules = tmp_path / "schedules.json"
-    schedules.write_text('[{"name": "trickle", "cron": "* * * * * */2", '
-                         '"spider": "image_backfill", "args": {"limit": 1}}]')
+    schedules.write_text(
+        '[{"name": "trickle", "cron": "* * * * * */2", '
+        '"spider": "image_backfill", "args": {"limit": 1}}]'
+    )
     with Service(sqlite_url, tmp_path / "svc", extra=["--schedules", str(schedules)]) as svc:
         status, listed = svc.get("/api/schedules")
-        assert listed["schedules"][0]["nextRun"] and listed["schedules"][0]["cron"] == \
-            "* * * * * */2"
+        assert (
+            listed["schedules"][0]["nextRun"] and listed["schedules"][0]["cron"] == "* * * * * */2"
+        )
         deadline = time.monotonic() + 30
         jobs: list[dict] = []
         while time.monotonic() < deadline:
@@ -233,19 +258,22 @@ def test_bad_schedules_are_refused_naming_the_field(sqlite_url, tmp_path):
         ('[{"cron": "* * * * *", "spider": "nope"}]', "[0].spider"),
         ('[{"cron": "* * * * *", "spider": "org", "args": {"limit": 0}}]', "[0].args.limit"),
         ('[{"cron": "* * * * *", "spider": "org", "every": 1}]', "[0].every"),
-        ('[{"name": "a", "cron": "* * * * *", "spider": "org"}, '
-         '{"name": "a", "cron": "0 * * * *", "spider": "org"}]', "[1].name"),
+        (
+            '[{"name": "a", "cron": "* * * * *", "spider": "org"}, '
+            '{"name": "a", "cron": "0 * * * *", "spider": "org"}]',
+            "[1].name",
+        ),
         ("{not json", "not valid JSON"),
     ]:
         with pytest.raises(ScheduleError, match=re.escape(where)):
             parse_schedules(text)
-    ok = parse_schedules('[{"cron": "0 2 * * *", "spider": "image_backfill", '
-                         '"args": {"limit": 1000}}]')
+    ok = parse_schedules(
+        '[{"cron": "0 2 * * *", "spider": "image_backfill", "args": {"limit": 1000}}]'
+    )
     assert ok[0].args == {"limit": "1000"} and ok[0].name == "image_backfill 0 2 * * *"
     bad = tmp_path / "s.toml"
     bad.write_text('[[schedules]]\ncron = "61 * * * *"\nspider = "image_backfill"\n')
-    result = run_scrapy(["serve", "--port", "0", "--schedules", str(bad)], sqlite_url,
-                        timeout=60)
+    result = run_scrapy(["serve", "--port", "0", "--schedules", str(bad)], sqlite_url, timeout=60)
     assert result.returncode != 0 and "[0].cron" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -258,11 +286,16 @@ def test_jobs_through_scrapyd(pg_url, tmp_path):
     sqlite_url = pg_url  # the job records on PostgreSQL (the overlap test has SQLite's)
     host = serve(ImageHost(width=320, height=240))
     try:
-        seed(sqlite_url, [(f"http://dealer.example/v/{i}", [f"{host.url}/img/s{i}.jpg"])
-                          for i in range(3)])
-        with Scrapyd(tmp_path / "scrapyd", scrapy_env("")) as scrapyd, \
-                Service(sqlite_url, tmp_path / "svc",
-                        extra=["-s", f"NUKE_SCRAPYD_URL={scrapyd.url}"]) as svc:
+        seed(
+            sqlite_url,
+            [(f"http://dealer.example/v/{i}", [f"{host.url}/img/s{i}.jpg"]) for i in range(3)],
+        )
+        with (
+            Scrapyd(tmp_path / "scrapyd", scrapy_env("")) as scrapyd,
+            Service(
+                sqlite_url, tmp_path / "svc", extra=["-s", f"NUKE_SCRAPYD_URL={scrapyd.url}"]
+            ) as svc,
+        ):
             assert svc.get("/api/health")[1]["backend"] == "scrapyd"
             status, answer = svc.post("/api/process-images", {"batchSize": 2})
             assert status == 200, answer

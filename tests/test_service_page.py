@@ -32,12 +32,26 @@ def images():
 def test_page_totals_and_process_five(sqlite_url, tmp_path, images):
     from playwright.sync_api import sync_playwright
 
-    seed(sqlite_url, [(f"http://dealer.example/v/{i}",
-                       [f"{images}/img/car{i}-{p}.jpg" for p in range(2)]) for i in range(8)])
+    seed(
+        sqlite_url,
+        [
+            (f"http://dealer.example/v/{i}", [f"{images}/img/car{i}-{p}.jpg" for p in range(2)])
+            for i in range(8)
+        ],
+    )
     with Service(sqlite_url, tmp_path / "svc") as svc, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 900})
             requests: list[str] = []
@@ -57,8 +71,7 @@ def test_page_totals_and_process_five(sqlite_url, tmp_path, images):
             page.on("dialog", answer)
             page.get_by_role("button", name="Process 5 vehicles").click()
             page.wait_for_function(stat.format("fullyProcessed") + " === '5'", timeout=60_000)
-            page.wait_for_function(stat.format("needingProcessing") + " === '3'",
-                                   timeout=10_000)
+            page.wait_for_function(stat.format("needingProcessing") + " === '3'", timeout=10_000)
             assert page.evaluate("window.__notReloaded === true")
             assert len(prompts) == 1  # asked once, kept for the tab
             assert page.evaluate("sessionStorage.getItem('nukeAdminToken')") == TOKEN
@@ -68,7 +81,9 @@ def test_page_totals_and_process_five(sqlite_url, tmp_path, images):
             page.wait_for_selector("#thumbs img", timeout=10_000)
             page.wait_for_function(
                 "Array.from(document.querySelectorAll('#thumbs img'))"
-                ".some(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+                ".some(i => i.complete && i.naturalWidth > 0)",
+                timeout=10_000,
+            )
             # nothing came from anywhere but the service (no CDN)
             assert all(u.startswith(svc.url) for u in requests), requests
             shot = os.environ.get("NUKE_SERVICE_SCREENSHOT")
@@ -79,8 +94,10 @@ def test_page_totals_and_process_five(sqlite_url, tmp_path, images):
             browser.close()
     db = Database(sqlite_url)
     try:
-        done = db.fetchall("SELECT id FROM vehicles WHERE "
-                           "json_extract(origin_metadata, '$.images_backfilled') IN (1, 'true')")
+        done = db.fetchall(
+            "SELECT id FROM vehicles WHERE "
+            "json_extract(origin_metadata, '$.images_backfilled') IN (1, 'true')"
+        )
         stored = db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE is_external = false")
     finally:
         db.close()

@@ -27,8 +27,20 @@ from tests.service_helpers import seed
 pytestmark = pytest.mark.slow
 
 SECRET = "webhook-secret-77"
-FAST = ["-s", "AUTOTHROTTLE_ENABLED=0", "-s", "ROBOTSTXT_OBEY=0", "-s", "RETRY_TIMES=0",
-        "-s", "DOWNLOAD_TIMEOUT=5", "-s", "NUKE_IMAGES_FSYNC=0", "-s", "LOG_LEVEL=INFO"]
+FAST = [
+    "-s",
+    "AUTOTHROTTLE_ENABLED=0",
+    "-s",
+    "ROBOTSTXT_OBEY=0",
+    "-s",
+    "RETRY_TIMES=0",
+    "-s",
+    "DOWNLOAD_TIMEOUT=5",
+    "-s",
+    "NUKE_IMAGES_FSYNC=0",
+    "-s",
+    "LOG_LEVEL=INFO",
+]
 
 
 class Receiver:
@@ -74,13 +86,24 @@ def images():
         server.stop()
 
 
-def crawl(db_url: str, tmp_path, *settings: str, timeout: float = 90
-          ) -> tuple[subprocess.CompletedProcess[str], float]:
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
-           "-s", f"IMAGES_STORE={tmp_path / 'images'}", *settings]
+def crawl(
+    db_url: str, tmp_path, *settings: str, timeout: float = 90
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "image_backfill",
+        *FAST,
+        "-s",
+        f"IMAGES_STORE={tmp_path / 'images'}",
+        *settings,
+    ]
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=REPO, env=scrapy_env(db_url), capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        cmd, cwd=REPO, env=scrapy_env(db_url), capture_output=True, text=True, timeout=timeout
+    )
     return result, time.monotonic() - started
 
 
@@ -93,15 +116,31 @@ def stored(db_url: str) -> int:
 
 
 def test_signed_webhooks_finished_and_alert(sqlite_url, tmp_path, images):
-    seed(sqlite_url, [("http://dealer.example/v/1", [f"{images}/img/a.jpg",
-                                                     f"{images}/edge/404.jpg",
-                                                     f"{images}/edge/410.jpg"])])
+    seed(
+        sqlite_url,
+        [
+            (
+                "http://dealer.example/v/1",
+                [f"{images}/img/a.jpg", f"{images}/edge/404.jpg", f"{images}/edge/410.jpg"],
+            )
+        ],
+    )
     receiver = Receiver(fail_first=1)
     try:
-        result, _ = crawl(sqlite_url, tmp_path, "-s", f"NUKE_WEBHOOK_URLS={receiver.url}",
-                          "-s", f"NUKE_WEBHOOK_SECRET={SECRET}",
-                          "-s", "NUKE_ALERT_FAILURE_RATE=0.5", "-s", "NUKE_ALERT_MIN_IMAGES=3",
-                          "-s", "NUKE_WEBHOOK_BACKOFF=0.05")
+        result, _ = crawl(
+            sqlite_url,
+            tmp_path,
+            "-s",
+            f"NUKE_WEBHOOK_URLS={receiver.url}",
+            "-s",
+            f"NUKE_WEBHOOK_SECRET={SECRET}",
+            "-s",
+            "NUKE_ALERT_FAILURE_RATE=0.5",
+            "-s",
+            "NUKE_ALERT_MIN_IMAGES=3",
+            "-s",
+            "NUKE_WEBHOOK_BACKOFF=0.05",
+        )
     finally:
         receiver.stop()
     assert result.returncode == 0, result.stderr[-3000:]
@@ -134,9 +173,18 @@ def test_dead_and_silent_webhooks_cost_the_crawl_nothing(sqlite_url, tmp_path, i
     silent.listen(8)
     try:
         urls = f"{dead_url()}/hook,http://127.0.0.1:{silent.getsockname()[1]}/hook"
-        result, elapsed = crawl(sqlite_url, tmp_path, "-s", f"NUKE_WEBHOOK_URLS={urls}",
-                                "-s", "NUKE_WEBHOOK_TIMEOUT=0.5", "-s",
-                                "NUKE_WEBHOOK_DEADLINE=1.5", "-s", "NUKE_WEBHOOK_BACKOFF=0.05")
+        result, elapsed = crawl(
+            sqlite_url,
+            tmp_path,
+            "-s",
+            f"NUKE_WEBHOOK_URLS={urls}",
+            "-s",
+            "NUKE_WEBHOOK_TIMEOUT=0.5",
+            "-s",
+            "NUKE_WEBHOOK_DEADLINE=1.5",
+            "-s",
+            "NUKE_WEBHOOK_BACKOFF=0.05",
+        )
     finally:
         silent.close()
     assert result.returncode == 0, result.stderr[-3000:]

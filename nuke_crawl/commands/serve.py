@@ -51,14 +51,28 @@ class Command(DatabaseCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--host", default="127.0.0.1",
-                            help="address to listen on (default 127.0.0.1)")
-        parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                            help=f"port to listen on (default {DEFAULT_PORT}; 0: any free one)")
-        parser.add_argument("--schedules", metavar="FILE", type=Path,
-                            help="cron schedules (JSON or TOML); replaces NUKE_SCHEDULES")
-        parser.add_argument("--job-setting", metavar="NAME=VALUE", action="append", default=[],
-                            help="a setting given to every run the service starts (repeatable)")
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=DEFAULT_PORT,
+            help=f"port to listen on (default {DEFAULT_PORT}; 0: any free one)",
+        )
+        parser.add_argument(
+            "--schedules",
+            metavar="FILE",
+            type=Path,
+            help="cron schedules (JSON or TOML); replaces NUKE_SCHEDULES",
+        )
+        parser.add_argument(
+            "--job-setting",
+            metavar="NAME=VALUE",
+            action="append",
+            default=[],
+            help="a setting given to every run the service starts (repeatable)",
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         import uvicorn
@@ -83,7 +97,9 @@ class Command(DatabaseCommand):
             raise UsageError(
                 f"--host {opts.host}: without NUKE_ADMIN_TOKEN the service listens on "
                 "loopback only (127.0.0.1, ::1); set the token in the environment to listen "
-                "on other addresses", print_help=False)
+                "on other addresses",
+                print_help=False,
+            )
         try:
             if opts.schedules:
                 schedules = load_schedules_file(opts.schedules)
@@ -95,8 +111,7 @@ class Command(DatabaseCommand):
         for item in opts.job_setting:
             name, sep, value = item.partition("=")
             if not sep or not name.strip():
-                raise UsageError(f"--job-setting {item!r}: expected NAME=VALUE",
-                                 print_help=False)
+                raise UsageError(f"--job-setting {item!r}: expected NAME=VALUE", print_help=False)
             if name.strip() in ("NUKE_ADMIN_TOKEN", "DATABASE_URL"):
                 raise UsageError(f"--job-setting {name}: not a run setting", print_help=False)
             job_settings[name.strip()] = value
@@ -117,13 +132,17 @@ class Command(DatabaseCommand):
             settings=job_settings,
             scrapyd_url=scrapyd_url,
             scrapyd_project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")),
-            scrapyd_settings={**job_settings, **scrapyd_settings(settings)}
-            if scrapyd_url else {},
+            scrapyd_settings={**job_settings, **scrapyd_settings(settings)} if scrapyd_url else {},
             cancel_grace=settings.getfloat("NUKE_SERVICE_CANCEL_GRACE", 10.0),
         )
-        config = ServiceConfig(database_url=url, runner=runner, token=token,
-                               schedules=schedules, images_dir=images_dir,
-                               refresh=settings.getfloat("NUKE_SERVICE_STATUS_REFRESH", 2.0))
+        config = ServiceConfig(
+            database_url=url,
+            runner=runner,
+            token=token,
+            schedules=schedules,
+            images_dir=images_dir,
+            refresh=settings.getfloat("NUKE_SERVICE_STATUS_REFRESH", 2.0),
+        )
         app = create_app(config)
 
         family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
@@ -132,16 +151,26 @@ class Command(DatabaseCommand):
         try:
             sock.bind((opts.host.strip("[]"), opts.port))
         except OSError as exc:
-            raise UsageError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}",
-                             print_help=False) from None
+            raise UsageError(
+                f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}", print_help=False
+            ) from None
         port = sock.getsockname()[1]
         shown = f"[{opts.host}]" if ":" in opts.host else opts.host
-        print(f"nuke_crawl service on http://{shown}:{port}/ (database {redact_url(url)}, "
-              f"runs via {'scrapyd ' + redact_url(scrapyd_url) if scrapyd_url else 'processes'}"
-              f", writes {'need the admin token' if token else 'disabled: no NUKE_ADMIN_TOKEN'}"
-              f", {len(schedules)} schedule(s))", flush=True)
+        print(
+            f"nuke_crawl service on http://{shown}:{port}/ (database {redact_url(url)}, "
+            f"runs via {'scrapyd ' + redact_url(scrapyd_url) if scrapyd_url else 'processes'}"
+            f", writes {'need the admin token' if token else 'disabled: no NUKE_ADMIN_TOKEN'}"
+            f", {len(schedules)} schedule(s))",
+            flush=True,
+        )
         level = str(settings.get("LOG_LEVEL") or "INFO").lower()
-        server = uvicorn.Server(uvicorn.Config(
-            app, log_level="warning" if level == "warning" else "info",
-            access_log=level == "debug", lifespan="on", server_header=False))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning" if level == "warning" else "info",
+                access_log=level == "debug",
+                lifespan="on",
+                server_header=False,
+            )
+        )
         server.run(sockets=[sock])

@@ -471,16 +471,24 @@ SERVICE_JOBS = Table(
 
 def _v6(db: Database) -> None:
     _create_table(db, SERVICE_JOBS)
-    db.execute("CREATE INDEX IF NOT EXISTS ix_service_jobs_created ON nuke_service_jobs "
-               "(created_at DESC, id)")
-    db.execute("CREATE INDEX IF NOT EXISTS ix_service_jobs_active ON nuke_service_jobs "
-               "(spider) WHERE state IN ('pending', 'running')")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_service_jobs_created ON nuke_service_jobs "
+        "(created_at DESC, id)"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_service_jobs_active ON nuke_service_jobs "
+        "(spider) WHERE state IN ('pending', 'running')"
+    )
     # The service's "recent failures" and "latest thumbnails": small partial indexes (only
     # failed rows; only stored rows, which the org crawl's inserts never enter).
-    db.execute("CREATE INDEX IF NOT EXISTS ix_vehicle_images_failed_at ON vehicle_images "
-               "(download_failed_at DESC) WHERE download_error IS NOT NULL")
-    db.execute("CREATE INDEX IF NOT EXISTS ix_vehicle_images_stored_at ON vehicle_images "
-               "(updated_at DESC) WHERE is_external = false AND storage_path IS NOT NULL")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_failed_at ON vehicle_images "
+        "(download_failed_at DESC) WHERE download_error IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_stored_at ON vehicle_images "
+        "(updated_at DESC) WHERE is_external = false AND storage_path IS NOT NULL"
+    )
 
 
 MIGRATIONS.append((6, "service: job records; indexes for recent failures and thumbnails", _v6))

@@ -83,13 +83,25 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).hostname or "?"
 
 
-def post_json(url: str, payload: dict[str, Any], *, secret: str | None, event: str,
-              timeout: float, retries: int, backoff: float, deadline: float) -> bool:
+def post_json(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    secret: str | None,
+    event: str,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    deadline: float,
+) -> bool:
     """POST ``payload`` with retries and backoff until ``deadline`` (a monotonic time);
     whether it was delivered. Blocking: run it in a thread."""
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    headers = {"Content-Type": "application/json", "X-Nuke-Event": event,
-               "User-Agent": "nuke_crawl webhook"}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Nuke-Event": event,
+        "User-Agent": "nuke_crawl webhook",
+    }
     if secret:
         headers["X-Nuke-Signature"] = sign(body, secret)
     delay = backoff
@@ -97,8 +109,7 @@ def post_json(url: str, payload: dict[str, Any], *, secret: str | None, event: s
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        request = urllib.request.Request(url, data=body, headers=headers,
-                                         method="POST")
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=min(timeout, left)) as response:
                 if 200 <= response.status < 300:
@@ -108,8 +119,9 @@ def post_json(url: str, payload: dict[str, Any], *, secret: str | None, event: s
             why = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             why = type(getattr(exc, "reason", exc)).__name__
-        logger.info("Webhook to %s failed (%s), attempt %d of %d", _host(url), why,
-                    attempt + 1, retries + 1)
+        logger.info(
+            "Webhook to %s failed (%s), attempt %d of %d", _host(url), why, attempt + 1, retries + 1
+        )
         if attempt < retries:
             time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay *= 2
@@ -166,13 +178,16 @@ class RunReport:
         stats = self.crawler.stats.get_stats() if self.crawler.stats else {}
         spider = self.crawler.spider
         now = datetime.now(UTC)
-        counts = {name: int(stats.get(key) or 0) for key, name in _COUNT_KEYS.items()
-                  if stats.get(key) is not None}
+        counts = {
+            name: int(stats.get(key) or 0)
+            for key, name in _COUNT_KEYS.items()
+            if stats.get(key) is not None
+        }
         by_reason: dict[str, int] = {}
         for prefix in ("nuke/images/failed/", "nuke/analysis/failed/"):
             for key, value in stats.items():
                 if key.startswith(prefix) and isinstance(value, int):
-                    name = key[len(prefix):]
+                    name = key[len(prefix) :]
                     by_reason[name] = by_reason.get(name, 0) + value
         raw_args = getattr(spider, "args", None)
         args = {k: v for k, v in (raw_args or {}).items() if v not in (None, (), [], False)}
@@ -192,17 +207,25 @@ class RunReport:
 
     @staticmethod
     def failure_rate(stats: dict[str, Any]) -> float | None:
-        for ok_key, bad_key in (("nuke/images/stored", "nuke/images/failed"),
-                                ("nuke/analysis/succeeded", "nuke/analysis/failed")):
+        for ok_key, bad_key in (
+            ("nuke/images/stored", "nuke/images/failed"),
+            ("nuke/analysis/succeeded", "nuke/analysis/failed"),
+        ):
             ok, bad = int(stats.get(ok_key) or 0), int(stats.get(bad_key) or 0)
             if ok + bad:
                 return round(bad / (ok + bad), 4)
         return None
 
     def _settled(self, stats: dict[str, Any]) -> int:
-        return sum(int(stats.get(k) or 0) for k in (
-            "nuke/images/stored", "nuke/images/failed", "nuke/analysis/succeeded",
-            "nuke/analysis/failed"))
+        return sum(
+            int(stats.get(k) or 0)
+            for k in (
+                "nuke/images/stored",
+                "nuke/images/failed",
+                "nuke/analysis/succeeded",
+                "nuke/analysis/failed",
+            )
+        )
 
     # -- signals ---------------------------------------------------------------------
 
@@ -227,8 +250,11 @@ class RunReport:
         if rate is None or self._settled(stats) < self.alert_min or rate <= self.alert_rate:
             return None
         self.alerted = True
-        logger.warning("Failure rate %.0f%% passed NUKE_ALERT_FAILURE_RATE (%.0f%%): alerting",
-                       100 * rate, 100 * self.alert_rate)
+        logger.warning(
+            "Failure rate %.0f%% passed NUKE_ALERT_FAILURE_RATE (%.0f%%): alerting",
+            100 * rate,
+            100 * self.alert_rate,
+        )
         self.crawler.stats.inc_value("nuke/alerts/sent")
         return self._send(self.summary("alert", None), "alert")
 
@@ -238,9 +264,16 @@ class RunReport:
 
         def deliver() -> None:
             for url in self.urls:
-                ok = post_json(url, payload, secret=self.secret, event=event,
-                               timeout=self.timeout, retries=self.retries,
-                               backoff=self.backoff, deadline=deadline)
+                ok = post_json(
+                    url,
+                    payload,
+                    secret=self.secret,
+                    event=event,
+                    timeout=self.timeout,
+                    retries=self.retries,
+                    backoff=self.backoff,
+                    deadline=deadline,
+                )
                 if stats is not None:
                     stats.inc_value("nuke/webhooks/sent" if ok else "nuke/webhooks/failed")
 
@@ -259,8 +292,7 @@ class RunReport:
             self._checker.cancel()
         threads: Sequence[threading.Thread | None] = [self._check_alert()]
         payload = self.summary("finished", reason)
-        logger.info("%s%s", SUMMARY_MARKER, json.dumps(payload, separators=(",", ":"),
-                                                       default=str))
+        logger.info("%s%s", SUMMARY_MARKER, json.dumps(payload, separators=(",", ":"), default=str))
         if not self.urls:
             return
         threads = [*threads, self._send(payload, "finished")]

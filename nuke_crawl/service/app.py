@@ -104,7 +104,7 @@ class Refresher:
             self.wake.clear()
             try:
                 await self.refresh()
-            except Exception:  # noqa: BLE001 - keep serving the last figures
+            except Exception:
                 logger.exception("Refreshing the status failed")
             # a slow database is not asked more than a fifth of the time
             wait = max(self.interval, 4 * self.seconds)
@@ -145,9 +145,14 @@ def create_app(config: ServiceConfig) -> Starlette:
                 return _error(409, str(exc), job=exc.job.public())
             except NotReady:
                 return JSONResponse(
-                    {"success": False, "error": "the status figures are being computed for "
-                     "the first time (a large database takes a while); retry shortly"},
-                    status_code=503, headers={"Retry-After": "5"})
+                    {
+                        "success": False,
+                        "error": "the status figures are being computed for "
+                        "the first time (a large database takes a while); retry shortly",
+                    },
+                    status_code=503,
+                    headers={"Retry-After": "5"},
+                )
 
         return wrapper
 
@@ -161,10 +166,17 @@ def create_app(config: ServiceConfig) -> Starlette:
             given = request.headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    value.strip().encode(), config.token.encode()):
-                return JSONResponse({"success": False, "error": "a valid Bearer token is "
-                                     "required (Authorization: Bearer <NUKE_ADMIN_TOKEN>)"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                value.strip().encode(), config.token.encode()
+            ):
+                return JSONResponse(
+                    {
+                        "success": False,
+                        "error": "a valid Bearer token is "
+                        "required (Authorization: Bearer <NUKE_ADMIN_TOKEN>)",
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             return await inner(request)
 
         return wrapper
@@ -184,8 +196,9 @@ def create_app(config: ServiceConfig) -> Starlette:
     async def start_job(spider: str, args: dict[str, str], body: dict[str, Any]) -> Response:
         job = await jobs.start(spider, args, allow_concurrent=validate.allow_concurrent(body))
         status = 502 if job.state == "failed" else 200
-        return JSONResponse({"success": job.state != "failed", "job": job.public()},
-                            status_code=status)
+        return JSONResponse(
+            {"success": job.state != "failed", "job": job.public()}, status_code=status
+        )
 
     # -- reads ------------------------------------------------------------------------
 
@@ -222,8 +235,9 @@ def create_app(config: ServiceConfig) -> Starlette:
         if state is not None and state not in JOB_STATES:
             raise validate.Invalid("state", f"one of {', '.join(JOB_STATES)}")
         found = await pool.run(list_jobs, limit=limit, state=state)
-        return JSONResponse({"success": True, "backend": jobs.backend,
-                             "jobs": [j.public() for j in found]})
+        return JSONResponse(
+            {"success": True, "backend": jobs.backend, "jobs": [j.public() for j in found]}
+        )
 
     async def job_detail(request: Request) -> Response:
         jid = validate.uuid_text("id", request.path_params["id"])
@@ -233,8 +247,9 @@ def create_app(config: ServiceConfig) -> Starlette:
         return JSONResponse({"success": True, "job": job.public(detail=True)})
 
     async def schedules(request: Request) -> Response:
-        return JSONResponse({"success": True, "schedules": [s.public() for s in
-                                                            scheduler.schedules]})
+        return JSONResponse(
+            {"success": True, "schedules": [s.public() for s in scheduler.schedules]}
+        )
 
     async def thumbnails(request: Request) -> Response:
         limit = validate.query_int(request.query_params, "limit", 12, 1, 60)
@@ -246,8 +261,9 @@ def create_app(config: ServiceConfig) -> Starlette:
         return JSONResponse({"success": True, "thumbnails": found})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"success": True, "backend": jobs.backend,
-                             "writes": bool(config.token)})
+        return JSONResponse(
+            {"success": True, "backend": jobs.backend, "writes": bool(config.token)}
+        )
 
     async def store_file(request: Request) -> Response:
         if config.images_dir is None:
@@ -265,9 +281,14 @@ def create_app(config: ServiceConfig) -> Starlette:
         except NotReady:  # the page shows "computing" and fills itself in when ready
             status, orgs = {"stats": {}, "images": {}, "asOf": "computing…"}, {}
         recent = await pool.run(list_jobs, limit=15)
-        html = page.render(status=status, orgs=orgs, jobs=[j.public() for j in recent],
-                           schedules=[s.public() for s in scheduler.schedules],
-                           writes=bool(config.token), backend=jobs.backend)
+        html = page.render(
+            status=status,
+            orgs=orgs,
+            jobs=[j.public() for j in recent],
+            schedules=[s.public() for s in scheduler.schedules],
+            writes=bool(config.token),
+            backend=jobs.backend,
+        )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     # -- writes -----------------------------------------------------------------------

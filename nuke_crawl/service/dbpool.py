@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,8 +48,6 @@ class DatabasePool:
         self._executor.shutdown(wait=True)
         with self._lock:
             for db in self._all:
-                try:
+                with contextlib.suppress(Exception):  # closing at shutdown
                     db.close()
-                except Exception:  # noqa: BLE001 - closing at shutdown
-                    pass
             self._all.clear()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -56,8 +57,7 @@ FINAL_STATES = ("finished", "failed", "cancelled", "lost", "skipped")
 SECRET_ENV = ("NUKE_ADMIN_TOKEN",)
 SCRAPYD_FORGOTTEN = 15.0  # seconds a scrapyd job may be missing from listjobs.json
 
-_LOGSTATS = re.compile(
-    r"Crawled (\d+) pages? \(at [^)]*\), scraped (\d+) items?")
+_LOGSTATS = re.compile(r"Crawled (\d+) pages? \(at [^)]*\), scraped (\d+) items?")
 
 
 def _iso(value: Any) -> str | None:
@@ -91,23 +91,38 @@ class Job:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         return cls(
-            id=str(row["id"]), spider=row["spider"], args=loads_json(row["args"]) or {},
-            state=row["state"], backend=row["backend"] or "process",
-            external_id=row["external_id"], process_start=row["process_start"],
-            schedule=row["schedule"], log_path=row["log_path"], exit_code=row["exit_code"],
-            summary=loads_json(row["summary"]), error=row["error"],
+            id=str(row["id"]),
+            spider=row["spider"],
+            args=loads_json(row["args"]) or {},
+            state=row["state"],
+            backend=row["backend"] or "process",
+            external_id=row["external_id"],
+            process_start=row["process_start"],
+            schedule=row["schedule"],
+            log_path=row["log_path"],
+            exit_code=row["exit_code"],
+            summary=loads_json(row["summary"]),
+            error=row["error"],
             cancel_requested=row["cancel_requested"] in (True, 1),
-            created_at=row["created_at"], started_at=row["started_at"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
             finished_at=row["finished_at"],
         )
 
     def public(self, *, detail: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "spider": self.spider, "args": self.args, "state": self.state,
-            "backend": self.backend, "schedule": self.schedule,
-            "createdAt": _iso(self.created_at), "startedAt": _iso(self.started_at),
-            "finishedAt": _iso(self.finished_at), "exitCode": self.exit_code,
-            "error": self.error, "summary": self.summary,
+            "id": self.id,
+            "spider": self.spider,
+            "args": self.args,
+            "state": self.state,
+            "backend": self.backend,
+            "schedule": self.schedule,
+            "createdAt": _iso(self.created_at),
+            "startedAt": _iso(self.started_at),
+            "finishedAt": _iso(self.finished_at),
+            "exitCode": self.exit_code,
+            "error": self.error,
+            "summary": self.summary,
             "progress": progress(self),
         }
         if detail:
@@ -117,24 +132,50 @@ class Job:
 
 # -- records --------------------------------------------------------------------------
 
-_COLUMNS = ("id, spider, args, state, backend, external_id, process_start, schedule, "
-            "log_path, exit_code, summary, error, cancel_requested, created_at, started_at, "
-            "finished_at")
+_COLUMNS = (
+    "id, spider, args, state, backend, external_id, process_start, schedule, "
+    "log_path, exit_code, summary, error, cancel_requested, created_at, started_at, "
+    "finished_at"
+)
 
 
 def insert_job(db: Database, job: Job) -> None:
     db.execute(
         f"INSERT INTO nuke_service_jobs ({_COLUMNS}) VALUES "
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [job.id, job.spider, Json(job.args), job.state, job.backend, job.external_id,
-         job.process_start, job.schedule, job.log_path, job.exit_code,
-         Json(job.summary) if job.summary is not None else None, job.error,
-         job.cancel_requested, job.created_at, job.started_at, job.finished_at],
+        [
+            job.id,
+            job.spider,
+            Json(job.args),
+            job.state,
+            job.backend,
+            job.external_id,
+            job.process_start,
+            job.schedule,
+            job.log_path,
+            job.exit_code,
+            Json(job.summary) if job.summary is not None else None,
+            job.error,
+            job.cancel_requested,
+            job.created_at,
+            job.started_at,
+            job.finished_at,
+        ],
     )
 
 
-_UPDATABLE = {"state", "external_id", "process_start", "exit_code", "summary", "error",
-              "cancel_requested", "started_at", "finished_at", "log_path"}
+_UPDATABLE = {
+    "state",
+    "external_id",
+    "process_start",
+    "exit_code",
+    "summary",
+    "error",
+    "cancel_requested",
+    "started_at",
+    "finished_at",
+    "log_path",
+}
 
 
 def update_job(db: Database, job_id: str, **fields: Any) -> None:
@@ -143,8 +184,10 @@ def update_job(db: Database, job_id: str, **fields: Any) -> None:
         raise ValueError(f"not updatable: {sorted(bad)}")
     names = list(fields)
     values = [Json(v) if n == "summary" and v is not None else v for n, v in fields.items()]
-    db.execute(f"UPDATE nuke_service_jobs SET {', '.join(f'{n} = ?' for n in names)} "
-               "WHERE id = ?", [*values, job_id])
+    db.execute(
+        f"UPDATE nuke_service_jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+        [*values, job_id],
+    )
 
 
 def get_job(db: Database, job_id: str) -> Job | None:
@@ -198,7 +241,7 @@ def summary_from_log(text: str) -> dict[str, Any] | None:
     at = text.rfind(SUMMARY_MARKER)
     if at < 0:
         return None
-    line = text[at + len(SUMMARY_MARKER):].split("\n", 1)[0].strip()
+    line = text[at + len(SUMMARY_MARKER) :].split("\n", 1)[0].strip()
     try:
         value = json.loads(line)
     except ValueError:
@@ -250,8 +293,7 @@ def process_start_time(pid: int) -> str | None:
     return fields[19]
 
 
-def crawl_command(spider: str, args: Mapping[str, str], settings: Mapping[str, str]
-                  ) -> list[str]:
+def crawl_command(spider: str, args: Mapping[str, str], settings: Mapping[str, str]) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for name, value in args.items():
         cmd += ["-a", f"{name}={value}"]
@@ -263,8 +305,14 @@ def crawl_command(spider: str, args: Mapping[str, str], settings: Mapping[str, s
 # -- scrapyd --------------------------------------------------------------------------
 
 
-def scrapyd_call(url: str, endpoint: str, fields: Mapping[str, str] | None = None, *,
-                 post: bool = False, timeout: float = 10) -> Any:
+def scrapyd_call(
+    url: str,
+    endpoint: str,
+    fields: Mapping[str, str] | None = None,
+    *,
+    post: bool = False,
+    timeout: float = 10,
+) -> Any:
     """GET or POST one scrapyd endpoint (basic auth from ``user:password@`` in ``url``,
     never shown); the decoded JSON, or raw text for a log. Blocking: call it in a thread.
     Raises :class:`~nuke_crawl.handoff.HandoffError` with a reason."""
@@ -274,21 +322,20 @@ def scrapyd_call(url: str, endpoint: str, fields: Mapping[str, str] | None = Non
     if parts.username is not None:
         token = base64.b64encode(
             f"{urllib.parse.unquote(parts.username)}:"
-            f"{urllib.parse.unquote(parts.password or '')}".encode()).decode("ascii")
+            f"{urllib.parse.unquote(parts.password or '')}".encode()
+        ).decode("ascii")
         headers["Authorization"] = f"Basic {token}"
         url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     target = url.rstrip("/") + "/" + endpoint.lstrip("/")
     data = urllib.parse.urlencode(fields or {}).encode()
     if not post and fields:
         target += "?" + data.decode()
-    request = urllib.request.Request(target, data=data if post else None,
-                                     headers=headers)
+    request = urllib.request.Request(target, data=data if post else None, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
-        raise HandoffError(f"scrapyd at {shown} answered HTTP {exc.code} on {endpoint}"
-                           ) from None
+        raise HandoffError(f"scrapyd at {shown} answered HTTP {exc.code} on {endpoint}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise HandoffError(f"scrapyd at {shown} is unreachable ({exc})") from None
     if endpoint.endswith(".json"):
@@ -344,8 +391,14 @@ class JobManager:
 
     # -- starting --------------------------------------------------------------------
 
-    async def start(self, spider: str, args: Mapping[str, str], *, schedule: str | None = None,
-                    allow_concurrent: bool = False) -> Job:
+    async def start(
+        self,
+        spider: str,
+        args: Mapping[str, str],
+        *,
+        schedule: str | None = None,
+        allow_concurrent: bool = False,
+    ) -> Job:
         """Record and start a run; :class:`Conflict` if one of ``spider`` is active and
         ``allow_concurrent`` is false. A run that cannot start is recorded ``failed``
         with the reason."""
@@ -355,8 +408,15 @@ class JobManager:
                 if active:
                     raise Conflict(active[0])
             now = datetime.now(UTC)
-            job = Job(id=new_id(), spider=spider, args=dict(args), state="pending",
-                      backend=self.backend, schedule=schedule, created_at=now)
+            job = Job(
+                id=new_id(),
+                spider=spider,
+                args=dict(args),
+                state="pending",
+                backend=self.backend,
+                schedule=schedule,
+                created_at=now,
+            )
             if self.backend == "process":
                 self.config.log_dir.mkdir(parents=True, exist_ok=True)
                 job.log_path = str((self.config.log_dir / f"{job.id}.log").absolute())
@@ -369,9 +429,16 @@ class JobManager:
             except (HandoffError, OSError) as exc:
                 job.state, job.error, job.finished_at = "failed", str(exc), datetime.now(UTC)
                 logger.error("Could not start %s (job %s): %s", spider, job.id, exc)
-            await self.pool.run(update_job, job.id, state=job.state, external_id=job.external_id,
-                                process_start=job.process_start, started_at=job.started_at,
-                                finished_at=job.finished_at, error=job.error)
+            await self.pool.run(
+                update_job,
+                job.id,
+                state=job.state,
+                external_id=job.external_id,
+                process_start=job.process_start,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                error=job.error,
+            )
         self.changed.set()
         return job
 
@@ -382,8 +449,12 @@ class JobManager:
         assert job.log_path is not None
         with open(job.log_path, "ab") as out:
             proc = subprocess.Popen(
-                crawl_command(job.spider, job.args, settings), cwd=self.config.cwd, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                crawl_command(job.spider, job.args, settings),
+                cwd=self.config.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self._children[job.id] = proc
@@ -395,18 +466,33 @@ class JobManager:
     async def _start_scrapyd(self, job: Job) -> None:
         assert self.config.scrapyd_url
         job.external_id = await asyncio.to_thread(
-            schedule_scrapyd, self.config.scrapyd_url, self.config.scrapyd_project, job.args,
-            spider=job.spider, settings=self.config.scrapyd_settings)
+            schedule_scrapyd,
+            self.config.scrapyd_url,
+            self.config.scrapyd_project,
+            job.args,
+            spider=job.spider,
+            settings=self.config.scrapyd_settings,
+        )
         job.started_at = datetime.now(UTC)
-        logger.info("Scheduled %s on scrapyd (job %s, scrapyd job %s)", job.spider, job.id,
-                    job.external_id)
+        logger.info(
+            "Scheduled %s on scrapyd (job %s, scrapyd job %s)", job.spider, job.id, job.external_id
+        )
 
-    async def record_skip(self, spider: str, args: Mapping[str, str], schedule: str,
-                          running: Job) -> Job:
+    async def record_skip(
+        self, spider: str, args: Mapping[str, str], schedule: str, running: Job
+    ) -> Job:
         now = datetime.now(UTC)
-        job = Job(id=new_id(), spider=spider, args=dict(args), state="skipped",
-                  backend=self.backend, schedule=schedule, created_at=now, finished_at=now,
-                  error=f"{spider} was still running (job {running.id})")
+        job = Job(
+            id=new_id(),
+            spider=spider,
+            args=dict(args),
+            state="skipped",
+            backend=self.backend,
+            schedule=schedule,
+            created_at=now,
+            finished_at=now,
+            error=f"{spider} was still running (job {running.id})",
+        )
         await self.pool.run(insert_job, job)
         self.changed.set()
         return job
@@ -419,9 +505,13 @@ class JobManager:
         if job.state not in ACTIVE_STATES:
             return job
         if job.backend == "scrapyd" and self.config.scrapyd_url and job.external_id:
-            await asyncio.to_thread(scrapyd_call, self.config.scrapyd_url, "cancel.json",
-                                    {"project": self.config.scrapyd_project,
-                                     "job": job.external_id}, post=True)
+            await asyncio.to_thread(
+                scrapyd_call,
+                self.config.scrapyd_url,
+                "cancel.json",
+                {"project": self.config.scrapyd_project, "job": job.external_id},
+                post=True,
+            )
         elif job.external_id and self._alive(job):
             self._signal(job, signal.SIGTERM)
             self._cancelled_at.setdefault(job.id, time.monotonic())
@@ -433,10 +523,8 @@ class JobManager:
 
     @staticmethod
     def _signal(job: Job, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
             os.killpg(int(str(job.external_id)), sig)
-        except (ProcessLookupError, PermissionError, ValueError):
-            pass
 
     def _escalate(self, job: Job) -> None:
         """A cancelled run that has not stopped within the grace period: Scrapy's
@@ -445,12 +533,20 @@ class JobManager:
         if since is None:
             return
         waited = time.monotonic() - since
-        step = 2 if waited > 2 * self.config.cancel_grace else \
-            1 if waited > self.config.cancel_grace else 0
+        step = (
+            2
+            if waited > 2 * self.config.cancel_grace
+            else 1
+            if waited > self.config.cancel_grace
+            else 0
+        )
         if step > self._escalated.get(job.id, 0):
             self._escalated[job.id] = step
-            logger.warning("Job %s did not stop after cancel: %s", job.id,
-                           "SIGKILL" if step == 2 else "forcing (SIGTERM again)")
+            logger.warning(
+                "Job %s did not stop after cancel: %s",
+                job.id,
+                "SIGKILL" if step == 2 else "forcing (SIGTERM again)",
+            )
             self._signal(job, signal.SIGKILL if step == 2 else signal.SIGTERM)
 
     def _alive(self, job: Job) -> bool:
@@ -475,12 +571,19 @@ class JobManager:
             state = "finished"
         error = None
         if state == "lost":
-            error = "the run's process ended while the service was not watching, " \
-                    "and its log has no summary"
+            error = (
+                "the run's process ended while the service was not watching, "
+                "and its log has no summary"
+            )
         elif state == "failed":
             error = f"exit code {exit_code}" if exit_code else f"finish reason {reason}"
-        return {"state": state, "exit_code": exit_code, "summary": summary, "error": error,
-                "finished_at": datetime.now(UTC)}
+        return {
+            "state": state,
+            "exit_code": exit_code,
+            "summary": summary,
+            "error": error,
+            "finished_at": datetime.now(UTC),
+        }
 
     async def poll_once(self) -> int:
         """Bring every active run's record up to date; the number of runs that changed.
@@ -525,9 +628,12 @@ class JobManager:
     async def _scrapyd_states(self) -> dict[str, tuple[str, dict[str, Any]]] | None:
         assert self.config.scrapyd_url
         try:
-            answer = await asyncio.to_thread(scrapyd_call, self.config.scrapyd_url,
-                                             "listjobs.json",
-                                             {"project": self.config.scrapyd_project})
+            answer = await asyncio.to_thread(
+                scrapyd_call,
+                self.config.scrapyd_url,
+                "listjobs.json",
+                {"project": self.config.scrapyd_project},
+            )
         except HandoffError as exc:
             logger.warning("Cannot read scrapyd's jobs: %s", exc)
             return None
@@ -549,11 +655,17 @@ class JobManager:
                 return 0
             del self._missing[job.id]
             if job.cancel_requested:  # cancelled while still in scrapyd's queue
-                await self.pool.run(update_job, job.id, state="cancelled",
-                                    finished_at=datetime.now(UTC))
+                await self.pool.run(
+                    update_job, job.id, state="cancelled", finished_at=datetime.now(UTC)
+                )
                 return 1
-            await self.pool.run(update_job, job.id, state="lost", finished_at=datetime.now(UTC),
-                                error="scrapyd no longer knows this job")
+            await self.pool.run(
+                update_job,
+                job.id,
+                state="lost",
+                finished_at=datetime.now(UTC),
+                error="scrapyd no longer knows this job",
+            )
             return 1
         self._missing.pop(job.id, None)
         state, entry = found
@@ -566,8 +678,9 @@ class JobManager:
             text = ""
             if entry.get("log_url"):
                 try:
-                    text = await asyncio.to_thread(scrapyd_call, self.config.scrapyd_url,
-                                                   str(entry["log_url"]))
+                    text = await asyncio.to_thread(
+                        scrapyd_call, self.config.scrapyd_url, str(entry["log_url"])
+                    )
                 except HandoffError:
                     text = ""
             fields = self._outcome(job, 0, text)
@@ -591,7 +704,5 @@ class JobManager:
         adopts them."""
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass

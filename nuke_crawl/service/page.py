@@ -37,13 +37,14 @@ def _cards(stats: dict[str, Any]) -> str:
         pct = 100.0 if key == "totalVehicles" else _pct(value, total)
         out.append(
             f'<section class="card" data-card="{key}">'
-            f'<h2>{escape(label)}</h2>'
+            f"<h2>{escape(label)}</h2>"
             f'<p class="figure" data-stat="{key}">{_n(value)}</p>'
             f'<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
             f'aria-valuenow="{pct:.0f}"><span data-bar="{key}" style="width:{pct:.1f}%">'
             f'</span></div><p class="hint">{escape(hint)}'
             f'<span class="pct" data-pct="{key}">'
-            f'{"" if key == "totalVehicles" else f" · {pct:.0f}%"}</span></p></section>')
+            f"{'' if key == 'totalVehicles' else f' · {pct:.0f}%'}</span></p></section>"
+        )
     return "".join(out)
 
 
@@ -60,22 +61,43 @@ def _org_rows(orgs: dict[str, Any]) -> str:
             f"<td class='num'>{_n(imgs.get('external'))}</td>"
             f"<td class='num'>{_n(imgs.get('failed'))}</td>"
             f"<td>{escape(((o.get('lastCrawl') or {}).get('finishedAt') or '–')[:16])}</td>"
-            f"<td class='err'>{escape(err[:120])}</td></tr>")
+            f"<td class='err'>{escape(err[:120])}</td></tr>"
+        )
     return "".join(rows) or "<tr><td colspan='8' class='empty'>No organizations yet</td></tr>"
 
 
-def render(*, status: dict[str, Any], orgs: dict[str, Any], jobs: list[dict[str, Any]],
-           schedules: list[dict[str, Any]], writes: bool, backend: str) -> str:
+def render(
+    *,
+    status: dict[str, Any],
+    orgs: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    schedules: list[dict[str, Any]],
+    writes: bool,
+    backend: str,
+) -> str:
     stats = status.get("stats", {})
     images = status.get("images", {})
-    boot = json.dumps({"status": status, "jobs": jobs, "schedules": schedules,
-                       "writes": writes, "backend": backend}, default=str)
+    boot = json.dumps(
+        {
+            "status": status,
+            "jobs": jobs,
+            "schedules": schedules,
+            "writes": writes,
+            "backend": backend,
+        },
+        default=str,
+    )
     # the JSON goes inside <script>: no "</" may close it early
     boot = boot.replace("</", "<\\/")
     disabled = "" if writes else " disabled"
-    note = "" if writes else (
-        '<p class="notice">Read-only: the service runs without NUKE_ADMIN_TOKEN, so its '
-        "buttons are disabled.</p>")
+    note = (
+        ""
+        if writes
+        else (
+            '<p class="notice">Read-only: the service runs without NUKE_ADMIN_TOKEN, so its '
+            "buttons are disabled.</p>"
+        )
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

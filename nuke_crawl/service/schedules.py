@@ -18,6 +18,7 @@ job. A run missed while the service was down is not made up: the next one is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import tomllib
@@ -60,10 +61,18 @@ class Schedule:
         def iso(v: datetime | None) -> str | None:
             return v.isoformat().replace("+00:00", "Z") if v else None
 
-        return {"name": self.name, "cron": self.cron, "spider": self.spider,
-                "args": self.args, "nextRun": iso(self.next_run), "lastRun": iso(self.last_run),
-                "lastOutcome": self.last_outcome, "lastJob": self.last_job,
-                "runs": self.runs, "skips": self.skips}
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "spider": self.spider,
+            "args": self.args,
+            "nextRun": iso(self.next_run),
+            "lastRun": iso(self.last_run),
+            "lastOutcome": self.last_outcome,
+            "lastJob": self.last_job,
+            "runs": self.runs,
+            "skips": self.skips,
+        }
 
 
 def parse_schedules(value: Any, source: str = "NUKE_SCHEDULES") -> list[Schedule]:
@@ -124,8 +133,14 @@ def load_schedules_file(path: Path) -> list[Schedule]:
 class Scheduler:
     """Fires due schedules. ``clock`` (UTC now) is injectable for tests."""
 
-    def __init__(self, schedules: list[Schedule], jobs: JobManager, *,
-                 clock: Callable[[], datetime] | None = None, tick: float = 1.0) -> None:
+    def __init__(
+        self,
+        schedules: list[Schedule],
+        jobs: JobManager,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        tick: float = 1.0,
+    ) -> None:
         self.schedules = schedules
         self.jobs = jobs
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -145,20 +160,25 @@ class Scheduler:
             schedule.last_run = now
             schedule.advance(now)
             try:
-                job = await self.jobs.start(schedule.spider, schedule.args,
-                                            schedule=schedule.name)
+                job = await self.jobs.start(schedule.spider, schedule.args, schedule=schedule.name)
             except Conflict as conflict:
-                job = await self.jobs.record_skip(schedule.spider, schedule.args,
-                                                  schedule.name, conflict.job)
+                job = await self.jobs.record_skip(
+                    schedule.spider, schedule.args, schedule.name, conflict.job
+                )
                 schedule.skips += 1
                 schedule.last_outcome = "skipped"
-                logger.info("Schedule %r skipped: %s still runs (job %s)", schedule.name,
-                            schedule.spider, conflict.job.id)
+                logger.info(
+                    "Schedule %r skipped: %s still runs (job %s)",
+                    schedule.name,
+                    schedule.spider,
+                    conflict.job.id,
+                )
             else:
                 schedule.runs += 1
                 schedule.last_outcome = "failed" if job.state == "failed" else "started"
-                logger.info("Schedule %r started %s (job %s)", schedule.name,
-                            schedule.spider, job.id)
+                logger.info(
+                    "Schedule %r started %s (job %s)", schedule.name, schedule.spider, job.id
+                )
             schedule.last_job = job.id
             out.append(job)
         return out
@@ -178,7 +198,5 @@ class Scheduler:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass

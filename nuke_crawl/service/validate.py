@@ -28,8 +28,7 @@ class Invalid(ValueError):
         self.field = field
 
 
-def _int(body: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int
-         ) -> int | None:
+def _int(body: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
     value = body.get(name, default)
     if value is None:
         return None
@@ -78,33 +77,39 @@ def _known(body: Mapping[str, Any], names: set[str]) -> None:
         raise Invalid("body", "expected a JSON object")
     unknown = sorted(set(body) - names - {"allowConcurrent"})
     if unknown:
-        raise Invalid(unknown[0], f"unknown field; known: {', '.join(sorted(names))}, "
-                                  "allowConcurrent")
+        raise Invalid(
+            unknown[0], f"unknown field; known: {', '.join(sorted(names))}, allowConcurrent"
+        )
 
 
 def spider_arguments(spider: str) -> dict[str, Param]:
     if spider not in SPIDER_MODULES:
-        raise Invalid("spider", f"unknown spider {spider!r}; known: "
-                                f"{', '.join(SPIDER_MODULES)}")
+        raise Invalid("spider", f"unknown spider {spider!r}; known: {', '.join(SPIDER_MODULES)}")
     module = importlib.import_module(SPIDER_MODULES[spider])
     return dict(module.ARGUMENTS)
 
 
-def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args"
-                      ) -> dict[str, str]:
+def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args") -> dict[str, str]:
     """``args`` as ``-a`` strings, checked by the spider's own declarations."""
     spec = spider_arguments(spider)
     if not isinstance(args, Mapping):
         raise Invalid(field, "expected an object of spider arguments")
-    text = {str(k): (",".join(map(str, v)) if isinstance(v, list) else
-                     str(v).lower() if isinstance(v, bool) else str(v))
-            for k, v in args.items() if v is not None}
+    text = {
+        str(k): (
+            ",".join(map(str, v))
+            if isinstance(v, list)
+            else str(v).lower()
+            if isinstance(v, bool)
+            else str(v)
+        )
+        for k, v in args.items()
+        if v is not None
+    }
     try:
         parse_args(spec, text, spider)
     except ArgumentError as exc:
         message = str(exc)
-        bad = next((k for k in text if f"argument {k}" in message or f"{k}=" in message),
-                   None)
+        bad = next((k for k in text if f"argument {k}" in message or f"{k}=" in message), None)
         raise Invalid(f"{field}.{bad}" if bad else field, message) from None
     return text
 
@@ -122,8 +127,11 @@ def process_images(body: Mapping[str, Any]) -> dict[str, str]:
     org = _uuid(body, "organizationId")
     vehicles = _uuids(body, "vehicleIds", 1000)
     if len(vehicles) > 1:
-        raise Invalid("vehicleIds", "image_backfill processes one given vehicle a run: "
-                                    "give one id (or none, for the queue's next vehicles)")
+        raise Invalid(
+            "vehicleIds",
+            "image_backfill processes one given vehicle a run: "
+            "give one id (or none, for the queue's next vehicles)",
+        )
     max_images = _int(body, "maxImages", None, 1, 500)
     args: dict[str, Any] = {"limit": batch, "batch_size": min(int(batch or 10), 10)}
     if org:
@@ -150,8 +158,9 @@ def analyze_images(body: Mapping[str, Any]) -> dict[str, str]:
             raise Invalid("providers", f"expected a list of {', '.join(PROVIDERS)}")
         unknown = [p for p in providers if p not in PROVIDERS]
         if unknown:
-            raise Invalid("providers", f"unknown provider {unknown[0]!r}; known: "
-                                       f"{', '.join(PROVIDERS)}")
+            raise Invalid(
+                "providers", f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}"
+            )
         args["providers"] = providers
     org = _uuid(body, "organizationId")
     if org:
