@@ -160,3 +160,22 @@ NUKE_ANALYSIS_PREFLIGHT = True  # check the remote providers' credentials before
 NUKE_ANALYSIS_PROVIDERS = None  # comma list of providers (None: every configured); `-a providers=`
 NUKE_ANALYZE_AFTER_BACKFILL = False  # image_backfill hands stored images to image_analysis
 NUKE_ANALYSIS_LOG_FILE = "image_analysis.log"  # log of runs started by a hand-off
+
+# -- run reports and webhooks (nuke_crawl.extensions.notify) --------------------------
+EXTENSIONS["nuke_crawl.extensions.notify.RunReport"] = 600  # logs the run summary; webhooks
+NUKE_WEBHOOK_URLS: list[str] = []  # POST each run's JSON summary here (or a comma list)
+NUKE_WEBHOOK_SECRET = None  # signs each POST (X-Nuke-Signature); better set in the env
+NUKE_ALERT_FAILURE_RATE = None  # 0-1: an "alert" POST when a run's image failure rate passes it
+NUKE_ALERT_MIN_IMAGES = 20  # ...once at least this many images are settled
+NUKE_ALERT_CHECK_INTERVAL = 30.0  # seconds between failure-rate checks during a run
+NUKE_WEBHOOK_TIMEOUT = 5.0  # seconds per POST attempt
+NUKE_WEBHOOK_RETRIES = 3  # retries after a failed POST, with backoff
+NUKE_WEBHOOK_BACKOFF = 0.5  # seconds before the first retry, doubling
+NUKE_WEBHOOK_DEADLINE = 10.0  # a run's close waits for its webhooks at most this long
+
+# -- the service (scrapy serve; nuke_crawl.service) ------------------------------------
+NUKE_ADMIN_TOKEN = None  # Bearer token for write endpoints; read from the environment first
+NUKE_SCHEDULES: list[dict[str, object]] = []  # [{"cron": "0 2 * * *", "spider": ..., "args": {}}]
+NUKE_SERVICE_LOG_DIR = "service-logs"  # the logs of runs the service starts as processes
+NUKE_SERVICE_STATUS_REFRESH = 2.0  # seconds between refreshes of the cached status figures
+NUKE_SERVICE_CANCEL_GRACE = 10.0  # a cancelled run still alive then is forced, then killed

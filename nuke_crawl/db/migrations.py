@@ -507,3 +507,53 @@ def _v7(db: Database) -> None:
 
 
 MIGRATIONS.append((7, "vehicles: currency and sold_price", _v7))
+
+
+# -- migration 8: the service's job records (nuke_crawl.service.jobs) ---------------------
+
+SERVICE_JOBS = Table(
+    "nuke_service_jobs",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("spider", "text", "NOT NULL"),
+        _c("args", "json", "DEFAULT '{}'"),
+        _c("state", "text", "NOT NULL"),  # pending running finished failed cancelled lost skipped
+        _c("backend", "text"),  # process, scrapyd
+        _c("external_id", "text"),  # the child's pid (process) or scrapyd's job id
+        _c("process_start", "text"),  # the pid's start time (/proc), so a reused pid is not taken
+        _c("schedule", "text"),  # the schedule that started (or skipped) it
+        _c("log_path", "text"),
+        _c("exit_code", "int"),
+        _c("summary", "json"),  # the run's summary (nuke_crawl.extensions.notify)
+        _c("error", "text"),
+        _c("cancel_requested", "bool", "DEFAULT false"),
+        _c("created_at", "ts"),
+        _c("started_at", "ts"),
+        _c("finished_at", "ts"),
+    ),
+)
+
+
+def _v8(db: Database) -> None:
+    _create_table(db, SERVICE_JOBS)
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_service_jobs_created ON nuke_service_jobs "
+        "(created_at DESC, id)"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_service_jobs_active ON nuke_service_jobs "
+        "(spider) WHERE state IN ('pending', 'running')"
+    )
+    # The service's "recent failures" and "latest thumbnails": small partial indexes (only
+    # failed rows; only stored rows, which the org crawl's inserts never enter).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_failed_at ON vehicle_images "
+        "(download_failed_at DESC) WHERE download_error IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_stored_at ON vehicle_images "
+        "(updated_at DESC) WHERE is_external = false AND storage_path IS NOT NULL"
+    )
+
+
+MIGRATIONS.append((8, "service: job records; indexes for recent failures and thumbnails", _v8))
