@@ -1,6 +1,6 @@
 """Request bodies checked field by field: a bad one is a 422 naming the field, and
 nothing starts. The spider arguments built from them are then checked by the spider's
-own declarations (``ARGUMENTS`` of each spider module, :func:`~nuke_crawl.spiders.args.parse_args`),
+own declarations (each spider's ``Arguments``, or its module's ``ARGUMENTS``, :func:`~nuke_crawl.spiders.args.parse_args`),
 the same check ``scrapy crawl`` makes."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from nuke_crawl.analysis import PROVIDERS
 from nuke_crawl.spiders.args import ArgumentError, Param, parse_args
 
 SPIDER_MODULES = {
@@ -17,7 +18,6 @@ SPIDER_MODULES = {
     "image_analysis": "nuke_crawl.spiders.image_analysis",
     "org": "nuke_crawl.spiders.org",
 }
-PROVIDERS = ("local", "openai", "rekognition")
 
 
 class Invalid(ValueError):
@@ -86,6 +86,12 @@ def spider_arguments(spider: str) -> dict[str, Param]:
     if spider not in SPIDER_MODULES:
         raise Invalid("spider", f"unknown spider {spider!r}; known: {', '.join(SPIDER_MODULES)}")
     module = importlib.import_module(SPIDER_MODULES[spider])
+    # the spider's typed arguments (``Arguments``, a SpiderArgs), else its ARGUMENTS mapping
+    for obj in vars(module).values():
+        if isinstance(obj, type) and getattr(obj, "name", None) == spider:
+            arguments = getattr(obj, "Arguments", None)
+            if arguments is not None:
+                return dict(arguments.spec())
     return dict(module.ARGUMENTS)
 
 
