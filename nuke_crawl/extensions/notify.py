@@ -53,6 +53,8 @@ from typing import Any
 from scrapy import signals
 from scrapy.crawler import Crawler
 
+from nuke_crawl.spiders.args import SpiderArgs
+
 logger = logging.getLogger(__name__)
 
 SUMMARY_MARKER = "Run summary: "
@@ -190,6 +192,8 @@ class RunReport:
                     name = key[len(prefix) :]
                     by_reason[name] = by_reason.get(name, 0) + value
         raw_args = getattr(spider, "args", None)
+        if isinstance(raw_args, SpiderArgs):  # typed arguments; older spiders: a mapping
+            raw_args = raw_args.as_dict()
         args = {k: v for k, v in (raw_args or {}).items() if v not in (None, (), [], False)}
         return {
             "event": event,
