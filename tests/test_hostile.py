@@ -328,7 +328,7 @@ def test_migrate_gives_platform_defaults_and_adds_missing_ones_without_touching_
     finally:
         database.close()
     proc = run_scrapy(["migrate"], pg_url)
-    assert proc.returncode == 0 and "schema version 5 -> 6" in proc.stdout, proc.stdout
+    assert proc.returncode == 0 and "(applied 6)" in proc.stdout, proc.stdout
     database = Database(pg_url)
     try:
         assert database.fetchall("SELECT * FROM organization_vehicles") == before
