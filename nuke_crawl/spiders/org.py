@@ -390,7 +390,7 @@ class OrgSpider(scrapy.Spider):
         """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
         pages gave no vehicle, learned selectors re-read the pages they were learned on."""
         assert self.learner is not None
-        adb = None if self.args["dry_run"] else crawler_database(self.crawler)
+        adb = None if self.args.dry_run else crawler_database(self.crawler)
         selectors = await self.learner.after_page(
             progress.org, progress.vehicles_found, response.text, response.url,
             result.skip_reason, bool(response.meta.get("detail")), adb)
