@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import FAST, REPO, scrapy_env
 
-from nuke_crawl.db import Database, loads_json, migrate, store
+from nuke_crawl.db import Database, migrate, store
 from nuke_crawl.demo.server import Request, Response, serve
 from nuke_crawl.spiders.bounds import MAX_NEXT_PAGES_PER_PAGE
 

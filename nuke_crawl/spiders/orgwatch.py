@@ -28,7 +28,7 @@ CHECK_EVERY = 0.5  # seconds between two looks for finished organizations
 
 def duration(seconds: float) -> str:
     """``42s``, ``4m10s``, ``2h05m``."""
-    whole = int(round(seconds))
+    whole = round(seconds)
     if whole < 60:
         return f"{whole}s"
     minutes, secs = divmod(whole, 60)
@@ -88,5 +88,5 @@ class OrgWatch:
                 if self.interval and time.monotonic() >= next_line:
                     next_line = time.monotonic() + self.interval
                     logger.info("%s", self.line(done))
-            except Exception:  # noqa: BLE001 - a report must never end the crawl
+            except Exception:  # a report must never end the crawl
                 logger.exception("Could not report the crawl's progress")
