@@ -102,9 +102,15 @@ class OrgSpider(scrapy.Spider):
     ``max_vehicles`` (500), ``dry_run``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
     (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True),
     ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and vehicles written, in a
-    worker process; 0: a thread), and the caps of :mod:`nuke_crawl.spiders.bounds`
+    worker process; 0: a thread), the caps of :mod:`nuke_crawl.spiders.bounds`
     (``NUKE_ORG_MAX_PAGES``, ``NUKE_ORG_MAX_SITEMAPS``, ``NUKE_ORG_MAX_SITEMAP_ENTRIES``,
-    ``NUKE_SITEMAP_MAX_DEPTH``).
+    ``NUKE_SITEMAP_MAX_DEPTH``) and ``NUKE_PROGRESS_INTERVAL`` (60 s, the progress
+    line of :mod:`nuke_crawl.spiders.orgwatch`).
+
+    Each organization is reported (summary logged, recorded as finished) as soon as
+    its requests are all done and its vehicles written; on a stop
+    (:mod:`nuke_crawl.extensions.quickstop`), the others are recorded unfinished and
+    selected again by the next run.
     """
 
     name = "org"
