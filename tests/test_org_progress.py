@@ -135,6 +135,8 @@ def test_one_signal_stops_the_crawl_within_10_s_and_the_next_run_finishes(
     assert rows["Slow Motors"]["finished_at"] is None
     assert rows["Slow Motors"]["last_crawl"]["errors"] == 0  # cut short is not an error
     fast_hits = sites.fast.hits
+    if signum != signal.SIGINT:
+        return  # the next run is the same whichever signal stopped this one
 
     # the next run takes up what was left: the slow organization, fast now
     sites.slow.delay = 0.0
