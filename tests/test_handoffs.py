@@ -11,7 +11,7 @@ import pytest
 
 from nuke_crawl.db import Database
 from nuke_crawl.demo import ImageHost, serve
-from nuke_crawl.handoff import without_password
+from nuke_crawl.extensions.handoff import without_password
 from tests.conftest import scrapy_env
 from tests.openai_server import API_KEY, FakeOpenAI
 from tests.scrapyd_server import Scrapyd, free_port
@@ -162,7 +162,7 @@ def test_org_job_goes_on_to_backfill_and_analysis_through_scrapyd(
 def test_a_scrapyd_password_is_not_passed_on(caplog: pytest.LogCaptureFixture) -> None:
     from scrapy.settings import Settings
 
-    from nuke_crawl.handoff import forwarded_settings, scrapyd_settings
+    from nuke_crawl.extensions.handoff import forwarded_settings, scrapyd_settings
 
     settings = Settings({"DATABASE_URL": "sqlite:////abs/x.db"})
     for name, value in (("NUKE_SCRAPYD_URL", "http://admin:pw-xyz@127.0.0.1:6800"),

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from nuke_crawl import settings as defaults
+
 logger = logging.getLogger(__name__)
 
 #: Scrapy's priority for vehicle detail requests (others have 0): higher goes first.
@@ -44,10 +46,10 @@ MAX_NEXT_PAGES_PER_PAGE = 20
 class CrawlBounds:
     """The caps of every organization's crawl in one run, from the settings."""
 
-    max_pages: int = 1000
-    max_sitemaps: int = 50
-    max_sitemap_entries: int = 50_000
-    sitemap_max_depth: int = 2
+    max_pages: int = defaults.NUKE_ORG_MAX_PAGES
+    max_sitemaps: int = defaults.NUKE_ORG_MAX_SITEMAPS
+    max_sitemap_entries: int = defaults.NUKE_ORG_MAX_SITEMAP_ENTRIES
+    sitemap_max_depth: int = defaults.NUKE_SITEMAP_MAX_DEPTH
 
     @classmethod
     def from_settings(cls, settings: Any) -> CrawlBounds:
@@ -55,15 +57,15 @@ class CrawlBounds:
         ``NUKE_ORG_MAX_SITEMAP_ENTRIES`` and ``NUKE_SITEMAP_MAX_DEPTH``; a negative
         value is refused with a message naming the setting."""
         values = {
-            "max_pages": ("NUKE_ORG_MAX_PAGES", 1000, 1),
-            "max_sitemaps": ("NUKE_ORG_MAX_SITEMAPS", 50, 0),
-            "max_sitemap_entries": ("NUKE_ORG_MAX_SITEMAP_ENTRIES", 50_000, 0),
-            "sitemap_max_depth": ("NUKE_SITEMAP_MAX_DEPTH", 2, 0),
+            "max_pages": ("NUKE_ORG_MAX_PAGES", 1),
+            "max_sitemaps": ("NUKE_ORG_MAX_SITEMAPS", 0),
+            "max_sitemap_entries": ("NUKE_ORG_MAX_SITEMAP_ENTRIES", 0),
+            "sitemap_max_depth": ("NUKE_SITEMAP_MAX_DEPTH", 0),
         }
         out: dict[str, int] = {}
-        for attr, (name, default, minimum) in values.items():
+        for attr, (name, minimum) in values.items():
             try:
-                value = settings.getint(name, default)
+                value = settings.getint(name, getattr(defaults, name))
             except (TypeError, ValueError):
                 raise ValueError(f"setting {name}={settings.get(name)!r}: expected a whole "
                                  "number") from None
