@@ -64,3 +64,49 @@ def test_progress_line() -> None:
     assert progress_line(2, 10, 120, 40, 60.0).endswith("2.0 pages/s, ETA 4m00s")
     assert progress_line(3, 3, 1, 1, 1.0).endswith("ETA 0s")
     assert [duration(s) for s in (5, 61, 7322)] == ["5s", "1m01s", "2h02m"]
+
+
+def test_without_the_project_settings_the_defaults_are_the_same() -> None:
+    """A crawler built without nuke_crawl.settings (a test's get_crawler) reads the
+    same caps: the defaults come from that module, not repeated literals."""
+    assert CrawlBounds.from_settings(Settings()) == CrawlBounds.from_settings(
+        Settings(vars(project_settings)))
+
+
+# -- the links one page can yield (nuke_crawl.extraction) -------------------------------
+
+
+def _flood(vehicles: int, pages: int) -> str:
+    cars = "".join(f'<li><a href="/vehicle/{i}/2015-ford-mustang-gt">2015 Ford Mustang GT</a>'
+                   f"</li>" for i in range(vehicles))
+    nav = " ".join(f'<a href="/inventory?page={n}">{n}</a>' for n in range(2, pages + 2))
+    return (f"<html><head><title>Inventory</title></head><body><h1>Used cars</h1><ul>{cars}"
+            f"</ul><nav>{nav}</nav></body></html>")
+
+
+def test_one_page_yields_at_most_the_capped_links_in_page_order() -> None:
+    from nuke_crawl.extraction.extract import MAX_NEXT_PAGES, MAX_VEHICLE_LINKS, extract_page
+
+    url = "https://dealer.example/inventory?page=1"
+    result = extract_page(_flood(MAX_VEHICLE_LINKS + 50, MAX_NEXT_PAGES + 50), url)
+    assert len(result.vehicle_links) == MAX_VEHICLE_LINKS
+    assert result.vehicle_links[0] == "https://dealer.example/vehicle/0/2015-ford-mustang-gt"
+    assert result.vehicle_links[-1].endswith(f"/vehicle/{MAX_VEHICLE_LINKS - 1}/2015-ford-"
+                                             "mustang-gt")
+    assert result.next_pages == [f"https://dealer.example/inventory?page={n}"
+                                 for n in range(2, MAX_NEXT_PAGES + 2)]
+    assert result.skip_reason == "inventory_page"
+
+
+def test_links_beyond_max_page_links_are_not_read() -> None:
+    """The flood of the issue (vehicle links, then page links): only the first
+    MAX_PAGE_LINKS anchors are read, so the page numbers after them are not seen."""
+    from nuke_crawl.extraction.extract import MAX_VEHICLE_LINKS, extract_page
+    from nuke_crawl.extraction.page import MAX_PAGE_LINKS, Page
+
+    html = _flood(MAX_PAGE_LINKS + 10, 10)
+    page = Page(html, "https://dealer.example/inventory?page=1")
+    assert len(page.anchors) == MAX_PAGE_LINKS
+    assert page.anchors[-1][1].endswith(f"/vehicle/{MAX_PAGE_LINKS - 1}/2015-ford-mustang-gt")
+    result = extract_page(html, "https://dealer.example/inventory?page=1")
+    assert len(result.vehicle_links) == MAX_VEHICLE_LINKS and result.next_pages == []

@@ -293,6 +293,31 @@ def test_pagination_flood_beyond_max_vehicles_stops_there(sqlite_url: str,
     assert run.peak_rss < RSS_LIMIT, run.peak_rss // MB
 
 
+def test_the_issues_pagination_flood_stays_under_300_mb(sqlite_url: str,
+                                                        tmp_path: Path) -> None:
+    """The issue's case: one 6 MB page with 50,000 vehicle links and 50,000 ``?page=N``
+    links. The 500 vehicles ``max_vehicles`` allows are fetched, no pagination (no
+    more vehicles would be taken), the cap recorded, and the process tree (crawler and
+    extraction worker) stays under 300 MB: extraction reads at most MAX_PAGE_LINKS
+    links of a page and yields at most MAX_VEHICLE_LINKS / MAX_NEXT_PAGES of them
+    (without those caps the tree peaked at 354 MB, the worker alone at 217 MB)."""
+    flood = inventory_page(range(50_000), list(range(2, 50_002)))
+    assert len(flood) > 5 * MB
+
+    def pages(path: str, query: str, base: str) -> Response | None:
+        return Response(body=flood) if path == "/inventory" else None
+
+    site = HostileSite(pages)
+    with serve(site) as server:
+        org_id = add_org(sqlite_url, server.url, inventory_url="/inventory?page=1")
+        run = crawl(sqlite_url, tmp_path)
+    assert site.vehicle_hits() == {vehicle_path(i): 1 for i in range(500)}
+    assert site.page_hits() == {"/inventory?page=1": 1}
+    assert stored_vehicles(sqlite_url) == 500
+    assert last_crawl(sqlite_url, org_id)["caps_hit"] == {"vehicles": 500}
+    assert run.peak_rss < RSS_LIMIT, run.peak_rss // MB
+
+
 # -- item 4: sitemaps --------------------------------------------------------------------
 
 
