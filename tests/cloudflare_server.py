@@ -93,12 +93,15 @@ class FakeCloudflare:
         self.reject: dict[str, tuple[int, int, str]] = {}
         self.rate_limit: tuple[int, float] | None = None
         self.latency = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests being answered at once
         self._faults: collections.deque[tuple[int, dict[str, str]]] = collections.deque()
         self._window: collections.deque[float] = collections.deque()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), self._handler_class())
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     @property
     def api_url(self) -> str:
@@ -161,9 +164,17 @@ class FakeCloudflare:
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if fake.latency:
-                    time.sleep(fake.latency)
-                status, headers, payload = fake._answer(method, self.path, self.headers, body)
+                with fake.lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    if fake.latency:
+                        time.sleep(fake.latency)
+                    status, headers, payload = fake._answer(method, self.path, self.headers,
+                                                            body)
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
                 with fake.lock:
                     fake.log.append(Received(method, self.path, time.monotonic(), status,
                                              dict(self.headers.items())))

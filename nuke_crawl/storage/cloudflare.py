@@ -73,16 +73,16 @@ _TOKEN_OK = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: a hea
 _ACCOUNT_OK = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HASH_OK = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _VARIANT_OK = re.compile(r"[A-Za-z0-9_-]{1,99}")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _TRANSIENT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 __all__ = [
+    "SCHEME",
     "CloudflareImagesConfig",
     "CloudflareImagesError",
     "CloudflareImagesStore",
     "RateLimiter",
-    "SCHEME",
     "UploadResult",
 ]
 
