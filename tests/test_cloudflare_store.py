@@ -341,11 +341,15 @@ def test_bad_configuration_is_refused_naming_the_setting(
     assert TOKEN not in str(info.value) and "two words" not in str(info.value)
 
 
-def test_hash_and_variant_from_environment() -> None:
+def test_defaults_and_account_hash_from_environment() -> None:
     config = CloudflareImagesConfig.from_settings(
-        URI, Settings(), {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh",
-                          "CF_IMAGES_VARIANT": "large"})
-    assert (config.account_hash, config.variant) == ("h4sh", "large")
+        URI, Settings(), {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh"})
+    assert (config.account_hash, config.variant) == ("h4sh", "public")
+    project = Settings()
+    project.setmodule("nuke_crawl.settings")
+    assert CloudflareImagesConfig.from_settings(
+        URI, project, {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh"}
+    ) == config  # settings.py lists the same defaults
     assert (config.rate_limit, config.rate_period, config.concurrency) == (1200, 300.0, 8)
     assert config.api_url == "https://api.cloudflare.com/client/v4"
 

@@ -207,14 +207,13 @@ class CloudflareImagesConfig:
             )
 
         def text(name: str, default: str) -> str:
-            value = settings.get(name) or env.get(name) or default
-            return str(value).strip()
+            return str(settings.get(name) or default).strip()
 
         try:
             return cls(
                 account_id=parts.netloc,
                 token=env.get("CF_IMAGES_TOKEN", "").strip(),
-                account_hash=text("CF_IMAGES_ACCOUNT_HASH", ""),
+                account_hash=text("CF_IMAGES_ACCOUNT_HASH", env.get("CF_IMAGES_ACCOUNT_HASH", "")),
                 variant=text("CF_IMAGES_VARIANT", "public"),
                 api_url=text("CF_IMAGES_API_URL", DEFAULT_API_URL).rstrip("/"),
                 rate_limit=settings.getint("CF_IMAGES_RATE_LIMIT", 1200),
