@@ -12,6 +12,7 @@ private-network guard and the backoff retry middleware all apply.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -42,6 +43,14 @@ from nuke_crawl.db import backfill
 from nuke_crawl.dbglue import crawler_database
 from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
 from nuke_crawl.pipelines._imageworker import process_in_worker
+from nuke_crawl.storage.cloudflare import SCHEME as CLOUDFLARE_SCHEME
+from nuke_crawl.storage.cloudflare import CloudflareImagesError, CloudflareImagesStore
+from nuke_crawl.variants import (
+    VariantSpecError,
+    extension_for,
+    process_kwargs,
+    variants_from_settings,
+)
 from nuke_crawl.workers import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -173,12 +182,35 @@ class S3ImageStore:
         return f"https://{self.bucket}.s3.amazonaws.com/{self.key(path)}"
 
 
+class UnusableStore:
+    """Stands in for a store whose settings are wrong, so that the spider's start-up
+    check reports ``problem`` in one line before any download (not a traceback)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def probe(self) -> None:
+        raise CloudflareImagesError("storage_config", self.problem)
+
+    def persist(self, path: str, data: bytes, content_type: str) -> None:
+        raise CloudflareImagesError("storage_config", self.problem)
+
+    def sync(self) -> None:
+        """Nothing was written."""
+
+    def public_url(self, path: str) -> str:
+        raise CloudflareImagesError("storage_config", self.problem)
+
+
 def make_store(uri: str, settings: Any) -> ImageStore:
     public = settings.get("NUKE_IMAGES_PUBLIC_URL") or None
     if uri.startswith("s3://"):
         return S3ImageStore(uri, settings, public)
+    if uri.startswith(f"{CLOUDFLARE_SCHEME}://"):
+        return CloudflareImagesStore.from_settings(uri, settings)
     if "://" in uri and not uri.startswith("file://"):
-        raise ValueError(f"IMAGES_STORE {uri!r}: expected a folder or s3://bucket/prefix")
+        raise ValueError(f"IMAGES_STORE {uri!r}: expected a folder, s3://bucket/prefix or "
+                         f"{CLOUDFLARE_SCHEME}://<account_id>")
     return LocalImageStore(uri, public, settings.getbool("NUKE_IMAGES_FSYNC", True))
 
 
@@ -251,13 +283,19 @@ class ImageBackfillPipeline(FilesPipeline):
     Settings (defaults):
 
     - ``IMAGES_STORE`` (``"images"``): folder or ``s3://bucket/prefix``;
-      ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``... for S3.
+      ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``... for S3; or
+      ``cloudflare-images://<account_id>`` (``CF_IMAGES_*``, see
+      :mod:`nuke_crawl.storage.cloudflare`): each image is uploaded with its metadata,
+      ``storage_path`` is its Cloudflare id, ``image_url`` the delivery URL of
+      ``CF_IMAGES_VARIANT``, ``variants`` the account's variant URLs; no variant is made
+      here, and uploads run in ``CF_IMAGES_CONCURRENCY`` threads of their own.
     - ``NUKE_IMAGES_PUBLIC_URL`` (None): base URL of the public ``image_url``
       (None: ``file://`` URIs for a folder, the endpoint or bucket URL for S3).
     - ``IMAGES_MIN_WIDTH`` / ``IMAGES_MIN_HEIGHT`` (0): smaller images fail ``too_small``.
     - ``NUKE_IMAGE_MAX_PIXELS`` (50,000,000): the decompression-bomb limit.
-    - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``; add ``"medium": (1024, 768)``
-      for a larger copy, at about four times the CPU per image).
+    - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``, or
+      ``"thumb:320x240:webp,medium:1024:webp"``: see :mod:`nuke_crawl.variants`; a larger
+      box costs about four times the CPU per image, AVIF far more).
     - ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_RETRY_BACKOFF`` (3600 s): cross-run retries.
     - ``NUKE_IMAGES_FSYNC`` (True): fsync local files and their folders before recording them.
     - ``NUKE_IMAGE_PROCESSES`` (CPU count): worker processes decoding images; 0 decodes
@@ -284,8 +322,23 @@ class ImageBackfillPipeline(FilesPipeline):
         self.min_width = settings.getint("IMAGES_MIN_WIDTH", 0)
         self.min_height = settings.getint("IMAGES_MIN_HEIGHT", 0)
         self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
-        variants = settings.getdict("NUKE_IMAGE_VARIANTS", dict(DEFAULT_VARIANTS))
-        self.variants = {str(k): (int(v[0]), int(v[1])) for k, v in variants.items()}
+        kwargs: dict[str, Any] = {"variants": dict(DEFAULT_VARIANTS), "variant_formats": {}}
+        if settings.get("NUKE_IMAGE_VARIANTS") is not None:
+            try:
+                kwargs = process_kwargs(variants_from_settings(settings))
+            except VariantSpecError as exc:  # reported by the spider's start-up check
+                self._problems.append(str(exc))
+        self.variants: dict[str, tuple[int, int]] = kwargs["variants"]
+        self.variant_formats: dict[str, tuple[str, int]] = kwargs["variant_formats"]
+        if isinstance(self.image_store, CloudflareImagesStore):
+            # Cloudflare makes the variants (named on the account): nothing else is uploaded
+            self.variants, self.variant_formats = {}, {}
+        self._store_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        if isinstance(self.image_store, CloudflareImagesStore):
+            # Uploads wait for the API's rate cap: in threads of their own, not the
+            # default executor's few, which the pipeline's other blocking work shares.
+            self._store_executor = concurrent.futures.ThreadPoolExecutor(
+                self.image_store.config.concurrency, thread_name_prefix="nuke-cf-upload")
         self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
         self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF", 3600.0)
         workers = settings.getint("NUKE_IMAGE_PROCESSES", os.cpu_count() or 1)
@@ -309,8 +362,28 @@ class ImageBackfillPipeline(FilesPipeline):
         return cls(str(crawler.settings.get("IMAGES_STORE") or "images"), crawler=crawler)
 
     def _get_store(self, uri: str) -> Any:
-        self.image_store = make_store(uri, self.crawler.settings)
+        self._problems: list[str] = []
+        try:
+            self.image_store: Any = make_store(uri, self.crawler.settings)
+        except CloudflareImagesError as exc:  # reported by the spider's start-up check
+            self._problems.append(exc.detail)
+            self.image_store = UnusableStore(exc.detail)
         return self.image_store
+
+    def startup_problem(self) -> str | None:
+        """The start-up check (blocking: call from a thread): a line saying why this run
+        cannot store images (a bad setting, a store that refuses the credentials), or
+        None. Stores without ``probe`` pass."""
+        if self._problems:
+            return self._problems[0]
+        probe = getattr(self.image_store, "probe", None)
+        if probe is None:
+            return None
+        try:
+            probe()
+        except CloudflareImagesError as exc:
+            return exc.detail
+        return None
 
     # -- requests -----------------------------------------------------------------
 
@@ -386,7 +459,7 @@ class ImageBackfillPipeline(FilesPipeline):
         content_type = ctype.decode("latin-1") if ctype else None
         options = {"content_type": content_type, "max_pixels": self.max_pixels,
                    "min_width": self.min_width, "min_height": self.min_height,
-                   "variants": self.variants}
+                   "variants": self.variants, "variant_formats": self.variant_formats}
         try:
             if self._pool is not None:
                 processed = await self._pool.call(process_in_worker, body, options)
@@ -417,10 +490,20 @@ class ImageBackfillPipeline(FilesPipeline):
             state.hashes[processed.sha256] = future
             try:
                 path = self.image_path(vehicle_id, image.url, processed.extension)
-                variants = await asyncio.to_thread(self._persist, path, processed)
+                metadata = {"vehicle_id": vehicle_id,
+                            "organization_id": item.work.organization_id,
+                            "source_url": image.url, "sha256": processed.sha256}
+                if self._store_executor is not None:
+                    variants = await asyncio.get_running_loop().run_in_executor(
+                        self._store_executor, self._persist, path, processed, metadata)
+                else:
+                    variants = await asyncio.to_thread(self._persist, path, processed, metadata)
             except Exception as exc:  # noqa: BLE001 - a storage error fails this image only
                 del state.hashes[processed.sha256]
-                failed = ImageFailed("storage", f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, CloudflareImagesError):  # storage_rejected keeps its code
+                    failed = ImageFailed(exc.reason, exc.detail)
+                else:
+                    failed = ImageFailed("storage", f"{type(exc).__name__}: {exc}")
                 future.set_exception(failed)  # a same-content image waiting on it fails too
                 future.exception()  # retrieved: no "never retrieved" warning without waiters
                 raise failed from None
@@ -492,12 +575,18 @@ class ImageBackfillPipeline(FilesPipeline):
         ext = extension.lstrip(".") or "jpg"
         return f"{vehicle_id}/{digest}.{ext}"
 
-    def _persist(self, path: str, processed: ProcessedImage) -> dict[str, Any]:
+    def _persist(
+        self, path: str, processed: ProcessedImage, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Write the variants, then the image (in a thread); return ``variants``."""
         variants: dict[str, Any] = {}
+        store = self.image_store
+        if isinstance(store, CloudflareImagesStore):
+            result = store.upload(path, processed.data, processed.mime_type, metadata=metadata)
+            return {url.rstrip("/").rsplit("/", 1)[-1]: {"url": url} for url in result.variants}
         stem = path.rsplit(".", 1)[0]
         for variant in processed.variants:
-            ext = "webp" if variant.mime_type == "image/webp" else "jpg"
+            ext = extension_for(variant.mime_type)
             vpath = f"{stem}_{variant.name}.{ext}"
             self.image_store.persist(vpath, variant.data, variant.mime_type)
             variants[variant.name] = {
@@ -574,6 +663,11 @@ class ImageBackfillPipeline(FilesPipeline):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close(timeout=10)
+        if self._store_executor is not None:
+            self._store_executor.shutdown(wait=False)
+        if isinstance(self.image_store, CloudflareImagesStore) and self.stats is not None:
+            for key, value in self.image_store.counts.items():
+                self.stats.set_value(f"nuke/cloudflare/{key}", value)
 
     def _inc(self, key: str, count: int = 1) -> None:
         assert self.stats is not None

@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -241,17 +242,22 @@ class FetchFailed(Exception):
 
 
 class StoredImages:
-    """Reads stored copies under ``IMAGES_STORE`` (a folder, or ``s3://bucket/prefix``
-    through boto3 with ``AWS_ENDPOINT_URL``). Blocking: call from a thread."""
+    """Reads stored copies under ``IMAGES_STORE`` (a folder, ``s3://bucket/prefix``
+    through boto3 with ``AWS_ENDPOINT_URL``, or ``cloudflare-images://<account_id>``
+    through the API's blob endpoint). Blocking: call from a thread."""
 
     def __init__(self, settings: BaseSettings) -> None:
         self.uri = str(settings.get("IMAGES_STORE") or "images")
         self.settings = settings
         self._s3: Any = None
+        self._cloudflare: Any = None  # a CloudflareImagesStore, made on first use
+        self._cloudflare_lock = threading.Lock()  # one store: one rate cap for all threads
 
     def read(self, path: str) -> bytes:
         if self.uri.startswith("s3://"):
             return self._read_s3(path)
+        if self.uri.startswith("cloudflare-images://"):
+            return self._read_cloudflare(path)
         base = Path(self.uri).expanduser()
         target = (base / path).resolve()
         if not target.is_relative_to(base.resolve()):
@@ -262,6 +268,20 @@ class StoredImages:
             raise FetchFailed("missing_file", f"{target} does not exist") from None
         except OSError as exc:
             raise FetchFailed("missing_file", f"cannot read {target}: {exc}") from None
+
+    def _read_cloudflare(self, path: str) -> bytes:
+        """The original through ``GET .../images/v1/{id}/blob`` (``storage_path`` is the id)."""
+        from nuke_crawl.storage.cloudflare import CloudflareImagesError, CloudflareImagesStore
+
+        try:
+            with self._cloudflare_lock:
+                if self._cloudflare is None:
+                    self._cloudflare = CloudflareImagesStore.from_settings(
+                        self.uri, self.settings)
+            return bytes(self._cloudflare.read(path))
+        except CloudflareImagesError as exc:
+            reason = "missing_file" if exc.reason == "missing_file" else "storage"
+            raise FetchFailed(reason, exc.detail) from None
 
     def _read_s3(self, path: str) -> bytes:
         import boto3

@@ -151,11 +151,29 @@ class ImageBackfillSpider(scrapy.Spider):
                 await self._dry_run()
                 return
             await prepare_database(self.crawler)
+            problem = await self._startup_problem()
+            if problem is not None:
+                logger.error("Cannot start: %s", problem)
+                self._stats().set_value("nuke/error", problem)
+                return
             async for item in self._claim_loop():
                 yield item
         except (DatabaseError, SchemaMissing) as exc:
             logger.error("Cannot start: %s", exc)
             self._stats().set_value("nuke/error", str(exc))
+
+    async def _startup_problem(self) -> str | None:
+        """Ask the image pipeline to check its settings and store before any claim or
+        download (a wrong token or account is one line, not a run of failures)."""
+        engine = self.crawler.engine
+        manager = getattr(getattr(engine, "scraper", None), "itemproc", None)
+        for component in getattr(manager, "middlewares", ()):
+            check = getattr(component, "startup_problem", None)
+            if check is not None:
+                problem: str | None = await asyncio.to_thread(check)
+                if problem is not None:
+                    return problem
+        return None
 
     async def _claim_loop(self) -> AsyncIterator[VehicleImagesItem]:
         args = self.args
