@@ -22,17 +22,18 @@ than :attr:`FakeCloudflare.account_id` gets 403 (error 9109). Scripted faults: q
 ``(n, seconds)`` the server answers 429 (error 971) past ``n`` requests in any window of
 ``seconds``, as Cloudflare does. Everything received is in :attr:`FakeCloudflare.log`.
 
-Run standalone for benchmarks: ``python -m tests.cloudflare_server``; the first line on
-stdout is the API base URL.
+Run standalone for benchmarks: ``python -m tests.cloudflare_server [--latency S]
+[--discard]``; the first line on stdout is the API base URL; ``GET /__stats`` (no token)
+answers ``{"uploads", "requests", "statuses"}``.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import email.parser
 import email.policy
 import json
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -81,12 +82,13 @@ class StoredImage:
 class FakeCloudflare:
     """The server; use as a context manager (``with FakeCloudflare() as cf:``)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, keep_data: bool = True) -> None:
         self.account_id = ACCOUNT_ID
         self.account_hash = ACCOUNT_HASH
         self.token = TOKEN
         self.variants = list(VARIANTS)
         self.max_bytes = 10 * 1024 * 1024
+        self.keep_data = keep_data  # False (benchmarks): bytes dropped, the blob is empty
         self.images: dict[str, StoredImage] = {}
         self.log: list[Received] = []
         self.uploads = 0  # images created
@@ -106,7 +108,8 @@ class FakeCloudflare:
     @property
     def api_url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/client/v4"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}/client/v4"
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -202,6 +205,11 @@ class FakeCloudflare:
             doc = {"success": True, "errors": [], "messages": [], "result": result}
             return 200, {}, json.dumps(doc).encode()
 
+        if raw_path == "/__stats":  # for benchmarks in another process; no auth
+            with self.lock:
+                stats = {"uploads": self.uploads, "requests": len(self.log),
+                         "statuses": dict(collections.Counter(r.status for r in self.log))}
+            return 200, {}, json.dumps(stats).encode()
         if headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, 10000, "Authentication error")
         with self.lock:
@@ -270,7 +278,8 @@ class FakeCloudflare:
         fields: dict[str, tuple[bytes, str | None, str]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            payload = payload if isinstance(payload, bytes) else b""
             fields[str(name)] = (payload, part.get_filename(), part.get_content_type())
         if "file" not in fields:
             return error(400, 5400, "Bad request: no file was uploaded")
@@ -297,7 +306,8 @@ class FakeCloudflare:
         with self.lock:
             if image_id in self.images:
                 return error(409, 5409, "Resource already exists")
-            image = StoredImage(image_id, filename or "", data, file_type, meta,
+            image = StoredImage(image_id, filename or "", data if self.keep_data else b"",
+                                file_type, meta,
                                 datetime.now(UTC).isoformat(timespec="milliseconds"))
             self.images[image_id] = image
             self.uploads += 1
@@ -305,7 +315,13 @@ class FakeCloudflare:
 
 
 def main() -> None:
-    with FakeCloudflare() as cf:
+    parser = argparse.ArgumentParser(description="A local Cloudflare Images API server")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--discard", action="store_true",
+                        help="keep no image bytes (benchmarks: memory stays flat)")
+    args = parser.parse_args()
+    with FakeCloudflare(keep_data=not args.discard) as cf:
+        cf.latency = args.latency
         print(cf.api_url, flush=True)
         try:
             threading.Event().wait()
@@ -314,4 +330,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
