@@ -429,9 +429,11 @@ def bench_cloudflare(vehicles: list[list[str]], processes: int, extra: list[str]
         env = {"CF_IMAGES_TOKEN": TOKEN}
         first = run_backfill(db_url, store, processes, settings, env_extra=env)
         uploads = int(cloudflare_stats(api_url)["uploads"])  # type: ignore[call-overload]
+        server_cpu = process_cpu(server.pid)  # the local API server's share of the 2 cores
         second = run_backfill(db_url, store, processes, settings, env_extra=env)
         stats = cloudflare_stats(api_url)
         return {**first, "uploads": uploads,
+                "server_cpu_ms_per_image": 1000 * server_cpu / max(1, uploads),
                 "second_run_uploads": int(stats["uploads"]) - uploads,  # type: ignore[call-overload]
                 "second_run_stored": second["images"], "api_statuses": stats["statuses"]}
     finally:
@@ -669,7 +671,8 @@ def main() -> None:
                       f"{cf['per_second']:.0f} images/s = {cf_ratio:.2f}x the folder run, "
                       f"peak RSS {peak:.0f} MB per process"
                       f"{'' if peak < 400 else ' (OVER the 400 MB bound)'}, "
-                      f"{cf['cpu_ms_per_image']:.1f} ms CPU per image; second run: "
+                      f"{cf['cpu_ms_per_image']:.1f} ms CPU per image (and the local API server "
+                      f"{cf['server_cpu_ms_per_image']:.1f} ms on the same cores); second run: "
                       f"{cf['second_run_uploads']} uploads; API answers {cf['api_statuses']} "
                       f"({_load()})", flush=True)
         finally:

@@ -287,7 +287,7 @@ class RateLimiter:
 @dataclass
 class _Answer:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # urllib3's HTTPHeaderDict: names are case-insensitive
     data: bytes
 
     def json(self) -> dict[str, Any] | None:
@@ -442,6 +442,18 @@ class CloudflareImagesStore:
     def probe(self) -> None:
         """Check token, account and variant with two cheap requests; raise one clear
         :class:`CloudflareImagesError` (``storage_config``) when they are wrong."""
+        try:
+            self._probe()
+        except CloudflareImagesError as exc:
+            if exc.reason == "storage_config":
+                raise
+            raise CloudflareImagesError(
+                "storage_config", f"Cloudflare Images ({self.config.api_url}) cannot be "
+                f"used: {exc.detail}", status=exc.status, code=exc.code,
+                api_message=exc.api_message,
+            ) from None
+
+    def _probe(self) -> None:
         answer = self._request("GET", f"{self._base}/v1/variants", what="checking the store",
                                retry_times=1)
         where = f"Cloudflare Images ({self.config.api_url}, account {self.config.account_id})"
@@ -581,8 +593,7 @@ class CloudflareImagesStore:
                 logger.debug("Cloudflare Images %s failed (%s); retry in %.2f s",
                              what, problem, delay)
             else:
-                answer = _Answer(response.status, dict(response.headers.items()),
-                                 response.data or b"")
+                answer = _Answer(response.status, response.headers, response.data or b"")
                 if answer.status not in _RETRY_STATUSES or attempt > limit:
                     if answer.status in _RETRY_STATUSES:
                         logger.debug("Cloudflare Images %s: giving up after %d attempts",
@@ -594,8 +605,13 @@ class CloudflareImagesStore:
                     self._count("rate_limited")
                     if retry_after is not None:
                         delay = min(retry_after, self.config.retry_after_max)
-                    self._limiter.pause(delay)  # every thread waits, not just this one
-                elif answer.status == 503 and retry_after is not None:
+                    logger.debug("Cloudflare Images %s: HTTP 429; every request waits %.2f s",
+                                 what, delay)
+                    # every thread waits (in acquire(), this one included), not just this one
+                    self._limiter.pause(delay)
+                    self._count("retries")
+                    continue
+                if answer.status == 503 and retry_after is not None:
                     delay = min(retry_after, self.config.retry_after_max)
                 logger.debug("Cloudflare Images %s: HTTP %d; retry in %.2f s",
                              what, answer.status, delay)
