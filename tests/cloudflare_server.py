@@ -10,7 +10,7 @@ Follows the documented request and response shapes of the Images API v1 under
   JPEG, PNG, GIF, WebP, AVIF or SVG; 400 with error 5400 when ``file`` or the metadata JSON
   is missing or bad; 413 with error 5413 over :attr:`FakeCloudflare.max_bytes`.
 * ``GET .../images/v1/{id}``: the details, or 404 with error 5404.
-* ``GET .../images/v1/{id}/blob``: the original bytes.
+* ``GET .../images/v1/{id}/blob``: the original bytes; ``DELETE .../images/v1/{id}``.
 * ``GET .../images/v1/variants`` and ``GET .../images/v2`` (a list, ``per_page``).
 
 Every answer is ``{"success", "errors": [{"code", "message"}], "messages", "result"}``.
@@ -266,6 +266,10 @@ class FakeCloudflare:
             return 200, {"Content-Type": image.content_type}, image.data
         if method == "GET":
             return ok(self.details(image))
+        if method == "DELETE" and not blob:
+            with self.lock:
+                self.images.pop(image_id, None)
+            return ok({})
         return error(405, 10405, "Method not allowed")
 
     def _upload(self, headers: Any, body: bytes, error: Any, ok: Any) -> Any:

@@ -145,6 +145,15 @@ def test_long_source_url_is_cut_to_fit_cloudflare_metadata_limit(cf: FakeCloudfl
 # -- reading -------------------------------------------------------------------------
 
 
+def test_delete_then_absent_is_no_error(cf: FakeCloudflare) -> None:
+    store = _store(cf)
+    store.upload("veh/d.jpg", _jpeg(), "image/jpeg")
+    store.delete("veh/d.jpg")
+    assert "veh/d.jpg" not in cf.images and not store.exists("veh/d.jpg")
+    store.delete("veh/d.jpg")  # already gone
+    assert [r.status for r in cf.log if r.method == "DELETE"] == [200, 404]
+
+
 def test_blob_read_back_and_missing_image(cf: FakeCloudflare) -> None:
     store = _store(cf)
     data = (IMAGES / "hopper.webp").read_bytes()

@@ -302,7 +302,8 @@ class CloudflareImagesStore:
     """Cloudflare Images behind the image-store interface (blocking; call from threads).
 
     ``write``/``upload`` stores an image once, ``read`` returns a stored copy's bytes,
-    ``probe`` checks token, account and variant, ``public_url`` builds a delivery URL.
+    ``delete`` removes one, ``probe`` checks token, account, variant and account hash
+    (read-only: it uploads nothing), ``public_url`` builds a delivery URL.
     ``persist``/``sync`` keep the older pipeline interface. Counters for a run's stats
     are in :attr:`counts` (``uploaded``, ``existing``, ``retries``, ``rate_limited``).
     """
@@ -435,6 +436,13 @@ class CloudflareImagesStore:
         if answer.status != 200:
             self._success(answer, f"reading {image_id}")  # raises with the API's error
         return answer.data
+
+    def delete(self, path: str) -> None:
+        """Remove the image (``DELETE .../images/v1/{id}``); an absent one is no error."""
+        image_id = self.image_id(path)
+        answer = self._request("DELETE", self._image_url(image_id), what=f"deleting {image_id}")
+        if answer.status != 404:
+            self._success(answer, f"deleting {image_id}")
 
     def exists(self, path: str) -> bool:
         return self._details(self.image_id(path)) is not None
