@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench corpus-report lint format clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,19 @@ test: venv
 
 bench: venv
 	$(PY) bench/bench_org.py
+
+corpus-report: venv
+	$(PY) bench/corpus_report.py
+
+# ruff (format and lint) over the tree and mypy over the package; CI runs it.
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean:
 	rm -rf demo-data nuke.db images .pytest_cache

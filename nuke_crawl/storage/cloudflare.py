@@ -58,6 +58,7 @@ from urllib.parse import quote, urlsplit
 import urllib3
 
 from nuke_crawl.middlewares.backoff import parse_retry_after
+from nuke_crawl.storage import ImageStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ __all__ = [
 ]
 
 
-class CloudflareImagesError(Exception):
+class CloudflareImagesError(StoreError):
     """A Cloudflare Images failure: ``reason`` (see the module docstring) and ``detail``,
     with the HTTP ``status`` and the API's first error ``code`` and ``api_message``."""
 
@@ -100,9 +101,7 @@ class CloudflareImagesError(Exception):
         code: int | None = None,
         api_message: str | None = None,
     ) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.status = status
         self.code = code
         self.api_message = api_message
@@ -298,17 +297,22 @@ class _Answer:
         return body if isinstance(body, dict) else None
 
 
-class CloudflareImagesStore:
-    """Cloudflare Images behind the image-store interface (blocking; call from threads).
+class CloudflareImagesStore(ImageStore):
+    """Cloudflare Images behind :class:`~nuke_crawl.storage.ImageStore` (blocking; call
+    from threads); registered in :data:`~nuke_crawl.storage.STORE_SCHEMES` as
+    ``cloudflare-images``.
 
-    ``write``/``upload`` stores an image once, ``read`` returns a stored copy's bytes,
-    ``delete`` removes one, ``probe`` checks token, account, variant and account hash
-    (read-only: it uploads nothing), ``public_url`` builds a delivery URL.
-    ``persist``/``sync`` keep the older pipeline interface. Counters for a run's stats
-    are in :attr:`counts` (``uploaded``, ``existing``, ``retries``, ``rate_limited``).
+    ``write``/``upload`` stores an image once with its metadata and returns the variant
+    URLs Cloudflare made (the pipeline makes no variant of its own:
+    :attr:`local_variants` is False), ``persist`` uploads without metadata, ``read``
+    returns a stored copy's bytes, ``delete`` removes one, ``probe`` checks token,
+    account, variant and account hash (read-only: it uploads nothing), ``public_url``
+    builds a delivery URL. Counters for a run's stats are in :attr:`counts`
+    (``uploaded``, ``existing``, ``retries``, ``rate_limited``; :meth:`run_stats`).
     """
 
     scheme = SCHEME
+    local_variants = False
 
     def __init__(
         self,
@@ -331,6 +335,7 @@ class CloudflareImagesStore:
         self._counts_lock = threading.Lock()
         self.counts: dict[str, int] = {"uploaded": 0, "existing": 0, "retries": 0,
                                        "rate_limited": 0}
+        self.threads = config.concurrency  # uploads wait for the rate cap: own threads
 
     @classmethod
     def from_settings(
@@ -379,9 +384,15 @@ class CloudflareImagesStore:
         content_type: str,
         *,
         metadata: Mapping[str, Any] | None = None,
-    ) -> UploadResult:
-        """Store ``data`` under ``path`` (see :meth:`upload`)."""
-        return self.upload(path, data, content_type, metadata=metadata)
+    ) -> dict[str, Any]:
+        """Upload ``data`` under ``path`` with ``metadata`` (see :meth:`upload`); return
+        Cloudflare's variants as ``{name: {"url": delivery URL}}``."""
+        result = self.upload(path, data, content_type, metadata=metadata)
+        return {url.rstrip("/").rsplit("/", 1)[-1]: {"url": url} for url in result.variants}
+
+    def run_stats(self) -> dict[str, int]:
+        with self._counts_lock:
+            return {f"cloudflare/{key}": value for key, value in self.counts.items()}
 
     def upload(
         self,
@@ -520,9 +531,8 @@ class CloudflareImagesStore:
                     )
                 return
 
-    # Older pipeline interface (pipelines/images.py's ImageStore protocol).
-
     def persist(self, path: str, data: bytes, content_type: str) -> None:
+        """Upload without metadata (:meth:`write` is what the pipeline calls)."""
         self.upload(path, data, content_type)
 
     def sync(self) -> None:
