@@ -94,6 +94,9 @@ class FakeCloudflare:
         self.uploads = 0  # images created
         self.reject: dict[str, tuple[int, int, str]] = {}
         self.rate_limit: tuple[int, float] | None = None
+        # (n, status): once n images were created, every API request answers status
+        # (500: the service is down; 401: the token was revoked mid-run)
+        self.fail_after: tuple[int, int] | None = None
         self.latency = 0.0
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests being answered at once
@@ -210,6 +213,14 @@ class FakeCloudflare:
                 stats = {"uploads": self.uploads, "requests": len(self.log),
                          "statuses": dict(collections.Counter(r.status for r in self.log))}
             return 200, {}, json.dumps(stats).encode()
+        with self.lock:
+            broken = self.fail_after is not None and self.uploads >= self.fail_after[0]
+        if broken:
+            assert self.fail_after is not None
+            status = self.fail_after[1]
+            if status == 401:
+                return error(401, 10000, "Authentication error")
+            return error(status, 5500, "Internal Server Error")
         if headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, 10000, "Authentication error")
         with self.lock:

@@ -225,7 +225,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
         failed = stats.get_value("nuke/images/failed", 0)
         elapsed = max(1e-6, time.monotonic() - self.started)
         tried = stored + failed
-        rate = stored / tried if tried else 1.0
+        if not tried:  # no success rate for 0 images
+            logger.info("Image backfill %s: %d vehicles, no image stored or failed",
+                        reason, self.done)
+            return
+        rate = stored / tried
         stats.set_value("nuke/images/success_rate", round(rate, 4))
         stats.set_value("nuke/images/per_second", round(tried / elapsed, 2))
         logger.info(
