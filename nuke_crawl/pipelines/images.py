@@ -214,7 +214,13 @@ class ImageBackfillPipeline(MediaPipeline):
         return await asyncio.to_thread(store_problem, self.image_store, self.store_uri)
 
     def _store_failed(self, detail: str) -> StoreFailed:
-        """Stop the run once: the store is failing, and every further image would too."""
+        """Stop the run once: the store is failing, and every further image would too.
+
+        The run drains rather than closing the engine under its items: the spider
+        claims nothing more (it reads :attr:`store_failure`), images not downloaded yet
+        are not downloaded (:meth:`media_to_download`), downloaded ones are not
+        processed, and no image is marked failed for it; the vehicles' leases are
+        released at the close, so the next run claims them again."""
         if self.store_failure is None:
             self.store_failure = detail
             message = f"storage failed: {detail}"
@@ -222,9 +228,6 @@ class ImageBackfillPipeline(MediaPipeline):
                          "run)", message)
             assert self.stats is not None
             self.stats.set_value("nuke/error", message)
-            engine = self.crawler.engine
-            if engine is not None:
-                asyncio.ensure_future(engine.close_spider_async(reason="storage_failed"))
         return StoreFailed(detail)
 
     # -- requests -----------------------------------------------------------------
@@ -267,6 +270,10 @@ class ImageBackfillPipeline(MediaPipeline):
             image = request.meta["nuke_image"]
             return {"url": image.url, "path": "", "checksum": None, "status": "failed",
                     "reason": "bad_url", "detail": "not a downloadable http(s) URL"}
+        if self.store_failure is not None:  # the run is stopping: nothing more to fetch
+            return {"url": request.url, "path": "", "checksum": None,
+                    "status": STORE_FAILED, "reason": "store_failed",
+                    "detail": self.store_failure}
         return None
 
     def media_failed(

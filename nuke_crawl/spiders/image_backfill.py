@@ -137,16 +137,23 @@ class ImageBackfillSpider(LeasedWorkSpider):
                     available, self.args["limit"])
         return True
 
-    async def _store_problem(self) -> str | None:
-        """The image pipeline's start-up check of its settings and store (the store's
-        ``probe()``), before any claim or download."""
+    def _pipeline(self) -> ImageBackfillPipeline | None:
         manager = getattr(getattr(self.crawler.engine, "scraper", None), "itemproc", None)
         for component in getattr(manager, "middlewares", ()):
             if isinstance(component, ImageBackfillPipeline):
-                return await component.check_store()
+                return component
         return None
 
+    async def _store_problem(self) -> str | None:
+        """The image pipeline's start-up check of its settings and store (the store's
+        ``probe()``), before any claim or download."""
+        pipeline = self._pipeline()
+        return None if pipeline is None else await pipeline.check_store()
+
     async def claim(self, want: int) -> list[backfill.VehicleWork]:
+        pipeline = self._pipeline()
+        if pipeline is not None and pipeline.store_failure is not None:
+            return []  # the store failed mid-run: claim nothing more, the run drains
         works: list[backfill.VehicleWork] = await self._adb().run(
             backfill.claim_vehicles,
             self.owner,
