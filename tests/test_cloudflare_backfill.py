@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,36 @@ def test_webp_variants_in_a_folder_store(sqlite_url: str, cf: FakeCloudflare,
     medium = Image.open(out / variants["medium"]["path"])
     assert medium.format == "JPEG" and medium.size == (400, 300)
     assert cf.log == []  # a folder store never talks to Cloudflare
+
+
+def test_org_crawl_hands_off_a_backfill_into_the_same_cloudflare_store(
+    sqlite_url: str, cf: FakeCloudflare, tmp_path: Path
+) -> None:
+    # the detached backfill gets IMAGES_STORE and the CF_IMAGES_* settings from the org
+    # crawl's hand-off, the token through the environment
+    with launch("jsonld", n_vehicles=2, per_page=10, images_per_vehicle=2) as demo:
+        org = run_scrapy(
+            ["crawl", "org", "-a", f"url={demo.url}", *FAST, "-s", "NUKE_TRIGGER_BACKFILL=1",
+             "-s", f"NUKE_BACKFILL_LOG_FILE={tmp_path / 'bf.log'}", "-s", f"IMAGES_STORE={URI}",
+             "-s", f"CF_IMAGES_API_URL={cf.api_url}",
+             "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}", "-s", "CF_IMAGES_VARIANT=thumbnail",
+             "-s", "NUKE_IMAGE_VARIANTS=thumb:320x240:webp"],
+            sqlite_url, cwd=tmp_path, CF_IMAGES_TOKEN=TOKEN,
+        )
+        assert org.returncode == 0, org.stderr[-3000:]
+        assert "Started image_backfill for 2 vehicles" in org.stderr
+        deadline = time.monotonic() + 60
+        stored: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            stored = [r for r in rows(sqlite_url) if r["is_external"] in (False, 0)]
+            if len(stored) == 4:
+                break
+            time.sleep(0.3)
+    log = (tmp_path / "bf.log").read_text() if (tmp_path / "bf.log").exists() else ""
+    assert len(stored) == 4, log[-3000:]
+    assert cf.uploads == 4
+    for row in stored:
+        assert row["image_url"] == (f"https://imagedelivery.net/{ACCOUNT_HASH}/"
+                                    f"{row['storage_path']}/thumbnail")
+        assert set(loads_json(row["variants"])) == {"public", "thumbnail"}  # Cloudflare's
+    assert TOKEN not in log
