@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -338,10 +339,8 @@ def main() -> None:
     with FakeCloudflare(keep_data=not args.discard) as cf:
         cf.latency = args.latency
         print(cf.api_url, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

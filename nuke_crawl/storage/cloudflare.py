@@ -225,7 +225,8 @@ class CloudflareImagesConfig:
                 retry_after_max=settings.getfloat("NUKE_RETRY_AFTER_MAX", 300.0),
             )
         except ValueError as exc:  # a setting that is not a number
-            raise CloudflareImagesError("storage_config", f"Cloudflare Images settings: {exc}")
+            raise CloudflareImagesError(
+                "storage_config", f"Cloudflare Images settings: {exc}") from None
 
 
 @dataclass(frozen=True)
