@@ -147,6 +147,9 @@ def test_wrong_token_is_one_clear_line_before_any_download(
     assert hits == 0 and not any(r.method == "POST" for r in cf.log)
     (row,) = rows(sqlite_url)
     assert row["is_external"] in (True, 1) and not row["download_attempts"]
+    # printed last (issue 12 item 14), no run summary after it
+    assert run.stderr.rstrip().splitlines()[-1].startswith("Cannot start: Cloudflare Images")
+    assert "success rate" not in run.stderr
 
 
 def test_missing_token_and_bad_variants_refused_in_one_line(

@@ -189,3 +189,17 @@ def test_cloudflare_failing_mid_run_stops_and_marks_nothing_failed(
         assert again.returncode == 0, again.stderr[-3000:]
         assert cf.uploads == 16
         assert all(r["is_external"] in (False, 0) for r in rows(sqlite_url))
+
+
+@pytest.mark.parametrize("spider", ["org", "image_backfill", "image_analysis"])
+def test_cannot_start_is_printed_last_by_every_spider(spider: str, tmp_path: Path) -> None:
+    # a database that cannot be reached: each spider's "Cannot start" path
+    args = {"org": ["-a", "url=http://dealer.example/"],
+            "image_analysis": ["-a", "providers=local"]}.get(spider, [])
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, *args,
+           "-s", f"IMAGES_STORE={tmp_path / 'images'}"]
+    run = subprocess.run(cmd, cwd=REPO, env=scrapy_env("postgresql://127.0.0.1:1/nowhere"),
+                         capture_output=True, text=True, timeout=120)
+    last = assert_cannot_start(run, "127.0.0.1")
+    assert "cannot connect to PostgreSQL" in last
+    assert "finished:" not in run.stderr and "success" not in run.stderr

@@ -168,6 +168,7 @@ class OrgSpider(scrapy.Spider):
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
+            self.crawler.stats.set_value("nuke/cannot_start", str(exc))  # printed last
             return
         for org in orgs:
             for request in self._entry_requests(org):
