@@ -203,3 +203,11 @@ def test_cannot_start_is_printed_last_by_every_spider(spider: str, tmp_path: Pat
     last = assert_cannot_start(run, "127.0.0.1")
     assert "cannot connect to PostgreSQL" in last
     assert "finished:" not in run.stderr and "success" not in run.stderr
+
+
+def test_image_analysis_with_a_store_that_cannot_be_built(sqlite_url: str) -> None:
+    cmd = [sys.executable, "-m", "scrapy", "crawl", "image_analysis", "-a", "providers=local",
+           "-s", "IMAGES_STORE=gs://bucket/prefix"]
+    run = subprocess.run(cmd, cwd=REPO, env=scrapy_env(sqlite_url), capture_output=True,
+                         text=True, timeout=120)
+    assert_cannot_start(run, "IMAGES_STORE 'gs://bucket/prefix'", "expected a folder")
