@@ -140,6 +140,21 @@ NUKE_IMAGE_RECORD_WAIT = 0.05  # seconds stored images wait to share one commit
 # NUKE_IMAGE_PROCESSES: worker processes decoding images (default: the CPU count; 0: threads)
 # NUKE_IMAGE_MAX_IN_FLIGHT: images handed to the downloader at once (2 * CONCURRENT_REQUESTS)
 NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
+# Variants of each stored image (nuke_crawl.variants): "name:size[:format[:quality]],...",
+# e.g. "thumb:320x240:webp,medium:1024:webp"; format webp, avif, jpeg or auto (JPEG, or WebP
+# with alpha). The dict form below still reads. On cloudflare-images:// the variants are
+# Cloudflare's and none of these is made.
+NUKE_IMAGE_VARIANTS = {"thumb": (320, 240)}
+# Cloudflare Images store: IMAGES_STORE = "cloudflare-images://<account_id>"
+# (nuke_crawl.storage.cloudflare). CF_IMAGES_TOKEN comes from the environment only.
+CF_IMAGES_ACCOUNT_HASH = None  # delivery URLs https://imagedelivery.net/<hash>/<id>/<variant>
+CF_IMAGES_VARIANT = "public"  # the variant whose delivery URL becomes image_url
+CF_IMAGES_API_URL = "https://api.cloudflare.com/client/v4"
+CF_IMAGES_RATE_LIMIT = 1200  # API requests per CF_IMAGES_RATE_PERIOD (Cloudflare: 1,200/5 min)
+CF_IMAGES_RATE_PERIOD = 300.0
+CF_IMAGES_CONCURRENCY = 8  # API requests in flight at once
+CF_IMAGES_TIMEOUT = 30.0  # seconds, connect and read
+CF_IMAGES_RETRY_TIMES = 4  # retries of a 429, 5xx or connection error (NUKE_BACKOFF_*)
 NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
 NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process
 NUKE_SCRAPYD_PROJECT = None  # scrapyd project; None: BOT_NAME

@@ -4,12 +4,15 @@ A nuke_crawl spider declares its arguments as a :class:`~nuke_crawl.spiders.args
 class (its ``Arguments`` attribute; older spiders: an ``ARGUMENTS`` mapping); a bad
 one is refused here with a message naming it (exit code 2, no traceback), and the
 parsed arguments go to the spider (``PARSED``), which does not parse them again.
-A run that could not start (``nuke/error`` in its stats) exits with 1.
+A run that could not start (``nuke/error`` in its stats) exits with 1; one that never
+started (``nuke/cannot_start``) also prints ``Cannot start: ...`` as its last line on
+stderr, whatever ``LOG_FILE`` and ``LOG_LEVEL`` say.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
@@ -41,6 +44,11 @@ class Command(ScrapyCrawlCommand):
         stats = getattr(self._crawler, "stats", None)
         if self.exitcode == 0 and stats is not None and stats.get_value("nuke/error"):
             self.exitcode = 1
+        cannot_start = stats.get_value("nuke/cannot_start") if stats is not None else None
+        if cannot_start:
+            # the last thing printed, on stderr whatever LOG_FILE/LOG_LEVEL say
+            sys.stderr.flush()
+            print(f"Cannot start: {cannot_start}", file=sys.stderr, flush=True)
 
     def _create_crawler(self, spidercls: Any) -> Any:
         self._crawler = super()._create_crawler(spidercls)

@@ -87,6 +87,17 @@ FORWARDED_SETTINGS = (
     "IMAGES_STORE",
     "NUKE_IMAGES_PUBLIC_URL",
     "AWS_ENDPOINT_URL",
+    # the Cloudflare Images store and the variants (CF_IMAGES_TOKEN is not a setting:
+    # it reaches a detached run through the environment, a scrapyd job through scrapyd's)
+    "CF_IMAGES_ACCOUNT_HASH",
+    "CF_IMAGES_VARIANT",
+    "CF_IMAGES_API_URL",
+    "CF_IMAGES_RATE_LIMIT",
+    "CF_IMAGES_RATE_PERIOD",
+    "CF_IMAGES_CONCURRENCY",
+    "CF_IMAGES_TIMEOUT",
+    "CF_IMAGES_RETRY_TIMES",
+    "NUKE_IMAGE_VARIANTS",
     "IMAGES_MIN_WIDTH",
     "IMAGES_MIN_HEIGHT",
     "NUKE_IMAGE_MAX_ATTEMPTS",
@@ -113,8 +124,10 @@ def forwarded_settings(settings: Any) -> dict[str, str]:
     out = {}
     for name in FORWARDED_SETTINGS:
         priority = settings.getpriority(name)
-        if priority is not None and priority >= 40 and settings.get(name) is not None:
-            out[name] = str(settings.get(name))
+        value = settings.get(name)
+        if priority is not None and priority >= 40 and value is not None:
+            # a dict or list (NUKE_IMAGE_VARIANTS's mapping form) goes as JSON
+            out[name] = value if isinstance(value, str) else json.dumps(value)
     if out.get("IMAGES_STORE"):
         out["IMAGES_STORE"] = _absolute_store(out["IMAGES_STORE"])
     if out.get("NUKE_SCRAPYD_URL") and without_password(out["NUKE_SCRAPYD_URL"])[1]:

@@ -28,7 +28,7 @@ from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.items import ImageAnalysisItem
-from nuke_crawl.storage import StoreError, build_store
+from nuke_crawl.storage import StoreError, build_store, describe_failure
 from nuke_crawl.utils.downloads import download_failure_reason
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,12 @@ class ImageAnalysisPipeline:
         self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
         requested = settings.getlist("NUKE_ANALYSIS_PROVIDERS")
         self.requested = tuple(requested) or None
-        self.store = build_store(settings)
+        self.store_problem: str | None = None  # the spider's "Cannot start" reads it
+        try:
+            self.store = build_store(settings)
+        except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+            self.store_problem = describe_failure(
+                str(settings.get("IMAGES_STORE") or "images"), exc)
         assert crawler.stats is not None
         self.stats = crawler.stats
         self._providers: Providers | None = None  # built for the first image

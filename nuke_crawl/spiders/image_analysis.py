@@ -183,6 +183,12 @@ class ImageAnalysisSpider(LeasedWorkSpider):
     async def before_claims(self) -> bool:
         if not await self._select_providers():
             return False
+        manager = getattr(getattr(self.crawler.engine, "scraper", None), "itemproc", None)
+        for component in getattr(manager, "middlewares", ()):
+            problem = getattr(component, "store_problem", None)
+            if problem:  # IMAGES_STORE cannot be built (read-only here: no probe)
+                self.cannot_start(problem)
+                return False
         if self.preflight and self.providers.remote:
             failed = []
             for name, provider in self.providers.remote.items():

@@ -24,6 +24,7 @@ from scrapy.crawler import Crawler
 from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
 from nuke_crawl.items import VehicleImagesItem
+from nuke_crawl.pipelines.images import ImageBackfillPipeline
 from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_uuid
 from nuke_crawl.spiders.leased import LeasedWorkSpider
 
@@ -126,13 +127,33 @@ class ImageBackfillSpider(LeasedWorkSpider):
 
     async def before_claims(self) -> bool:
         await super().before_claims()
+        problem = await self._store_problem()
+        if problem is not None:
+            self.cannot_start(problem)
+            return False
         available = await self._adb().run(backfill.count_claimable, self._selection())
         self.total = min(self.args["limit"], available)
         logger.info("%d vehicles need their images backfilled; this run takes up to %d",
                     available, self.args["limit"])
         return True
 
+    def _pipeline(self) -> ImageBackfillPipeline | None:
+        manager = getattr(getattr(self.crawler.engine, "scraper", None), "itemproc", None)
+        for component in getattr(manager, "middlewares", ()):
+            if isinstance(component, ImageBackfillPipeline):
+                return component
+        return None
+
+    async def _store_problem(self) -> str | None:
+        """The image pipeline's start-up check of its settings and store (the store's
+        ``probe()``), before any claim or download."""
+        pipeline = self._pipeline()
+        return None if pipeline is None else await pipeline.check_store()
+
     async def claim(self, want: int) -> list[backfill.VehicleWork]:
+        pipeline = self._pipeline()
+        if pipeline is not None and pipeline.store_failure is not None:
+            return []  # the store failed mid-run: claim nothing more, the run drains
         works: list[backfill.VehicleWork] = await self._adb().run(
             backfill.claim_vehicles,
             self.owner,
@@ -211,7 +232,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
         failed = stats.get_value("nuke/images/failed", 0)
         elapsed = max(1e-6, time.monotonic() - self.started)
         tried = stored + failed
-        rate = stored / tried if tried else 1.0
+        if not tried:  # no success rate for 0 images
+            logger.info("Image backfill %s: %d vehicles, no image stored or failed",
+                        reason, self.done)
+            return
+        rate = stored / tried
         stats.set_value("nuke/images/success_rate", round(rate, 4))
         stats.set_value("nuke/images/per_second", round(tried / elapsed, 2))
         logger.info(

@@ -89,6 +89,7 @@ class LeasedWorkSpider(scrapy.Spider):
         self.max_in_flight = 128
         self._wake = asyncio.Event()
         self._renewer: asyncio.Future[None] | None = None
+        self.start_failed = False  # cannot_start() was called: no summary at the close
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -153,9 +154,13 @@ class LeasedWorkSpider(scrapy.Spider):
         return self.crawler.stats
 
     def cannot_start(self, message: str) -> None:
-        """The one way a run that cannot start ends: logged, and ``nuke/error`` set."""
+        """The one way a run that cannot start ends: logged, ``nuke/error`` and
+        ``nuke/cannot_start`` set (the crawl command prints it last, on stderr), and no
+        run summary at the close."""
         logger.error("Cannot start: %s", message)
         self.stats.set_value("nuke/error", message)
+        self.stats.set_value("nuke/cannot_start", message)
+        self.start_failed = True
 
     def report_dry_run(self, lines: list[str], figures: dict[str, int]) -> None:
         """The one way a dry run is reported: the lines in the log, the figures as
@@ -242,7 +247,8 @@ class LeasedWorkSpider(scrapy.Spider):
                 logger.info(
                     "Released %d claimed %s not finished in this run", released, self.WORK_NAME
                 )
-        self.summarize(reason)
+        if not self.start_failed:
+            self.summarize(reason)
 
     async def closing(self) -> None:
         """Called first when the spider closes (dry runs included)."""

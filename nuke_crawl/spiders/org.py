@@ -210,6 +210,7 @@ class OrgSpider(scrapy.Spider):
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
+            self.crawler.stats.set_value("nuke/cannot_start", str(exc))  # printed last
             return
         if self.watch is not None:
             self.watch.start()
