@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +25,8 @@ from scrapy.crawler import Crawler
 from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
 from nuke_crawl.items import VehicleImagesItem
-from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_uuid
-from nuke_crawl.spiders.leased import LeasedWorkSpider
+from nuke_crawl.params import ArgumentError, arg, positive_int, to_bool, to_int, to_uuid
+from nuke_crawl.spiders.leased import LeasedArgs, LeasedWorkSpider
 
 logger = logging.getLogger(__name__)
 
@@ -41,32 +42,32 @@ def to_datetime(name: str, value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-ARGUMENTS: dict[str, Param] = {
-    "limit": Param(lambda n, v: to_int(n, v, minimum=1), 100, "vehicles to process in this run"),
-    "batch_size": Param(
-        lambda n, v: to_int(n, v, minimum=1), 10, "vehicles claimed from the database at a time"
-    ),
-    "max_images": Param(
-        lambda n, v: to_int(n, v, minimum=1), 20, "images per vehicle (in position order)"
-    ),
-    "organization_id": Param(to_uuid, None, "only this organization's vehicles"),
-    "vehicle_id": Param(to_uuid, None, "only this vehicle"),
-    "created_after": Param(to_datetime, None, "only vehicles created at or after this time"),
-    "min_priority": Param(
-        lambda n, v: to_int(n, v, minimum=-(2**31)), None,
-        "only vehicles whose images_priority is at least this",
-    ),
-    "dry_run": Param(to_bool, False, "print what would be downloaded, write nothing"),
-    "retry_failed": Param(to_bool, False, "also retry images that failed permanently before"),
-}
+def to_priority(name: str, value: Any) -> int:
+    return to_int(name, value, minimum=-(2**31))
+
+
+@dataclass(frozen=True)
+class BackfillArgs(LeasedArgs):
+    """The ``image_backfill`` spider's arguments (``-a name=value``)."""
+
+    limit: int = arg(100, "vehicles to process in this run", positive_int)
+    batch_size: int = arg(10, "vehicles claimed from the database at a time", positive_int)
+    max_images: int = arg(20, "images per vehicle (in position order)", positive_int)
+    organization_id: str | None = arg(None, "only this organization's vehicles", to_uuid)
+    vehicle_id: str | None = arg(None, "only this vehicle", to_uuid)
+    created_after: datetime | None = arg(
+        None, "only vehicles created at or after this time", to_datetime)
+    min_priority: int | None = arg(
+        None, "only vehicles whose images_priority is at least this", to_priority)
+    dry_run: bool = arg(False, "print what would be downloaded, write nothing", to_bool)
+    retry_failed: bool = arg(False, "also retry images that failed permanently before", to_bool)
 
 
 class ImageBackfillSpider(LeasedWorkSpider):
     """Downloads and stores vehicle images recorded by the ``org`` crawl.
 
-    Arguments (``-a name=value``): ``limit`` (100), ``batch_size`` (10),
-    ``max_images`` (20), ``organization_id``, ``vehicle_id``, ``created_after``,
-    ``min_priority``, ``dry_run``, ``retry_failed``. Settings: ``NUKE_IMAGE_LEASE_SECONDS`` (600),
+    Arguments (``-a name=value``): :class:`BackfillArgs`, as ``self.args``. Settings:
+    ``NUKE_IMAGE_LEASE_SECONDS`` (600),
     ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_MAX_IN_FLIGHT`` (images handed to the
     pipeline and not settled yet, which bounds memory; default ``2 * CONCURRENT_REQUESTS``;
     a batch is claimed when fewer are in flight) and the pipeline's settings
@@ -78,7 +79,8 @@ class ImageBackfillSpider(LeasedWorkSpider):
     """
 
     name = "image_backfill"
-    ARGUMENTS = ARGUMENTS
+    Arguments = BackfillArgs
+    args: BackfillArgs
     STATS_PREFIX = "nuke/"
     CLAIMED_STAT = "nuke/vehicles/claimed"
     WORK_NAME = "vehicles"
@@ -100,7 +102,7 @@ class ImageBackfillSpider(LeasedWorkSpider):
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ImageBackfillSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
-        spider.batch_size = spider.args["batch_size"]
+        spider.batch_size = spider.args.batch_size
         spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS", 600.0)
         spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
         spider.max_in_flight = settings.getint(
@@ -111,12 +113,12 @@ class ImageBackfillSpider(LeasedWorkSpider):
     def _selection(self) -> backfill.Selection:
         args = self.args
         return backfill.Selection(
-            organization_id=args["organization_id"],
-            vehicle_id=args["vehicle_id"],
-            created_after=args["created_after"],
-            retry_failed=args["retry_failed"],
+            organization_id=args.organization_id,
+            vehicle_id=args.vehicle_id,
+            created_after=args.created_after,
+            retry_failed=args.retry_failed,
             run_started=self.run_started,
-            min_priority=args["min_priority"],
+            min_priority=args.min_priority,
         )
 
     def _adb(self) -> Any:
@@ -127,9 +129,9 @@ class ImageBackfillSpider(LeasedWorkSpider):
     async def before_claims(self) -> bool:
         await super().before_claims()
         available = await self._adb().run(backfill.count_claimable, self._selection())
-        self.total = min(self.args["limit"], available)
+        self.total = min(self.args.limit, available)
         logger.info("%d vehicles need their images backfilled; this run takes up to %d",
-                    available, self.args["limit"])
+                    available, self.args.limit)
         return True
 
     async def claim(self, want: int) -> list[backfill.VehicleWork]:
@@ -139,7 +141,7 @@ class ImageBackfillSpider(LeasedWorkSpider):
             limit=want,
             lease_seconds=self.lease_seconds,
             selection=self._selection(),
-            max_images=self.args["max_images"],
+            max_images=self.args.max_images,
             max_attempts=self.max_attempts,
         )
         if not works and self.claimed == 0:
@@ -184,8 +186,8 @@ class ImageBackfillSpider(LeasedWorkSpider):
                     "the database schema is older than this version: run `scrapy migrate`"
                 )
             return backfill.select_preview(
-                db, limit=self.args["limit"], selection=self._selection(),
-                max_images=self.args["max_images"], max_attempts=self.max_attempts,
+                db, limit=self.args.limit, selection=self._selection(),
+                max_images=self.args.max_images, max_attempts=self.max_attempts,
             )
 
         works = await self._adb().run(preview)

@@ -37,8 +37,7 @@ from nuke_crawl.extraction import (
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.middlewares.netguard import RefusedRequest
-from nuke_crawl.signals import vehicles_stored
-from nuke_crawl.spiders.args import (
+from nuke_crawl.params import (
     SpiderArgs,
     apply_user_agent,
     arg,
@@ -49,13 +48,14 @@ from nuke_crawl.spiders.args import (
     to_url,
     to_uuid,
 )
+from nuke_crawl.signals import vehicles_stored
+from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgmeta import (
     InvalidOrgConfig,
     InvalidWebsite,
     OrgConfig,
     parse_org_config,
 )
-from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgpage import extract_for_crawl
 from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
@@ -104,10 +104,10 @@ class OrgProgress:
 class OrgSpider(scrapy.Spider):
     """Crawls organizations' websites for vehicle listings.
 
-    Arguments (``-a name=value``): :class:`OrgArgs`, as ``self.args``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
-    (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True),
-    ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and vehicles written, in a
-    worker process; 0: a thread).
+    Arguments (``-a name=value``): :class:`OrgArgs`, as ``self.args``. Settings:
+    ``NUKE_MAX_IMAGES_PER_VEHICLE`` (50), ``NUKE_PROBE_COMMON_PATHS`` (True),
+    ``NUKE_RENDER_JS`` (True), ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and
+    vehicles written, in a worker process; 0: a thread).
     """
 
     name = "org"
@@ -390,7 +390,7 @@ class OrgSpider(scrapy.Spider):
         """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
         pages gave no vehicle, learned selectors re-read the pages they were learned on."""
         assert self.learner is not None
-        adb = None if self.args["dry_run"] else crawler_database(self.crawler)
+        adb = None if self.args.dry_run else crawler_database(self.crawler)
         selectors = await self.learner.after_page(
             progress.org, progress.vehicles_found, response.text, response.url,
             result.skip_reason, bool(response.meta.get("detail")), adb)
