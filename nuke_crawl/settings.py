@@ -66,6 +66,7 @@ NUKE_MAX_IMAGES_PER_VEHICLE = 50
 NUKE_PROBE_COMMON_PATHS = True  # try /inventory, /used-vehicles... when nothing links to inventory
 NUKE_WORKER_PROCESSES = 1  # processes that extract pages and write vehicles (0: a thread of the crawler)
 NUKE_WORKER_NICE = 10  # their CPU priority below the crawler's (0-19; 0: the same)
+NUKE_WORKER_PRELOAD = ["nuke_crawl.spiders.orgpage"]  # modules they import as they start
 NUKE_GC_THRESHOLD = 20_000  # allocations between young-generation GC scans during a crawl (0: Python's 700)
 
 # -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------
@@ -126,10 +127,10 @@ NUKE_IMAGE_RETRY_BACKOFF = 3600.0  # seconds before the first cross-run retry, d
 NUKE_IMAGE_LEASE_SECONDS = 600.0  # a claimed vehicle returns to the pool if its worker dies
 NUKE_IMAGE_VARIANTS = {"thumb": (320, 240)}  # resized copies stored beside each image
 NUKE_IMAGE_RECORD_WAIT = 0.05  # seconds stored images wait to share one commit
-# Two more, computed where they are read when not given (a fixed value here would
-# not fit every machine or CONCURRENT_REQUESTS):
-# NUKE_IMAGE_PROCESSES: worker processes decoding images (default: the CPU count; 0: threads)
-# NUKE_IMAGE_MAX_IN_FLIGHT: images handed to the downloader at once (2 * CONCURRENT_REQUESTS)
+# None: computed when the run starts (a fixed value would not fit every machine or
+# CONCURRENT_REQUESTS):
+NUKE_IMAGE_PROCESSES = None  # worker processes decoding images (None: the CPU count; 0: threads)
+NUKE_IMAGE_MAX_IN_FLIGHT = None  # images handed to the downloader at once (None: 2 * CONCURRENT_REQUESTS)
 NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
 NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
 NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process

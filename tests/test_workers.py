@@ -253,3 +253,49 @@ def test_the_crawlers_pool_takes_its_collector_threshold_from_the_settings() -> 
     assert crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": 0})).gc_threshold == 0
     with pytest.raises(NotConfigured, match="NUKE_GC_THRESHOLD=-5"):
         crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": -5}))
+
+
+def _imports(*modules: str) -> list[bool]:
+    import sys
+
+    return [module in sys.modules for module in modules]
+
+
+def test_one_pool_configured_per_spider_for_extraction_or_image_decoding() -> None:
+    """The org crawl's and the image backfill's workers are the same extension's pool,
+    started the way each spider needs: extraction at nice 10, one process, preloading
+    the extraction code; image decoding at the crawler's priority, a process per CPU
+    (NUKE_IMAGE_PROCESSES), importing Pillow and numpy but no Scrapy."""
+    from scrapy.crawler import Crawler
+    from scrapy.settings import Settings
+
+    from nuke_crawl import settings as project
+    from nuke_crawl.extensions.workers import WorkerPoolExtension
+    from nuke_crawl.spiders.image_backfill import ImageBackfillSpider
+    from nuke_crawl.spiders.org import OrgSpider
+
+    def pool_for(spidercls: type, **given: object) -> WorkerPool:
+        settings = Settings()
+        settings.setmodule(project, priority="project")
+        settings.setdict(given, priority="cmdline")  # -s NAME=value
+        return WorkerPoolExtension.from_crawler(Crawler(spidercls, settings)).pool
+
+    org = pool_for(OrgSpider)
+    assert (org.processes, org.nice, org.preload) == (1, 10, ("nuke_crawl.spiders.orgpage",))
+    images = pool_for(ImageBackfillSpider)
+    assert (images.processes, images.nice, images.preload) == (
+        os.cpu_count() or 1, 0, ("nuke_crawl.pipelines._imageworker",))
+    assert images.gc_threshold == org.gc_threshold == 20_000
+    assert pool_for(ImageBackfillSpider, NUKE_IMAGE_PROCESSES=0).processes == 0
+    assert pool_for(ImageBackfillSpider, NUKE_IMAGE_PROCESSES="3").processes == 3
+    # the spider's choices are defaults: the command line still wins
+    assert pool_for(ImageBackfillSpider, NUKE_WORKER_NICE=5).nice == 5
+
+    async def go() -> list[bool]:
+        pool = WorkerPool(1, nice=images.nice, preload=images.preload)
+        try:
+            return await pool.call(_imports, "PIL.Image", "numpy", "scrapy", "twisted")
+        finally:
+            await pool.close()
+
+    assert run(go()) == [True, True, False, False]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from twisted.python.failure import Failure
 from nuke_crawl.db import backfill
 from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.extensions.database import crawler_database
+from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.pipelines._imageworker import process_in_worker
@@ -101,8 +101,9 @@ class ImageBackfillPipeline(MediaPipeline):
       for a larger copy, at about four times the CPU per image).
     - ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_RETRY_BACKOFF`` (3600 s): cross-run retries.
     - ``NUKE_IMAGES_FSYNC`` (True): fsync local files and their folders before recording them.
-    - ``NUKE_IMAGE_PROCESSES`` (CPU count): worker processes decoding images; 0 decodes
-      in threads of the crawl's process instead.
+    - ``NUKE_IMAGE_PROCESSES`` (None: the CPU count): worker processes decoding images
+      (the crawl's pool, :class:`~nuke_crawl.extensions.workers.WorkerPoolExtension`, as
+      the spider configures it); 0 decodes in threads of the crawl's process instead.
     - ``NUKE_IMAGE_RECORD_WAIT`` (0.05 s): stored images arriving this close together
       share one database commit.
     - ``MEDIA_ALLOW_REDIRECTS`` (True for the spider).
@@ -131,13 +132,13 @@ class ImageBackfillPipeline(MediaPipeline):
         self.variants = {str(k): (int(v[0]), int(v[1])) for k, v in variants.items()}
         self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
         self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF", 3600.0)
-        workers = settings.getint("NUKE_IMAGE_PROCESSES", os.cpu_count() or 1)
         # Decoding in worker processes, not threads: in threads, Pillow's work and the
         # reactor shared one GIL and a run used about one core (measured: 80 vs
-        # several hundred images/s on 2 cores). The workers are nuke_crawl.workers'
-        # (bodies written to their pipes by the event loop): a ProcessPoolExecutor's
-        # feeder and manager threads cost the reactor thread about 10% of its time.
-        self._pool: WorkerPool | None = WorkerPool(workers) if workers > 0 else None
+        # several hundred images/s on 2 cores). The workers are the crawl's pool
+        # (WorkerPoolExtension; bodies written to their pipes by the event loop): a
+        # ProcessPoolExecutor's feeder and manager threads cost the reactor thread
+        # about 10% of its time. Found at the first image (the engine exists then).
+        self._pool: WorkerPool | None = None
         self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT", 0.05)
         self._records: TimedBatcher[backfill.StoredImage, None] = TimedBatcher(
             self._write_records, size=RECORD_BATCH, wait=self.record_wait)
@@ -229,9 +230,11 @@ class ImageBackfillPipeline(MediaPipeline):
                    "min_width": self.min_width, "min_height": self.min_height,
                    "variants": self.variants}
         try:
-            if self._pool is not None:
+            if self._pool is None:
+                self._pool = worker_pool(self.crawler)
+            if self._pool.processes > 0:
                 processed = await self._pool.call(process_in_worker, body, options)
-            else:
+            else:  # NUKE_IMAGE_PROCESSES=0: threads of the crawl's process
                 processed = await asyncio.to_thread(process_in_worker, body, options)
         except WorkerError as exc:
             raise ImageFailed("storage", f"the image worker process died ({exc})") from None
@@ -405,9 +408,6 @@ class ImageBackfillPipeline(MediaPipeline):
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)
             self.stats.set_value("nuke/images/cache_left", len(info.downloaded))
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close(timeout=10)
 
     def _inc(self, key: str, count: int = 1) -> None:
         assert self.stats is not None

@@ -13,6 +13,7 @@ leases expire and its vehicles are claimed again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scrapy.crawler import Crawler
+from scrapy.settings import SETTINGS_PRIORITIES
 
 from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
@@ -96,7 +98,24 @@ class ImageBackfillSpider(LeasedWorkSpider):
         "DOWNLOADER": "nuke_crawl.downloader.slotsafe.SlotSafeDownloader",
         # The pipeline's media results are cached per image row, not per URL.
         "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
+        # The crawl's worker pool (WorkerPoolExtension) decodes images here: at the
+        # crawler's CPU priority, its workers importing Pillow and numpy only (no
+        # Scrapy); how many: NUKE_IMAGE_PROCESSES (see update_settings).
+        "NUKE_WORKER_NICE": 0,
+        "NUKE_WORKER_PRELOAD": ["nuke_crawl.pipelines._imageworker"],
     }
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        # NUKE_IMAGE_PROCESSES (None: the CPU count; 0: decode in threads) sizes the
+        # pool, given at its own priority or at least the spider's.
+        processes = settings.get("NUKE_IMAGE_PROCESSES")
+        priority = max(settings.getpriority("NUKE_IMAGE_PROCESSES") or 0,
+                       SETTINGS_PRIORITIES["spider"])
+        settings.set("NUKE_WORKER_PROCESSES",
+                     os.cpu_count() or 1 if processes is None else int(processes),
+                     priority=priority)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ImageBackfillSpider:
