@@ -26,11 +26,12 @@ from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
 from scrapy.utils.request import RequestFingerprinter
 from twisted.python.failure import Failure
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import backfill
 from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.extensions.workers import worker_pool
-from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
+from nuke_crawl.imaging import ImageRejected, ProcessedImage
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.pipelines._imageworker import process_in_worker
 from nuke_crawl.storage import build_store
@@ -125,13 +126,15 @@ class ImageBackfillPipeline(MediaPipeline):
                 "ImageBackfillPipeline needs REQUEST_FINGERPRINTER_CLASS = "
                 f"'{__name__}.PerImageFingerprinter' (media results are cached per image row)")
         self.image_store = build_store(settings)
-        self.min_width = settings.getint("IMAGES_MIN_WIDTH", 0)
-        self.min_height = settings.getint("IMAGES_MIN_HEIGHT", 0)
-        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
-        variants = settings.getdict("NUKE_IMAGE_VARIANTS", dict(DEFAULT_VARIANTS))
+        self.min_width = settings.getint("IMAGES_MIN_WIDTH", defaults.IMAGES_MIN_WIDTH)
+        self.min_height = settings.getint("IMAGES_MIN_HEIGHT", defaults.IMAGES_MIN_HEIGHT)
+        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
+        variants = settings.getdict("NUKE_IMAGE_VARIANTS", dict(defaults.NUKE_IMAGE_VARIANTS))
         self.variants = {str(k): (int(v[0]), int(v[1])) for k, v in variants.items()}
-        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
-        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF", 3600.0)
+        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
+                                            defaults.NUKE_IMAGE_MAX_ATTEMPTS)
+        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF",
+                                                defaults.NUKE_IMAGE_RETRY_BACKOFF)
         # Decoding in worker processes, not threads: in threads, Pillow's work and the
         # reactor shared one GIL and a run used about one core (measured: 80 vs
         # several hundred images/s on 2 cores). The workers are the crawl's pool
@@ -139,7 +142,8 @@ class ImageBackfillPipeline(MediaPipeline):
         # ProcessPoolExecutor's feeder and manager threads cost the reactor thread
         # about 10% of its time. Found at the first image (the engine exists then).
         self._pool: WorkerPool | None = None
-        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT", 0.05)
+        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT",
+                                             defaults.NUKE_IMAGE_RECORD_WAIT)
         self._records: TimedBatcher[backfill.StoredImage, None] = TimedBatcher(
             self._write_records, size=RECORD_BATCH, wait=self.record_wait)
         self._requests: dict[str, list[Request]] = {}  # vehicle id -> its media requests

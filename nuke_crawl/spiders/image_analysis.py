@@ -29,6 +29,7 @@ from typing import Any
 
 from scrapy.crawler import Crawler
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.analysis.registry import Providers, check_providers, select_providers
 from nuke_crawl.db import analysis, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
@@ -148,11 +149,16 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         if spider.args.providers:
             settings.set("NUKE_ANALYSIS_PROVIDERS", ",".join(spider.args.providers),
                          priority="spider")
-        spider.concurrency = settings.getint("NUKE_ANALYSIS_CONCURRENCY", 10)
-        spider.batch_size = max(1, settings.getint("NUKE_ANALYSIS_BATCH_SIZE", 50))
-        spider.lease_seconds = settings.getfloat("NUKE_ANALYSIS_LEASE_SECONDS", 900.0)
-        spider.max_attempts = settings.getint("NUKE_ANALYSIS_MAX_ATTEMPTS", 5)
-        spider.preflight = settings.getbool("NUKE_ANALYSIS_PREFLIGHT", True)
+        spider.concurrency = settings.getint("NUKE_ANALYSIS_CONCURRENCY",
+                                             defaults.NUKE_ANALYSIS_CONCURRENCY)
+        spider.batch_size = max(1, settings.getint("NUKE_ANALYSIS_BATCH_SIZE",
+                                                       defaults.NUKE_ANALYSIS_BATCH_SIZE))
+        spider.lease_seconds = settings.getfloat("NUKE_ANALYSIS_LEASE_SECONDS",
+                                                 defaults.NUKE_ANALYSIS_LEASE_SECONDS)
+        spider.max_attempts = settings.getint("NUKE_ANALYSIS_MAX_ATTEMPTS",
+                                              defaults.NUKE_ANALYSIS_MAX_ATTEMPTS)
+        spider.preflight = settings.getbool("NUKE_ANALYSIS_PREFLIGHT",
+                                            defaults.NUKE_ANALYSIS_PREFLIGHT)
         return spider
 
     def _selection(self) -> analysis.Selection:

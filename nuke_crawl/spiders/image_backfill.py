@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from scrapy.crawler import Crawler
 from scrapy.settings import SETTINGS_PRIORITIES
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
 from nuke_crawl.items import VehicleImagesItem
@@ -86,7 +87,7 @@ class ImageBackfillSpider(LeasedWorkSpider):
     STATS_PREFIX = "nuke/"
     CLAIMED_STAT = "nuke/vehicles/claimed"
     WORK_NAME = "vehicles"
-    max_attempts = 5  # NUKE_IMAGE_MAX_ATTEMPTS, read in from_crawler
+    max_attempts = defaults.NUKE_IMAGE_MAX_ATTEMPTS  # read in from_crawler
     custom_settings = {
         # Only this spider's pipeline: the org spider's database pipeline is global.
         "ITEM_PIPELINES": {"nuke_crawl.pipelines.images.ImageBackfillPipeline": 300},
@@ -110,7 +111,7 @@ class ImageBackfillSpider(LeasedWorkSpider):
         super().update_settings(settings)
         # NUKE_IMAGE_PROCESSES (None: the CPU count; 0: decode in threads) sizes the
         # pool, given at its own priority or at least the spider's.
-        processes = settings.get("NUKE_IMAGE_PROCESSES")
+        processes = settings.get("NUKE_IMAGE_PROCESSES", defaults.NUKE_IMAGE_PROCESSES)
         priority = max(settings.getpriority("NUKE_IMAGE_PROCESSES") or 0,
                        SETTINGS_PRIORITIES["spider"])
         settings.set("NUKE_WORKER_PROCESSES",
@@ -122,10 +123,13 @@ class ImageBackfillSpider(LeasedWorkSpider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
         spider.batch_size = spider.args.batch_size
-        spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS", 600.0)
-        spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
-        spider.max_in_flight = settings.getint(
-            "NUKE_IMAGE_MAX_IN_FLIGHT", 2 * settings.getint("CONCURRENT_REQUESTS", 16)
+        spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS",
+                                                 defaults.NUKE_IMAGE_LEASE_SECONDS)
+        spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
+                                              defaults.NUKE_IMAGE_MAX_ATTEMPTS)
+        in_flight = settings.get("NUKE_IMAGE_MAX_IN_FLIGHT", defaults.NUKE_IMAGE_MAX_IN_FLIGHT)
+        spider.max_in_flight = (
+            2 * settings.getint("CONCURRENT_REQUESTS") if in_flight is None else int(in_flight)
         )
         return spider
 

@@ -26,6 +26,7 @@ from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from scrapy_playwright.page import PageMethod
 from twisted.python.failure import Failure
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import DatabaseError, needs_migration, store
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.extensions.workers import worker_pool
@@ -132,7 +133,7 @@ class OrgSpider(scrapy.Spider):
         # Scrapy starts CONCURRENT_ITEMS tasks for every response's output. A page here
         # yields one vehicle or a list of links (scheduled at once), so one is enough.
         settings.set("CONCURRENT_ITEMS", 1, priority="spider")
-        if settings.getbool("NUKE_RENDER_JS", True):
+        if settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS):
             handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
             handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
             settings.set("DOWNLOAD_HANDLERS", handlers, priority="spider")
@@ -148,9 +149,11 @@ class OrgSpider(scrapy.Spider):
         if spider.args.dry_run:
             crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
         settings = crawler.settings
-        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
-        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
-        spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
+        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE",
+                                             defaults.NUKE_MAX_IMAGES_PER_VEHICLE)
+        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS",
+                                              defaults.NUKE_PROBE_COMMON_PATHS)
+        spider.render_js = settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS)
         spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         crawler.signals.connect(spider._on_vehicles_stored, signal=vehicles_stored)

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 from urllib.parse import urlsplit
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.exceptions import ReasonError
 
 STORE_SCHEMES: dict[str, str] = {
@@ -30,7 +31,7 @@ STORE_SCHEMES: dict[str, str] = {
 }
 """URI scheme of ``IMAGES_STORE`` -> the store class (``""``: a plain folder)."""
 
-DEFAULT_STORE = "images"
+DEFAULT_STORE = defaults.IMAGES_STORE
 PROBE_PREFIX = ".nuke-probe"
 
 
