@@ -354,11 +354,8 @@ def schedule_analysis(
 
 
 def _dry_run(spider: Any) -> bool:
-    """Whether ``spider`` runs with ``-a dry_run=1`` (typed or mapping arguments)."""
-    args = getattr(spider, "args", None)
-    if isinstance(args, Mapping):
-        return bool(args.get("dry_run"))
-    return bool(getattr(args, "dry_run", False))
+    """Whether ``spider`` runs with ``-a dry_run=1`` (its typed ``SpiderArgs``)."""
+    return bool(getattr(getattr(spider, "args", None), "dry_run", False))
 
 
 class Handoff:
