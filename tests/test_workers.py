@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -299,3 +300,50 @@ def test_one_pool_configured_per_spider_for_extraction_or_image_decoding() -> No
             await pool.close()
 
     assert run(go()) == [True, True, False, False]
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_an_image_worker_dying_mid_image_fails_that_image_as_storage(tmp_path: Path) -> None:
+    """The backfill pipeline decodes in the crawl's pool: a worker that dies while it
+    decodes fails that image with reason ``storage`` (no traceback), and the next image
+    gets a new worker."""
+    from scrapy import Request
+    from scrapy.http import Response
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.db import backfill
+    from nuke_crawl.demo.images import image_bytes
+    from nuke_crawl.items import VehicleImagesItem
+    from nuke_crawl.pipelines.images import ImageBackfillPipeline, ImageFailed
+
+    crawler = get_crawler(settings_dict={
+        "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
+        "IMAGES_STORE": str(tmp_path), "NUKE_IMAGE_VARIANTS": {"a": (4000, 3000)},
+    })
+    pipeline = ImageBackfillPipeline.from_crawler(crawler)
+    image = backfill.ImageWork("i1", "http://img.example/1.jpg", 0, True)
+    item = VehicleImagesItem(work=backfill.VehicleWork("v1", None, [image]), owner="me")
+    request = Request(image.url, meta={"nuke_image": image, "nuke_image_id": "i1"})
+    big = image_bytes("big", width=6000, height=4500, quality=95, unique=True)
+    response = Response(image.url, body=big, headers={"Content-Type": "image/jpeg"},
+                        request=request)
+
+    async def go() -> tuple[str, int, int]:
+        pool = pipeline._pool = WorkerPool(1, preload=("nuke_crawl.pipelines._imageworker",))
+        try:
+            pid = await pool.call(_pid)
+            decoding = asyncio.ensure_future(pipeline._store_response(response, request, item))
+            await asyncio.sleep(0.2)  # the worker is decoding a 27-megapixel JPEG
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(ImageFailed) as failed:
+                await decoding
+            assert "worker process" in failed.value.detail
+            return failed.value.reason, pid, await pool.call(_pid)
+        finally:
+            await pool.close()
+
+    reason, dead, replacement = run(go())
+    assert reason == "storage" and replacement != dead
