@@ -27,9 +27,11 @@ from scrapy.settings import SETTINGS_PRIORITIES
 from nuke_crawl import settings as defaults
 from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
+from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.params import ArgumentError, arg, positive_int, to_bool, to_int, to_uuid
 from nuke_crawl.spiders.leased import LeasedArgs, LeasedWorkSpider
+from nuke_crawl.workers.pool import WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +111,13 @@ class ImageBackfillSpider(LeasedWorkSpider):
     @classmethod
     def update_settings(cls, settings: Any) -> None:
         super().update_settings(settings)
-        # NUKE_IMAGE_PROCESSES (None: the CPU count; 0: decode in threads) sizes the
+        # NUKE_IMAGE_PROCESSES (None: the CPU count; 0 or less: decode in threads) sizes the
         # pool, given at its own priority or at least the spider's.
         processes = settings.get("NUKE_IMAGE_PROCESSES", defaults.NUKE_IMAGE_PROCESSES)
         priority = max(settings.getpriority("NUKE_IMAGE_PROCESSES") or 0,
                        SETTINGS_PRIORITIES["spider"])
         settings.set("NUKE_WORKER_PROCESSES",
-                     os.cpu_count() or 1 if processes is None else int(processes),
+                     os.cpu_count() or 1 if processes is None else max(0, int(processes)),
                      priority=priority)
 
     @classmethod
@@ -151,6 +153,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
 
     async def before_claims(self) -> bool:
         await super().before_claims()
+        try:  # the pipeline decodes in the crawl's worker pool: none, no run
+            await worker_pool(self.crawler).start()  # their imports overlap the first claim
+        except WorkerError as exc:
+            self.cannot_start(str(exc))
+            return False
         available = await self._adb().run(backfill.count_claimable, self._selection())
         self.total = min(self.args.limit, available)
         logger.info("%d vehicles need their images backfilled; this run takes up to %d",
