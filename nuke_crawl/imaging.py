@@ -120,6 +120,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.exceptions import ReasonError
 
 __all__ = [
@@ -144,7 +145,7 @@ REJECTION_REASONS = frozenset(
     }
 )
 
-DEFAULT_VARIANTS: Mapping[str, tuple[int, int]] = {"thumb": (320, 240)}
+DEFAULT_VARIANTS: Mapping[str, tuple[int, int]] = defaults.NUKE_IMAGE_VARIANTS
 
 # Formats handed to Image.open (MPO is produced by the JPEG factory, it has no opener).
 _PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "ICO")

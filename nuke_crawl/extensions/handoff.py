@@ -63,6 +63,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import Database, DatabaseError, database_url, redact_url
 from nuke_crawl.extensions.database import crawler_database
 
@@ -367,7 +368,8 @@ def schedule_analysis(
     if not image_ids and not vehicle_ids:
         raise ValueError("schedule_analysis needs image_ids or vehicle_ids")
     key, ids = ("image_ids", list(image_ids)) if image_ids else ("vehicle_ids", list(vehicle_ids))
-    launcher = Launcher(settings, settings.get("NUKE_ANALYSIS_LOG_FILE", "image_analysis.log"))
+    launcher = Launcher(settings, settings.get("NUKE_ANALYSIS_LOG_FILE",
+                                               defaults.NUKE_ANALYSIS_LOG_FILE))
     started: list[str] = []
     for chunk in _chunks(ids):
         arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
@@ -379,11 +381,8 @@ def schedule_analysis(
 
 
 def _dry_run(spider: Any) -> bool:
-    """Whether ``spider`` runs with ``-a dry_run=1`` (typed or mapping arguments)."""
-    args = getattr(spider, "args", None)
-    if isinstance(args, Mapping):
-        return bool(args.get("dry_run"))
-    return bool(getattr(args, "dry_run", False))
+    """Whether ``spider`` runs with ``-a dry_run=1`` (its typed ``SpiderArgs``)."""
+    return bool(getattr(getattr(spider, "args", None), "dry_run", False))
 
 
 class Handoff:
@@ -401,7 +400,8 @@ class Handoff:
     started_slack = 0.0
 
     def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool(self.enabled_setting, False):
+        enabled = getattr(defaults, self.enabled_setting)  # its default: settings.py's
+        if not crawler.settings.getbool(self.enabled_setting, enabled):
             raise NotConfigured
         self.crawler = crawler
         self.started_at = datetime.now(UTC)
@@ -418,7 +418,7 @@ class Handoff:
     async def spider_closed(self, spider: Any, reason: str) -> None:
         if getattr(spider, "name", None) != self.source_spider:
             return
-        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or _dry_run(spider):
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN) or _dry_run(spider):
             return
         await self.hand_off(spider)
 
@@ -436,7 +436,7 @@ class BackfillHandoff(Handoff):
         super().__init__(crawler)
         settings = crawler.settings
         self.launcher = Launcher(settings, settings.get("NUKE_BACKFILL_LOG_FILE",
-                                                        "image_backfill.log"))
+                                                        defaults.NUKE_BACKFILL_LOG_FILE))
 
     async def hand_off(self, spider: Any) -> None:
         stats = self.crawler.stats

@@ -21,6 +21,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Request
 from scrapy.http.request import NO_CALLBACK
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.analysis.registry import Providers, select_providers
 from nuke_crawl.analysis.results import ProviderResult
 from nuke_crawl.db import analysis
@@ -71,9 +72,10 @@ class ImageAnalysisPipeline:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         settings = crawler.settings
-        self.dry_run = settings.getbool("NUKE_DRY_RUN", False)
-        self.backoff = settings.getfloat("NUKE_ANALYSIS_RETRY_BACKOFF", 600.0)
-        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
+        self.dry_run = settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN)
+        self.backoff = settings.getfloat("NUKE_ANALYSIS_RETRY_BACKOFF",
+                                         defaults.NUKE_ANALYSIS_RETRY_BACKOFF)
+        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
         requested = settings.getlist("NUKE_ANALYSIS_PROVIDERS")
         self.requested = tuple(requested) or None
         self.store_problem: str | None = None  # the spider's "Cannot start" reads it

@@ -16,7 +16,6 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +27,15 @@ from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
 from scrapy.utils.request import RequestFingerprinter
 from twisted.python.failure import Failure
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import backfill
 from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.extensions.database import crawler_database
-from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
+from nuke_crawl.extensions.workers import worker_pool
+from nuke_crawl.imaging import ImageRejected, ProcessedImage
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.pipelines._imageworker import process_in_worker
+from nuke_crawl.signals import store_failed
 from nuke_crawl.storage import ImageStore, build_store, describe_failure, store_problem
 from nuke_crawl.utils.batching import TimedBatcher
 from nuke_crawl.utils.downloads import download_failure_reason
@@ -128,8 +130,9 @@ class ImageBackfillPipeline(MediaPipeline):
       box costs about four times the CPU per image, AVIF far more).
     - ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_RETRY_BACKOFF`` (3600 s): cross-run retries.
     - ``NUKE_IMAGES_FSYNC`` (True): fsync local files and their folders before recording them.
-    - ``NUKE_IMAGE_PROCESSES`` (CPU count): worker processes decoding images; 0 decodes
-      in threads of the crawl's process instead.
+    - ``NUKE_IMAGE_PROCESSES`` (None: the CPU count): worker processes decoding images
+      (the crawl's pool, :class:`~nuke_crawl.extensions.workers.WorkerPoolExtension`, as
+      the spider configures it); 0 decodes in threads of the crawl's process instead.
     - ``NUKE_IMAGE_RECORD_WAIT`` (0.05 s): stored images arriving this close together
       share one database commit.
     - ``MEDIA_ALLOW_REDIRECTS`` (True for the spider).
@@ -152,16 +155,16 @@ class ImageBackfillPipeline(MediaPipeline):
                 f"'{__name__}.PerImageFingerprinter' (media results are cached per image row)")
         # Settings problems are reported by check_store() in one line, not a traceback.
         self.problems: list[str] = []
-        self.store_uri = str(settings.get("IMAGES_STORE") or "images")
+        self.store_uri = str(settings.get("IMAGES_STORE") or defaults.IMAGES_STORE)
         self._store: ImageStore | None = None
         try:
             self._store = build_store(settings)
         except Exception as exc:  # noqa: BLE001 - a store that cannot be built
             self.problems.append(describe_failure(self.store_uri, exc))
-        self.min_width = settings.getint("IMAGES_MIN_WIDTH", 0)
-        self.min_height = settings.getint("IMAGES_MIN_HEIGHT", 0)
-        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
-        kwargs: dict[str, Any] = {"variants": dict(DEFAULT_VARIANTS), "variant_formats": {}}
+        self.min_width = settings.getint("IMAGES_MIN_WIDTH", defaults.IMAGES_MIN_WIDTH)
+        self.min_height = settings.getint("IMAGES_MIN_HEIGHT", defaults.IMAGES_MIN_HEIGHT)
+        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
+        kwargs: dict[str, Any] = {"variants": dict(defaults.NUKE_IMAGE_VARIANTS), "variant_formats": {}}
         if settings.get("NUKE_IMAGE_VARIANTS") is not None:
             try:
                 kwargs = process_kwargs(variants_from_settings(settings))
@@ -178,16 +181,19 @@ class ImageBackfillPipeline(MediaPipeline):
             self._store_executor = concurrent.futures.ThreadPoolExecutor(
                 self._store.threads, thread_name_prefix="nuke-store")
         self.store_failure: str | None = None  # set when the store fails mid-run
-        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
-        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF", 3600.0)
-        workers = settings.getint("NUKE_IMAGE_PROCESSES", os.cpu_count() or 1)
+        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
+                                            defaults.NUKE_IMAGE_MAX_ATTEMPTS)
+        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF",
+                                                defaults.NUKE_IMAGE_RETRY_BACKOFF)
         # Decoding in worker processes, not threads: in threads, Pillow's work and the
         # reactor shared one GIL and a run used about one core (measured: 80 vs
-        # several hundred images/s on 2 cores). The workers are nuke_crawl.workers'
-        # (bodies written to their pipes by the event loop): a ProcessPoolExecutor's
-        # feeder and manager threads cost the reactor thread about 10% of its time.
-        self._pool: WorkerPool | None = WorkerPool(workers) if workers > 0 else None
-        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT", 0.05)
+        # several hundred images/s on 2 cores). The workers are the crawl's pool
+        # (WorkerPoolExtension; bodies written to their pipes by the event loop): a
+        # ProcessPoolExecutor's feeder and manager threads cost the reactor thread
+        # about 10% of its time. Found at the first image (the engine exists then).
+        self._pool: WorkerPool | None = None
+        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT",
+                                             defaults.NUKE_IMAGE_RECORD_WAIT)
         self._records: TimedBatcher[backfill.StoredImage, None] = TimedBatcher(
             self._write_records, size=RECORD_BATCH, wait=self.record_wait)
         self._requests: dict[str, list[Request]] = {}  # vehicle id -> its media requests
@@ -206,6 +212,13 @@ class ImageBackfillPipeline(MediaPipeline):
         assert self._store is not None, "check_store() reported why there is no store"
         return self._store
 
+    async def open_spider(self) -> None:
+        super().open_spider()
+        problem = await self.check_store()
+        if problem is not None:  # the spider opens after its pipelines: it cannot start
+            self.store_failure = problem
+            self.crawler.signals.send_catch_log(store_failed, detail=problem)
+
     async def check_store(self) -> str | None:
         """The start-up check, before any claim or download: None when the settings are
         good and the store's ``probe()`` passes, else one line saying why not."""
@@ -217,12 +230,13 @@ class ImageBackfillPipeline(MediaPipeline):
         """Stop the run once: the store is failing, and every further image would too.
 
         The run drains rather than closing the engine under its items: the spider
-        claims nothing more (it reads :attr:`store_failure`), images not downloaded yet
+        claims nothing more (:data:`~nuke_crawl.signals.store_failed`), images not downloaded yet
         are not downloaded (:meth:`media_to_download`), downloaded ones are not
         processed, and no image is marked failed for it; the vehicles' leases are
         released at the close, so the next run claims them again."""
         if self.store_failure is None:
             self.store_failure = detail
+            self.crawler.signals.send_catch_log(store_failed, detail=detail)
             message = f"storage failed: {detail}"
             logger.error("Stopping: %s (the images not stored stay claimable for the next "
                          "run)", message)
@@ -316,9 +330,11 @@ class ImageBackfillPipeline(MediaPipeline):
                    "min_width": self.min_width, "min_height": self.min_height,
                    "variants": self.variants, "variant_formats": self.variant_formats}
         try:
-            if self._pool is not None:
+            if self._pool is None:
+                self._pool = worker_pool(self.crawler)
+            if self._pool.processes > 0:
                 processed = await self._pool.call(process_in_worker, body, options)
-            else:
+            else:  # NUKE_IMAGE_PROCESSES=0: threads of the crawl's process
                 processed = await asyncio.to_thread(process_in_worker, body, options)
         except WorkerError as exc:
             raise ImageFailed("storage", f"the image worker process died ({exc})") from None
@@ -516,9 +532,6 @@ class ImageBackfillPipeline(MediaPipeline):
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)
             self.stats.set_value("nuke/images/cache_left", len(info.downloaded))
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close(timeout=10)
         if self._store_executor is not None:
             self._store_executor.shutdown(wait=False)
         if self._store is not None and self.stats is not None:

@@ -40,8 +40,7 @@ from nuke_crawl.extraction import (
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.middlewares.netguard import RefusedRequest
-from nuke_crawl.signals import vehicles_stored
-from nuke_crawl.spiders.args import (
+from nuke_crawl.params import (
     SpiderArgs,
     apply_user_agent,
     arg,
@@ -52,6 +51,7 @@ from nuke_crawl.spiders.args import (
     to_url,
     to_uuid,
 )
+from nuke_crawl.signals import vehicles_stored
 from nuke_crawl.spiders.bounds import (
     DETAIL_PRIORITY,
     MAX_NEXT_PAGES_PER_PAGE,
@@ -166,7 +166,7 @@ class OrgSpider(scrapy.Spider):
         # Scrapy starts CONCURRENT_ITEMS tasks for every response's output. A page here
         # yields one vehicle or a list of links (scheduled at once), so one is enough.
         settings.set("CONCURRENT_ITEMS", 1, priority="spider")
-        if settings.getbool("NUKE_RENDER_JS", True):
+        if settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS):
             handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
             handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
             settings.set("DOWNLOAD_HANDLERS", handlers, priority="spider")
@@ -182,9 +182,11 @@ class OrgSpider(scrapy.Spider):
         if spider.args.dry_run:
             crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
         settings = crawler.settings
-        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
-        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
-        spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
+        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE",
+                                             defaults.NUKE_MAX_IMAGES_PER_VEHICLE)
+        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS",
+                                              defaults.NUKE_PROBE_COMMON_PATHS)
+        spider.render_js = settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS)
         spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         try:
             spider.bounds = CrawlBounds.from_settings(settings)

@@ -23,12 +23,14 @@ Settings (defaults): ``IMAGES_STORE`` (``"images"``: a folder, ``file://...``,
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.exceptions import ReasonError
 
 STORE_SCHEMES: dict[str, str] = {
@@ -39,7 +41,7 @@ STORE_SCHEMES: dict[str, str] = {
 }
 """URI scheme of ``IMAGES_STORE`` -> the store class (``""``: a plain folder)."""
 
-DEFAULT_STORE = "images"
+DEFAULT_STORE = defaults.IMAGES_STORE
 PROBE_PREFIX = ".nuke-probe"
 
 
@@ -116,14 +118,13 @@ class ImageStore(ABC):
 
 def store_class(uri: str) -> type[ImageStore]:
     """The class registered for ``uri``'s scheme; ``ValueError`` for an unknown one."""
-    from scrapy.utils.misc import load_object
-
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     path = STORE_SCHEMES.get(scheme.lower())
     if path is None:
         known = ", ".join(f"{s}://" for s in STORE_SCHEMES if s)
         raise ValueError(f"IMAGES_STORE {uri!r}: expected a folder or one of {known}")
-    cls: type[ImageStore] = load_object(path)
+    module, _, name = path.rpartition(".")  # no Scrapy here: this room runs anywhere
+    cls: type[ImageStore] = getattr(importlib.import_module(module), name)
     return cls
 
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.storage import ImageStore, StoreError
 
 
@@ -38,7 +39,7 @@ class LocalImageStore(ImageStore):
         return cls(
             uri,
             settings.get("NUKE_IMAGES_PUBLIC_URL") or None,
-            settings.getbool("NUKE_IMAGES_FSYNC", True),
+            settings.getbool("NUKE_IMAGES_FSYNC", defaults.NUKE_IMAGES_FSYNC),
         )
 
     def _target(self, path: str) -> Path:
