@@ -21,7 +21,8 @@ from nuke_crawl import settings as project
 PACKAGE = Path(project.__file__).parent
 
 #: NUKE_* names that are environment variables of the worker processes, not settings.
-ENVIRONMENT_ONLY = frozenset({"NUKE_WORKER_SYS_PATH", "NUKE_WORKER_GC_THRESHOLD"})
+# read from the environment (or refused as a setting: a secret, CF_IMAGES_TOKEN)
+ENVIRONMENT_ONLY = frozenset({"NUKE_WORKER_SYS_PATH", "NUKE_WORKER_GC_THRESHOLD", "CF_IMAGES_TOKEN"})
 OWN_PREFIXES = ("NUKE_", "CF_")
 GETTERS = frozenset({"get", "getint", "getbool", "getfloat", "getlist", "getdict",
                      "getdictorlist", "getpriority", "getwithbase", "__getitem__"})
@@ -64,7 +65,9 @@ def problems(source: str, where: str) -> list[str]:
                 and not _listed(node.value) and node.value not in ENVIRONMENT_ONLY):
             found.append(f"{where}:{node.lineno}: {node.value} is not in settings.py")
     for call, name in _settings_reads(tree):
-        if not _listed(name) and not hasattr(scrapy_defaults, name):
+        # an environment-only name is looked up in the settings only to refuse it there
+        if (not _listed(name) and not hasattr(scrapy_defaults, name)
+                and name not in ENVIRONMENT_ONLY):
             found.append(f"{where}:{call.lineno}: setting {name} is neither the project's "
                          "nor Scrapy's")
         default = call.args[1] if len(call.args) > 1 else None

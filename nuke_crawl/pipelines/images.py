@@ -214,6 +214,8 @@ class ImageBackfillPipeline(MediaPipeline):
 
     async def open_spider(self) -> None:
         super().open_spider()
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN):
+            return  # a dry run writes nothing, not even the probe
         problem = await self.check_store()
         if problem is not None:  # the spider opens after its pipelines: it cannot start
             self.store_failure = problem

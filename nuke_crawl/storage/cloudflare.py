@@ -57,6 +57,7 @@ from urllib.parse import quote, urlsplit
 
 import urllib3
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.middlewares.backoff import parse_retry_after
 from nuke_crawl.storage import ImageStore, StoreError
 
@@ -213,16 +214,16 @@ class CloudflareImagesConfig:
                 account_id=parts.netloc,
                 token=env.get("CF_IMAGES_TOKEN", "").strip(),
                 account_hash=text("CF_IMAGES_ACCOUNT_HASH", env.get("CF_IMAGES_ACCOUNT_HASH", "")),
-                variant=text("CF_IMAGES_VARIANT", "public"),
-                api_url=text("CF_IMAGES_API_URL", DEFAULT_API_URL).rstrip("/"),
-                rate_limit=settings.getint("CF_IMAGES_RATE_LIMIT", 1200),
-                rate_period=settings.getfloat("CF_IMAGES_RATE_PERIOD", 300.0),
-                concurrency=settings.getint("CF_IMAGES_CONCURRENCY", 8),
-                timeout=settings.getfloat("CF_IMAGES_TIMEOUT", 30.0),
-                retry_times=settings.getint("CF_IMAGES_RETRY_TIMES", 4),
-                backoff_base=settings.getfloat("NUKE_BACKOFF_BASE", 1.0),
-                backoff_max=settings.getfloat("NUKE_BACKOFF_MAX", 60.0),
-                retry_after_max=settings.getfloat("NUKE_RETRY_AFTER_MAX", 300.0),
+                variant=text("CF_IMAGES_VARIANT", defaults.CF_IMAGES_VARIANT),
+                api_url=text("CF_IMAGES_API_URL", defaults.CF_IMAGES_API_URL).rstrip("/"),
+                rate_limit=settings.getint("CF_IMAGES_RATE_LIMIT", defaults.CF_IMAGES_RATE_LIMIT),
+                rate_period=settings.getfloat("CF_IMAGES_RATE_PERIOD", defaults.CF_IMAGES_RATE_PERIOD),
+                concurrency=settings.getint("CF_IMAGES_CONCURRENCY", defaults.CF_IMAGES_CONCURRENCY),
+                timeout=settings.getfloat("CF_IMAGES_TIMEOUT", defaults.CF_IMAGES_TIMEOUT),
+                retry_times=settings.getint("CF_IMAGES_RETRY_TIMES", defaults.CF_IMAGES_RETRY_TIMES),
+                backoff_base=settings.getfloat("NUKE_BACKOFF_BASE", defaults.NUKE_BACKOFF_BASE),
+                backoff_max=settings.getfloat("NUKE_BACKOFF_MAX", defaults.NUKE_BACKOFF_MAX),
+                retry_after_max=settings.getfloat("NUKE_RETRY_AFTER_MAX", defaults.NUKE_RETRY_AFTER_MAX),
             )
         except ValueError as exc:  # a setting that is not a number
             raise CloudflareImagesError(
