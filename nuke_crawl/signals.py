@@ -10,3 +10,10 @@ Argument ``outcomes``: a list of ``(organization_id, outcome)``, the outcome bei
 ``created``, ``updated``, ``unchanged``, ``failed`` or ``would_write`` (dry run). The org
 spider receives it and records each organization's results in its crawl summary, so
 results flow one way: pipeline -> spider's summary -> database."""
+
+work_stopping = object()
+"""Sent by the leased image spiders (:mod:`nuke_crawl.spiders.leased`) once, as soon as
+the crawl starts stopping before its work is done (SIGINT, SIGTERM, scrapyd's cancel, a
+``CLOSESPIDER_*`` limit). Argument ``spider``. The pipelines then abandon the units in
+flight (:class:`nuke_crawl.utils.stopping.StopFlag`): what they finished stays
+recorded, the rest is released for the next run."""

@@ -30,6 +30,7 @@ from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.items import ImageAnalysisItem
 from nuke_crawl.storage import StoreError, build_store
 from nuke_crawl.utils.downloads import download_failure_reason
+from nuke_crawl.utils.stopping import StopFlag, Stopped
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class ImageAnalysisPipeline:
         self._providers: Providers | None = None  # built for the first image
         # the perceptual hashes of each vehicle's analysed images (near-duplicates)
         self._hashes: dict[str, asyncio.Future[dict[str, str]]] = {}
+        # a stopping crawl abandons the images in flight (their leases are released)
+        self._stop = StopFlag(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ImageAnalysisPipeline:
@@ -93,7 +96,10 @@ class ImageAnalysisPipeline:
         if self.dry_run:
             return item
         try:
-            await self._analyse(item)
+            await self._stop.run(self._analyse(item))
+        except Stopped:
+            item.abandoned = True  # nothing recorded: the next run takes it again
+            return item
         except Exception as exc:
             logger.exception("Analysis of image %s crashed", item.work.image_id)
             item.ok = False
