@@ -5,7 +5,9 @@ Knows nothing of Scrapy (the spider and its pipeline call these through
 (:mod:`nuke_crawl.analysis.results`), which are pure dataclasses.
 
 The work queue is ``vehicle_images`` itself: an image is *pending* while
-``ai_last_scanned IS NULL`` and it belongs to an existing vehicle. A worker *claims* a
+``ai_last_scanned IS NULL``, it belongs to an existing vehicle, and ``image_backfill``
+did not fail it permanently (a 404, not an image...: it has no stored copy, and a
+download would fail again). A worker *claims* a
 batch (newest first) by writing its name and a lease expiry into ``ai_lease_owner`` /
 ``ai_lease_until``; other workers skip leased images until the lease expires, so
 parallel runs never analyse one image twice and a killed run's images return to the
@@ -38,6 +40,7 @@ from typing import Any
 
 from ..analysis.results import ProviderResult, SpidData, scan_metadata
 from ..extraction.vin import is_valid_vin
+from .backfill import PERMANENT_REASONS
 from .connection import Database, Json, loads_json, new_id
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,10 @@ MAX_RETRY_BACKOFF = 86_400.0
 
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
+
+_PERMANENT = tuple(sorted(PERMANENT_REASONS))
+"""The backfill's permanent failure reasons (with other 4xx but 408/429, as
+:func:`nuke_crawl.db.backfill.is_permanent`): such images are not analysed."""
 
 _CONTEXT_COLUMNS = ("year", "make", "model", "trim", "vin", "title", "body_style")
 
@@ -100,8 +107,14 @@ def _where(db: Database, sel: Selection, now: Any, *, leases: bool) -> tuple[str
         "vi.ai_last_scanned IS NULL",
         "vi.vehicle_id IS NOT NULL",
         "EXISTS (SELECT 1 FROM vehicles v WHERE v.id = vi.vehicle_id)",
+        # the backfill failed it permanently (404, not an image...): no stored copy, and
+        # downloading it again would fail the same way
+        f"NOT (vi.storage_path IS NULL AND vi.download_error IS NOT NULL AND "
+        f"(vi.download_error IN ({', '.join('?' * len(_PERMANENT))}) OR "
+        "(vi.download_error LIKE 'http_4%' AND vi.download_error NOT IN "
+        "('http_408', 'http_429'))))",
     ]
-    params: list[Any] = []
+    params: list[Any] = [*_PERMANENT]
     if leases:
         clauses.append("(vi.ai_lease_until IS NULL OR vi.ai_lease_until < ?)")
         params.append(now)
