@@ -217,3 +217,30 @@ def test_scraper_close_check_still_exists() -> None:
     slot = Slot()
     assert slot.closing is None and slot.is_idle()
     assert "running" in ExecutionEngine.__init__.__code__.co_names
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens there once closed
+
+
+@pytest.mark.parametrize("spider", ["image_backfill", "image_analysis"])
+def test_cannot_start_is_the_last_line_of_ours(spider: str, tmp_path: Path) -> None:
+    """No summary ("finished ... success rate 100.0%") after "Cannot start: ...", and no
+    stop or release line: the run never started."""
+    db_url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"IMAGES_STORE={tmp_path}",
+         "-a", "providers=local"] if spider == "image_analysis" else
+        [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"IMAGES_STORE={tmp_path}"],
+        cwd=REPO, env=scrapy_env(db_url), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    after = result.stderr.split("Cannot start: cannot connect to PostgreSQL", 1)[1]
+    lines = after.splitlines()[1:]
+    assert lines, result.stderr[-3000:]
+    assert not [line for line in lines if "[nuke_crawl." in line], after[:3000]
+    assert "success rate" not in after and "finished:" not in after

@@ -191,7 +191,8 @@ class LeasedWorkSpider(scrapy.Spider):
         raise NotImplementedError
 
     def summarize(self, reason: str) -> None:
-        """Log the run's summary and set its final stats (not after a dry run)."""
+        """Log the run's summary and set its final stats (not after a dry run, nor
+        after :meth:`cannot_start`)."""
 
     # -- the shared parts --------------------------------------------------------------
 
@@ -321,7 +322,8 @@ class LeasedWorkSpider(scrapy.Spider):
                 logger.info(
                     "Released %d claimed %s not finished in this run", released, self.WORK_NAME
                 )
-        self.summarize(reason)
+        if self.stats.get_value("nuke/error") is None:
+            self.summarize(reason)  # else "Cannot start: ..." stays our last line
 
     async def closing(self) -> None:
         """Called first when the spider closes (dry runs included)."""
