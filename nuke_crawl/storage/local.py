@@ -109,9 +109,13 @@ class LocalImageStore(ImageStore):
 
     def probe(self) -> None:
         super().probe()
-        # the probe's folder goes too, unless something else is in it
+        # the probe's folder goes too, unless something else is in it (and so does its
+        # pending fsync: it was only ever the probe's)
+        folder = self._target(PROBE_PREFIX)
         with contextlib.suppress(OSError):
-            self._target(PROBE_PREFIX).rmdir()
+            folder.rmdir()
+            with self._lock:
+                self._dirty.discard(folder)
 
     def public_url(self, path: str) -> str:
         if self.public_base:
