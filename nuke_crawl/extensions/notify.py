@@ -298,7 +298,12 @@ class RunReport:
             self._checker.cancel()
         threads: Sequence[threading.Thread | None] = [self._check_alert()]
         payload = self.summary("finished", reason)
-        logger.info("%s%s", SUMMARY_MARKER, json.dumps(payload, separators=(",", ":"), default=str))
+        stats = self.crawler.stats
+        if stats is None or stats.get_value("nuke/cannot_start") is None:
+            # a run that could not start ends on its "Cannot start: ..." line; the
+            # service reads such a run's outcome from its exit code and that line
+            logger.info("%s%s", SUMMARY_MARKER,
+                        json.dumps(payload, separators=(",", ":"), default=str))
         if not self.urls:
             return
         threads = [*threads, self._send(payload, "finished")]
