@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from nuke_crawl.db import DatabaseError, needs_migration, store
 from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.distributed import DistributedError, configure as configure_distributed
 from nuke_crawl.extraction import (
     COMMON_INVENTORY_PATHS,
     canonical_listing_url,
@@ -59,6 +60,8 @@ ARGUMENTS: dict[str, Param] = {
         lambda n, v: to_int(n, v, minimum=1), 500, "vehicles per organization at most"
     ),
     "dry_run": Param(to_bool, False, "extract and report, write nothing"),
+    "from_queue": Param(to_bool, False, "crawl organizations queued in Redis (org-enqueue)"),
+    "exit_when_empty": Param(to_bool, False, "with from_queue: exit once the queue is empty"),
 }
 
 
@@ -96,6 +99,9 @@ class OrgSpider(scrapy.Spider):
     probe_paths: bool
     render_js: bool
     workers: WorkerPool
+    # nuke_crawl.distributed's coordinator when NUKE_REDIS_URL is set: requests live in
+    # Redis, organizations may come from its queue, and it records finished crawls.
+    distributed: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}
@@ -108,6 +114,7 @@ class OrgSpider(scrapy.Spider):
     def update_settings(cls, settings: Any) -> None:
         super().update_settings(settings)
         apply_user_agent(settings)
+        configure_distributed(settings)  # only with NUKE_REDIS_URL
         # Scrapy starts CONCURRENT_ITEMS tasks for every response's output. A page here
         # yields one vehicle or a list of links (scheduled at once), so one is enough.
         settings.set("CONCURRENT_ITEMS", 1, priority="spider")
@@ -134,13 +141,19 @@ class OrgSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[Any]:
         try:
             await self.workers.start()  # its imports overlap the selection and first fetch
-            orgs = await self._select()
-        except (DatabaseError, SchemaMissing, WorkerError) as exc:
+            if self.distributed is not None:
+                await self.distributed.check()
+            elif self.args["from_queue"]:
+                raise DistributedError("from_queue=1 needs NUKE_REDIS_URL (docs/scale.md)")
+            orgs = [] if self.args["from_queue"] else await self._select()
+        except (DatabaseError, SchemaMissing, WorkerError, DistributedError) as exc:
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
             return
         for org in orgs:
+            if self.distributed is not None and not self.distributed.adopt(org.id):
+                continue
             for request in self._entry_requests(org):
                 yield request
 
@@ -442,8 +455,8 @@ class OrgSpider(scrapy.Spider):
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/{key}", summary[key])
             for why, count in progress.skipped.items():
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/skipped/{why}", count)
-            if dry:
-                continue
+            if dry or self.distributed is not None:
+                continue  # distributed: recorded when every worker is done with it
             if progress.render_js and not progress.org.metadata.get("render_js"):
                 summary["render_js_detected"] = True
             try:
