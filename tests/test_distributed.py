@@ -4,6 +4,7 @@ private redis-server where a test stops it) and a real PostgreSQL."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -99,14 +100,15 @@ def logs(tmp_path: Path) -> str:
 def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
     pg_url: str, ns: str, tmp_path: Path,
 ) -> None:
-    sites = [CountingApp(build_site(style, n_vehicles=14, per_page=5, images_per_vehicle=2,
+    # one large site and two small ones; each worker takes one organization at a time
+    sites = [CountingApp(build_site(style, n_vehicles=n, per_page=5, images_per_vehicle=2,
                                     seed=3), delay=0.05)
-             for style in ("jsonld", "microdata", "plain")]
+             for style, n in (("jsonld", 40), ("microdata", 8), ("plain", 8))]
     servers = [serve(site) for site in sites]
     try:
         org_ids = [add_org(pg_url, s.url, name=f"Dealer {i}") for i, s in enumerate(servers)]
         proc = enqueue(pg_url, ns, "-a", "threshold=1")
-        assert "enqueued 3 organizations" in proc.stdout
+        assert "enqueued 3 organizations" in proc.stdout, proc.stdout
         procs = [worker(pg_url, ns, tmp_path / f"w{i}.log",
                         "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
                         "-s", "NUKE_REDIS_ORGS_PER_WORKER=1")
@@ -115,25 +117,25 @@ def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
         text = logs(tmp_path)
         assert "Traceback" not in text, text
         stored = rows(pg_url, "SELECT discovery_url FROM vehicles")
-        assert len(stored) == 42, text
-        assert len({r["discovery_url"] for r in stored}) == 42
-        assert rows(pg_url, "SELECT COUNT(*) AS n FROM organization_vehicles")[0]["n"] == 42
+        assert len(stored) == 56, text
+        assert len({r["discovery_url"] for r in stored}) == 56
+        assert rows(pg_url, "SELECT COUNT(*) AS n FROM organization_vehicles")[0]["n"] == 56
         for counting in sites:
             site = counting.app
             hits = {t: n for t, n in site.hits.items() if t != "/robots.txt"}  # type: ignore[attr-defined]
             assert hits and max(hits.values()) == 1, hits
             assert counting.most <= 2, counting.most
         # every organization finished once, with the counts of all workers added up
-        for org_id in org_ids:
+        for org_id, n in zip(org_ids, (40, 8, 8), strict=True):
             crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?",
                          [org_id])[0]
             assert crawl["finished_at"] is not None
             summary = loads_json(crawl["summary"])
-            assert summary["vehicles_found"] == 14 and summary["created"] == 14, summary
-        # more than one worker did the work
-        busy = [p for p in tmp_path.glob("w*.log") if "Crawled (200)" in p.read_text()
-                or "scheduler/dequeued/redis" in p.read_text()]
-        assert len(busy) >= 2, text
+            assert summary["vehicles_found"] == n and summary["created"] == n, summary
+        # the large site's pages were shared between workers
+        shares = [int(m.group(1)) for log in tmp_path.glob("w*.log") for m in re.finditer(
+            rf"'nuke/org/{org_ids[0]}/pages': (\d+)", log.read_text())]
+        assert sum(shares) == 49 and len([n for n in shares if n]) >= 2, shares
     finally:
         for server in servers:
             server.stop()

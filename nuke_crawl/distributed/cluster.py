@@ -38,6 +38,9 @@ class Cluster:
             url, socket_timeout=5, socket_connect_timeout=3, retry_on_timeout=False,
         )
         self.lost: str | None = None
+        # requests of this worker waiting for a host's shared slot: while some wait, the
+        # scheduler pops no more, so that other workers get the rest of the queue
+        self.blocked = 0
 
     def check(self) -> None:
         """Raise :class:`DistributedError` with one clear line if Redis is unreachable."""

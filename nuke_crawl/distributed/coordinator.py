@@ -365,8 +365,11 @@ class Coordinator:
             pipe.exists(keys.org(org_id, "pending"))
         for org_id, exists in zip(ids, pipe.execute(), strict=True):
             if not exists:
-                progress.pop(org_id, None)
+                done = progress.pop(org_id, None)
                 self.flushed.pop(org_id, None)
+                if done is not None:  # what this worker did for it stays in its stats
+                    self._stat(f"nuke/org/{org_id}/pages", done.pages)
+                    self._stat(f"nuke/org/{org_id}/vehicles_found", done.vehicles_found)
 
     def _others_busy(self) -> bool:
         keys = self.cluster.keys

@@ -87,16 +87,24 @@ class SharedPolitenessMiddleware:
         token = f"{self.cluster.worker}:{self._tokens}"
         keys = self.cluster.keys
         redis_keys = [keys.slot(key, "leases"), keys.slot(key, "next"), keys.slot(key, "delay")]
-        while True:
-            try:
-                wait = int(self._acquire(keys=redis_keys,
-                                         args=[token, limit, delay_ms, self.lease_ms]))
-            except RedisError as exc:
-                self.cluster.on_error(exc)
-                raise IgnoreRequest("Redis lost: stopping") from None
-            if wait <= 0:
-                break
-            await asyncio.sleep(min(wait, 1000) / 1000)
+        blocked = False
+        try:
+            while True:
+                try:
+                    wait = int(self._acquire(keys=redis_keys,
+                                             args=[token, limit, delay_ms, self.lease_ms]))
+                except RedisError as exc:
+                    self.cluster.on_error(exc)
+                    raise IgnoreRequest("Redis lost: stopping") from None
+                if wait <= 0:
+                    break
+                if not blocked:
+                    blocked = True
+                    self.cluster.blocked += 1
+                await asyncio.sleep(min(wait, 1000) / 1000)
+        finally:
+            if blocked:
+                self.cluster.blocked -= 1
         request.meta[SLOT] = (key, token)
         return None
 

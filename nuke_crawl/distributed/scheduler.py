@@ -62,6 +62,7 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     cluster: Cluster
     queue: LeasedPriorityQueue
     df: OrgDupeFilter
+    max_blocked: int
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OrgRedisScheduler:
@@ -76,6 +77,7 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         )
         instance.stats = crawler.stats
         instance.cluster = cluster
+        instance.max_blocked = max(1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 8))
         return instance
 
     def open(self, spider: Any) -> None:
@@ -151,6 +153,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     def next_request(self) -> Request | None:
         if self.cluster.lost is not None:
             return None
+        if self.cluster.blocked >= self.max_blocked:
+            return None  # leave the queue to workers that can start a request now
         try:
             request = self.queue.pop()
         except RedisError as exc:
