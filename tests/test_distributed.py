@@ -139,3 +139,51 @@ def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_redis_unreachable_at_start_is_one_clear_line_and_exit_1(pg_url: str, ns: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    add_org(pg_url, "https://dealer.example")
+    proc = run_scrapy(["crawl", "org", "-a", "from_queue=1", *redis_args(ns, dead), *FAST],
+                      pg_url)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1 and "Cannot start: Redis at redis://127.0.0.1:" in errors[0], errors
+    proc = run_scrapy(["org-enqueue", "-s", f"NUKE_REDIS_URL={dead}"], pg_url)
+    assert proc.returncode == 2 and "is unreachable" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # and the password of a URL is never shown
+    proc = run_scrapy(["org-enqueue", "-s",
+                       f"NUKE_REDIS_URL=redis://user:s3cret@127.0.0.1:{free_port()}/0"], pg_url)
+    assert proc.returncode == 2 and "s3cret" not in proc.stderr and "***" in proc.stderr
+
+
+def test_from_queue_needs_redis_and_org_enqueue_checks_its_arguments(sqlite_url: str) -> None:
+    proc = run_scrapy(["crawl", "org", "-a", "from_queue=1", *FAST], sqlite_url)
+    assert proc.returncode == 1 and "from_queue=1 needs NUKE_REDIS_URL" in proc.stderr
+    proc = run_scrapy(["org-enqueue", "-a", "threshold=0", "-s", f"NUKE_REDIS_URL={REDIS}"],
+                      sqlite_url)
+    assert proc.returncode == 2 and "threshold" in proc.stderr and "at least 1" in proc.stderr
+    proc = run_scrapy(["org-enqueue", "-a", "url=https://x.example"], sqlite_url)
+    assert proc.returncode == 2 and "unknown argument 'url'" in proc.stderr
+    proc = run_scrapy(["org-enqueue"], sqlite_url)
+    assert proc.returncode == 2 and "NUKE_REDIS_URL is not set" in proc.stderr
+
+
+def test_org_enqueue_selects_like_crawl_org_and_never_queues_twice(
+    pg_url: str, ns: str,
+) -> None:
+    ids = [add_org(pg_url, f"https://d{i}.example", name=f"D{i}") for i in range(5)]
+    proc = enqueue(pg_url, ns, "-a", "limit=3")
+    assert "enqueued 3 organizations" in proc.stdout and "next -a offset=3" in proc.stdout
+    proc = enqueue(pg_url, ns, "-a", "limit=10")
+    assert "enqueued 2 organizations (3 already queued; 5 waiting" in proc.stdout, proc.stdout
+    assert "no more organizations" in proc.stdout
+    client = redis.Redis.from_url(REDIS)
+    queued = [m.decode() for m in client.zrange(f"{ns}:org:queue", 0, -1)]
+    assert queued == ids  # in the selection's order
+    client.delete(f"{ns}:org:queue")
+    enqueue(pg_url, ns, "-a", f"organization_id={ids[4]}")
+    assert [m.decode() for m in client.zrange(f"{ns}:org:queue", 0, -1)] == [ids[4]]
+    client.close()

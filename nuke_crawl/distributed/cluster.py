@@ -41,6 +41,7 @@ class Cluster:
         # requests of this worker waiting for a host's shared slot: while some wait, the
         # scheduler pops no more, so that other workers get the rest of the queue
         self.blocked = 0
+        self.checked = False
 
     def check(self) -> None:
         """Raise :class:`DistributedError` with one clear line if Redis is unreachable."""
@@ -51,6 +52,8 @@ class Cluster:
             raise DistributedError(
                 f"Redis at {redact_redis_url(self.url)} is unreachable ({exc})"
             ) from None
+        self.lost = None
+        self.checked = True
 
     def on_error(self, exc: Exception) -> None:
         """Redis failed mid-run: say so once and stop the crawl cleanly. What this worker
@@ -58,6 +61,8 @@ class Cluster:
         if self.lost is not None:
             return
         self.lost = str(exc)
+        if not self.checked:
+            return  # before the start: the spider's check says it, once
         logger.error(
             "Redis at %s was lost (%s): stopping; a later run resumes the crawl",
             redact_redis_url(self.url), exc,
