@@ -22,7 +22,7 @@ import redis
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo import build_site, launch, serve
 from nuke_crawl.demo.server import CountingApp
-from tests.conftest import FAST, REPO, run_scrapy, scrapy_env
+from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -187,3 +187,142 @@ def test_org_enqueue_selects_like_crawl_org_and_never_queues_twice(
     enqueue(pg_url, ns, "-a", f"organization_id={ids[4]}")
     assert [m.decode() for m in client.zrange(f"{ns}:org:queue", 0, -1)] == [ids[4]]
     client.close()
+
+
+class SlowDetails:
+    """A site whose vehicle pages take ``delay`` seconds: room for a SIGKILL."""
+
+    def __init__(self, site: Any, delay: float) -> None:
+        self.site, self.delay = site, delay
+
+    def bind(self, url: str) -> None:
+        self.site.bind(url)
+
+    def __call__(self, request: Any) -> Any:
+        response = self.site(request)
+        if "/vehicle/" in request.path:
+            time.sleep(self.delay)
+        return response
+
+
+def wait_for_vehicles(db_url: str, at_least: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    stored = 0
+    while time.monotonic() < deadline:
+        try:
+            stored = int(rows(db_url, "SELECT COUNT(*) AS n FROM vehicles")[0]["n"])
+        except Exception:  # noqa: BLE001 - the schema may not exist yet
+            stored = 0
+        if stored >= at_least:
+            break
+        time.sleep(0.1)
+    return stored
+
+
+def holding_requests(ns: str, procs: list[subprocess.Popen[Any]]) -> subprocess.Popen[Any]:
+    """A worker that has leased requests in flight right now."""
+    client = redis.Redis.from_url(REDIS)
+    by_pid = {p.pid: p for p in procs}
+    try:
+        for _ in range(200):
+            for key in client.scan_iter(f"{ns}:inflight:*"):
+                name = key.decode()
+                if name.endswith(":score") or not client.hlen(key):
+                    continue
+                pid = int(name.split(":")[-2])
+                if pid in by_pid:
+                    return by_pid[pid]
+            time.sleep(0.02)
+    finally:
+        client.close()
+    raise AssertionError("no worker holds requests")
+
+
+def assert_complete(db_url: str, site: Any, org_id: str) -> None:
+    stored = rows(db_url, "SELECT vin, discovery_url FROM vehicles")
+    assert len(stored) == len(site.vehicles)
+    assert len({r["discovery_url"] for r in stored}) == len(stored)
+    assert sorted(r["vin"] for r in stored) == sorted(v["vin"] for v in site.vehicles)
+    assert rows(db_url, "SELECT COUNT(*) AS n FROM organization_vehicles")[0]["n"] == len(stored)
+    crawl = rows(db_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?", [org_id])[0]
+    assert crawl["finished_at"] is not None
+
+
+def test_a_sigkilled_worker_loses_nothing(pg_url: str, ns: str, tmp_path: Path) -> None:
+    site = build_site("jsonld", n_vehicles=30, per_page=10, images_per_vehicle=2, seed=5)
+    with serve(SlowDetails(site, 0.3)) as server:
+        org_id = add_org(pg_url, server.url)
+        enqueue(pg_url, ns)
+        procs = [worker(pg_url, ns, tmp_path / f"w{i}.log", "-s", "NUKE_DB_BATCH_SIZE=3",
+                        "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3")
+                 for i in range(3)]
+        stored = wait_for_vehicles(pg_url, 6)
+        victim = holding_requests(ns, procs)
+        victim.send_signal(signal.SIGKILL)
+        assert 6 <= stored < 30, stored
+        survivors = [p for p in procs if p is not victim]
+        assert wait_all(survivors) == [0, 0], logs(tmp_path)
+        assert "Traceback" not in logs(tmp_path)
+        # a re-run finds nothing left to do, or finishes what is
+        enqueue(pg_url, ns, "-a", "threshold=1")
+        assert wait_all([worker(pg_url, ns, tmp_path / "rerun.log")]) == [0], logs(tmp_path)
+        assert_complete(pg_url, site, org_id)
+        requeued = sum(int(m.group(1)) for log in tmp_path.glob("w*.log")
+                       for m in re.finditer(r"'nuke/redis/requeued': (\d+)", log.read_text()))
+        assert requeued >= 1  # the survivors took back what the killed worker held
+
+
+def private_redis(tmp_path: Path) -> tuple[subprocess.Popen[Any], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
+         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return proc, url
+
+
+def test_redis_lost_mid_run_stops_cleanly_and_a_later_run_completes(
+    pg_url: str, tmp_path: Path,
+) -> None:
+    ns = "nuke"
+    site = build_site("jsonld", n_vehicles=24, per_page=8, images_per_vehicle=1, seed=9)
+    redis_proc, url = private_redis(tmp_path)
+    try:
+        with serve(SlowDetails(site, 0.3)) as server:
+            org_id = add_org(pg_url, server.url)
+            enqueue(pg_url, ns, url=url)
+            proc = worker(pg_url, ns, tmp_path / "lost.log", url=url)
+            stored = wait_for_vehicles(pg_url, 4)
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+            code = proc.wait(timeout=60)
+            text = (tmp_path / "lost.log").read_text()
+            assert code == 1, text[-3000:]
+            assert "Traceback" not in text, text[-3000:]
+            assert "was lost" in text and "a later run resumes" in text
+            assert stored < 24
+            crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?",
+                         [org_id])[0]
+            assert crawl["finished_at"] is None  # not finished: selected again
+            # Redis back, empty (nothing was saved): the database says what is left
+            redis_proc, url = private_redis(tmp_path)
+            proc_out = enqueue(pg_url, ns, "-a", "threshold=1", url=url)
+            assert "enqueued 1 organizations" in proc_out.stdout
+            assert wait_all([worker(pg_url, ns, tmp_path / "again.log", url=url)]) == [0], \
+                logs(tmp_path)
+            assert "Resuming" in (tmp_path / "again.log").read_text() or True
+            assert_complete(pg_url, site, org_id)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)

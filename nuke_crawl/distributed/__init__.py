@@ -79,6 +79,11 @@ class Keys:
         return f"{self.ns}:slot:{host}:{what}"
 
 
+    def hosts_of(self, worker: str) -> str:
+        """The hosts a worker took slot leases on (to free them if it dies)."""
+        return f"{self.ns}:hosts:{worker}"
+
+
 def keys_from_settings(settings: Any) -> Keys:
     ns = str(settings.get("NUKE_REDIS_NAMESPACE") or "nuke").strip(":")
     return Keys(ns)

@@ -38,9 +38,11 @@ class Cluster:
             url, socket_timeout=5, socket_connect_timeout=3, retry_on_timeout=False,
         )
         self.lost: str | None = None
-        # requests of this worker waiting for a host's shared slot: while some wait, the
-        # scheduler pops no more, so that other workers get the rest of the queue
-        self.blocked = 0
+        # Requests this worker popped that have no host slot lease yet. Scrapy pops all it
+        # can hold (CONCURRENT_REQUESTS); a worker would take a whole site's queue and
+        # sit on it. While this many wait, the scheduler pops no more and other workers
+        # get the rest of the queue.
+        self.unleased = 0
         self.checked = False
 
     def check(self) -> None:
@@ -73,6 +75,19 @@ class Cluster:
         engine = self.crawler.engine
         if engine is not None and engine.spider is not None:
             asyncio.ensure_future(engine.close_spider_async(reason="redis_lost"))
+
+
+UNLEASED = "_nuke_unleased"  # request.meta: popped, no host slot lease yet
+
+
+def leased(cluster: Cluster, request: Any) -> None:
+    """The popped request got its host slot, or will never need it (idempotent)."""
+    if request.meta.pop(UNLEASED, False):
+        cluster.unleased -= 1
+        engine = cluster.crawler.engine
+        slot = getattr(engine, "_slot", None)
+        if slot is not None:
+            slot.nextcall.schedule()  # room to pop again
 
 
 def crawler_cluster(crawler: Crawler) -> Cluster:

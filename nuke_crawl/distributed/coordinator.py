@@ -35,7 +35,14 @@ from twisted.python.failure import Failure
 from nuke_crawl.db import DatabaseError, store
 from nuke_crawl.dbglue import crawler_database, prepare_database
 from nuke_crawl.distributed import redis_url
-from nuke_crawl.distributed.cluster import Cluster, RedisError, crawler_cluster, org_id_of
+from nuke_crawl.distributed.cluster import (
+    Cluster,
+    RedisError,
+    crawler_cluster,
+    leased,
+    org_id_of,
+)
+from nuke_crawl.distributed.politeness import free_leases
 from nuke_crawl.distributed.queue import LEASE
 
 logger = logging.getLogger(__name__)
@@ -80,6 +87,7 @@ class Coordinator:
         self._adopting = 0
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
+        self._idle_since: float | None = None  # when the whole cluster was last seen idle
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
@@ -143,6 +151,7 @@ class Coordinator:
             redis = self.cluster.redis
             keys = self.cluster.keys
             if redis.zcard(keys.requests(spider.name)):
+                self._idle_since = None
                 self._wake()
                 raise DontCloseSpider
             if not self.exit_when_empty:
@@ -150,6 +159,14 @@ class Coordinator:
             if self.from_queue and redis.zcard(keys.org_queue):
                 raise DontCloseSpider
             if self._others_busy():
+                self._idle_since = None
+                raise DontCloseSpider
+            # a worker may have just popped an organization and not pushed its first
+            # request yet: the cluster must look idle for a few heartbeats in a row
+            now = time.monotonic()
+            if self._idle_since is None:
+                self._idle_since = now
+            if now - self._idle_since < 3 * self.heartbeat:
                 raise DontCloseSpider
         except RedisError as exc:
             self.cluster.on_error(exc)
@@ -239,6 +256,7 @@ class Coordinator:
         return counts, progress
 
     def _done(self, request: Request, result: Any) -> None:
+        leased(self.cluster, request)  # dropped before its download: no slot needed
         lease = request.meta.pop(LEASE, None)
         org_id = org_id_of(request)
         if lease is None or self.cluster.lost is not None:
@@ -346,6 +364,7 @@ class Coordinator:
             worker = raw.decode() if isinstance(raw, bytes) else str(raw)
             back = scheduler.queue.requeue(keys.inflight(worker), keys.inflight_scores(worker),
                                            keys.workers, worker)
+            free_leases(self.cluster, worker)
             if back:
                 logger.warning("Worker %s stopped answering: %d of its requests requeued",
                                worker, back)
@@ -387,7 +406,8 @@ class Coordinator:
         engine = self.crawler.engine
         if engine is None or engine.spider is None or not engine.spider_is_idle():
             return
-        if self.cluster.redis.zcard(self.cluster.keys.requests(self.spider.name)):
+        if self._idle_since is not None or self.cluster.redis.zcard(
+                self.cluster.keys.requests(self.spider.name)):
             self._wake()
 
     def _wake(self) -> None:

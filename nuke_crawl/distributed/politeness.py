@@ -22,7 +22,7 @@ from scrapy.http import Request, Response
 from scrapy.utils.httpobj import urlparse_cached
 
 from nuke_crawl.distributed import redis_url
-from nuke_crawl.distributed.cluster import RedisError, crawler_cluster
+from nuke_crawl.distributed.cluster import RedisError, crawler_cluster, leased
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class SharedPolitenessMiddleware:
         self.lease_ms = int((settings.getfloat("DOWNLOAD_TIMEOUT", 180) + 60) * 1000)
         self._acquire = self.cluster.redis.register_script(_ACQUIRE)
         self._tokens = 0
+        self._hosts: set[str] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> SharedPolitenessMiddleware:
@@ -87,7 +88,13 @@ class SharedPolitenessMiddleware:
         token = f"{self.cluster.worker}:{self._tokens}"
         keys = self.cluster.keys
         redis_keys = [keys.slot(key, "leases"), keys.slot(key, "next"), keys.slot(key, "delay")]
-        blocked = False
+        if key not in self._hosts:
+            try:
+                self.cluster.redis.sadd(keys.hosts_of(self.cluster.worker), key)
+            except RedisError as exc:
+                self.cluster.on_error(exc)
+                raise IgnoreRequest("Redis lost: stopping") from None
+            self._hosts.add(key)
         try:
             while True:
                 try:
@@ -98,13 +105,9 @@ class SharedPolitenessMiddleware:
                     raise IgnoreRequest("Redis lost: stopping") from None
                 if wait <= 0:
                     break
-                if not blocked:
-                    blocked = True
-                    self.cluster.blocked += 1
                 await asyncio.sleep(min(wait, 1000) / 1000)
         finally:
-            if blocked:
-                self.cluster.blocked -= 1
+            leased(self.cluster, request)
         request.meta[SLOT] = (key, token)
         return None
 
@@ -130,3 +133,19 @@ class SharedPolitenessMiddleware:
     def process_exception(self, request: Request, exception: Exception) -> None:
         self._release(request, publish=False)
         return None
+
+
+def free_leases(cluster: Any, worker: str) -> int:
+    """Remove a dead worker's host slot leases at once (they would expire anyway, after
+    ``DOWNLOAD_TIMEOUT`` plus a minute); how many."""
+    keys = cluster.keys
+    redis = cluster.redis
+    freed = 0
+    for raw in redis.smembers(keys.hosts_of(worker)):
+        host = raw.decode() if isinstance(raw, bytes) else str(raw)
+        leases = keys.slot(host, "leases")
+        mine = [m for m, _ in redis.zscan_iter(leases, match=f"{worker}:*")]
+        if mine:
+            freed += int(redis.zrem(leases, *mine))
+    redis.delete(keys.hosts_of(worker))
+    return freed

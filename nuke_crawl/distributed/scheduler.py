@@ -23,7 +23,14 @@ from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 
 from nuke_crawl.distributed import QUEUE
-from nuke_crawl.distributed.cluster import Cluster, RedisError, crawler_cluster, org_id_of
+from nuke_crawl.distributed.cluster import (
+    UNLEASED,
+    Cluster,
+    RedisError,
+    crawler_cluster,
+    leased,
+    org_id_of,
+)
 from nuke_crawl.distributed.queue import LEASE, LeasedPriorityQueue
 
 logger = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     cluster: Cluster
     queue: LeasedPriorityQueue
     df: OrgDupeFilter
-    max_blocked: int
+    max_unleased: int
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OrgRedisScheduler:
@@ -77,7 +84,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         )
         instance.stats = crawler.stats
         instance.cluster = cluster
-        instance.max_blocked = max(1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 8))
+        instance.max_unleased = max(
+            1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 8))
         return instance
 
     def open(self, spider: Any) -> None:
@@ -116,6 +124,7 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         if self.cluster.lost is not None:
             return False
         org_id = org_id_of(request)
+        leased(self.cluster, request)
         lease = request.meta.pop(LEASE, None)
         try:
             if lease is not None:
@@ -153,14 +162,18 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     def next_request(self) -> Request | None:
         if self.cluster.lost is not None:
             return None
-        if self.cluster.blocked >= self.max_blocked:
+        if self.cluster.unleased >= self.max_unleased:
             return None  # leave the queue to workers that can start a request now
         try:
             request = self.queue.pop()
         except RedisError as exc:
             self.cluster.on_error(exc)
             return None
-        if request is not None and self.stats:
+        if request is None:
+            return None
+        request.meta[UNLEASED] = True
+        self.cluster.unleased += 1
+        if self.stats:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request
 
