@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench lint clean scrapyd deploy
 
 venv: $(STAMP)
 
@@ -23,6 +23,15 @@ test: venv
 
 bench: venv
 	$(PY) bench/bench_org.py
+
+# A local scrapyd node configured by scrapyd.conf (127.0.0.1:6800, folders in .scrapyd/);
+# `make deploy` sends the project to it (scrapy.cfg [deploy]). docs/scale.md
+scrapyd: venv
+	mkdir -p .scrapyd
+	$(VENV)/bin/scrapyd --nodaemon --pidfile=
+
+deploy: venv
+	$(VENV)/bin/scrapyd-deploy
 
 clean:
 	rm -rf demo-data nuke.db images .pytest_cache
