@@ -26,7 +26,7 @@ from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 def free_port() -> int:
@@ -326,3 +326,148 @@ def test_redis_lost_mid_run_stops_cleanly_and_a_later_run_completes(
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
+
+
+class Node:
+    """A real scrapyd on a free port with folders of its own, serving deployed eggs only."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.port = home, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in env.items() if k not in ("PYTHONPATH",
+                                                              "SCRAPY_SETTINGS_MODULE")}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Node:
+        self.home.mkdir(parents=True)
+        conf = (REPO / "scrapyd.conf").read_text().replace("6800", str(self.port))
+        (self.home / "scrapyd.conf").write_text(conf.replace("poll_interval = 1.0",
+                                                             "poll_interval = 0.2"))
+        out = (self.home / "scrapyd.out").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scrapyd", "--nodaemon", "--pidfile="], cwd=self.home,
+            env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        for _ in range(150):
+            try:
+                if self.call("daemonstatus.json")["status"] == "ok":
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError((self.home / "scrapyd.out").read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def call(self, path: str, data: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        import json
+        import urllib.parse
+        import urllib.request
+
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        with urllib.request.urlopen(f"{self.url}/{path}", data=body, timeout=20) as resp:
+            return dict(json.loads(resp.read()))
+
+    def schedule(self, spider: str, settings: dict[str, str], **args: str) -> str:
+        data = [("project", "nuke_crawl"), ("spider", spider)]
+        data += [("setting", f"{k}={v}") for k, v in settings.items()]
+        data += list(args.items())
+        answer = self.call("schedule.json", data)
+        assert answer["status"] == "ok", answer
+        return str(answer["jobid"])
+
+    def wait(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = self.call("listjobs.json?project=nuke_crawl")
+            if len(jobs["finished"]) >= count and not jobs["pending"] and not jobs["running"]:
+                return
+            time.sleep(0.3)
+        raise AssertionError(self.logs())
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted((self.home / ".scrapyd" / "logs").rglob("*.log")))
+
+
+@pytest.mark.slow
+def test_two_scrapyd_nodes_deployed_from_a_fresh_copy_share_the_crawl_and_the_images(
+    pg_url: str, ns: str, tmp_path: Path,
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    # a fresh copy of the project's tracked files, deployed with scrapyd-deploy to both
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{moto._server.server_port}"
+    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+             "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**os.environ, **creds, "DATABASE_URL": pg_url, "NUKE_ALLOW_PRIVATE_NETWORKS": "1",
+           "NUKE_REDIS_URL": REDIS}
+    nodes = [Node(tmp_path / f"node{i}", env) for i in range(2)]
+    demos = [launch(style, n_vehicles=10, per_page=5, images_per_vehicle=1, image_hosts=0,
+                    seed=11) for style in ("jsonld", "microdata")]
+    try:
+        for node in nodes:
+            node.start()
+        with (clone / "scrapy.cfg").open("a") as cfg:
+            for i, node in enumerate(nodes):
+                cfg.write(f"\n[deploy:node{i}]\nurl = {node.url}/\nproject = nuke_crawl\n")
+        deploy = subprocess.run([str(Path(sys.executable).with_name("scrapyd-deploy")), "-a"],
+                                cwd=clone, capture_output=True, text=True, timeout=120)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert deploy.stdout.count('"status": "ok"') == 2, deploy.stdout
+        untracked = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=REPO,
+                                   capture_output=True, text=True).stdout
+        assert "setup.py" not in untracked and "build/" not in untracked
+        for node in nodes:
+            assert "org" in node.call("listspiders.json?project=nuke_crawl")["spiders"]
+
+        for i, demo in enumerate(demos):
+            add_org(pg_url, demo.url, name=f"Dealer {i}")
+        enqueue(pg_url, ns)
+        fast = {"NUKE_REDIS_NAMESPACE": ns, "NUKE_REDIS_HEARTBEAT": "0.3",
+                "NUKE_REDIS_ORGS_PER_WORKER": "1", "AUTOTHROTTLE_START_DELAY": "0.01",
+                "NUKE_DB_BATCH_WAIT": "0.05", "DOWNLOAD_TIMEOUT": "10"}
+        for node in nodes:
+            node.schedule("org", fast, from_queue="1", exit_when_empty="1")
+        for node in nodes:
+            node.wait(1)
+        stored = rows(pg_url, "SELECT discovery_url FROM vehicles")
+        assert len(stored) == 20 and len({r["discovery_url"] for r in stored}) == 20, \
+            nodes[0].logs() + nodes[1].logs()
+        for node in nodes:  # both nodes took an organization
+            assert "'nuke/redis/orgs_adopted': 1" in node.logs(), node.logs()
+
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3.create_bucket(Bucket="photos")
+        images = {"IMAGES_STORE": "s3://photos/v", "AWS_ENDPOINT_URL": endpoint,
+                  "NUKE_IMAGES_PUBLIC_URL": "", "AUTOTHROTTLE_START_DELAY": "0.01"}
+        for node in nodes:
+            node.schedule("image_backfill", images, limit="10")
+        for node in nodes:
+            node.wait(2)
+        photos = rows(pg_url, "SELECT storage_path, is_external FROM vehicle_images")
+        assert len(photos) == 20 and not any(p["is_external"] for p in photos), \
+            nodes[0].logs() + nodes[1].logs()
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="photos")["Contents"]}
+        assert {f"v/{p['storage_path']}" for p in photos} <= keys
+        assert len({p["storage_path"] for p in photos}) == 20
+        for node in nodes:  # both nodes stored some
+            assert "image_backfill" in node.logs()
+    finally:
+        for node in nodes:
+            node.stop()
+        for demo in demos:
+            demo.stop()
+        moto.stop()
