@@ -27,12 +27,13 @@ from nuke_crawl.distributed.cluster import RedisError, crawler_cluster, leased
 logger = logging.getLogger(__name__)
 
 # KEYS: leases, next, delay; ARGV: token, limit, delay ms (this worker), lease ms.
-# Returns 0 when the lease is taken, else the milliseconds to wait before trying again.
+# Returns 0 when the lease is taken, -1 when every slot is taken, else the milliseconds
+# until the host's delay has passed.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 10 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
 local nxt = tonumber(redis.call('GET', KEYS[2]) or '0')
 if nxt > now then return nxt - now end
 local delay = math.max(tonumber(ARGV[3]), tonumber(redis.call('GET', KEYS[3]) or '0'))
@@ -41,6 +42,7 @@ redis.call('SET', KEYS[2], now + delay, 'PX', math.max(delay, 1) + 1000)
 return 0
 """
 
+_FULL = -1
 SLOT = "_nuke_slot"  # request.meta: (host key, lease token)
 
 
@@ -63,6 +65,8 @@ class SharedPolitenessMiddleware:
         self._acquire = self.cluster.redis.register_script(_ACQUIRE)
         self._tokens = 0
         self._hosts: set[str] = set()
+        # one request per host and worker asks Redis at a time; the others wait here
+        self._turns: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> SharedPolitenessMiddleware:
@@ -95,21 +99,32 @@ class SharedPolitenessMiddleware:
                 self.cluster.on_error(exc)
                 raise IgnoreRequest("Redis lost: stopping") from None
             self._hosts.add(key)
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = asyncio.Lock()
         try:
-            while True:
-                try:
-                    wait = int(self._acquire(keys=redis_keys,
-                                             args=[token, limit, delay_ms, self.lease_ms]))
-                except RedisError as exc:
-                    self.cluster.on_error(exc)
-                    raise IgnoreRequest("Redis lost: stopping") from None
-                if wait <= 0:
-                    break
-                await asyncio.sleep(min(wait, 1000) / 1000)
+            async with turn:
+                await self._take(redis_keys, [token, limit, delay_ms, self.lease_ms])
         finally:
             leased(self.cluster, request)
         request.meta[SLOT] = (key, token)
         return None
+
+    async def _take(self, redis_keys: list[str], args: list[Any]) -> None:
+        backoff = 0.005
+        while True:
+            try:
+                wait = int(self._acquire(keys=redis_keys, args=args))
+            except RedisError as exc:
+                self.cluster.on_error(exc)
+                raise IgnoreRequest("Redis lost: stopping") from None
+            if wait == 0:
+                return
+            if wait == _FULL:  # all slots taken: poll, less often the longer it lasts
+                backoff = min(backoff * 2, 0.02)
+                await asyncio.sleep(backoff)
+            else:  # the host's delay: wait exactly that
+                await asyncio.sleep(min(wait, 1000) / 1000)
 
     def _release(self, request: Request, publish: bool) -> None:
         held = request.meta.pop(SLOT, None)
