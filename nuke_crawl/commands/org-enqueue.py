@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import redis
 from scrapy.exceptions import UsageError
@@ -25,8 +26,9 @@ def enqueue_organizations(client: redis.Redis, queue_key: str, org_ids: list[str
     if not org_ids:
         return 0
     now = time.time()
-    return int(client.zadd(queue_key, {org_id: now + i * 1e-6
-                                       for i, org_id in enumerate(org_ids)}, nx=True))
+    added: Any = client.zadd(queue_key, {org_id: now + i * 1e-6
+                                         for i, org_id in enumerate(org_ids)}, nx=True)
+    return int(added)
 
 
 class Command(DatabaseCommand):

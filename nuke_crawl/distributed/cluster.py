@@ -13,8 +13,13 @@ from typing import Any
 import redis
 from scrapy.crawler import Crawler
 
-from nuke_crawl.distributed import DistributedError, Keys, keys_from_settings
-from nuke_crawl.distributed import redact_redis_url, redis_url
+from nuke_crawl.distributed import (
+    DistributedError,
+    Keys,
+    keys_from_settings,
+    redact_redis_url,
+    redis_url,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -75,7 +75,7 @@ class Coordinator:
         self.heartbeat = max(0.1, settings.getfloat("NUKE_REDIS_HEARTBEAT", 2.0))
         self.timeout = max(self.heartbeat * 2, settings.getfloat("NUKE_REDIS_WORKER_TIMEOUT", 30))
         self.spider: Any = crawler.spider
-        self.spider.distributed = self
+        setattr(self.spider, "distributed", self)  # the org spider's hook  # noqa: B010
         args = getattr(self.spider, "args", {})
         self.from_queue = bool(args.get("from_queue"))
         self.exit_when_empty = bool(args.get("exit_when_empty")) or not self.from_queue
@@ -188,7 +188,8 @@ class Coordinator:
         room = self.orgs_per_worker - len(self.mine)
         if room <= 0:
             return False
-        popped = self.cluster.redis.zpopmin(self.cluster.keys.org_queue, room)
+        popped: list[tuple[Any, float]] = self.cluster.redis.zpopmin(  # type: ignore[assignment]
+            self.cluster.keys.org_queue, room)
         ids = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in popped]
         if not ids:
             return False
@@ -359,7 +360,7 @@ class Coordinator:
         keys = self.cluster.keys
         redis = self.cluster.redis
         dead = redis.zrangebyscore(keys.workers, "-inf", time.time() - self.timeout)
-        scheduler = self.crawler.engine._slot.scheduler  # type: ignore[union-attr]
+        scheduler: Any = self.crawler.engine._slot.scheduler  # type: ignore[union-attr]
         for raw in dead:
             worker = raw.decode() if isinstance(raw, bytes) else str(raw)
             back = scheduler.queue.requeue(keys.inflight(worker), keys.inflight_scores(worker),
@@ -449,13 +450,13 @@ class OrgProgressMiddleware:
         org_id = org_id_of(request)
         spider: Any = self.crawler.spider
         if org_id is None or org_id in spider.progress:
-            return None
+            return
         future = self.loading.get(org_id)
         if future is None:
             future = asyncio.ensure_future(self._load(org_id))
             self.loading[org_id] = future
         await asyncio.shield(future)
-        return None
+        return
 
     async def _load(self, org_id: str) -> None:
         from nuke_crawl.spiders.org import OrgProgress

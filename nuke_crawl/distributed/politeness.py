@@ -108,7 +108,6 @@ class SharedPolitenessMiddleware:
         finally:
             leased(self.cluster, request)
         request.meta[SLOT] = (key, token)
-        return None
 
     async def _take(self, redis_keys: list[str], args: list[Any]) -> None:
         backoff = 0.005
@@ -147,7 +146,6 @@ class SharedPolitenessMiddleware:
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         self._release(request, publish=False)
-        return None
 
 
 def free_leases(cluster: Any, worker: str) -> int:
