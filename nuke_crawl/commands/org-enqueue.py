@@ -4,31 +4,23 @@
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
 
 import redis
 from scrapy.exceptions import UsageError
 
 from nuke_crawl.commandbase import DatabaseCommand
 from nuke_crawl.db import DatabaseError, store
-from nuke_crawl.distributed import keys_from_settings, redact_redis_url, redis_url
+from nuke_crawl.distributed import (
+    enqueue_organizations,
+    keys_from_settings,
+    redact_redis_url,
+    redis_url,
+)
 from nuke_crawl.spiders.args import ArgumentError, parse_args
 from nuke_crawl.spiders.org import ARGUMENTS as ORG_ARGUMENTS
 
 SELECTION = ("threshold", "limit", "offset", "business_type", "organization_id")
 ARGUMENTS = {name: ORG_ARGUMENTS[name] for name in SELECTION}
-
-
-def enqueue_organizations(client: redis.Redis, queue_key: str, org_ids: list[str]) -> int:
-    """Queue organization ids (first queued, first crawled); ids already waiting keep
-    their place. Returns how many were new."""
-    if not org_ids:
-        return 0
-    now = time.time()
-    added: Any = client.zadd(queue_key, {org_id: now + i * 1e-6
-                                         for i, org_id in enumerate(org_ids)}, nx=True)
-    return int(added)
 
 
 class Command(DatabaseCommand):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,3 +107,16 @@ def configure(settings: Any) -> bool:
     middlewares[POLITENESS] = 950  # last before the download: leases held while fetching
     settings.set("DOWNLOADER_MIDDLEWARES", middlewares, priority="spider")
     return True
+
+
+def enqueue_organizations(client: Any, queue_key: str, org_ids: list[str]) -> int:
+    """Queue organization ids for ``from_queue`` workers (first queued, first crawled);
+    ids already waiting keep their place. Returns how many were new. ``client`` is a
+    ``redis.Redis``; ``queue_key`` is :attr:`Keys.org_queue`. Used by ``scrapy
+    org-enqueue``, and meant for anything else that queues organizations (a service)."""
+    if not org_ids:
+        return 0
+    base = int(time.time() * 1000) * 1000  # exact in a double up to 2^53
+    added: Any = client.zadd(queue_key, {org_id: base + i for i, org_id in enumerate(org_ids)},
+                             nx=True)
+    return int(added)
