@@ -82,7 +82,6 @@ class Coordinator:
         self._adopt = self.cluster.redis.register_script(_ADOPT)
         self.flushed: dict[str, Counter[str]] = {}
         self.mine: set[str] = set()  # organizations this worker started and saw unfinished
-        self.loading: dict[str, asyncio.Future[None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self._adopting = 0
         self._ticker: asyncio.Task[None] | None = None
@@ -452,9 +451,10 @@ class OrgProgressMiddleware:
         if org_id is None or org_id in spider.progress:
             return
         future = self.loading.get(org_id)
-        if future is None:
+        if future is None:  # one load at a time per organization
             future = asyncio.ensure_future(self._load(org_id))
             self.loading[org_id] = future
+            future.add_done_callback(lambda _: self.loading.pop(org_id, None))
         await asyncio.shield(future)
         return
 
