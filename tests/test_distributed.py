@@ -476,3 +476,37 @@ def test_two_scrapyd_nodes_deployed_from_a_fresh_copy_share_the_crawl_and_the_im
         for demo in demos:
             demo.stop()
         moto.stop()
+
+
+class Arrivals:
+    """Wraps a site: the time each request arrived."""
+
+    def __init__(self, site: Any) -> None:
+        self.site, self.times = site, []  # type: ignore[var-annotated]
+
+    def bind(self, url: str) -> None:
+        self.site.bind(url)
+
+    def __call__(self, request: Any) -> Any:
+        self.times.append(time.monotonic())
+        return self.site(request)
+
+
+def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Path) -> None:
+    """Two workers on one site with DOWNLOAD_DELAY=0.3: the site never sees two requests
+    closer than that, though both workers fetch its pages."""
+    site = Arrivals(build_site("jsonld", n_vehicles=12, per_page=6, images_per_vehicle=1,
+                               seed=2))
+    with serve(site) as server:
+        org_id = add_org(pg_url, server.url)
+        enqueue(pg_url, ns)
+        procs = [worker(pg_url, ns, tmp_path / f"w{i}.log", "-s", "DOWNLOAD_DELAY=0.3",
+                        "-s", "RANDOMIZE_DOWNLOAD_DELAY=0") for i in range(2)]
+        assert wait_all(procs) == [0, 0], logs(tmp_path)
+        assert_complete(pg_url, site.site, org_id)
+    gaps = [b - a for a, b in zip(site.times, site.times[1:], strict=False)]
+    assert len(site.times) >= 15 and min(gaps) >= 0.28, sorted(gaps)[:5]
+    shares = [sum(int(m.group(1)) for m in re.finditer(r"'downloader/request_count': (\d+)",
+                                                      log.read_text()))
+              for log in tmp_path.glob("w*.log")]
+    assert all(shares), shares
