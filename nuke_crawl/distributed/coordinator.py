@@ -345,7 +345,7 @@ class Coordinator:
                     self._forget_finished()
                     if self.from_queue:
                         self._top_up()
-                self._wake_if_work()
+                self._wake_if_idle()
             except RedisError as exc:
                 self.cluster.on_error(exc)
                 return
@@ -402,13 +402,13 @@ class Coordinator:
             pipe.hlen(keys.inflight(worker))
         return any(int(n) for n in pipe.execute()) if others else False
 
-    def _wake_if_work(self) -> None:
+    def _wake_if_idle(self) -> None:
         engine = self.crawler.engine
         if engine is None or engine.spider is None or not engine.spider_is_idle():
             return
-        if self._idle_since is not None or self.cluster.redis.zcard(
-                self.cluster.keys.requests(self.spider.name)):
-            self._wake()
+        # Idle: look again now rather than on Scrapy's next 5-second heartbeat (new
+        # requests from other workers, queued organizations, or the cluster done).
+        self._wake()
 
     def _wake(self) -> None:
         # Scrapy looks at its scheduler after each response and every 5 s; requests
