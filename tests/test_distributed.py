@@ -22,6 +22,7 @@ from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo import build_site, launch, serve
+from nuke_crawl.distributed import enqueue_organizations
 from nuke_crawl.demo.server import CountingApp
 
 REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -492,6 +493,17 @@ class Arrivals:
         return self.site(request)
 
 
+def wait_for_workers(ns: str, count: int, timeout: float = 60) -> None:
+    client = redis.Redis.from_url(REDIS)
+    deadline = time.monotonic() + timeout
+    try:
+        while client.zcard(f"{ns}:workers") < count:
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
 def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Path) -> None:
     """Two workers on one site with DOWNLOAD_DELAY=0.3: the site never sees two requests
     closer than that, though both workers fetch its pages."""
@@ -499,9 +511,12 @@ def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Pat
                                seed=2))
     with serve(site) as server:
         org_id = add_org(pg_url, server.url)
-        enqueue(pg_url, ns)
         procs = [worker(pg_url, ns, tmp_path / f"w{i}.log", "-s", "DOWNLOAD_DELAY=0.3",
                         "-s", "RANDOMIZE_DOWNLOAD_DELAY=0") for i in range(2)]
+        wait_for_workers(ns, 2)  # both up before there is work: both get some
+        client = redis.Redis.from_url(REDIS)
+        assert enqueue_organizations(client, f"{ns}:org:queue", [org_id]) == 1
+        client.close()
         assert wait_all(procs) == [0, 0], logs(tmp_path)
         assert_complete(pg_url, site.site, org_id)
     gaps = [b - a for a, b in zip(site.times, site.times[1:], strict=False)]

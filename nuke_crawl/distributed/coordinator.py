@@ -345,7 +345,7 @@ class Coordinator:
                     self._forget_finished()
                     if self.from_queue:
                         self._top_up()
-                self._wake_if_idle()
+                self._nudge()
             except RedisError as exc:
                 self.cluster.on_error(exc)
                 return
@@ -402,12 +402,12 @@ class Coordinator:
             pipe.hlen(keys.inflight(worker))
         return any(int(n) for n in pipe.execute()) if others else False
 
-    def _wake_if_idle(self) -> None:
+    def _nudge(self) -> None:
         engine = self.crawler.engine
-        if engine is None or engine.spider is None or not engine.spider_is_idle():
+        if engine is None or engine.spider is None or engine.needs_backout():
             return
-        # Idle: look again now rather than on Scrapy's next 5-second heartbeat (new
-        # requests from other workers, queued organizations, or the cluster done).
+        # Room for more: look at Redis now rather than on Scrapy's next 5-second
+        # heartbeat (requests other workers pushed, queued organizations, the cluster done).
         self._wake()
 
     def _wake(self) -> None:
