@@ -76,9 +76,8 @@ class Coordinator:
         self.timeout = max(self.heartbeat * 2, settings.getfloat("NUKE_REDIS_WORKER_TIMEOUT", 30))
         self.spider: Any = crawler.spider
         setattr(self.spider, "distributed", self)  # the org spider's hook  # noqa: B010
-        args = getattr(self.spider, "args", {})
-        self.from_queue = bool(args.get("from_queue"))
-        self.exit_when_empty = bool(args.get("exit_when_empty")) or not self.from_queue
+        self.from_queue = bool(self._arg("from_queue"))
+        self.exit_when_empty = bool(self._arg("exit_when_empty")) or not self.from_queue
         self._adopt = self.cluster.redis.register_script(_ADOPT)
         self.flushed: dict[str, Counter[str]] = {}
         self.mine: set[str] = set()  # organizations this worker started and saw unfinished
@@ -214,7 +213,7 @@ class Coordinator:
         spider = self.spider
         adb = crawler_database(self.crawler)
         try:
-            if not spider.args.get("dry_run"):
+            if not self._arg("dry_run"):
                 await prepare_database(self.crawler)
             for org_id in ids:
                 org = await adb.run(store.get_organization, org_id)
@@ -224,10 +223,10 @@ class Coordinator:
                     continue
                 if not org.website or not self.adopt(org_id):
                     continue
-                if not spider.args.get("dry_run"):
+                if not self._arg("dry_run"):
                     await adb.run(store.mark_crawls_started, [org_id])
                 progress = OrgProgress(org)
-                if org.resume and not spider.args.get("dry_run"):
+                if org.resume and not self._arg("dry_run"):
                     progress.known = await adb.run(store.known_listing_urls, org_id)
                 spider.progress[org_id] = progress
                 logger.info("Crawling organization %s from the queue%s",
@@ -311,7 +310,7 @@ class Coordinator:
         if progress is not None and summary["render_js"] and not progress.org.metadata.get(
                 "render_js"):
             summary["render_js_detected"] = True
-        if not self.spider.args.get("dry_run"):
+        if not self._arg("dry_run"):
             try:
                 await crawler_database(self.crawler).run(
                     store.record_crawl_result, org_id, summary, error, finished=True
@@ -420,6 +419,13 @@ class Coordinator:
 
     # -- helpers --------------------------------------------------------------------
 
+    def _arg(self, name: str) -> Any:
+        """A spider argument (a mapping, or typed arguments with attributes)."""
+        args = getattr(self.spider, "args", None)
+        if isinstance(args, dict):
+            return args.get(name)
+        return getattr(args, name, None)
+
     def _task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
@@ -468,7 +474,9 @@ class OrgProgressMiddleware:
             if org is None or org_id in spider.progress:
                 return
             progress = OrgProgress(org)
-            if org.resume and not spider.args.get("dry_run"):
+            coordinator = getattr(spider, "distributed", None)
+            dry = coordinator is not None and coordinator._arg("dry_run")
+            if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org_id)
             spider.progress.setdefault(org_id, progress)
         except DatabaseError as exc:
