@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint clean scrapyd deploy
+.PHONY: venv demo serve test bench corpus-report lint format clean scrapyd deploy
 
 venv: $(STAMP)
 
@@ -18,11 +18,30 @@ $(STAMP): requirements.txt pyproject.toml
 demo: venv
 	$(PY) -m nuke_crawl.demo.run --fresh
 
+# The service on the demo's database: http://127.0.0.1:6810/ (read-only unless
+# NUKE_ADMIN_TOKEN is set in the environment: `NUKE_ADMIN_TOKEN=... make serve`).
+serve: venv
+	DATABASE_URL=sqlite:///$(CURDIR)/demo-data/nuke.db NUKE_ALLOW_PRIVATE_NETWORKS=1 \
+		$(PY) -m scrapy serve -s IMAGES_STORE=$(CURDIR)/demo-data/images $(SERVE_ARGS)
+
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/bench_org.py
+
+corpus-report: venv
+	$(PY) bench/corpus_report.py
+
+# ruff (format and lint) over the tree and mypy over the package; CI runs it.
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # A local scrapyd node configured by scrapyd.conf (127.0.0.1:6800, folders in .scrapyd/);
 # `make deploy` sends the project to it (scrapy.cfg [deploy]). docs/scale.md
@@ -34,4 +53,4 @@ deploy: venv
 	$(VENV)/bin/scrapyd-deploy
 
 clean:
-	rm -rf demo-data nuke.db images .pytest_cache
+	rm -rf demo-data nuke.db images service-logs .pytest_cache

@@ -118,9 +118,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from nuke_crawl.exceptions import ReasonError
+
 __all__ = [
-    "REJECTION_REASONS",
     "DEFAULT_VARIANTS",
+    "REJECTION_REASONS",
     "ImageRejected",
     "ProcessedImage",
     "Variant",
@@ -200,7 +202,7 @@ _AVIF_BRANDS = {b"avif", b"avis"}
 _WARNINGS_LOCK = threading.Lock()
 
 
-class ImageRejected(Exception):
+class ImageRejected(ReasonError):
     """The body is not a storable image.
 
     ``reason`` is one of :data:`REJECTION_REASONS`; ``detail`` says what was found and why.
@@ -209,12 +211,7 @@ class ImageRejected(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in REJECTION_REASONS:
             raise ValueError(f"unknown rejection reason {reason!r}")
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.reason, self.detail))
+        super().__init__(reason, detail)
 
 
 @dataclass

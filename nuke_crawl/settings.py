@@ -1,8 +1,10 @@
 """Scrapy settings for nuke_crawl.
 
-Every ``NUKE_*`` setting and its default is listed here (and in README.md);
+Every ``NUKE_*`` setting and its default is listed here, once (and in README.md);
 any of them can be given with ``-s NAME=value``. ``DATABASE_URL`` comes from
-the environment first, then this setting.
+the environment first, then this setting. Components read their settings with
+these values as defaults (``from nuke_crawl import settings as defaults``), so a
+crawler built without this module (a test's ``get_crawler``) behaves the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ DATABASE_URL = None  # None: $DATABASE_URL, else sqlite:///nuke.db
 NUKE_AUTO_MIGRATE = True  # a spider run on a database without the schema migrates it first
 NUKE_DB_BATCH_SIZE = 50  # vehicles written per transaction
 NUKE_DB_BATCH_WAIT = 0.5  # seconds a partial batch waits for company before it is written
+NUKE_DRY_RUN = False  # count, write nothing (set by a spider's dry_run argument)
 
 # -- politeness ----------------------------------------------------------------
 NUKE_USER_AGENT = "nuke_crawl/0.1 (+https://github.com/nuke-crawl/nuke_crawl; vehicle listings crawler)"
@@ -70,10 +73,11 @@ NUKE_CHROMIUM_PATH = "/usr/bin/chromium"
 NUKE_RENDER_JS = True  # render organizations that need it (metadata.render_js or detected)
 # The org spider installs scrapy-playwright's download handler for its runs (unless
 # NUKE_RENDER_JS is off), in a subclass that starts the Node.js driver and Chromium
-# only when a page needs them; the image spiders never start a browser driver.
+# only when a page needs them, with the Browser extension both handlers share; the
+# image spiders never start a browser driver.
 PLAYWRIGHT_DOWNLOAD_HANDLERS = {
-    "http": "nuke_crawl.browser.LazyPlaywrightDownloadHandler",
-    "https": "nuke_crawl.browser.LazyPlaywrightDownloadHandler",
+    "http": "nuke_crawl.downloader.browser.LazyPlaywrightDownloadHandler",
+    "https": "nuke_crawl.downloader.browser.LazyPlaywrightDownloadHandler",
 }
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 PLAYWRIGHT_LAUNCH_OPTIONS = {
@@ -97,10 +101,15 @@ LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
 
 EXTENSIONS = {
+    # shared services, found with crawler.get_extension(...): the crawl's database
+    # handle and its worker processes
+    "nuke_crawl.extensions.database.DatabaseExtension": 1,
+    "nuke_crawl.extensions.workers.WorkerPoolExtension": 2,
     "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
     "nuke_crawl.extensions.promptclose.PromptClose": 5,
     "nuke_crawl.extensions.gctune.GcTuning": 6,
-    "nuke_crawl.extensions.analysis_handoff.AnalysisHandoff": 10,
+    "nuke_crawl.extensions.handoff.AnalysisHandoff": 10,  # unless NUKE_ANALYZE_AFTER_BACKFILL
+    "nuke_crawl.extensions.handoff.BackfillHandoff": 500,  # does nothing unless NUKE_TRIGGER_BACKFILL
 }
 
 # -- distributed org crawl (nuke_crawl.distributed; docs/scale.md) -----------------
@@ -125,12 +134,17 @@ NUKE_IMAGE_MAX_PIXELS = 50_000_000  # decompression-bomb limit
 NUKE_IMAGE_MAX_ATTEMPTS = 5  # transient failures are retried by later runs up to this many times
 NUKE_IMAGE_RETRY_BACKOFF = 3600.0  # seconds before the first cross-run retry, doubling
 NUKE_IMAGE_LEASE_SECONDS = 600.0  # a claimed vehicle returns to the pool if its worker dies
+NUKE_IMAGE_VARIANTS = {"thumb": (320, 240)}  # resized copies stored beside each image
+NUKE_IMAGE_RECORD_WAIT = 0.05  # seconds stored images wait to share one commit
+# Two more, computed where they are read when not given (a fixed value here would
+# not fit every machine or CONCURRENT_REQUESTS):
+# NUKE_IMAGE_PROCESSES: worker processes decoding images (default: the CPU count; 0: threads)
+# NUKE_IMAGE_MAX_IN_FLIGHT: images handed to the downloader at once (2 * CONCURRENT_REQUESTS)
 NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
 NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
 NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process
 NUKE_SCRAPYD_PROJECT = None  # scrapyd project; None: BOT_NAME
 NUKE_BACKFILL_LOG_FILE = "image_backfill.log"  # the detached run's output (appended)
-EXTENSIONS["nuke_crawl.handoff.BackfillHandoff"] = 500  # does nothing unless NUKE_TRIGGER_BACKFILL
 
 # -- image analysis (scrapy crawl image_analysis; nuke_crawl.spiders.image_analysis) ----
 # Providers: local (always), openai (OPENAI_API_KEY / OPENAI_BASE_URL in the environment),
@@ -141,6 +155,10 @@ NUKE_OPENAI_TIMEOUT = 60.0  # seconds per request
 NUKE_OPENAI_MAX_RETRIES = 3  # 429/5xx/timeouts, exponential backoff, Retry-After honoured
 NUKE_OPENAI_BACKOFF_BASE = 1.0
 NUKE_OPENAI_IMAGE_DETAIL = "auto"  # vision detail: auto, low (cheaper), high
+# -- learned selectors (scrapy crawl org; nuke_crawl.spiders.learning) ------------------------
+NUKE_LEARN_SELECTORS = False  # ask the OpenAI-compatible endpoint for a site's selectors, once
+NUKE_LEARN_MAX_CALLS = 5  # model calls one run may make (all organizations together)
+NUKE_LEARN_MODEL = None  # None: NUKE_OPENAI_MODEL
 NUKE_REKOGNITION_MIN_CONFIDENCE = 70.0
 NUKE_REKOGNITION_MAX_LABELS = 30
 NUKE_ANALYSIS_CONCURRENCY = 10  # images in flight (the spider's `concurrency` argument wins)
@@ -149,5 +167,25 @@ NUKE_ANALYSIS_LEASE_SECONDS = 900.0  # a claimed image returns to the pool if it
 NUKE_ANALYSIS_MAX_ATTEMPTS = 5  # failed images are retried by later runs up to this many times
 NUKE_ANALYSIS_RETRY_BACKOFF = 600.0  # seconds before a failed image's next attempt, doubling
 NUKE_ANALYSIS_PREFLIGHT = True  # check the remote providers' credentials before a run
+NUKE_ANALYSIS_PROVIDERS = None  # comma list of providers (None: every configured); `-a providers=`
 NUKE_ANALYZE_AFTER_BACKFILL = False  # image_backfill hands stored images to image_analysis
 NUKE_ANALYSIS_LOG_FILE = "image_analysis.log"  # log of runs started by a hand-off
+
+# -- run reports and webhooks (nuke_crawl.extensions.notify) --------------------------
+EXTENSIONS["nuke_crawl.extensions.notify.RunReport"] = 600  # logs the run summary; webhooks
+NUKE_WEBHOOK_URLS: list[str] = []  # POST each run's JSON summary here (or a comma list)
+NUKE_WEBHOOK_SECRET = None  # signs each POST (X-Nuke-Signature); better set in the env
+NUKE_ALERT_FAILURE_RATE = None  # 0-1: an "alert" POST when a run's image failure rate passes it
+NUKE_ALERT_MIN_IMAGES = 20  # ...once at least this many images are settled
+NUKE_ALERT_CHECK_INTERVAL = 30.0  # seconds between failure-rate checks during a run
+NUKE_WEBHOOK_TIMEOUT = 5.0  # seconds per POST attempt
+NUKE_WEBHOOK_RETRIES = 3  # retries after a failed POST, with backoff
+NUKE_WEBHOOK_BACKOFF = 0.5  # seconds before the first retry, doubling
+NUKE_WEBHOOK_DEADLINE = 10.0  # a run's close waits for its webhooks at most this long
+
+# -- the service (scrapy serve; nuke_crawl.service) ------------------------------------
+NUKE_ADMIN_TOKEN = None  # Bearer token for write endpoints; read from the environment first
+NUKE_SCHEDULES: list[dict[str, object]] = []  # [{"cron": "0 2 * * *", "spider": ..., "args": {}}]
+NUKE_SERVICE_LOG_DIR = "service-logs"  # the logs of runs the service starts as processes
+NUKE_SERVICE_STATUS_REFRESH = 2.0  # seconds between refreshes of the cached status figures
+NUKE_SERVICE_CANCEL_GRACE = 10.0  # a cancelled run still alive then is forced, then killed

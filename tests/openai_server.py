@@ -115,8 +115,15 @@ OFF_RANGE_ANSWER: dict[str, Any] = {
 }
 """Values outside the schema: unknown enums, ratings 14 and 0, a nameless component."""
 
+SELECTORS_ANSWER: dict[str, str] = {
+    "year": ".spec-yr", "make": ".spec-mk", "model": ".spec-md", "price": ".amt",
+    "mileage": ".odo", "images": ".pics img", "bogus_key": ".x", "vin": "::not a selector",
+}
+"""CSS selectors as a model would answer a learned-selectors request (``selectors``): one
+unknown key and one invalid selector, to be dropped."""
+
 SCENARIOS = ("good", "spid", "rate_limit", "server_error", "malformed", "wrong_shape",
-             "refusal", "length", "slow", "off_range")
+             "refusal", "length", "slow", "off_range", "selectors")
 
 _MARKER = re.compile(r"scenario=([a-z_]+)")
 
@@ -159,6 +166,7 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.default = default
+        self.selectors_answer: dict[str, str] = dict(SELECTORS_ANSWER)  # the `selectors` answer
         self._queue: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
         self.chat_requests = 0
@@ -399,6 +407,8 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(200, _completion(model, json.dumps(GOOD_ANSWER)))
             elif scenario == "spid":
                 self._send(200, _completion(model, json.dumps(SPID_ANSWER)))
+            elif scenario == "selectors":
+                self._send(200, _completion(model, json.dumps(server.selectors_answer)))
             elif scenario == "off_range":
                 self._send(200, _completion(model, json.dumps(OFF_RANGE_ANSWER)))
             else:

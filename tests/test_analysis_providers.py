@@ -449,18 +449,24 @@ def test_openai_transient_failure_rate() -> None:
     assert sum(r.attempts for r in results) == srv.chat_requests
 
 
-def test_openai_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scrapy.settings import Settings
+
+    from nuke_crawl.analysis.registry import build_provider
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-000000000000")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://env.invalid/v1")
     monkeypatch.setenv("NUKE_OPENAI_MODEL", "gpt-4o")
-    settings = {"OPENAI_BASE_URL": "http://settings.invalid/v1", "NUKE_OPENAI_MODEL": ""}
-    provider = OpenAIProvider.from_env(settings.get)
+    settings = Settings({"OPENAI_BASE_URL": "http://settings.invalid/v1",
+                         "NUKE_OPENAI_MODEL": ""})
+    provider = build_provider("openai", settings)
+    assert isinstance(provider, OpenAIProvider)
     assert provider.configured()
     assert provider.base_url == "http://settings.invalid/v1"  # settings first
     assert provider.model == "gpt-4o"  # empty setting falls back to the environment
     monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.delenv("NUKE_OPENAI_MODEL")
-    provider = OpenAIProvider.from_env({}.get)
+    provider = OpenAIProvider.from_settings(Settings())
     assert not provider.configured() and provider.model == "gpt-4o-mini"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from nuke_crawl.db import Database, loads_json
 from nuke_crawl.demo import launch
-from nuke_crawl.handoff import (
+from nuke_crawl.extensions.handoff import (
     HandoffError,
     absolute_database_url,
     backfill_arguments,

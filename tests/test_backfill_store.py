@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nuke_crawl.pipelines.images import LocalImageStore
+from nuke_crawl.storage.local import LocalImageStore
 
 
 @pytest.fixture

@@ -56,10 +56,32 @@ def test_migration_5_drops_the_unused_image_indexes_and_keeps_the_rest(db_url: s
         assert set(UNUSED_INDEXES) <= _index_names(database)
     finally:
         MIGRATIONS[:] = full
-    assert migrate(database) == [5]
+    assert migrate(database) == list(range(5, latest_version() + 1))
     names = _index_names(database)
     assert not set(UNUSED_INDEXES) & names
     assert {"ix_vehicle_images_vehicle", "ix_vehicle_images_analysis_todo"} <= names
+    database.close()
+
+
+def test_migration_7_adds_currency_and_sold_price_to_an_older_vehicles_table(db_url: str) -> None:
+    from nuke_crawl.db.migrations import MONEY_COLUMNS
+
+    database = Database(db_url)
+    migrate(database)
+    # a database of the previous release: no money columns, version 7 not applied
+    for name, _, _ in MONEY_COLUMNS:
+        database.execute(f"ALTER TABLE vehicles DROP COLUMN {name}")
+    database.execute("DELETE FROM nuke_schema_migrations WHERE version = 7")
+    database.execute("INSERT INTO vehicles (id, make) VALUES (?, ?)",
+                     ["6f1c3f2e-2b1d-4f0e-9d57-0d6f4f1f2a12", "Toyota"])
+    assert not {"currency", "sold_price"} & database.columns("vehicles")
+    assert migrate(database) == [7]
+    assert {"currency", "sold_price"} <= database.columns("vehicles")
+    database.execute("UPDATE vehicles SET currency = ?, sold_price = ? WHERE make = ?",
+                     ["ZAR", 139900, "Toyota"])
+    row = database.fetchone("SELECT make, currency, sold_price FROM vehicles")
+    assert row is not None and (row["currency"], float(row["sold_price"])) == ("ZAR", 139900.0)
+    assert migrate(database) == []  # idempotent
     database.close()
 
 

@@ -22,8 +22,8 @@ from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo import build_site, launch, serve
-from nuke_crawl.distributed import enqueue_organizations
 from nuke_crawl.demo.server import CountingApp
+from nuke_crawl.distributed import enqueue_organizations
 
 REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -95,7 +95,8 @@ def wait_all(procs: list[subprocess.Popen[Any]], timeout: float = 120) -> list[i
 
 
 def logs(tmp_path: Path) -> str:
-    return "\n".join(f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(tmp_path.glob("*.log")))
+    return "\n".join(f"== {p.name}\n{p.read_text()[-4000:]}"
+                     for p in sorted(tmp_path.glob("*.log")))
 
 
 def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(

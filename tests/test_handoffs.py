@@ -11,7 +11,7 @@ import pytest
 
 from nuke_crawl.db import Database
 from nuke_crawl.demo import ImageHost, serve
-from nuke_crawl.handoff import without_password
+from nuke_crawl.extensions.handoff import without_password
 from tests.conftest import scrapy_env
 from tests.openai_server import API_KEY, FakeOpenAI
 from tests.scrapyd_server import Scrapyd, free_port

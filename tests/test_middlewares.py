@@ -241,6 +241,7 @@ def crawl(
     spider: str,
     settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    dns: dict[str, list[str]] | None = None,
     **kwargs: Any,
 ) -> Crawl:
     child_env = {k: v for k, v in os.environ.items() if k != "NUKE_ALLOW_PRIVATE_NETWORKS"}
@@ -248,9 +249,10 @@ def crawl(
         [str(REPO), str(Path(__file__).parent), child_env.get("PYTHONPATH", "")]
     )
     child_env.update(env or {})
-    spec = {"spider": spider, "settings": settings or {}, "kwargs": kwargs}
+    spec = {"spider": spider, "settings": settings or {}, "kwargs": kwargs, "dns": dns or {}}
     code = (
-        "import json, sys, test_middlewares as t; t._child_main(json.loads(sys.stdin.read()))"
+        "import json, sys, fakedns; spec = json.loads(sys.stdin.read()); "
+        "fakedns.install(spec['dns']); import test_middlewares as t; t._child_main(spec)"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -347,26 +349,30 @@ def test_guard_url_resolves(monkeypatch):
             await guard_url("https://images.example/a.jpg"),
             await guard_url("https://images.example/b.jpg"),  # cached
             await guard_url("https://cdn.example/a.jpg"),
-            await guard_url("http://no-such-host.invalid/x"),  # DNS failure: let through
+            await guard_url("http://no-such-host.invalid/x"),  # DNS failure: refused
             await guard_url("gopher://cdn.example/"),
             await guard_url("http://127.0.0.1/"),  # literal: no lookup
         )
 
-    assert asyncio.run(main()) == ("private", "private", None, None, "scheme", "loopback")
+    assert asyncio.run(main()) == (
+        "private", "private", None, "unresolved", "scheme", "loopback"
+    )
     assert looked_up == ["images.example", "cdn.example", "no-such-host.invalid"]
 
 
 def test_guard_middleware_resolves_refuses_and_pins(monkeypatch):
-    from scrapy.resolver import dnscache
     from scrapy.utils.test import get_crawler
+    from twisted.internet.error import DNSLookupError
 
+    from nuke_crawl.middlewares import netguard
     from nuke_crawl.middlewares.netguard import PrivateNetworkGuardMiddleware, RefusedRequest
 
     monkeypatch.delenv("NUKE_ALLOW_PRIVATE_NETWORKS", raising=False)
     looked_up = _fake_dns(monkeypatch, {"evil.example": "10.0.0.5", "cdn.example": "93.184.215.14"})
+    pins = netguard.PinnedNameResolver(fallback=None)
+    monkeypatch.setattr(netguard, "install_pinned_resolver", lambda: pins)
     crawler = get_crawler()
     mw = PrivateNetworkGuardMiddleware.from_crawler(crawler)
-    mw._pin_dns = True  # as under `scrapy crawl`, whose reactor resolves through dnscache
 
     async def main():
         with pytest.raises(RefusedRequest) as refused:
@@ -374,17 +380,46 @@ def test_guard_middleware_resolves_refuses_and_pins(monkeypatch):
         assert refused.value.reason == "private"
         assert str(refused.value) == (
             "Refused https://evil.example/a.jpg: host evil.example resolves to a private "
-            "address (10.0.0.5)"
+            "address (10.0.0.5); to allow it, set NUKE_ALLOW_PRIVATE_NETWORKS=1 (every private "
+            "address) or NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port (this one host)"
         )
         assert await mw.process_request(scrapy.Request("https://Cdn.example/a.jpg")) is None
-        assert await mw.process_request(scrapy.Request("https://nowhere.invalid/")) is None
+        # a name that does not resolve is never let through (a DNS error, retryable)
+        with pytest.raises(DNSLookupError) as unresolved:
+            await mw.process_request(scrapy.Request("https://nowhere.invalid/"))
+        assert "host nowhere.invalid does not resolve" in str(unresolved.value)
 
     asyncio.run(main())
     # The downloader will connect to the address that was checked.
-    assert dnscache.get("cdn.example") == "93.184.215.14"
-    assert "evil.example" not in dnscache and "nowhere.invalid" not in dnscache
+    assert pins.pins == {"cdn.example": ("93.184.215.14",)}
     assert looked_up == ["evil.example", "cdn.example", "nowhere.invalid"]
     assert crawler.stats.get_value("nuke/netguard/refused/private") == 1
+    assert crawler.stats.get_value("nuke/netguard/unresolved") == 1
+
+
+def test_a_name_that_failed_to_resolve_is_never_fetched():
+    """Issue 12, item 6: the guard's lookup fails, the downloader's would give 127.0.0.1."""
+    with _Server({"/a": [OK]}) as server:
+        url = f"http://rebind.test:{server.port}/a"
+        result = crawl("UrlsSpider", settings={"RETRY_TIMES": 1},
+                       dns={"rebind.test": ["fail", "127.0.0.1"]}, urls=[url])
+    assert server.hits == []
+    assert result.stats["nuke/netguard/unresolved"] == 1
+    # the retry was resolved and checked again
+    assert result.stats["nuke/netguard/refused/loopback"] == 1
+    assert "Traceback" not in result.log
+
+
+def test_the_downloader_connects_to_the_address_the_guard_checked():
+    """A second DNS answer (a rebinding to 127.0.0.1) never reaches the downloader."""
+    with _Server({"/a": [OK]}) as server:
+        url = f"http://pinned.test:{server.port}/a"
+        result = crawl("UrlsSpider", settings={"RETRY_TIMES": 0, "DOWNLOAD_TIMEOUT": 3},
+                       dns={"pinned.test": ["93.184.215.14", "127.0.0.1"]}, urls=[url])
+    assert server.hits == []
+    (record,) = result.records
+    assert "error" in record, record
+    assert "nuke/netguard/refused" not in result.stats
 
 
 # Network guard: crawls
@@ -459,7 +494,8 @@ def test_redirect_to_refused_host_in_a_crawl():
             "error": "RefusedRequest",
             "reason": "loopback",
             "message": f"Refused {target.url('/secret')}: host 127.0.0.1 is a loopback "
-            "address (127.0.0.1)",
+            "address (127.0.0.1); to allow it, set NUKE_ALLOW_PRIVATE_NETWORKS=1 (every private "
+            "address) or NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port (this one host)",
         }
     ]
     assert result.stats["nuke/netguard/refused/loopback"] == 1

@@ -146,7 +146,7 @@ def test_playwright_is_imported_only_for_a_page_that_needs_it() -> None:
     code = (
         "import sys\n"
         "from scrapy.utils.test import get_crawler\n"
-        "from nuke_crawl.browser import LazyPlaywrightDownloadHandler\n"
+        "from nuke_crawl.downloader.browser import LazyPlaywrightDownloadHandler\n"
         "from nuke_crawl.spiders.org import OrgSpider\n"
         "from nuke_crawl import settings\n"
         "from scrapy.utils.reactor import install_reactor\n"

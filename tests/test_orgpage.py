@@ -39,7 +39,8 @@ def test_a_detail_pages_vehicle_comes_as_item_fields() -> None:
     assert fields["mileage"] == 50000  # 80,467 km in miles
     assert fields["asking_price"] == Decimal("18990") and "listing_url" not in fields
     assert None not in fields.values()
-    assert v["extra"] == {"stock_number": "ST-4411", "currency": "EUR",
+    assert fields["currency"] == "EUR" and "sold_price" not in fields
+    assert v["extra"] == {"stock_number": "ST-4411",
                           "mileage_original": {"value": 80467, "unit": "km"}}
     assert v["image_urls"] == full.vehicle.image_urls and v["sources"] == full.vehicle.sources
     # what crosses back from the worker is plain data, smaller than the extraction

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from nuke_crawl.db import Database, migrate, store
-from nuke_crawl.workers import WorkerError, WorkerPool
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 
 def _pid_and(value: int) -> tuple[int, int]:
@@ -202,7 +202,10 @@ def test_the_crawlers_pool_takes_its_priority_from_the_settings() -> None:
     from scrapy.exceptions import NotConfigured
     from scrapy.utils.test import get_crawler
 
-    from nuke_crawl.workers import crawler_workers
+    from nuke_crawl.extensions.workers import WorkerPoolExtension
+
+    def crawler_workers(crawler):
+        return WorkerPoolExtension.from_crawler(crawler).pool
 
     assert crawler_workers(get_crawler(settings_dict={})).nice == 10
     assert crawler_workers(get_crawler(settings_dict={"NUKE_WORKER_NICE": 0})).nice == 0
@@ -241,7 +244,10 @@ def test_the_crawlers_pool_takes_its_collector_threshold_from_the_settings() -> 
     from scrapy.exceptions import NotConfigured
     from scrapy.utils.test import get_crawler
 
-    from nuke_crawl.workers import crawler_workers
+    from nuke_crawl.extensions.workers import WorkerPoolExtension
+
+    def crawler_workers(crawler):
+        return WorkerPoolExtension.from_crawler(crawler).pool
 
     assert crawler_workers(get_crawler(settings_dict={})).gc_threshold == 20_000
     assert crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": 0})).gc_threshold == 0

@@ -15,8 +15,10 @@ Each provider takes one downloaded, verified image's bytes and returns a
     :class:`RekognitionProvider` - Amazon Rekognition labels as tags. Needs AWS
     credentials.
 
-Remote providers expose ``async analyze(image, mime_type, *, context)`` and
-``async check() -> (ok, message)`` (a preflight to run before a batch).
+Every provider satisfies :class:`~nuke_crawl.analysis.registry.Provider`
+(``async analyze(image, mime_type, *, context)``, ``async check() -> (ok, message)``,
+``configured()``, ``from_settings``) and is registered by name in
+:data:`~nuke_crawl.analysis.registry.PROVIDER_CLASSES`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .registry import PROVIDER_CLASSES, Provider, Providers
 from .results import (
     DAMAGE_TYPES,
     DOCUMENT_CATEGORIES,
@@ -41,8 +44,9 @@ from .results import (
     scan_metadata,
 )
 
-PROVIDERS = ("local", "openai", "rekognition")
-"""Names of the providers, as used in ``ProviderResult.provider`` and settings."""
+PROVIDERS = tuple(PROVIDER_CLASSES)
+"""Names of the providers, as used in ``ProviderResult.provider`` and settings (a new
+provider is registered in :data:`~nuke_crawl.analysis.registry.PROVIDER_CLASSES`)."""
 
 # The providers pull in numpy, the openai client and boto3 (about 60 MB and a second
 # of start-up): they are imported on first use, so that a process which only names
@@ -50,6 +54,7 @@ PROVIDERS = ("local", "openai", "rekognition")
 _LAZY = {
     "DUPLICATE_MAX_DISTANCE": ".local",
     "analyze_local": ".local",
+    "LocalProvider": ".local",
     "hamming": ".local",
     "parse_hash": ".local",
     "ANALYSIS_SCHEMA": ".openai_provider",
@@ -62,7 +67,13 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .local import DUPLICATE_MAX_DISTANCE, analyze_local, hamming, parse_hash
+    from .local import (
+        DUPLICATE_MAX_DISTANCE,
+        LocalProvider,
+        analyze_local,
+        hamming,
+        parse_hash,
+    )
     from .openai_provider import ANALYSIS_SCHEMA, PRICES_PER_MILLION, OpenAIProvider, estimate_cost
     from .rekognition import LABEL_TAG_TYPES, RekognitionProvider, labels_to_tags
 
@@ -85,14 +96,18 @@ __all__ = [
     "PAINT_DEFECTS",
     "PRICES_PER_MILLION",
     "PROVIDERS",
+    "PROVIDER_CLASSES",
     "TAG_TYPES",
     "VIEWS",
     "ComponentCondition",
     "DocumentInfo",
     "ImageTag",
+    "LocalProvider",
     "OpenAIProvider",
     "PaintAssessment",
+    "Provider",
     "ProviderResult",
+    "Providers",
     "RekognitionProvider",
     "SpidData",
     "TokenUsage",

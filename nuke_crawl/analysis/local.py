@@ -52,6 +52,7 @@ Flags (``data["flags"]``) and the ``issue`` tags they produce
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -340,3 +341,39 @@ def _confidence_below(value: float, threshold: float) -> float:
     if threshold <= 0:
         return 50.0
     return 50.0 + 50.0 * max(0.0, min(1.0, (threshold - value) / threshold))
+
+
+class LocalProvider:
+    """:func:`analyze_local` behind the :class:`~nuke_crawl.analysis.registry.Provider`
+    protocol: always configured, run first, in a thread. ``context["other_hashes"]``
+    (the vehicle's other images' perceptual hashes) flags near-duplicates."""
+
+    name = PROVIDER
+    remote = False
+    optional = False
+    in_progress_factor = 1
+    missing = ""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LocalProvider:
+        return cls()
+
+    def configured(self) -> bool:
+        return True
+
+    async def check(self) -> tuple[bool, str]:
+        """Analyse a generated image: proves Pillow and NumPy work here."""
+        from .registry import probe_image
+
+        result = await asyncio.to_thread(analyze_local, probe_image())
+        if result.ok:
+            return True, "ok: Pillow/NumPy analysis works"
+        return False, f"{result.error_reason}: {result.error_detail}"
+
+    async def analyze(self, image: bytes, mime_type: str, *,
+                      context: Mapping[str, Any] | None = None) -> ProviderResult:
+        others = (context or {}).get("other_hashes") or {}
+        return await asyncio.to_thread(analyze_local, image, other_hashes=dict(others))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

@@ -38,19 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Self
 
 import openai
 from openai import AsyncOpenAI
 
+from ..exceptions import ReasonError
 from ..extraction.vin import is_valid_vin
+from ..utils.http import parse_retry_after
 from .results import (
     DAMAGE_TYPES,
     DOCUMENT_CATEGORIES,
@@ -214,22 +215,22 @@ def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> flo
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
 
 
-class _Failure(Exception):
+class _Failure(ReasonError):
     """Internal: a call that failed for good, with its reason."""
 
     def __init__(self, reason: str, detail: str, attempts: int = 0) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.attempts = attempts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.detail, self.attempts))
 
 
 class OpenAIProvider:
     """Analyse vehicle images with an OpenAI (or compatible) vision model.
 
-    Reads nothing by itself; :meth:`from_env` reads ``OPENAI_API_KEY``,
-    ``OPENAI_BASE_URL`` and ``NUKE_OPENAI_MODEL`` (default ``gpt-4o-mini``), plus
-    ``NUKE_OPENAI_TIMEOUT`` (60 s) and ``NUKE_OPENAI_MAX_RETRIES`` (3). ``image_detail``
+    Reads no settings by itself (the provider registry builds it from settings:
+    :mod:`nuke_crawl.analysis.registry`). ``image_detail``
     is the vision ``detail`` parameter (``"low"`` is far cheaper, ``"auto"`` reads
     labels and plates better).
 
@@ -238,6 +239,11 @@ class OpenAIProvider:
     """
 
     name = PROVIDER
+    remote = True
+    optional = False
+    # a call waiting out a retry's backoff holds no slot: twice as many images in progress
+    in_progress_factor = 2
+    missing = "OPENAI_API_KEY is not set"
 
     def __init__(
         self,
@@ -277,22 +283,32 @@ class OpenAIProvider:
                 f"key={'set' if self._api_key else 'missing'})")
 
     @classmethod
-    def from_env(cls, settings_get: Callable[[str], Any]) -> OpenAIProvider:
-        """Build from settings (``settings.get``), falling back to the environment."""
+    def from_settings(cls, settings: Any) -> OpenAIProvider:
+        """From settings, falling back to the environment: ``OPENAI_API_KEY``,
+        ``OPENAI_BASE_URL``, ``NUKE_OPENAI_MODEL`` (``gpt-4o-mini``),
+        ``NUKE_OPENAI_TIMEOUT`` (60 s), ``NUKE_OPENAI_MAX_RETRIES`` (3),
+        ``NUKE_OPENAI_BACKOFF_BASE`` (1 s); ``NUKE_OPENAI_IMAGE_DETAIL`` (``auto``) and
+        ``NUKE_ANALYSIS_CONCURRENCY`` (10: requests in flight, :meth:`limit_calls`)."""
 
         def read(name: str) -> Any:
-            value = settings_get(name)
+            value = settings.get(name)
             if value is None or value == "":
                 value = os.environ.get(name) or None
             return value
 
-        return cls(
+        provider = cls(
             api_key=read("OPENAI_API_KEY"),
             base_url=read("OPENAI_BASE_URL"),
-            model=read("NUKE_OPENAI_MODEL") or DEFAULT_MODEL,
+            model=str(read("NUKE_OPENAI_MODEL") or DEFAULT_MODEL),
             timeout=float(read("NUKE_OPENAI_TIMEOUT") or DEFAULT_TIMEOUT),
             max_retries=int(read("NUKE_OPENAI_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
+            backoff_base=float(read("NUKE_OPENAI_BACKOFF_BASE") or DEFAULT_BACKOFF_BASE),
+            image_detail=str(settings.get("NUKE_OPENAI_IMAGE_DETAIL") or "auto"),
         )
+        concurrency = settings.get("NUKE_ANALYSIS_CONCURRENCY")
+        if concurrency:
+            provider.limit_calls(int(concurrency))
+        return provider
 
     def configured(self) -> bool:
         """True when an API key is set (says nothing about the key being valid)."""
@@ -658,18 +674,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _text(value: Any) -> str:

@@ -104,6 +104,10 @@ class RekognitionProvider:
     """
 
     name = PROVIDER
+    remote = True
+    optional = True  # labels only: an image another provider analysed is not failed
+    in_progress_factor = 1
+    missing = "AWS credentials not found"
 
     def __init__(
         self,
@@ -126,6 +130,17 @@ class RekognitionProvider:
         self.max_attempts = int(max_attempts)
         self._client: Any = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RekognitionProvider:
+        """From ``NUKE_REKOGNITION_MIN_CONFIDENCE`` (70) and
+        ``NUKE_REKOGNITION_MAX_LABELS`` (30); region, endpoint and credentials as boto3
+        finds them (``AWS_*`` environment)."""
+        return cls(min_confidence=settings.getfloat("NUKE_REKOGNITION_MIN_CONFIDENCE", 70.0),
+                   max_labels=settings.getint("NUKE_REKOGNITION_MAX_LABELS", 30))
+
+    async def aclose(self) -> None:
+        """Nothing to release (boto3 clients need no closing)."""
 
     def __repr__(self) -> str:
         return f"RekognitionProvider(region={self.region!r}, endpoint_url={self.endpoint_url!r})"

@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.spiders.args import ArgumentError
-from nuke_crawl.spiders.image_analysis import check_providers, to_providers
+from nuke_crawl.analysis.registry import check_providers
+from nuke_crawl.spiders.args import ArgumentError, to_providers
 
 
 class Command(ScrapyCommand):

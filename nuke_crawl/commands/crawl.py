@@ -1,7 +1,9 @@
 """``scrapy crawl``, with spider arguments validated before anything starts.
 
-A nuke_crawl spider declares its arguments in an ``ARGUMENTS`` mapping; a bad
-one is refused here with a message naming it (exit code 2, no traceback).
+A nuke_crawl spider declares its arguments as a :class:`~nuke_crawl.spiders.args.SpiderArgs`
+class (its ``Arguments`` attribute; older spiders: an ``ARGUMENTS`` mapping); a bad
+one is refused here with a message naming it (exit code 2, no traceback), and the
+parsed arguments go to the spider (``PARSED``), which does not parse them again.
 A run that could not start (``nuke/error`` in its stats) exits with 1.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.spiders.args import ArgumentError, parse_args
+from nuke_crawl.spiders.args import PARSED, ArgumentError, SpiderArgs, parse_args
 
 
 class Command(ScrapyCrawlCommand):
@@ -25,12 +27,16 @@ class Command(ScrapyCrawlCommand):
                 spidercls = self.crawler_process.spider_loader.load(args[0])
             except KeyError:
                 raise UsageError(f"Spider not found: {args[0]}", print_help=False) from None
+            arguments = getattr(spidercls, "Arguments", None)
             spec = getattr(spidercls, "ARGUMENTS", None)
-            if spec is not None:
-                try:
+            try:
+                if isinstance(arguments, type) and issubclass(arguments, SpiderArgs):
+                    given = {k: v for k, v in opts.spargs.items() if not k.startswith("_")}
+                    opts.spargs = {**opts.spargs, PARSED: arguments.parse(given, args[0])}
+                elif spec is not None:
                     parse_args(spec, opts.spargs, args[0])
-                except ArgumentError as exc:
-                    raise UsageError(str(exc), print_help=False) from None
+            except ArgumentError as exc:
+                raise UsageError(str(exc), print_help=False) from None
         super().run(args, opts)
         stats = getattr(self._crawler, "stats", None)
         if self.exitcode == 0 and stats is not None and stats.get_value("nuke/error"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.commandbase import DatabaseCommand
-from nuke_crawl.db import backfill
+from nuke_crawl.cli.base import DatabaseCommand
+from nuke_crawl.db import backfill, store
 from nuke_crawl.spiders.args import ArgumentError, to_int, to_uuid
 
 
@@ -39,6 +40,10 @@ class Command(DatabaseCommand):
             raise UsageError("give --organization-id or --vehicle-id", print_help=False)
         db = self.open_database()
         try:
+            if org and store.get_organization(db, org) is None:
+                print(f"no organization with id {org}", file=sys.stderr)
+                self.exitcode = 1
+                return
             changed = backfill.set_priority(db, priority, vehicle_ids=vehicles,
                                             organization_id=org)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nuke_crawl.commandbase import DatabaseCommand
+from nuke_crawl.cli.base import DatabaseCommand
 from nuke_crawl.db import current_version, latest_version, migrate, redact_url
 
 

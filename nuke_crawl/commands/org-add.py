@@ -6,7 +6,7 @@ import argparse
 
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.commandbase import DatabaseCommand, organization_metadata
+from nuke_crawl.cli.base import DatabaseCommand, organization_metadata
 from nuke_crawl.db import store
 from nuke_crawl.spiders.args import ArgumentError, to_url
 

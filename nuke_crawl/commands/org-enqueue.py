@@ -8,7 +8,7 @@ import argparse
 import redis
 from scrapy.exceptions import UsageError
 
-from nuke_crawl.commandbase import DatabaseCommand
+from nuke_crawl.cli.base import DatabaseCommand
 from nuke_crawl.db import DatabaseError, store
 from nuke_crawl.distributed import (
     enqueue_organizations,
@@ -16,11 +16,11 @@ from nuke_crawl.distributed import (
     redact_redis_url,
     redis_url,
 )
-from nuke_crawl.spiders.args import ArgumentError, parse_args
-from nuke_crawl.spiders.org import ARGUMENTS as ORG_ARGUMENTS
+from nuke_crawl.spiders.args import ArgumentError, OrgSelection
 
-SELECTION = ("threshold", "limit", "offset", "business_type", "organization_id")
-ARGUMENTS = {name: ORG_ARGUMENTS[name] for name in SELECTION}
+# the org spider's selection arguments (its OrgArgs extends OrgSelection)
+ARGUMENTS = OrgSelection.spec()
+SELECTION = tuple(ARGUMENTS)
 
 
 class Command(DatabaseCommand):
@@ -52,7 +52,7 @@ class Command(DatabaseCommand):
                                  print_help=False)
             given[name] = value
         try:
-            selection = parse_args(ARGUMENTS, given, "org-enqueue")
+            selection = OrgSelection.parse(given, "org-enqueue").as_dict()
         except ArgumentError as exc:
             raise UsageError(str(exc), print_help=False) from None
         url = redis_url(self.settings)

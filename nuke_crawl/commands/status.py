@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from nuke_crawl.commandbase import DatabaseCommand
-from nuke_crawl.db import Database, analysis, backfill, redact_url, store
+from scrapy.exceptions import UsageError
+
+from nuke_crawl.cli.base import DatabaseCommand
+from nuke_crawl.db import Database, analysis, backfill, database_url, redact_url, store
 
 LABELS = {
     "organizations": "Organizations",
@@ -38,6 +43,18 @@ def collect(db: Database) -> dict[str, Any]:
     return figures
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:`` URL (as :class:`~nuke_crawl.db.Database` reads it), None
+    for another database or an in-memory one."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url[len("sqlite:") :]
+    path = path[3:] if path.startswith("///") else path[2:] if path.startswith("//") else path
+    if not path or path == ":memory:":
+        return None
+    return Path(path).expanduser()
+
+
 def _print_text(figures: dict[str, Any], indent: str = "") -> None:
     width = max(len(LABELS.get(k, k)) for k in figures) + 2
     for key, value in figures.items():
@@ -63,14 +80,27 @@ class Command(DatabaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        path = _sqlite_path(database_url(self.settings))
+        if path is not None and not path.exists():
+            # a status never creates a database: a typo in the path would look like an empty one
+            raise UsageError(f"no SQLite database at {path} (check DATABASE_URL)",
+                             print_help=False)
         db = self.open_database()
         try:
             figures = collect(db)
             where = redact_url(db.url)
         finally:
             db.close()
-        if opts.json:
-            print(json.dumps(figures, indent=2, sort_keys=False))
-        else:
-            print(f"nuke_crawl status ({where})")
-            _print_text(figures)
+        try:
+            if opts.json:
+                print(json.dumps(figures, indent=2, sort_keys=False))
+            else:
+                print(f"nuke_crawl status ({where})")
+                _print_text(figures)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader left (`scrapy status | head`): nothing more to say, and no
+            # second error when Python flushes stdout at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())

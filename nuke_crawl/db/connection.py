@@ -366,10 +366,6 @@ class AsyncDatabase:
             self._db = Database(self.url)
         return self._db
 
-    def open_sync(self) -> Database:
-        """Connect now (in the worker thread) and return the connection."""
-        return self._executor.submit(self._get).result()
-
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``func(db, *args, **kwargs)`` in the database thread."""
 
@@ -377,9 +373,6 @@ class AsyncDatabase:
             return func(self._get(), *args, **kwargs)
 
         return await asyncio.wrap_future(self._executor.submit(call))
-
-    def run_sync(self, func: Callable[..., T], *args: Any) -> T:
-        return self._executor.submit(lambda: func(self._get(), *args)).result()
 
     def close(self) -> None:
         def _close() -> None:

@@ -77,6 +77,8 @@ VEHICLES = Table(
         _c("vin", "text"),
         _c("mileage", "int"),
         _c("asking_price", "num"),
+        _c("currency", "text"),
+        _c("sold_price", "num"),
         _c("color", "text"),
         _c("interior_color", "text"),
         _c("transmission", "text"),
@@ -442,3 +444,116 @@ def _v5(db: Database) -> None:
 
 
 MIGRATIONS.append((5, "drop indexes no query uses (image source_url and file_hash, images_todo)", _v5))
+
+
+# -- migration 6: the platform's column defaults on PostgreSQL -----------------------------
+
+#: Columns that carry a default on the platform, and that default. Other writers insert
+#: without them (e.g. ``INSERT INTO organization_vehicles (organization_id, vehicle_id,
+#: relationship_type, status)``): without the default such an insert fails on ``id``.
+PLATFORM_DEFAULTS = {
+    "id": ("uuid", "gen_random_uuid()"),
+    "created_at": ("timestamp", "now()"),
+    "updated_at": ("timestamp", "now()"),
+}
+PLATFORM_TABLES = (
+    "businesses", "vehicles", "organization_vehicles", "vehicle_images", "image_tags",
+    "component_conditions", "paint_quality_assessments", "vehicle_spid_data",
+)
+
+
+def _v6(db: Database) -> None:
+    """Set each missing default of :data:`PLATFORM_DEFAULTS` (PostgreSQL only; SQLite
+    cannot alter a default, and nothing but this tool writes its file). A column that
+    already has a default, or whose type differs (e.g. a ``text`` timestamp), is left as
+    it is; no row is read or written."""
+    if db.dialect != "postgresql":
+        return
+    rows = db.fetchall(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND column_default IS NULL "
+        f"AND table_name IN ({', '.join('?' * len(PLATFORM_TABLES))}) "
+        f"AND column_name IN ({', '.join('?' * len(PLATFORM_DEFAULTS))})",
+        [*PLATFORM_TABLES, *PLATFORM_DEFAULTS],
+    )
+    for row in rows:
+        type_prefix, default = PLATFORM_DEFAULTS[row["column_name"]]
+        if not str(row["data_type"]).startswith(type_prefix):
+            continue
+        # names come from the two constant lists above, never from input
+        db.execute(
+            f'ALTER TABLE "{row["table_name"]}" ALTER COLUMN "{row["column_name"]}" '
+            f"SET DEFAULT {default}"
+        )
+
+
+MIGRATIONS.append((6, "the platform's defaults: id gen_random_uuid(), created/updated now()", _v6))
+
+
+# -- migration 7: money with its currency, and what a sold vehicle went for ----------------
+
+# ``currency``: the ISO 4217 code of asking_price and sold_price (a CAD, ZAR or EUR price is
+# no dollar figure). ``sold_price``: a sold vehicle's price, an auction's winning bid (never
+# stored as an asking price), with sale_status 'sold'.
+MONEY_COLUMNS = (("currency", "TEXT", "text"), ("sold_price", "REAL", "numeric"))
+
+
+def _v7(db: Database) -> None:
+    have = db.columns("vehicles")
+    for name, sqlite_type, pg_type in MONEY_COLUMNS:
+        if name not in have:
+            sql_type = sqlite_type if db.dialect == "sqlite" else pg_type
+            db.execute(f"ALTER TABLE vehicles ADD COLUMN {name} {sql_type}")
+
+
+MIGRATIONS.append((7, "vehicles: currency and sold_price", _v7))
+
+
+# -- migration 8: the service's job records (nuke_crawl.service.jobs) ---------------------
+
+SERVICE_JOBS = Table(
+    "nuke_service_jobs",
+    (
+        _c("id", "uuid", "NOT NULL"),
+        _c("spider", "text", "NOT NULL"),
+        _c("args", "json", "DEFAULT '{}'"),
+        _c("state", "text", "NOT NULL"),  # pending running finished failed cancelled lost skipped
+        _c("backend", "text"),  # process, scrapyd
+        _c("external_id", "text"),  # the child's pid (process) or scrapyd's job id
+        _c("process_start", "text"),  # the pid's start time (/proc), so a reused pid is not taken
+        _c("schedule", "text"),  # the schedule that started (or skipped) it
+        _c("log_path", "text"),
+        _c("exit_code", "int"),
+        _c("summary", "json"),  # the run's summary (nuke_crawl.extensions.notify)
+        _c("error", "text"),
+        _c("cancel_requested", "bool", "DEFAULT false"),
+        _c("created_at", "ts"),
+        _c("started_at", "ts"),
+        _c("finished_at", "ts"),
+    ),
+)
+
+
+def _v8(db: Database) -> None:
+    _create_table(db, SERVICE_JOBS)
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_service_jobs_created ON nuke_service_jobs "
+        "(created_at DESC, id)"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_service_jobs_active ON nuke_service_jobs "
+        "(spider) WHERE state IN ('pending', 'running')"
+    )
+    # The service's "recent failures" and "latest thumbnails": small partial indexes (only
+    # failed rows; only stored rows, which the org crawl's inserts never enter).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_failed_at ON vehicle_images "
+        "(download_failed_at DESC) WHERE download_error IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_stored_at ON vehicle_images "
+        "(updated_at DESC) WHERE is_external = false AND storage_path IS NOT NULL"
+    )
+
+
+MIGRATIONS.append((8, "service: job records; indexes for recent failures and thumbnails", _v8))

@@ -7,7 +7,7 @@ Knows nothing of Scrapy: the spiders and pipelines call these through
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -29,6 +29,8 @@ VEHICLE_FIELDS = (
     "vin",
     "mileage",
     "asking_price",
+    "currency",
+    "sold_price",
     "color",
     "interior_color",
     "transmission",
@@ -238,7 +240,9 @@ def record_crawl_result(
         row = db.fetchone("SELECT metadata FROM businesses WHERE id = ?", [org_id])
         if row is None:
             return
-        meta = loads_json(row["metadata"]) or {}
+        meta = loads_json(row["metadata"])
+        if not isinstance(meta, dict):  # kept, not lost, when another writer broke it
+            meta = {} if meta is None else {"invalid_metadata": meta}
         meta["last_extracted_at"] = str(now)
         meta["last_error"] = error
         meta["last_crawl"] = summary
@@ -576,14 +580,3 @@ def status_counts(db: Database) -> dict[str, int]:
         "images_never_analysed": "SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL",
     }
     return {name: int(db.scalar(sql) or 0) for name, sql in queries.items()}
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       file=sys.stderr)
                 return code
     print(f"\nDone. Database: {db_path}  (DATABASE_URL=sqlite:///{db_path} scrapy status)")
+    print(
+        "\nOpen the admin page: run `make serve` (or `NUKE_ADMIN_TOKEN=<a secret> make serve`"
+        " to enable its buttons), then open http://127.0.0.1:6810/ in a browser."
+    )
     return 0
 
 

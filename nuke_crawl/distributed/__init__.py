@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nuke_crawl import settings as defaults
+
 SCHEDULER = "nuke_crawl.distributed.scheduler.OrgRedisScheduler"
 DUPEFILTER = "nuke_crawl.distributed.scheduler.OrgDupeFilter"
 QUEUE = "nuke_crawl.distributed.queue.LeasedPriorityQueue"
@@ -86,7 +88,7 @@ class Keys:
 
 
 def keys_from_settings(settings: Any) -> Keys:
-    ns = str(settings.get("NUKE_REDIS_NAMESPACE") or "nuke").strip(":")
+    ns = str(settings.get("NUKE_REDIS_NAMESPACE") or defaults.NUKE_REDIS_NAMESPACE).strip(":")
     return Keys(ns)
 
 

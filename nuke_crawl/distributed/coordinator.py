@@ -32,8 +32,8 @@ from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.http import Request
 from twisted.python.failure import Failure
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import DatabaseError, store
-from nuke_crawl.dbglue import crawler_database, prepare_database
 from nuke_crawl.distributed import redis_url
 from nuke_crawl.distributed.cluster import (
     Cluster,
@@ -44,6 +44,7 @@ from nuke_crawl.distributed.cluster import (
 )
 from nuke_crawl.distributed.politeness import free_leases
 from nuke_crawl.distributed.queue import LEASE
+from nuke_crawl.extensions.database import crawler_database, prepare_database
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +72,18 @@ class Coordinator:
         self.crawler = crawler
         self.cluster: Cluster = crawler_cluster(crawler)
         settings = crawler.settings
-        self.orgs_per_worker = max(1, settings.getint("NUKE_REDIS_ORGS_PER_WORKER", 8))
-        self.heartbeat = max(0.1, settings.getfloat("NUKE_REDIS_HEARTBEAT", 2.0))
-        self.timeout = max(self.heartbeat * 2, settings.getfloat("NUKE_REDIS_WORKER_TIMEOUT", 30))
-        self.spider: Any = crawler.spider
-        setattr(self.spider, "distributed", self)  # the org spider's hook  # noqa: B010
-        self.from_queue = bool(self._arg("from_queue"))
-        self.exit_when_empty = bool(self._arg("exit_when_empty")) or not self.from_queue
+        self.orgs_per_worker = max(1, settings.getint(
+            "NUKE_REDIS_ORGS_PER_WORKER", defaults.NUKE_REDIS_ORGS_PER_WORKER))
+        self.heartbeat = max(0.1, settings.getfloat(
+            "NUKE_REDIS_HEARTBEAT", defaults.NUKE_REDIS_HEARTBEAT))
+        self.timeout = max(self.heartbeat * 2, settings.getfloat(
+            "NUKE_REDIS_WORKER_TIMEOUT", defaults.NUKE_REDIS_WORKER_TIMEOUT))
+        spider: Any = crawler.spider
+        self.spider = spider
+        setattr(spider, "distributed", self)  # the org spider's hook  # noqa: B010
+        self.args: Any = spider.args  # the org spider's OrgArgs
+        self.from_queue = bool(self.args.from_queue)
+        self.exit_when_empty = bool(self.args.exit_when_empty) or not self.from_queue
         self._adopt = self.cluster.redis.register_script(_ADOPT)
         self.flushed: dict[str, Counter[str]] = {}
         self.mine: set[str] = set()  # organizations this worker started and saw unfinished
@@ -103,9 +109,12 @@ class Coordinator:
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
 
-    def adopt(self, org_id: str) -> bool:
+    def adopt(self, org_id: str, *, finish_uncrawlable: bool = True) -> bool:
         """Start a crawl of the organization in Redis (its pending count, fingerprints and
-        summary reset) unless another worker's crawl of it is under way."""
+        summary reset) unless another worker's crawl of it is under way. An organization
+        the spider found uncrawlable (no ``config``: bad website or metadata) has no
+        request to finish it, so it is finished here (unless ``finish_uncrawlable`` is
+        false: the caller does it)."""
         keys = self.cluster.keys
         try:
             started = bool(self._adopt(keys=[keys.org(org_id, "pending"),
@@ -118,6 +127,9 @@ class Coordinator:
             self.mine.add(org_id)
             self.flushed.pop(org_id, None)
             self._stat("nuke/redis/orgs_adopted")
+            progress = self.spider.progress.get(org_id)
+            if finish_uncrawlable and progress is not None and progress.config is None:
+                self._finish_uncrawlable(org_id)  # no request will bring it to zero
         else:
             logger.info("Organization %s is being crawled by another worker: skipped", org_id)
         return started
@@ -213,7 +225,7 @@ class Coordinator:
         spider = self.spider
         adb = crawler_database(self.crawler)
         try:
-            if not self._arg("dry_run"):
+            if not self.args.dry_run:
                 await prepare_database(self.crawler)
             for org_id in ids:
                 org = await adb.run(store.get_organization, org_id)
@@ -221,12 +233,18 @@ class Coordinator:
                     logger.warning("Queued organization %s is not in the database: dropped",
                                    org_id)
                     continue
-                if not org.website or not self.adopt(org_id):
+                if not self.adopt(org_id, finish_uncrawlable=False):
                     continue
-                if not self._arg("dry_run"):
+                dry = self.args.dry_run
+                if not dry:
                     await adb.run(store.mark_crawls_started, [org_id])
                 progress = OrgProgress(org)
-                if org.resume and not self._arg("dry_run"):
+                spider._configure(progress)  # website and metadata checked (orgmeta)
+                if progress.config is None:
+                    spider.progress[org_id] = progress
+                    self._finish_uncrawlable(org_id)  # its entry error recorded
+                    continue
+                if org.resume and not dry:
                     progress.known = await adb.run(store.known_listing_urls, org_id)
                 spider.progress[org_id] = progress
                 logger.info("Crawling organization %s from the queue%s",
@@ -290,6 +308,25 @@ class Coordinator:
         if int(results[-1]) == 0:
             self._task(self._finish(org_id))
 
+    def _finish_uncrawlable(self, org_id: str) -> None:
+        """An adopted organization whose website or metadata is refused (its entry error
+        recorded by the spider) has no request: its result is written at once."""
+        counts, progress = self._counts(org_id)
+        summary_key = self.cluster.keys.org(org_id, "summary")
+        pipe = self.cluster.redis.pipeline(transaction=True)
+        for field, n in counts.items():
+            if n:
+                pipe.hincrby(summary_key, field, n)
+        if progress is not None and progress.entry_error:
+            pipe.hsetnx(summary_key, "entry_error", progress.entry_error)
+        try:
+            pipe.execute()
+        except RedisError as exc:
+            self.cluster.on_error(exc)
+            return
+        self.flushed[org_id] = counts
+        self._task(self._finish(org_id))
+
     async def _finish(self, org_id: str) -> None:
         """Every request of the organization is done: record its crawl as finished."""
         keys = self.cluster.keys
@@ -307,10 +344,10 @@ class Coordinator:
                               if k.startswith("skipped:")}
         summary["render_js"] = bool(int(fields.get("render_js", 0)))
         progress = self.spider.progress.get(org_id)
-        if progress is not None and summary["render_js"] and not progress.org.metadata.get(
-                "render_js"):
+        if progress is not None and summary["render_js"] and not (
+                progress.config and progress.config.render_js):
             summary["render_js_detected"] = True
-        if not self._arg("dry_run"):
+        if not self.args.dry_run:
             try:
                 await crawler_database(self.crawler).run(
                     store.record_crawl_result, org_id, summary, error, finished=True
@@ -388,6 +425,8 @@ class Coordinator:
                 if done is not None:  # what this worker did for it stays in its stats
                     self._stat(f"nuke/org/{org_id}/pages", done.pages)
                     self._stat(f"nuke/org/{org_id}/vehicles_found", done.vehicles_found)
+                    for outcome, n in done.written.items():  # the pipeline's, via the spider
+                        self._stat(f"nuke/org/{org_id}/vehicles_{outcome}", n)
 
     def _others_busy(self) -> bool:
         keys = self.cluster.keys
@@ -418,13 +457,6 @@ class Coordinator:
             slot.nextcall.schedule()
 
     # -- helpers --------------------------------------------------------------------
-
-    def _arg(self, name: str) -> Any:
-        """A spider argument (a mapping, or typed arguments with attributes)."""
-        args = getattr(self.spider, "args", None)
-        if isinstance(args, dict):
-            return args.get(name)
-        return getattr(args, name, None)
 
     def _task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -474,9 +506,8 @@ class OrgProgressMiddleware:
             if org is None or org_id in spider.progress:
                 return
             progress = OrgProgress(org)
-            coordinator = getattr(spider, "distributed", None)
-            dry = coordinator is not None and coordinator._arg("dry_run")
-            if org.resume and not dry:
+            spider._configure(progress)  # its render_js and limits, as where it started
+            if org.resume and not spider.args.dry_run:
                 progress.known = await adb.run(store.known_listing_urls, org_id)
             spider.progress.setdefault(org_id, progress)
         except DatabaseError as exc:

@@ -48,7 +48,7 @@ SLOT = "_nuke_slot"  # request.meta: (host key, lease token)
 
 class SharedPolitenessMiddleware:
     """A downloader middleware (installed by :func:`nuke_crawl.distributed.configure`,
-    priority 950). Reads ``CONCURRENT_REQUESTS_PER_DOMAIN`` (4), ``DOWNLOAD_SLOTS``
+    priority 950). Reads ``CONCURRENT_REQUESTS_PER_DOMAIN``, ``DOWNLOAD_SLOTS``
     (per-host ``concurrency``/``delay``), ``DOWNLOAD_DELAY`` and ``DOWNLOAD_TIMEOUT``
     (leases expire after it plus a minute)."""
 
@@ -58,10 +58,10 @@ class SharedPolitenessMiddleware:
         self.crawler = crawler
         self.cluster = crawler_cluster(crawler)
         settings = crawler.settings
-        self.limit = max(1, settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 8))
+        self.limit = max(1, settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
         self.slots = settings.getdict("DOWNLOAD_SLOTS")
-        self.base_delay = settings.getfloat("DOWNLOAD_DELAY", 0.0)
-        self.lease_ms = int((settings.getfloat("DOWNLOAD_TIMEOUT", 180) + 60) * 1000)
+        self.base_delay = settings.getfloat("DOWNLOAD_DELAY")
+        self.lease_ms = int((settings.getfloat("DOWNLOAD_TIMEOUT") + 60) * 1000)
         self._acquire = self.cluster.redis.register_script(_ACQUIRE)
         self._tokens = 0
         self._hosts: set[str] = set()

@@ -85,7 +85,7 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         instance.stats = crawler.stats
         instance.cluster = cluster
         instance.max_unleased = max(
-            1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 8))
+            1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
         return instance
 
     def open(self, spider: Any) -> None:

@@ -20,6 +20,8 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from nuke_crawl import settings as defaults
+
 
 class GcTuning:
     """``NUKE_GC_THRESHOLD`` (20,000; 0 keeps Python's own, 700): allocations between
@@ -31,7 +33,7 @@ class GcTuning:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> GcTuning:
-        threshold = crawler.settings.getint("NUKE_GC_THRESHOLD", 20_000)
+        threshold = crawler.settings.getint("NUKE_GC_THRESHOLD", defaults.NUKE_GC_THRESHOLD)
         if threshold < 0:
             raise NotConfigured(f"NUKE_GC_THRESHOLD={threshold}: must be 0 or more")
         if threshold == 0:

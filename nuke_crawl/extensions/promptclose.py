@@ -6,6 +6,11 @@ finishes or a new one is scheduled, and otherwise only on its heartbeat, every
 own: after their last item, the engine noticed only at the next heartbeat, so every
 run, however short, ended up to 5 s late (a 20 s benchmark run: up to a quarter of
 its time). :class:`PromptClose` asks the engine for that check when an item is done.
+
+Scrapy has no public way to ask for that check: :func:`engine_nextcall` is the one
+place that reads the engine's private ``_slot.nextcall`` (Scrapy 2.19), and
+tests/test_extensions.py fails loudly when a running engine no longer has it.
+Without it the spider still closes, at the next heartbeat.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
+
+
+def engine_nextcall(crawler: Crawler) -> Any:
+    """The running engine's ``_slot.nextcall`` (its loop, whose ``schedule()`` runs it
+    soon), or None: before the spider opens, after it closes, or in a Scrapy without it."""
+    slot = getattr(crawler.engine, "_slot", None)
+    return getattr(slot, "nextcall", None)
 
 
 class PromptClose:
@@ -41,8 +53,6 @@ class PromptClose:
 
     def _poke(self) -> None:
         self._pending = None
-        # The engine's loop is not public API: without it, the heartbeat still closes.
-        slot = getattr(self.crawler.engine, "_slot", None)
-        nextcall = getattr(slot, "nextcall", None)
+        nextcall = engine_nextcall(self.crawler)
         if nextcall is not None:
             nextcall.schedule()

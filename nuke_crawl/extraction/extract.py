@@ -27,7 +27,10 @@ from nuke_crawl.extraction.heuristics import (
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
 from nuke_crawl.extraction.page import Page, text_content
+from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_price, parse_title
+from nuke_crawl.extraction.vin import vin_make, vin_years
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
+from nuke_crawl.extraction.state import card_state, page_state_vehicle
 from nuke_crawl.extraction.urls import (
     absolutize,
     canonical_listing_url,
@@ -92,8 +95,16 @@ def extract_page(
         if sv is not None:
             selector_title = bool(sv.year and sv.make)
             _merge(vehicle, sv)
+    state_ok = False
+    if own is None or not (vehicle.year and vehicle.make and vehicle.vin and vehicle.asking_price):
+        state, sold_price = page_state_vehicle(page, vehicle.title)
+        if state is not None:
+            state_ok = bool(state.year and state.make)
+            _merge(vehicle, state)
+            if sold_price is not None and vehicle.sold_price is None:
+                vehicle.sold_price = sold_price
     evidence = _heuristics(page, vehicle)
-    evidence["title"] = evidence["title"] or selector_title
+    evidence["title"] = evidence["title"] or selector_title or state_ok
 
     is_detail: bool
     if adapter_detail is not None:
@@ -124,6 +135,8 @@ def extract_page(
         return result
 
     result.listings = _listings(page, adapters, selectors, max_images, cards)
+    if cards and result.listings:
+        _cards_from_state(page, result.listings)
     if result.listings or len(result.vehicle_links) >= 2:
         result.skip_reason = "inventory_page"
         return result
@@ -206,21 +219,81 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
     if pairs:
         v.sources.append("heuristics")
     if v.asking_price is None:
-        v.asking_price, v.currency = price_from_dom(page)
+        amount, cur = price_from_dom(page)
+        if amount is not None and amount != v.sold_price:
+            v.asking_price, v.currency = amount, cur or v.currency
     if v.vin is None:
         v.vin = vin_from_text(page)
     if v.sale_status is None or v.sale_status == "for_sale":
         status = detect_sale_status(page)
         if status:
             v.sale_status = status
+    if v.sold_price is None and "sold for" in page.raw_lower:
+        m = _SOLD_FOR.search(" ".join(title_candidates(page)[:3]))
+        if m:
+            v.sold_price = parse_price(m.group(1), host=page.host)[0]
+            if v.sold_price is not None:
+                v.sale_status = "sold"
+    if v.sale_status == "sold" and v.sold_price is None:
+        # a sold auction's last bid is what it went for, not an asking price
+        for s in pairs.get("bid", []):
+            v.sold_price = parse_price(s, host=page.host)[0]
+            if v.sold_price is not None:
+                break
+    if v.sold_price is not None and v.asking_price == v.sold_price:
+        v.asking_price = None
+    if v.mileage is None:
+        for t in title_candidates(page)[:3]:
+            m = _TITLE_MILEAGE.search(t)
+            if m:
+                v.mileage, v.mileage_unit = parse_mileage(m.group(0), default_unit=page.default_unit)
+                break
+    _vin_checks(v)
     if v.asking_price is not None and v.currency is None:
-        v.currency = None
+        # a price from state or a label without its symbol: the page's shown currency
+        v.currency = price_from_dom(page)[1] or host_currency(page.host)
+    _tidy_model(v)
     return {
         "title": title_ok,
         "vin": v.vin is not None or bool(pairs.get("vin")),
         "price": v.asking_price is not None or before[1] is not None,
         "mileage": v.mileage is not None or bool(pairs.get("mileage")),
     }
+
+
+_SOLD_FOR = re.compile(r"\bsold for\s+((?:[A-Z]{3}\s?|[$£€]\s?|R\$?\s?)[\d.,\s]{3,15})", re.I)
+# "31k-Mile", "6k Miles", "42,000 miles", "12.500 km" in a title
+_TITLE_MILEAGE = re.compile(
+    r"(?<![\w.,$£€])(\d{1,3}(?:[,.]\d{3})+|\d{1,3}(?:\.\d)?\s?k|\d{1,6})[- ]?"
+    r"(miles?|mi\b|kms?\b|kilomet(?:er|re)s?)", re.I)
+
+
+def _vin_checks(v: VehicleData) -> None:
+    """A VIN's manufacturer code and year character fill a missing make or year (never
+    overrule what the page says)."""
+    if not v.vin or (v.make and v.year):
+        return
+    if v.make is None:
+        v.make = vin_make(v.vin)
+    if v.year is None:
+        years = vin_years(v.vin)
+        if len(years) == 1:
+            v.year = years[0]
+
+
+def _tidy_model(v: VehicleData) -> None:
+    """A model that repeats the title ("2018 Chevrolet Malibu LT", "Chevrolet Malibu"):
+    re-split into model and trim."""
+    if not v.model or not v.make:
+        return
+    low = v.model.lower()
+    if not (low.startswith(v.make.lower() + " ") or re.match(r"(19|20)\d\d ", low)):
+        return
+    tp = parse_title(v.model if re.match(r"(19|20)\d\d ", low) else f"{v.year or ''} {v.model}")
+    if tp.make == v.make and tp.model:
+        v.model = tp.model
+        if v.trim is None:
+            v.trim = tp.trim
 
 
 # --- images ---------------------------------------------------------------------------
@@ -271,13 +344,45 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
         verdicts = [(url, _adapter_verdict(url, adapters)) for _, url in page.anchors]
         found = {url for url, verdict in verdicts
                  if (looks_like_vehicle_url(url) if verdict is None else verdict)}
+        if len(found) < 2:
+            found |= _named_vehicle_links(page, verdicts, found)
         # cards whose title names no make still link like their neighbours
         found |= sibling_vehicle_urls(
             found, [url for url, verdict in verdicts if verdict is None and url not in found]
         )
+        page.vehicle_link_urls = found
         out = [_normalize(url, adapters) for url, _ in verdicts if url in found]
     own = _normalize(page.url, adapters) if page.url else ""
     return [u for u in dedupe(out) if u != own]
+
+
+_LISTING_ID = re.compile(r"\d{5,}")
+
+
+def _named_vehicle_links(page: Page, verdicts: list[tuple[str, bool | None]],
+                         found: set[str]) -> set[str]:
+    """Links to listings whose URL names no vehicle ("/voitures/839739086.htm") but whose
+    anchor does (its title attribute or short text parses as a make and model), at least
+    two of them under one path template; their siblings follow (``sibling_vehicle_urls``).
+    Only looked for when the URLs gave fewer than two vehicle links."""
+    named: set[str] = set()
+    for (a, url), (_, verdict) in zip(page.anchors, verdicts):
+        if verdict is not None or url in found or a in page.excluded:
+            continue
+        path = urlsplit(url).path
+        if not _LISTING_ID.search(path):
+            continue
+        label = a.get("title") or a.get("aria-label") or ""
+        if not label:
+            text = " ".join(text_content(a).split())
+            label = text if len(text) <= 80 else ""
+        tp = parse_title(label) if label else None
+        if tp is not None and tp.make and tp.model:
+            named.add(url)
+    if len(named) < 2:
+        return set()
+    others = [url for url, verdict in verdicts if verdict is None and url not in named and url not in found]
+    return named | sibling_vehicle_urls(named, others)
 
 
 def _next_pages(page: Page, selectors: dict[str, str], vehicle_links: set[str]) -> list[str]:
@@ -349,6 +454,31 @@ def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], ma
     return [_finish_card(page, v, max_images) for v in _dom_cards(page, adapters, fill)]
 
 
+_URL_ID = re.compile(r"[a-z0-9]{5,}")
+
+
+def _cards_from_state(page: Page, cards: list[VehicleData]) -> None:
+    """Fill cards from the page's embedded state: the state vehicle whose id is in the
+    card's URL (a results page's state lists every card with its listing id)."""
+    by_id = card_state(page)
+    if not by_id:
+        return
+    for card in cards:
+        if not card.url:
+            continue
+        for token in _URL_ID.findall(urlsplit(card.url).path.lower()):
+            sv = by_id.get(token)
+            if sv is not None:
+                images = card.image_urls
+                _merge(card, sv)
+                card.image_urls = images or clean_image_urls(sv.image_urls, page.url)
+                if card.asking_price is None:
+                    card.currency = None
+                elif card.currency is None:
+                    card.currency = host_currency(page.host)
+                break
+
+
 def _finish_card(page: Page, v: VehicleData, max_images: int) -> VehicleData:
     v.image_urls = clean_image_urls(v.image_urls, page.url, max_images=max_images)
     if v.mileage is None:
@@ -363,8 +493,9 @@ def _dom_cards(page: Page, adapters: list[Adapter], fill: bool = True) -> list[V
     contains no link to another vehicle (``fill=False``: the link's URL only)."""
     keys_under: dict[HtmlElement, set[str]] = {}
     anchors: list[tuple[HtmlElement, str]] = []
+    found = page.vehicle_link_urls  # siblings and named links too (_vehicle_links)
     for a, url in page.anchors:
-        if a in page.excluded or not _is_vehicle_link(url, adapters):
+        if a in page.excluded or not (url in found or _is_vehicle_link(url, adapters)):
             continue
         key = _normalize(url, adapters)
         if key == page.canonical_url:
@@ -404,7 +535,29 @@ def _looks_js_shell(page: Page, adapters: list[Adapter]) -> bool:
     if verdict is not None:
         return verdict
     hint = page.url + " " + (page.title_tag or "")
-    return bool(_INVENTORY_HINT.search(hint) and _JS_MARKERS.search(page.raw_text))
+    if _INVENTORY_HINT.search(hint) and _JS_MARKERS.search(page.raw_text):
+        return True
+    return _app_shell(page)
+
+
+_MOUNT_TAGS = ("div", "main", "section", "app-root", "body")
+_SHELL_MAX_TEXT = 400
+
+
+def _app_shell(page: Page) -> bool:
+    """An application shell by its structure, whatever the framework or quote style: little
+    visible text, at least one script, and an empty mount element (an element with an id
+    or a framework attribute and nothing inside) for the script to fill."""
+    text = sum(len(c) for line in page.lines for c in line)
+    if text > _SHELL_MAX_TEXT or page.tree.find(".//script") is None:
+        return False
+    for el in page.body.iter(*_MOUNT_TAGS):
+        if len(el) or (el.text or "").strip():
+            continue
+        attrs = " ".join(el.attrib.keys()).lower()
+        if el.get("id") or "data-reactroot" in attrs or "ng-app" in attrs or "data-v-app" in attrs:
+            return True
+    return False
 
 
 # --- home pages -----------------------------------------------------------------------------

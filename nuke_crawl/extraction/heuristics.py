@@ -16,6 +16,7 @@ from nuke_crawl.extraction.page import Page, render_lines, text_content
 from nuke_crawl.extraction.text import (
     MONTHLY,
     NO_PRICE,
+    PRICE_MARK,
     canonical_make,
     clean_space,
     parse_mileage,
@@ -27,6 +28,39 @@ from nuke_crawl.extraction.vin import find_vins, normalize_serial, normalize_vin
 
 # label (lowercase, without trailing ":" "#" ".") -> field
 LABELS: dict[str, str] = {}
+# the same fields in German, Dutch, French, Spanish, Italian and Portuguese
+_MORE_LABELS: dict[str, tuple[str, ...]] = {
+    "vin": ("fahrzeug-identifizierungsnummer", "fin", "chassisnummer", "chassisnr", "numéro de série",
+            "numero de serie", "número de bastidor", "bastidor", "numero di telaio", "telaio",
+            "número do chassi", "chassi"),
+    "mileage": ("laufleistung", "km-stand", "km stand", "tachostand", "tellerstand", "kilométrage",
+                "kilometrage", "kilometraje", "kilómetros", "kilometros", "chilometraggio",
+                "chilometri", "km percorsi", "quilometragem", "quilómetros", "odómetro", "odometro",
+                "mileage (km)", "odometer (km)"),
+    "year": ("baujahr", "modelljahr", "bouwjaar", "jaar", "année", "annee", "année modèle",
+             "mise en circulation", "1ère mise en circulation", "première mise en circulation",
+             "año", "ano", "año modelo", "ano modelo", "anno", "immatricolazione",
+             "prima immatricolazione", "matriculación", "fecha de matriculación", "eerste toelating",
+             "datum eerste toelating", "first registered", "registration year", "year of manufacture",
+             "reg year", "model year/first reg"),
+    "make": ("hersteller", "merk", "marque", "marca", "fabricante", "brand name"),
+    "model": ("modèle", "modele", "modelo", "modello"),
+    "color": ("außenfarbe", "aussenfarbe", "kleur", "couleur", "couleur extérieure", "colore",
+              "cor", "color exterior", "colore esterno"),
+    "interior_color": ("innenausstattung", "interieurkleur", "couleur intérieure", "color interior"),
+    "fuel_type": ("brandstof", "carburant", "énergie", "energie", "combustible", "carburante",
+                  "alimentazione", "combustível", "kraftstoffart"),
+    "transmission": ("getriebeart", "transmissie", "versnellingsbak", "boîte de vitesses",
+                     "boite de vitesses", "boîte", "transmisión", "cambio", "câmbio", "caixa"),
+    "body_style": ("karosserieform", "carrosserie", "carrocería", "carroceria", "carrozzeria",
+                   "tipo de veículo", "categorie", "catégorie"),
+    "price": ("kaufpreis", "vraagprijs", "prijs", "precio", "prezzo", "preço", "prix de vente",
+              "listed price", "sale price (usd)"),
+    "location": ("standort", "locatie", "localisation", "ubicación", "ubicazione", "localização",
+                 "município", "municipio"),
+    "stock_number": ("interne nummer", "referenz", "référence", "referencia", "riferimento"),
+    "drivetrain": ("aandrijving", "transmission intégrale", "tracción", "trazione"),
+}
 for _field, _names in {
     "vin": ("vin", "vin number", "vin no", "vehicle identification number", "chassis", "chassis no", "chassis number", "serial", "serial number", "serial no", "s/n", "fahrgestellnummer", "frame number"),
     "mileage": ("mileage", "odometer", "miles", "kilometers", "kilometres", "km", "kms", "kilometerstand", "odometer reading", "mileage (miles)", "current mileage"),
@@ -43,17 +77,23 @@ for _field, _names in {
     "body_style": ("body style", "body", "body type", "bodystyle", "karosserie", "vehicle type"),
     "fuel_type": ("fuel", "fuel type", "kraftstoff"),
     "registration": ("registration", "reg", "registration number", "reg number", "number plate", "kennzeichen", "reg no"),
-    "price": ("price", "our price", "sale price", "asking price", "internet price", "selling price", "cash price", "buy now", "buy it now", "special price", "your price", "final price", "e-price", "now", "retail price", "list price", "asking", "preis", "prix", "current bid", "high bid", "winning bid", "sold for", "price (usd)"),
+    "price": ("price", "our price", "sale price", "asking price", "internet price", "selling price", "cash price", "buy now", "buy it now", "special price", "your price", "final price", "e-price", "now", "retail price", "list price", "asking", "preis", "prix", "price (usd)"),
+    "bid": ("current bid", "high bid", "highest bid", "top bid", "bid", "höchstgebot", "aktuelles gebot", "enchère actuelle", "puja actual", "offerta attuale"),
+    "sold_price": ("sold for", "sold price", "winning bid", "final bid", "hammer price", "sale result", "verkauft für", "zuschlag", "adjudication", "vendu pour", "vendido por", "venduto per"),
     "location": ("location", "located in", "vehicle location"),
     "status": ("status", "availability", "sale status"),
 }.items():
     for _n in _names:
         LABELS[_n] = _field
+for _field, _names in _MORE_LABELS.items():
+    for _n in _names:
+        LABELS.setdefault(_n, _field)
 
-_MAX_LEN = {"color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
+_MAX_LEN = {"bid": 60, "sold_price": 60, "color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
 _SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
-_LABEL_COLON = re.compile(r"^([A-Za-z][A-Za-z .#/()-]{0,34}?)\s*[:#]\s*(.+)$")
+# Latin letters with accents ("Kilométrage :", "Año:"): ranges, as fast as ASCII ones
+_LABEL_COLON = re.compile(r"^([A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ .#/()'-]{0,34}?)\s*[:#]\s*(.+)$")
 
 
 _LABEL_TAIL = re.compile(r"[\s:#.*]+$")
@@ -142,10 +182,17 @@ def apply_label_values(v: VehicleData, pairs: dict[str, list[str]], page: Page) 
                 v.mileage, v.mileage_unit = value, unit
                 break
     if v.asking_price is None:
-        for s in pairs.get("price", []):
+        for s in [*pairs.get("price", []), *pairs.get("bid", [])]:
             amount, cur = parse_price(s, host=page.host)
             if amount is not None:
                 v.asking_price, v.currency = amount, cur
+                break
+    if v.sold_price is None:
+        for s in pairs.get("sold_price", []):
+            amount, cur = parse_price(s, host=page.host)
+            if amount is not None:
+                v.sold_price, v.sale_status = amount, "sold"
+                v.currency = v.currency or cur
                 break
     if v.sale_status is None:
         for s in pairs.get("status", []):
@@ -222,7 +269,7 @@ def price_from_dom(page: Page, root: HtmlElement | None = None) -> tuple[Decimal
             continue
         if MONTHLY.search(text):
             continue
-        if not re.search(r"[$£€]|\b(USD|EUR|GBP|CAD|AUD|CHF)\b", text) and not el.get("itemprop"):
+        if not PRICE_MARK.search(text) and not el.get("itemprop"):
             continue
         amount, cur = parse_price(text, host=page.host)
         if amount is not None:
@@ -282,6 +329,8 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     if title:
         v.title = title
         v.year, v.make, v.model, v.trim = tp.year, tp.make, tp.model, tp.trim  # type: ignore[attr-defined]
+    else:  # a title naming no make ("Santa Fé", "Vendo"): the card's heading or link text
+        v.title = next((t for t in titles if t and len(t) < 160), None)
     pairs = label_values(lines, headings)
     apply_label_values(v, pairs, page)
     for el in card.iter():
@@ -311,7 +360,7 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     if v.mileage is None:
         for cells in lines:
             for c in cells:
-                m = re.search(r"(\d[\d,.]*)\s*(miles|mi\.?|kms?|kilomet\w+)\b", c, re.I)
+                m = re.search(r"(?<![\d,.])(\d{1,3}(?:[,.\s]\d{3})+|\d+)\s*(miles|mi\.?|kms?|kilomet\w+)\b", c, re.I)
                 if m:
                     v.mileage, v.mileage_unit = parse_mileage(m.group(0), default_unit=page.default_unit)
                     break

@@ -23,7 +23,8 @@ class VehicleData:
     mileage: int | None = None
     mileage_unit: str | None = None  # "mi" or "km"
     asking_price: Decimal | None = None
-    currency: str | None = None
+    currency: str | None = None  # ISO 4217 code of asking_price / sold_price
+    sold_price: Decimal | None = None  # the price a sold vehicle (or a won auction) went for
     color: str | None = None
     interior_color: str | None = None
     transmission: str | None = None

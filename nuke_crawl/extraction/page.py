@@ -88,6 +88,8 @@ class Page:
         self.raw_text = text
         self.default_unit = default_mileage_unit(self.host)
         self.canonical_url = canonical_listing_url(url) if url else ""
+        # the vehicle links extract.py found, siblings and links named by anchors included
+        self.vehicle_link_urls: set[str] = set()
 
     # --- cached views ---------------------------------------------------------------
 
@@ -127,6 +129,12 @@ class Page:
         found: list[HtmlElement] = []
         if "<nav" in self.raw_lower or "<footer" in self.raw_lower:
             found.extend(self.body.iter("nav", "footer"))
+        if "<form" in self.raw_lower:
+            # a search or valuation form's fields are the visitor's inputs ("Mileage:
+            # 160,000"), not the listing's; a form wrapping the whole page (ASP.NET) holds
+            # the h1 and stays
+            found.extend(f for f in self.body.iter("form") if f.find(".//h1") is None
+                         and f.find(".//img") is None)
         # class and id values, not their elements: most pages name no decoy at all
         values = _CLASS_ID_VALUES(self.body)
         if not _DECOY_WORDS.search(" ".join(values)):

@@ -34,7 +34,14 @@ from lxml.html import HtmlElement
 from nuke_crawl.extraction.images import image_candidates
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page, text_content
-from nuke_crawl.extraction.text import canonical_make, clean_space, parse_mileage, parse_price, parse_title, parse_year
+from nuke_crawl.extraction.text import (
+    canonical_make,
+    clean_space,
+    parse_mileage,
+    parse_price,
+    parse_title,
+    parse_year,
+)
 from nuke_crawl.extraction.vin import normalize_serial
 
 logger = logging.getLogger(__name__)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from importlib import resources
 
 from price_parser import Price
 
@@ -105,6 +107,27 @@ _MULTI_MODELS = {
 }
 
 
+def _model_key(text: str) -> str:
+    return " ".join(text.lower().replace("-", " ").strip(",;:()").split())
+
+
+def _load_models() -> dict[str, frozenset[str]]:
+    """data/models.json: make -> model names of several words (see its ``_about``)."""
+    # importlib.resources, not a path: under scrapyd the package runs from a zipped egg
+    data = resources.files("nuke_crawl.extraction").joinpath("data", "models.json")
+    raw = json.loads(data.read_text(encoding="utf-8"))
+    return {make: frozenset(_model_key(m) for m in models)
+            for make, models in raw.items() if not make.startswith("_")}
+
+
+MODELS_BY_MAKE: dict[str, frozenset[str]] = _load_models()
+# multi-word names of any make, for titles whose make is not in the table
+_ANY_MULTI: frozenset[str] = frozenset(
+    {m for names in MODELS_BY_MAKE.values() for m in names if " " in m}
+    | {_model_key(m) for m in _MULTI_MODELS}
+)
+
+
 def parse_title(title: str | None) -> TitleParts:
     """Split a title such as "Used 2019 Chevy Silverado 1500 LT | Dealer" into year,
     make (canonical), model and trim. Handles "MAKE MODEL YEAR TRIM" (UK style), UK
@@ -161,13 +184,19 @@ def parse_title(title: str | None) -> TitleParts:
             out.trim = trim or None
             return out
         after = tokens[year_idx + 1 :]
-    out.model, out.trim = _split_model_trim(after)
+    out.model, out.trim = _split_model_trim(after, out.make)
     return out
 
 
-def _split_model_trim(tokens: list[str]) -> tuple[str | None, str | None]:
+def _split_model_trim(tokens: list[str], make: str | None = None) -> tuple[str | None, str | None]:
     if not tokens:
         return None, None
+    known = MODELS_BY_MAKE.get(make or "", frozenset())
+    for n in range(min(4, len(tokens)), 0, -1):
+        key = _model_key(" ".join(tokens[:n]))
+        if key in known or (" " in key and key in _ANY_MULTI):
+            model = " ".join(tokens[:n]).strip(",;:")
+            return model or None, " ".join(tokens[n:]).strip(" ,;:-") or None
     low = [t.lower() for t in tokens]
     n = 1
     if len(tokens) >= 2:
@@ -184,6 +213,16 @@ def _split_model_trim(tokens: list[str]) -> tuple[str | None, str | None]:
 # --- prices -------------------------------------------------------------------------------
 
 _CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "£": "GBP", "€": "EUR", "¥": "JPY", "C$": "CAD", "CA$": "CAD", "A$": "AUD", "AU$": "AUD", "CHF": "CHF", "Fr.": "CHF", "kr": "SEK", "zł": "PLN", "R$": "BRL"}
+# the currency of a country-code host, for amounts shown without a symbol
+TLD_CURRENCY = {
+    "uk": "GBP", "za": "ZAR", "br": "BRL", "ca": "CAD", "au": "AUD", "nz": "NZD", "ch": "CHF",
+    "se": "SEK", "no": "NOK", "dk": "DKK", "pl": "PLN", "cz": "CZK", "mx": "MXN", "jp": "JPY",
+    "in": "INR", "de": "EUR", "fr": "EUR", "it": "EUR", "es": "EUR", "nl": "EUR", "be": "EUR",
+    "at": "EUR", "ie": "EUR", "fi": "EUR", "pt": "EUR", "lu": "EUR", "gr": "EUR", "sk": "EUR",
+}
+_CODES = r"USD|EUR|GBP|CAD|AUD|CHF|ZAR|BRL|SEK|NOK|DKK|PLN|NZD|JPY|MXN|CZK|INR"
+# a price's currency mark: a symbol, an ISO code, or "R"/"kr" before digits
+PRICE_MARK = re.compile(r"[$£€]|\b(?:" + _CODES + r")\b|(?<![A-Za-z])R\s?\d|\bkr\.?\s?\d|\d\s?kr\b|zł")
 _TLD_DOLLAR = {"ca": "CAD", "au": "AUD", "nz": "NZD", "mx": "MXN", "sg": "SGD", "hk": "HKD"}
 MONTHLY = re.compile(r"(/\s?mo\b|/\s?month|per\s+month|p/?m\b|monthly|a month|/\s?wk|per\s+week|weekly|bi-?weekly|apr\b|down\b|deposit|\bfee\b|save\b|savings|discount|rebate|incentive)", re.I)
 NO_PRICE = re.compile(r"call\s+for\s+price|price\s+on\s+request|poa\b|contact\s+(us\s+)?for\s+price|request\s+a?\s*price", re.I)
@@ -202,7 +241,7 @@ def parse_price(text: str | None, *, host: str = "") -> tuple[Decimal | None, st
     text = text.strip()
     if not text or NO_PRICE.search(text) or len(text) > 80 and not re.search(r"[$£€]", text[:20]):
         return None, None
-    m = re.search(r"([$£€]|\b(?:USD|EUR|GBP|CAD|AUD|CHF)\b)", text)
+    m = re.search(r"([$£€]|\b(?:" + _CODES + r")\b)", text)
     if m:
         tail = text[m.end() : m.end() + 40]
         if MONTHLY.search(tail):
@@ -210,12 +249,15 @@ def parse_price(text: str | None, *, host: str = "") -> tuple[Decimal | None, st
     p = Price.fromstring(text)
     if p.amount is None:
         return None, None
+    symbol = p.currency
+    if symbol is None and re.search(r"(?<![A-Za-z$])R\s?\d", text):
+        symbol = "ZAR"  # "R 139 900": the rand (R$ is the real, found by price_parser)
     amount = Decimal(p.amount)
     if amount < MIN_PRICE or amount > MAX_PRICE:
         return None, None
     if amount == amount.to_integral_value():
         amount = amount.quantize(Decimal(1))
-    return amount, currency_code(p.currency, host)
+    return amount, currency_code(symbol, host)
 
 
 def currency_code(symbol: str | None, host: str = "") -> str | None:
@@ -230,7 +272,14 @@ def currency_code(symbol: str | None, host: str = "") -> str | None:
         return _CURRENCY_SYMBOLS[s]
     if re.fullmatch(r"[A-Z]{3}", s):
         return s
+    if s.lower() in ("kr", "kr."):
+        return {"no": "NOK", "dk": "DKK"}.get(host.rsplit(".", 1)[-1].lower() if host else "", "SEK")
     return None
+
+
+def host_currency(host: str) -> str | None:
+    """The currency of a country-code host ("autotrader.co.za" -> "ZAR"), else None."""
+    return TLD_CURRENCY.get(host.rsplit(".", 1)[-1].lower()) if host else None
 
 
 # --- mileage --------------------------------------------------------------------------------

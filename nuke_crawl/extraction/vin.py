@@ -74,3 +74,55 @@ def find_vins(text: str) -> list[str]:
         if v not in out and is_valid_vin(v):
             out.append(v)
     return out
+
+
+# --- decoding: make and model year (vininfo's WMI table and year codes) ---------------
+
+_MANUFACTURER_MAKES = {  # vininfo manufacturer names that are groups, not makes
+    "daimlerchrysler ag/daimler ag": "Mercedes-Benz", "mercedes-benz (suv)": "Mercedes-Benz",
+    "bmw m": "BMW", "general motors": None, "ford motor company": "Ford",
+}
+
+
+_WMI_MAKES = {"KMH": "Hyundai"}  # vininfo 1.11 names Genesis for Hyundai's own KMH
+
+
+def vin_make(vin: str) -> str | None:
+    """The make a valid 17-character VIN's manufacturer code (WMI) names, when it names
+    exactly one known make (vininfo's WMI table), else None."""
+    from vininfo import Vin  # noqa: PLC0415 (loaded on first use)
+
+    from nuke_crawl.extraction.text import canonical_make  # noqa: PLC0415
+
+    if not is_valid_vin(vin):
+        return None
+    if vin[:3] in _WMI_MAKES:
+        return _WMI_MAKES[vin[:3]]
+    try:
+        name = Vin(vin).manufacturer
+    except Exception:  # noqa: BLE001 (vininfo's own validation errors)
+        return None
+    if not name:
+        return None
+    key = name.strip().lower()
+    if key in _MANUFACTURER_MAKES:
+        return _MANUFACTURER_MAKES[key]
+    return canonical_make(name) or canonical_make(name.split()[0])
+
+
+def vin_years(vin: str) -> list[int]:
+    """The model years a valid 17-character VIN's tenth character allows (1981 on). For
+    North-American VINs (WMI 1-5) the seventh character narrows the 30-year cycle: a
+    letter means 2010 or later, a digit 1980-2009."""
+    from nuke_crawl.extraction.text import max_year  # noqa: PLC0415
+
+    if not is_valid_vin(vin):
+        return []
+    letters = "ABCDEFGHJKLMNPRSTVWXY123456789"
+    code = vin[9]
+    if code not in letters:
+        return []
+    years = [y for y in range(1980 + letters.index(code), max_year() + 1, 30)]
+    if vin[0] in "12345":
+        years = [y for y in years if (y >= 2010) == vin[6].isalpha()]
+    return years

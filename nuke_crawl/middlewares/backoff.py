@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,9 +14,11 @@ from scrapy.utils.conf import build_component_list
 from scrapy.utils.misc import load_object
 from scrapy.utils.response import response_status_message
 
+from nuke_crawl.utils.http import parse_retry_after
+
 if TYPE_CHECKING:
     # typing.Self requires Python 3.11
-    from typing_extensions import Self
+    from typing import Self
 
     from scrapy.core.downloader import Downloader
     from scrapy.crawler import Crawler
@@ -31,28 +32,6 @@ logger = logging.getLogger(__name__)
 NOT_BEFORE_META = "nuke_backoff_not_before"
 
 _RATE_LIMIT_CODES = frozenset({429, 503})
-
-
-def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None.
-
-    A date in the past gives 0; an unreadable value gives None.
-    """
-    if value is None:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    text = text.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _scrapy_retry_enabled(settings: BaseSettings) -> bool:

@@ -6,14 +6,14 @@ the crawler's own network. :class:`PrivateNetworkGuardMiddleware` refuses such r
 Scrapy; :func:`check_url` and :func:`guard_url` give the same verdict to code outside
 Scrapy.
 
-Limitation (DNS rebinding): the guard resolves a hostname itself and the downloader
-resolves it again when it connects. A hostile DNS server can answer with a public address
-to the guard and a private one to the downloader (short TTLs make this easy). With
-Scrapy's default resolver (``TWISTED_DNS_RESOLVER`` = ``CachingThreadedResolver``, DNS
-cache on, installed by ``scrapy crawl``) the middleware narrows that window by writing
-the IPv4 address it checked into Scrapy's DNS cache, which the downloader then connects
-to; with another resolver or download handler, with an IPv6-only host, after that cache evicts the entry, and in :func:`guard_url` (whose caller
-fetches on its own) the window stays open. Only an egress firewall closes it for good.
+DNS: the guard resolves a hostname itself, and a name it cannot resolve is never fetched
+(:class:`UnresolvedHost`, a ``DNSLookupError`` that the retry middleware may retry: each
+retry is resolved and checked again). The addresses it checked are pinned: the middleware
+installs :class:`PinnedNameResolver` on the reactor, which answers the downloader's lookup
+of a checked host with exactly the checked addresses, so a hostile DNS server cannot answer
+the guard with a public address and the downloader with a private one (DNS rebinding).
+:func:`guard_url` (whose caller fetches on its own) pins nothing: there the window stays
+open, and only an egress firewall closes it for good.
 """
 
 from __future__ import annotations
@@ -24,24 +24,26 @@ import os
 import re
 import socket
 import time
-from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import ParseResult, SplitResult, unquote, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
-from scrapy.resolver import CachingThreadedResolver, dnscache
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.httpobj import urlparse_cached
-from scrapy.utils.reactor import is_reactor_installed
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IHostnameResolver
+from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    # typing.Self requires Python 3.11
-    from typing_extensions import Self
+    from collections.abc import Iterable, Sequence
 
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
+
+    # typing.Self requires Python 3.11
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +91,42 @@ REASONS = (
     "shared",
     "private",
     "reserved",
+    "unresolved",
 )
+
+
+#: How an operator allows what the guard refuses, appended to refusals of addresses.
+WAY_OUT = (
+    "to allow it, set NUKE_ALLOW_PRIVATE_NETWORKS=1 (every private address) or "
+    "NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS=host:port (this one host)"
+)
+
+
+def refusal_message(url: str, reason: str, detail: str) -> str:
+    """The message of a refusal: the URL, why, and (for an address) how to allow it."""
+    if reason in ("scheme", "no_host"):
+        return f"Refused {url}: {detail}"
+    return f"Refused {url}: {detail}; {WAY_OUT}"
+
+
+class UnresolvedHost(DNSLookupError):
+    """The guard could not resolve a host, so it did not let the request through.
+
+    A ``DNSLookupError``: the retry middleware retries it like the downloader's own DNS
+    errors, and each retry is resolved and checked again.
+    """
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"Not fetching {url}: {detail}")
+        self.url = url
+        self.reason = "unresolved"
 
 
 class RefusedRequest(IgnoreRequest):
     """The guard refused a request; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, url: str, reason: str, detail: str) -> None:
-        super().__init__(f"Refused {url}: {detail}")
+        super().__init__(refusal_message(url, reason, detail))
         self.url = url
         self.reason = reason
 
@@ -199,33 +229,31 @@ def check_url(url: str, resolved_ips: Iterable[str] | None = None) -> str | None
 
 
 class _HostResolver:
-    """getaddrinfo() in a thread, with a small per-host cache.
+    """getaddrinfo() in a thread, with a small per-host cache of successful lookups.
 
-    A failed lookup yields None (cached briefly), so that the caller can let the request
-    proceed and the downloader report the real DNS error.
+    A failed lookup yields None and is not cached: a retry looks the name up again.
     """
 
-    def __init__(self, ttl: float = 300.0, failure_ttl: float = 10.0, size: int = 4096):
+    def __init__(self, ttl: float = 300.0, size: int = 4096):
         self.ttl = ttl
-        self.failure_ttl = failure_ttl
         self.size = size
-        self._cache: dict[str, tuple[float, tuple[str, ...] | None]] = {}
+        self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
 
     async def resolve(self, host: str, port: int) -> tuple[str, ...] | None:
         now = time.monotonic()
         cached = self._cache.get(host)
         if cached is not None and cached[0] > now:
             return cached[1]
-        ips: tuple[str, ...] | None
         try:
             infos = await run_in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         except (OSError, UnicodeError):
-            ips, ttl = None, self.failure_ttl
-        else:
-            ips, ttl = tuple(dict.fromkeys(str(info[4][0]) for info in infos)), self.ttl
+            return None
+        ips = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not ips:
+            return None
         if len(self._cache) >= self.size:
             self._cache.clear()
-        self._cache[host] = (time.monotonic() + ttl, ips)
+        self._cache[host] = (time.monotonic() + self.ttl, ips)
         return ips
 
 
@@ -249,7 +277,7 @@ async def _guard(
         return ("no_host", "the URL has an invalid port"), ()
     ips = await resolver.resolve(host, port)
     if ips is None:
-        return None, ()
+        return ("unresolved", f"host {host} does not resolve"), ()
     return _check_host(host, ips), ips
 
 
@@ -257,8 +285,8 @@ async def guard_url(url: str) -> str | None:
     """Like :func:`check_url`, resolving the host first (in a thread, cached per host).
 
     For code outside Scrapy (e.g. handing an image URL to the OpenAI API). A host that
-    does not resolve gets None: fetching it will fail on its own. Subject to the DNS
-    rebinding limitation described in the module docstring. Does not read
+    does not resolve gets ``"unresolved"``. Pins nothing: subject to DNS rebinding (see
+    the module docstring). Does not read
     ``NUKE_ALLOW_PRIVATE_NETWORKS``: see :func:`private_networks_allowed`.
     """
     verdict, _ = await _guard(url, _default_resolver)
@@ -287,9 +315,10 @@ class PrivateNetworkGuardMiddleware:
     A refused request raises :class:`RefusedRequest` (an ``IgnoreRequest``) naming the URL
     and the reason, counts ``nuke/netguard/refused`` and ``nuke/netguard/refused/<reason>``
     and is logged at INFO once per host. Hostnames are resolved in a thread with a per-host
-    cache for the run. A host that does not resolve is let through, so that the downloader
-    reports the real DNS error (and the retry middleware can retry it): refusing it would
-    hide the cause and gains nothing, as nothing can be fetched from it anyway.
+    cache for the run. A host that does not resolve is never let through: it raises
+    :class:`UnresolvedHost` (a ``DNSLookupError``, which the retry middleware may retry;
+    counted in ``nuke/netguard/unresolved``). The addresses checked are pinned for the
+    downloader (:class:`PinnedNameResolver`): it connects to what was checked.
 
     Redirects and retries are covered: in Scrapy 2.19 a request returned by a downloader
     middleware goes through every ``process_request`` again, via the scheduler for crawl
@@ -305,25 +334,15 @@ class PrivateNetworkGuardMiddleware:
       despite their address (default ports: 80 for http, 443 for https), e.g. one local
       fixture server in tests or a known internal image host, without opening the rest of
       the network.
-
-    - ``DNSCACHE_ENABLED`` (Scrapy's, ``True``): when the reactor resolves through
-      Scrapy's ``CachingThreadedResolver`` (``TWISTED_DNS_RESOLVER``'s default, installed
-      by ``scrapy crawl``), the checked IPv4 address of a host is written to Scrapy's DNS
-      cache, so that the downloader connects to that address.
-
-    Subject to the DNS rebinding limitation described in the module docstring.
     """
 
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
         settings = crawler.settings
-        self.allow_private: bool = private_networks_allowed(settings)
-        self.allow_hosts: frozenset[str] = frozenset(
-            _host_port(value) for value in settings.getlist("NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS")
-        )
-        self._resolver = _HostResolver()
+        self.policy = GuardPolicy(settings)
+        self.allow_private = self.policy.allow_private
         self._logged_hosts: set[str] = set()
-        self._pin_dns: bool | None = None  # known once the reactor runs
+        self._pins: PinnedNameResolver | None = None  # installed once the reactor runs
         if self.allow_private:
             logger.info(
                 "NUKE_ALLOW_PRIVATE_NETWORKS is on: requests to private networks are allowed"
@@ -340,52 +359,139 @@ class PrivateNetworkGuardMiddleware:
         reason, detail = verdict
         stats = self.crawler.stats
         assert stats is not None
+        if reason == "unresolved":
+            stats.inc_value("nuke/netguard/unresolved")
+            raise UnresolvedHost(request.url, detail)
         stats.inc_value("nuke/netguard/refused")
         stats.inc_value(f"nuke/netguard/refused/{reason}")
         host = urlparse_cached(request).hostname or request.url
         if host not in self._logged_hosts:
             self._logged_hosts.add(host)
             logger.info(
-                "Refusing requests to %(host)s (%(reason)s), first: %(url)s: %(detail)s",
-                {"host": host, "reason": reason, "url": request.url, "detail": detail},
+                "Refusing requests to %(host)s (%(reason)s), first: %(message)s",
+                {"host": host, "reason": reason,
+                 "message": refusal_message(request.url, reason, detail)},
                 extra={"spider": self.crawler.spider},
             )
         raise RefusedRequest(request.url, reason, detail)
 
     async def _verdict(self, request: Request) -> tuple[str, str] | None:
-        parts = urlparse_cached(request)
-        scheme = parts.scheme.lower()
-        if scheme not in ALLOWED_SCHEMES:
-            return "scheme", f"scheme {scheme or '(none)'!r} is not http(s)"
-        if self.allow_private:
-            return None
-        if self.allow_hosts:
-            try:
-                port = parts.port or _DEFAULT_PORTS[scheme]
-            except ValueError:
-                port = None
-            host = _normalise_host(parts.hostname or "")
-            if f"{host}:{port}" in self.allow_hosts:
-                return None
-        verdict, ips = await _guard(request.url, self._resolver)
-        if verdict is None and ips and self._dns_pinning():
-            ipv4 = next((ip for ip in ips if ":" not in ip), None)
-            if ipv4 is not None and parts.hostname:
-                dnscache[parts.hostname] = ipv4
+        verdict, ips = await self.policy.verdict(request.url, urlparse_cached(request))
+        hostname = urlparse_cached(request).hostname
+        if verdict is None and ips and hostname:
+            if self._pins is None:
+                self._pins = install_pinned_resolver()
+            self._pins.pin(hostname, ips)
         return verdict
 
-    def _dns_pinning(self) -> bool:
-        """Whether the reactor resolves through Scrapy's DNS cache.
 
-        True for ``scrapy crawl`` and ``(Async)CrawlerProcess`` with the default
-        ``TWISTED_DNS_RESOLVER`` and ``DNSCACHE_ENABLED``: writing the checked address
-        into ``scrapy.resolver.dnscache`` then makes the downloader connect to it.
-        """
-        if self._pin_dns is None:
-            self._pin_dns = False
-            if self.crawler.settings.getbool("DNSCACHE_ENABLED") and is_reactor_installed():
-                from twisted.internet import reactor  # noqa: PLC0415 (installed already)
+class GuardPolicy:
+    """The guard's rules for one crawler: its settings and its DNS cache.
 
-                resolver = getattr(reactor, "resolver", None)
-                self._pin_dns = isinstance(resolver, CachingThreadedResolver)
-        return self._pin_dns
+    Shared by :class:`PrivateNetworkGuardMiddleware` and the browser's request guard
+    (:mod:`nuke_crawl.middlewares.browserguard`), so both judge a URL the same way.
+    """
+
+    def __init__(self, settings: BaseSettings) -> None:
+        self.allow_private: bool = private_networks_allowed(settings)
+        self.allow_hosts: frozenset[str] = frozenset(
+            _host_port(value) for value in settings.getlist("NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS")
+        )
+        self.resolver = _HostResolver()
+
+    def allowed_host(self, parts: SplitResult | ParseResult) -> bool:
+        """Whether the URL's ``host:port`` is in ``NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS``."""
+        if not self.allow_hosts:
+            return False
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme.lower()]
+        except (ValueError, KeyError):
+            return False
+        return f"{_normalise_host(parts.hostname or '')}:{port}" in self.allow_hosts
+
+    async def verdict(
+        self, url: str, parts: SplitResult | ParseResult | None = None
+    ) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
+        """(reason, detail) when *url* is refused, else None; and the addresses checked
+        (empty when nothing was resolved: a literal, an allowed host, allowed networks)."""
+        if parts is None:
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                return ("no_host", "the URL cannot be parsed"), ()
+        scheme = parts.scheme.lower()
+        if scheme not in ALLOWED_SCHEMES:
+            return ("scheme", f"scheme {scheme or '(none)'!r} is not http(s)"), ()
+        if self.allow_private or self.allowed_host(parts):
+            return None, ()
+        return await _guard(url, self.resolver)
+
+
+def _host_key(host: str | bytes) -> str:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = _normalise_host(host)
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
+@implementer(IHostnameResolver)
+class PinnedNameResolver:
+    """The reactor's name resolver, answering pinned hosts with their checked addresses.
+
+    :class:`PrivateNetworkGuardMiddleware` pins each host it resolved and accepted; the
+    downloader's lookup of that host then gets exactly those addresses, never a second
+    answer from DNS. Other hosts (address literals, allowed hosts) go to the resolver it
+    wraps. At most ``size`` pins; the oldest go first (the guard pins again on its next
+    request to that host).
+    """
+
+    def __init__(self, fallback: Any, size: int = 65536) -> None:
+        self.fallback = fallback
+        self.size = size
+        self.pins: dict[str, tuple[str, ...]] = {}
+
+    def pin(self, host: str, ips: tuple[str, ...]) -> None:
+        key = _host_key(host)
+        self.pins.pop(key, None)
+        if len(self.pins) >= self.size:
+            del self.pins[next(iter(self.pins))]
+        self.pins[key] = ips
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[Any]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> Any:
+        ips = self.pins.get(_host_key(hostName))
+        if ips is None:
+            return self.fallback.resolveHostName(
+                resolutionReceiver, hostName, portNumber, addressTypes, transportSemantics
+            )
+        from twisted.internet._resolver import HostResolution
+
+        resolution = HostResolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        for ip in ips:
+            kind = IPv6Address if ":" in ip else IPv4Address
+            if addressTypes is None or kind in addressTypes:
+                resolutionReceiver.addressResolved(kind("TCP", ip.split("%", 1)[0], portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolution
+
+
+def install_pinned_resolver() -> PinnedNameResolver:
+    """The reactor's :class:`PinnedNameResolver`, installed (once) over its resolver."""
+    from twisted.internet import reactor
+
+    current = reactor.nameResolver  # type: ignore[attr-defined]
+    if isinstance(current, PinnedNameResolver):
+        return current
+    pinned = PinnedNameResolver(current)
+    reactor.installNameResolver(pinned)  # type: ignore[attr-defined]
+    return pinned

@@ -5,16 +5,46 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import database_url, store
-from nuke_crawl.workers import crawler_workers
+from nuke_crawl.extensions.workers import worker_pool
+from nuke_crawl.signals import vehicles_stored
+from nuke_crawl.utils.batching import TimedBatcher
+from nuke_crawl.workers.pool import WorkerPool
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VehicleWriteConfig:
+    """What :class:`VehicleDatabasePipeline` reads from the settings (defaults in
+    settings.py): ``NUKE_DB_BATCH_SIZE``, ``NUKE_DB_BATCH_WAIT``,
+    ``NUKE_EXTERNAL_IMAGE_RECORDS``, ``NUKE_DRY_RUN`` and ``DATABASE_URL``."""
+
+    batch_size: int
+    batch_wait: float
+    external_images: bool
+    dry_run: bool
+    url: str
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> VehicleWriteConfig:
+        return cls(
+            batch_size=max(1, settings.getint("NUKE_DB_BATCH_SIZE", defaults.NUKE_DB_BATCH_SIZE)),
+            batch_wait=max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT",
+                                                  defaults.NUKE_DB_BATCH_WAIT)),
+            external_images=settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS",
+                                             defaults.NUKE_EXTERNAL_IMAGE_RECORDS),
+            dry_run=settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN),
+            url=database_url(settings),
+        )
 
 
 class VehicleDatabasePipeline:
@@ -23,7 +53,7 @@ class VehicleDatabasePipeline:
 
     The spider prepares the database (migrations) before its first request.
     Items are grouped: each waits until its batch is committed, so an item that
-    leaves this pipeline is in the database. Settings:
+    leaves this pipeline is in the database. Settings (:class:`VehicleWriteConfig`):
 
     - ``NUKE_DB_BATCH_SIZE`` (50): vehicles per transaction.
     - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company.
@@ -31,27 +61,28 @@ class VehicleDatabasePipeline:
     - ``NUKE_DRY_RUN`` (False, set by ``-a dry_run=1``): count, write nothing.
 
     Batches are written by the crawler's worker processes
-    (:func:`~nuke_crawl.workers.crawler_workers`, ``NUKE_WORKER_PROCESSES``), each
+    (:class:`~nuke_crawl.extensions.workers.WorkerPoolExtension`, ``NUKE_WORKER_PROCESSES``), each
     with its own connection, so that binding twenty image rows a vehicle competes
     with neither the reactor nor its GIL.
 
-    Stats: ``nuke/vehicles/created|updated|unchanged|failed`` and the same per
-    organization under ``nuke/org/<id>/...``.
+    Stats: ``nuke/vehicles/created|updated|unchanged|failed`` (``would_write`` in a dry
+    run). Each organization's outcomes go to whoever records the crawl's summary (the org
+    spider) with the :data:`~nuke_crawl.signals.vehicles_stored` signal, once a batch.
     """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        settings = crawler.settings
-        self.batch_size = max(1, settings.getint("NUKE_DB_BATCH_SIZE", 50))
-        self.batch_wait = max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT", 0.5))
-        self.external_images = settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS", True)
-        self.dry_run = settings.getbool("NUKE_DRY_RUN", False)
-        self.url = database_url(settings)
+        self.config = config = VehicleWriteConfig.from_settings(crawler.settings)
+        self.batch_size = config.batch_size
+        self.batch_wait = config.batch_wait
+        self.external_images = config.external_images
+        self.dry_run = config.dry_run
+        self.url = config.url
         self.stats = crawler.stats
-        self._pending: list[tuple[store.VehicleRecord, asyncio.Future[str]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._batcher: TimedBatcher[store.VehicleRecord, str] = TimedBatcher(
+            self._write, size=self.batch_size, wait=self.batch_wait)
         self.outcomes: Counter[str] = Counter()
+        self._workers: WorkerPool | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> VehicleDatabasePipeline:
@@ -73,52 +104,42 @@ class VehicleDatabasePipeline:
             },
         )
         if self.dry_run:
-            self._count(rec.organization_id, "would_write")
+            self._count("would_write")
+            self.crawler.signals.send_catch_log(
+                vehicles_stored, outcomes=[(rec.organization_id, "would_write")])
             return item
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((rec, future))
-        if len(self._pending) >= self.batch_size:
-            self._flush_soon()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.batch_wait, self._flush_soon)
-        outcome = await future
+        outcome = await self._batcher.submit(rec)
         if outcome.startswith("error"):
             raise DropItem(f"not stored: {rec.discovery_url}: {outcome}")
         return item
 
-    def _flush_soon(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._write(batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
-
     async def _write(self, batch: list[tuple[store.VehicleRecord, asyncio.Future[str]]]) -> None:
         records = [rec for rec, _ in batch]
         try:
-            outcomes = await crawler_workers(self.crawler).run_db(
+            if self._workers is None:
+                self._workers = worker_pool(self.crawler)
+            outcomes = await self._workers.run_db(
                 self.url, store.upsert_vehicles, records, external_images=self.external_images,
                 priority=5,  # before detail pages: it completes 50 items at once
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the database went away
             logger.error("Could not write %d vehicles: %s", len(records), exc)
             outcomes = [f"error: {exc}"] * len(records)
-        for (rec, future), outcome in zip(batch, outcomes, strict=True):
-            self._count(rec.organization_id, "failed" if outcome.startswith("error") else outcome)
+        written = []
+        for rec, outcome in zip(records, outcomes, strict=True):
+            name = "failed" if outcome.startswith("error") else outcome
+            self._count(name)
+            written.append((rec.organization_id, name))
+        # before the items leave: the spider's summary has them when the spider closes
+        self.crawler.signals.send_catch_log(vehicles_stored, outcomes=written)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
-    def _count(self, org_id: str, outcome: str) -> None:
+    def _count(self, outcome: str) -> None:
         self.outcomes[outcome] += 1
         assert self.stats is not None
         self.stats.inc_value(f"nuke/vehicles/{outcome}")
-        self.stats.inc_value(f"nuke/org/{org_id}/vehicles_{outcome}")
 
     async def close_spider(self) -> None:
-        self._flush_soon()
-        while self._flushing:
-            await asyncio.gather(*list(self._flushing))
+        await self._batcher.drain()

@@ -1,12 +1,13 @@
 """Downloads, verifies and stores the images of claimed vehicles (phase two).
 
-:class:`ImageBackfillPipeline` is Scrapy's :class:`~scrapy.pipelines.files.FilesPipeline`
-with the parts that must not run on the reactor moved off it: decoding, normalising
-and thumbnailing (:func:`nuke_crawl.imaging.process_image`), hashing and the storage
-writes all run in threads, and the database work in the crawler's database thread.
-Downloads still go through Scrapy's downloader (``engine.download_async``), so
-AutoThrottle, per-domain concurrency, ``DOWNLOAD_TIMEOUT``, ``DOWNLOAD_MAXSIZE``, the
-private-network guard and the backoff retry middleware all apply.
+:class:`ImageBackfillPipeline` is a Scrapy :class:`~scrapy.pipelines.media.MediaPipeline`
+(its public hooks only) with the parts that must not run on the reactor moved off it:
+decoding, normalising and thumbnailing (:func:`nuke_crawl.imaging.process_image`) in
+worker processes, the storage writes (:mod:`nuke_crawl.storage`) in threads, and the
+database work in the crawler's database thread. Downloads still go through Scrapy's
+downloader (``engine.download_async``), so AutoThrottle, per-domain concurrency,
+``DOWNLOAD_TIMEOUT``, ``DOWNLOAD_MAXSIZE``, the private-network guard and the backoff
+retry middleware all apply.
 """
 
 from __future__ import annotations
@@ -15,201 +16,60 @@ import asyncio
 import hashlib
 import logging
 import os
-import tempfile
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
 from scrapy.crawler import Crawler
-from scrapy.exceptions import (
-    CannotResolveHostError,
-    DownloadCancelledError,
-    DownloadConnectionRefusedError,
-    DownloadTimeoutError,
-    IgnoreRequest,
-)
 from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
-from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
-from twisted.internet import error as twisted_error
+from scrapy.utils.request import RequestFingerprinter
 from twisted.python.failure import Failure
 
 from nuke_crawl.db import backfill
-from nuke_crawl.dbglue import crawler_database
+from nuke_crawl.exceptions import ReasonError
+from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
+from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.pipelines._imageworker import process_in_worker
-from nuke_crawl.workers import WorkerError, WorkerPool
+from nuke_crawl.storage import build_store
+from nuke_crawl.utils.batching import TimedBatcher
+from nuke_crawl.utils.downloads import download_failure_reason
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
 ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
-
-# -- storage ---------------------------------------------------------------------------
-
-
-class ImageStore(Protocol):
-    """Where image files go. A file is durable once ``persist`` returned and then
-    ``sync`` returned (S3: ``persist`` alone; ``sync`` does nothing)."""
-
-    def persist(self, path: str, data: bytes, content_type: str) -> None: ...
-
-    def sync(self) -> None: ...
-
-    def public_url(self, path: str) -> str: ...
+RECORD_BATCH = 200
+"""Stored images recorded in one commit at most."""
 
 
-class LocalImageStore:
-    """A folder: each file written to a temporary name, fsynced, then renamed,
-    so a killed process never leaves a partial file under the final name.
-
-    A rename (and a new vehicle folder) is only durable once its directory is fsynced:
-    :meth:`sync` does that for every directory changed since its last call, once per
-    directory however many files went in, and the pipeline calls it before it records
-    a batch of stored images."""
-
-    def __init__(self, basedir: str, public_base: str | None = None, fsync: bool = True):
-        if basedir.startswith("file://"):
-            basedir = basedir[len("file://") :]
-        self.basedir = Path(basedir).expanduser().resolve()
-        self.basedir.mkdir(parents=True, exist_ok=True)
-        self.public_base = public_base.rstrip("/") if public_base else None
-        self.fsync = fsync
-        self._made: set[Path] = set()
-        self._dirty: set[Path] = set()  # directories with entries not fsynced yet
-        self._lock = threading.Lock()
-
-    def persist(self, path: str, data: bytes, content_type: str) -> None:
-        target = self.basedir.joinpath(*path.split("/"))
-        parent = target.parent
-        if parent not in self._made:
-            created = [p for p in (parent, *parent.parents) if not p.exists()]
-            parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                self._made.add(parent)
-                if self.fsync:
-                    self._dirty.update(p.parent for p in created)  # their new entries
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if self.fsync:
-            with self._lock:
-                self._dirty.add(parent)
-
-    def sync(self) -> None:
-        """Make the renames and new folders of every file persisted so far durable."""
-        with self._lock:
-            dirs, self._dirty = self._dirty, set()
-        try:
-            for directory in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
-                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except BaseException:
-            with self._lock:
-                self._dirty |= dirs  # tried again by the next call
-            raise
-
-    def public_url(self, path: str) -> str:
-        if self.public_base:
-            return f"{self.public_base}/{path}"
-        return self.basedir.joinpath(*path.split("/")).as_uri()
+class ImageFailed(ReasonError):
+    """One image could not be stored: ``reason`` is recorded as its ``download_error``."""
 
 
-class S3ImageStore:
-    """``s3://bucket/prefix`` through boto3 (``AWS_ENDPOINT_URL`` for R2, MinIO, Supabase)."""
+class PerImageFingerprinter:
+    """Request fingerprints for the backfill spider (``REQUEST_FINGERPRINTER_CLASS``).
 
-    def __init__(self, uri: str, settings: Any, public_base: str | None = None):
-        import boto3  # noqa: PLC0415 - optional dependency, only for S3 stores
-        from botocore.config import Config  # noqa: PLC0415
+    Media results are cached per fingerprint (``MediaPipeline``), and must be cached
+    per image row, not per URL: the same URL on two vehicles is two stored files, one
+    in each vehicle's folder. Requests without an image row get Scrapy's fingerprint.
+    """
 
-        parts = urlsplit(uri)
-        self.bucket = parts.netloc
-        self.prefix = parts.path.strip("/")
-        self.endpoint = settings.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-        self.client = boto3.session.Session().client(
-            "s3",
-            aws_access_key_id=settings.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=settings.get("AWS_SECRET_ACCESS_KEY") or None,
-            aws_session_token=settings.get("AWS_SESSION_TOKEN") or None,
-            endpoint_url=self.endpoint or None,
-            region_name=settings.get("AWS_REGION_NAME") or None,
-            config=Config(max_pool_connections=32, retries={"max_attempts": 3}),
-        )
-        self.acl = settings.get("FILES_STORE_S3_ACL") or None
-        self.public_base = public_base.rstrip("/") if public_base else None
+    def __init__(self, crawler: Crawler | None = None) -> None:
+        self._default = RequestFingerprinter(crawler)
 
-    def key(self, path: str) -> str:
-        return f"{self.prefix}/{path}" if self.prefix else path
-
-    def sync(self) -> None:
-        """Nothing to do: an object is durable once ``put_object`` returned."""
-
-    def persist(self, path: str, data: bytes, content_type: str) -> None:
-        extra: dict[str, Any] = {"ContentType": content_type,
-                                 "CacheControl": "public, max-age=31536000, immutable"}
-        if self.acl:
-            extra["ACL"] = self.acl
-        self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data, **extra)
-
-    def public_url(self, path: str) -> str:
-        if self.public_base:
-            return f"{self.public_base}/{path}"
-        if self.endpoint:
-            return f"{self.endpoint.rstrip('/')}/{self.bucket}/{self.key(path)}"
-        return f"https://{self.bucket}.s3.amazonaws.com/{self.key(path)}"
-
-
-def make_store(uri: str, settings: Any) -> ImageStore:
-    public = settings.get("NUKE_IMAGES_PUBLIC_URL") or None
-    if uri.startswith("s3://"):
-        return S3ImageStore(uri, settings, public)
-    if "://" in uri and not uri.startswith("file://"):
-        raise ValueError(f"IMAGES_STORE {uri!r}: expected a folder or s3://bucket/prefix")
-    return LocalImageStore(uri, public, settings.getbool("NUKE_IMAGES_FSYNC", True))
-
-
-# -- the item --------------------------------------------------------------------------
-
-
-@dataclass
-class VehicleImagesItem:
-    """A claimed vehicle whose images the pipeline downloads."""
-
-    work: backfill.VehicleWork
-    owner: str
-    results: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    outcome: backfill.VehicleOutcome | None = None
-    requests: list[Request] | None = field(default=None, repr=False)
-
-
-class ImageFailed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class _PerVehicleFingerprinter:
-    """Media results are cached per image row, not per URL: the same URL on two
-    vehicles is two stored files, one in each vehicle's folder."""
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PerImageFingerprinter:
+        return cls(crawler)
 
     def fingerprint(self, request: Request) -> bytes:
-        key = f"{request.meta.get('nuke_image_id', '')} {request.url}"
-        return hashlib.sha1(key.encode("utf-8")).digest()  # noqa: S324 - a cache key
+        image_id = request.meta.get("nuke_image_id")
+        if image_id is None:
+            return self._default.fingerprint(request)
+        key = f"{image_id} {request.url}"
+        return hashlib.sha1(key.encode("utf-8")).digest()
 
 
 @dataclass
@@ -217,43 +77,24 @@ class _VehicleState:
     hashes: dict[str, asyncio.Future[backfill.StoredImage]] = field(default_factory=dict)
 
 
-def failure_reason(exc: BaseException | None) -> tuple[str, str]:
-    """A download failure's ``(reason, detail)``."""
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, ImageFailed):
-        return exc.reason, exc.detail
-    if isinstance(exc, IgnoreRequest):
-        return "refused", detail
-    if isinstance(exc, (DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError)):
-        return "timeout", detail
-    if isinstance(exc, DownloadCancelledError) or "maxsize" in detail.lower():
-        return "too_large", detail
-    if isinstance(exc, (CannotResolveHostError, twisted_error.DNSLookupError)):
-        return "dns", detail
-    if isinstance(exc, (DownloadConnectionRefusedError, twisted_error.ConnectError,
-                        ConnectionError, twisted_error.ConnectionLost)):
-        return "connection", detail
-    if isinstance(exc, ValueError) and "url" in detail.lower():
-        return "bad_url", detail
-    return "connection", f"{type(exc).__name__}: {detail}"
+_RecordBatch = list[tuple[backfill.StoredImage, "asyncio.Future[None]"]]
 
 
-class ImageBackfillPipeline(FilesPipeline):
+class ImageBackfillPipeline(MediaPipeline):
     """Downloads a :class:`VehicleImagesItem`'s images, stores them, records them.
 
     Per image: the body is verified and normalised by
-    :func:`~nuke_crawl.imaging.process_image` in a thread; the file and its variants
-    go to ``<vehicle_id>/<sha1(source URL)>.<ext>`` (``_<variant>`` before the
+    :func:`~nuke_crawl.imaging.process_image` in a worker process; the file and its
+    variants go to ``<vehicle_id>/<sha1(source URL)>.<ext>`` (``_<variant>`` before the
     extension for variants), unless the vehicle already has the same content
     (sha256); then the row is recorded in its own transaction. Per vehicle: failures
     are recorded and the vehicle is settled (:func:`nuke_crawl.db.backfill.complete_vehicle`).
 
     Settings (defaults):
 
-    - ``IMAGES_STORE`` (``"images"``): folder or ``s3://bucket/prefix``;
-      ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``... for S3.
-    - ``NUKE_IMAGES_PUBLIC_URL`` (None): base URL of the public ``image_url``
-      (None: ``file://`` URIs for a folder, the endpoint or bucket URL for S3).
+    - ``IMAGES_STORE`` (``"images"``) and the store's settings: see :mod:`nuke_crawl.storage`.
+    - ``REQUEST_FINGERPRINTER_CLASS``: must be :class:`PerImageFingerprinter` (the
+      ``image_backfill`` spider sets it), else the pipeline refuses to start.
     - ``IMAGES_MIN_WIDTH`` / ``IMAGES_MIN_HEIGHT`` (0): smaller images fail ``too_small``.
     - ``NUKE_IMAGE_MAX_PIXELS`` (50,000,000): the decompression-bomb limit.
     - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``; add ``"medium": (1024, 768)``
@@ -273,14 +114,16 @@ class ImageBackfillPipeline(FilesPipeline):
     dropped from it, so this stays near the images in flight) and ``nuke/images/cache_left``.
     """
 
-    MEDIA_NAME = "image"
     LOG_FAILED_RESULTS = False
 
-    def __init__(self, store_uri: str, *, crawler: Crawler) -> None:
-        self.crawler = crawler
-        super().__init__(store_uri, crawler=crawler)
-        self._fingerprinter = _PerVehicleFingerprinter()
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler=crawler)
         settings = crawler.settings
+        if not isinstance(crawler.request_fingerprinter, PerImageFingerprinter):
+            raise TypeError(
+                "ImageBackfillPipeline needs REQUEST_FINGERPRINTER_CLASS = "
+                f"'{__name__}.PerImageFingerprinter' (media results are cached per image row)")
+        self.image_store = build_store(settings)
         self.min_width = settings.getint("IMAGES_MIN_WIDTH", 0)
         self.min_height = settings.getint("IMAGES_MIN_HEIGHT", 0)
         self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
@@ -296,8 +139,9 @@ class ImageBackfillPipeline(FilesPipeline):
         # feeder and manager threads cost the reactor thread about 10% of its time.
         self._pool: WorkerPool | None = WorkerPool(workers) if workers > 0 else None
         self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT", 0.05)
-        self._to_record: list[tuple[backfill.StoredImage, asyncio.Future[None]]] = []
-        self._record_timer: asyncio.TimerHandle | None = None
+        self._records: TimedBatcher[backfill.StoredImage, None] = TimedBatcher(
+            self._write_records, size=RECORD_BATCH, wait=self.record_wait)
+        self._requests: dict[str, list[Request]] = {}  # vehicle id -> its media requests
         self.stats = crawler.stats
         self._vehicles: dict[str, _VehicleState] = {}
         # this run's failures: counts per reason and a few example URLs (bounded)
@@ -306,19 +150,16 @@ class ImageBackfillPipeline(FilesPipeline):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ImageBackfillPipeline:
-        return cls(str(crawler.settings.get("IMAGES_STORE") or "images"), crawler=crawler)
-
-    def _get_store(self, uri: str) -> Any:
-        self.image_store = make_store(uri, self.crawler.settings)
-        return self.image_store
+        return cls(crawler)
 
     # -- requests -----------------------------------------------------------------
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         if not isinstance(item, VehicleImagesItem):
             return []
-        if item.requests is not None:
-            return item.requests
+        known = self._requests.get(item.work.vehicle_id)
+        if known is not None:
+            return known
         work = item.work
         headers = {"Accept": ACCEPT}
         if work.listing_url:
@@ -339,7 +180,7 @@ class ImageBackfillPipeline(FilesPipeline):
                                   meta={"nuke_vehicle_id": work.vehicle_id, "nuke_image": image,
                                         "nuke_image_id": image.image_id, "nuke_bad_url": True})
             requests.append(request)
-        item.requests = requests
+        self._requests[work.vehicle_id] = requests
         return requests
 
     def media_to_download(
@@ -356,7 +197,7 @@ class ImageBackfillPipeline(FilesPipeline):
     def media_failed(
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
     ) -> Any:
-        reason, detail = failure_reason(failure.value)
+        reason, detail = download_failure_reason(failure.value)
         request.meta["nuke_failure"] = (reason, detail)
         return None  # the reason travels in the request's meta; no traceback
 
@@ -416,7 +257,7 @@ class ImageBackfillPipeline(FilesPipeline):
             )
             state.hashes[processed.sha256] = future
             try:
-                path = self.image_path(vehicle_id, image.url, processed.extension)
+                path = self.file_path(request, response, extension=processed.extension)
                 variants = await asyncio.to_thread(self._persist, path, processed)
             except Exception as exc:  # noqa: BLE001 - a storage error fails this image only
                 del state.hashes[processed.sha256]
@@ -443,26 +284,9 @@ class ImageBackfillPipeline(FilesPipeline):
         """Record a stored image; returns once committed. Images that arrive within
         ``NUKE_IMAGE_RECORD_WAIT`` (0.05 s) of each other share one commit: one
         commit per image made the database thread the bottleneck of a run."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._to_record.append((stored, future))
-        if len(self._to_record) >= 200:
-            self._flush_records()
-        elif self._record_timer is None:
-            self._record_timer = loop.call_later(self.record_wait, self._flush_records)
-        await future
+        await self._records.submit(stored)
 
-    def _flush_records(self) -> None:
-        if self._record_timer is not None:
-            self._record_timer.cancel()
-            self._record_timer = None
-        batch, self._to_record = self._to_record, []
-        if batch:
-            asyncio.ensure_future(self._write_records(batch))
-
-    async def _write_records(
-        self, batch: list[tuple[backfill.StoredImage, asyncio.Future[None]]]
-    ) -> None:
+    async def _write_records(self, batch: _RecordBatch) -> None:
         adb = crawler_database(self.crawler)
         try:
             # the files' directory entries become durable before any row says "stored"
@@ -485,12 +309,15 @@ class ImageBackfillPipeline(FilesPipeline):
         for _, future in batch:
             future.set_result(None)
 
-    @staticmethod
-    def image_path(vehicle_id: str, url: str, extension: str) -> str:
+    def file_path(
+        self, request: Request, response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None, *, item: Any = None,
+        extension: str = "jpg",
+    ) -> str:
         """``<vehicle_id>/<sha1(url)>.<ext>``: deterministic per vehicle and source URL."""
-        digest = hashlib.sha1(url.encode("utf-8")).hexdigest()  # noqa: S324 - a name
+        digest = hashlib.sha1(request.url.encode("utf-8")).hexdigest()
         ext = extension.lstrip(".") or "jpg"
-        return f"{vehicle_id}/{digest}.{ext}"
+        return f"{request.meta['nuke_vehicle_id']}/{digest}.{ext}"
 
     def _persist(self, path: str, processed: ProcessedImage) -> dict[str, Any]:
         """Write the variants, then the image (in a thread); return ``variants``."""
@@ -522,10 +349,13 @@ class ImageBackfillPipeline(FilesPipeline):
     async def process_item(self, item: Any) -> Any:  # type: ignore[override]
         if not isinstance(item, VehicleImagesItem):
             return item
-        # MediaPipeline asks get_media_requests() too and gets these same objects
-        # back, so that the failures recorded in their meta can be read here.
+        # MediaPipeline asks get_media_requests() and gets the objects kept for the
+        # vehicle, so that the failures recorded in their meta can be read here.
         requests = self.get_media_requests(item, self.spiderinfo)
-        await super().process_item(item)
+        try:
+            await super().process_item(item)
+        finally:
+            self._requests.pop(item.work.vehicle_id, None)
         failed: list[backfill.FailedImage] = []
         for request, result in zip(requests, item.results, strict=True):
             image: backfill.ImageWork = request.meta["nuke_image"]
@@ -555,7 +385,7 @@ class ImageBackfillPipeline(FilesPipeline):
         downloaded = self.spiderinfo.downloaded
         assert self.stats is not None
         self.stats.max_value("nuke/images/cache_peak", len(downloaded))
-        fingerprint = self._fingerprinter.fingerprint
+        fingerprint = self.crawler.request_fingerprinter.fingerprint
         for request in requests:
             downloaded.pop(fingerprint(request), None)
         self._vehicles.pop(item.work.vehicle_id, None)
@@ -567,6 +397,10 @@ class ImageBackfillPipeline(FilesPipeline):
                 for reason, count in self.failure_counts.most_common()}
 
     async def close_spider(self) -> None:
+        # the run's failures, by reason with examples (the spider logs the totals)
+        for why, failures in self.failure_summary().items():
+            logger.info("  failed %s: %d, e.g. %s", why, failures["count"],
+                        ", ".join(failures["examples"]))
         info = getattr(self, "spiderinfo", None)
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)
@@ -583,9 +417,5 @@ class ImageBackfillPipeline(FilesPipeline):
 __all__ = [
     "ImageBackfillPipeline",
     "ImageFailed",
-    "LocalImageStore",
-    "S3ImageStore",
-    "VehicleImagesItem",
-    "failure_reason",
-    "make_store",
+    "PerImageFingerprinter",
 ]

@@ -27,8 +27,10 @@ from scrapy_playwright.page import PageMethod
 from twisted.python.failure import Failure
 
 from nuke_crawl.db import DatabaseError, needs_migration, store
-from nuke_crawl.dbglue import SchemaMissing, crawler_database, prepare_database
-from nuke_crawl.distributed import DistributedError, configure as configure_distributed
+from nuke_crawl.distributed import DistributedError
+from nuke_crawl.distributed import configure as configure_distributed
+from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
+from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.extraction import (
     COMMON_INVENTORY_PATHS,
     canonical_listing_url,
@@ -36,33 +38,46 @@ from nuke_crawl.extraction import (
 )
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
+from nuke_crawl.middlewares.netguard import RefusedRequest
+from nuke_crawl.signals import vehicles_stored
+from nuke_crawl.spiders.args import (
+    OrgSelection,
+    apply_user_agent,
+    arg,
+    positive_int,
+    to_bool,
+    to_url,
+)
+from nuke_crawl.spiders.orgmeta import (
+    InvalidOrgConfig,
+    InvalidWebsite,
+    OrgConfig,
+    parse_org_config,
+)
+from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgpage import extract_for_crawl
-from nuke_crawl.workers import WorkerError, WorkerPool, crawler_workers
-from nuke_crawl.spiders.args import Param, apply_user_agent, parse_args, to_bool, to_int, to_str, to_url, to_uuid
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
 MAX_INVENTORY_ENTRIES = 3  # inventory links followed from a home page
 MAX_SITEMAP_URLS = 20_000
 
-ARGUMENTS: dict[str, Param] = {
-    "threshold": Param(
-        lambda n, v: to_int(n, v, minimum=1),
-        10,
-        "only organizations with fewer than this many active vehicles (1: never extracted)",
-    ),
-    "limit": Param(lambda n, v: to_int(n, v, minimum=1), 10, "organizations per page"),
-    "offset": Param(lambda n, v: to_int(n, v, minimum=0), 0, "organizations to skip"),
-    "business_type": Param(to_str, None, "only organizations of this business_type"),
-    "organization_id": Param(to_uuid, None, "only this organization"),
-    "url": Param(to_url, None, "crawl this one website (its organization is found or created)"),
-    "max_vehicles": Param(
-        lambda n, v: to_int(n, v, minimum=1), 500, "vehicles per organization at most"
-    ),
-    "dry_run": Param(to_bool, False, "extract and report, write nothing"),
-    "from_queue": Param(to_bool, False, "crawl organizations queued in Redis (org-enqueue)"),
-    "exit_when_empty": Param(to_bool, False, "with from_queue: exit once the queue is empty"),
-}
+@dataclass(frozen=True)
+class OrgArgs(OrgSelection):
+    """The org spider's arguments (``-a name=value``): which organizations
+    (:class:`~nuke_crawl.spiders.args.OrgSelection`, shared with ``scrapy org-enqueue``),
+    then these."""
+
+    url: str | None = arg(
+        None, "crawl this one website (its organization is found or created)", to_url)
+    max_vehicles: int = arg(500, "vehicles per organization at most", positive_int)
+    dry_run: bool = arg(False, "extract and report, write nothing", to_bool)
+    from_queue: bool = arg(
+        False, "crawl organizations queued in Redis (org-enqueue; needs NUKE_REDIS_URL)",
+        to_bool)
+    exit_when_empty: bool = arg(
+        False, "with from_queue: exit once the queue is empty", to_bool)
 
 
 @dataclass
@@ -80,32 +95,33 @@ class OrgProgress:
     seen: set[str] = field(default_factory=set)  # canonical URLs requested this run
     known: set[str] = field(default_factory=set)  # already stored (resumed crawls)
     inventory_found: bool = False
+    written: Counter[str] = field(default_factory=Counter)  # the pipeline's outcomes
+    config: OrgConfig | None = None  # None: not crawlable as configured (see entry_error)
 
 
 class OrgSpider(scrapy.Spider):
     """Crawls organizations' websites for vehicle listings.
 
-    Arguments (``-a name=value``): ``threshold`` (10), ``limit`` (10),
-    ``offset`` (0), ``business_type``, ``organization_id``, ``url``,
-    ``max_vehicles`` (500), ``dry_run``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
+    Arguments (``-a name=value``): :class:`OrgArgs`, as ``self.args``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
     (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True),
     ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and vehicles written, in a
     worker process; 0: a thread).
     """
 
     name = "org"
-    ARGUMENTS = ARGUMENTS
+    Arguments = OrgArgs
+    args: OrgArgs
     max_images: int
     probe_paths: bool
     render_js: bool
     workers: WorkerPool
+    learner: SelectorLearner | None
     # nuke_crawl.distributed's coordinator when NUKE_REDIS_URL is set: requests live in
     # Redis, organizations may come from its queue, and it records finished crawls.
     distributed: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        given = {k: v for k, v in kwargs.items() if k in ARGUMENTS or not k.startswith("_")}
-        self.args = parse_args(ARGUMENTS, given, self.name)
+        self.args = OrgArgs.from_kwargs(kwargs, self.name)
         super().__init__(*args)
         self.progress: dict[str, OrgProgress] = {}
         self.page_info: store.OrganizationPage | None = None
@@ -122,30 +138,38 @@ class OrgSpider(scrapy.Spider):
             handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
             handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
             settings.set("DOWNLOAD_HANDLERS", handlers, priority="spider")
+            # the one browser the http and https handlers share (at the spider's
+            # priority, like the handlers: `scrapy crawl` merges the project's in again)
+            extensions = dict(settings.getdict("EXTENSIONS"))
+            extensions.setdefault("nuke_crawl.downloader.browser.Browser", 0)
+            settings.set("EXTENSIONS", extensions, priority="spider")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> OrgSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        if spider.args["dry_run"]:
+        if spider.args.dry_run:
             crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
         settings = crawler.settings
         spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
-        spider.workers = crawler_workers(crawler)
+        spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
+        crawler.signals.connect(spider._on_vehicles_stored, signal=vehicles_stored)
         return spider
 
     # -- selection -------------------------------------------------------------
 
     async def start(self) -> AsyncIterator[Any]:
         try:
+            # the pool is an extension: Scrapy builds them after the spider's from_crawler
+            self.workers = worker_pool(self.crawler)
             await self.workers.start()  # its imports overlap the selection and first fetch
             if self.distributed is not None:
                 await self.distributed.check()
-            elif self.args["from_queue"]:
+            elif self.args.from_queue:
                 raise DistributedError("from_queue=1 needs NUKE_REDIS_URL (docs/scale.md)")
-            orgs = [] if self.args["from_queue"] else await self._select()
+            orgs = [] if self.args.from_queue else await self._select()
         except (DatabaseError, SchemaMissing, WorkerError, DistributedError) as exc:
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
@@ -159,20 +183,20 @@ class OrgSpider(scrapy.Spider):
 
     async def _select(self) -> list[store.Organization]:
         args = self.args
-        dry = args["dry_run"]
+        dry = args.dry_run
         adb = crawler_database(self.crawler)
         if not dry:
             await prepare_database(self.crawler)
         orgs: list[store.Organization]
-        if args["url"]:
+        if args.url:
             found: store.Organization | None = None
             if not dry or not await adb.run(needs_migration):
-                found = await adb.run(store.find_organization_by_website, args["url"])
+                found = await adb.run(store.find_organization_by_website, args.url)
             if found is None and dry:
-                found = store.Organization("dry-run", None, args["url"], None, {})
+                found = store.Organization("dry-run", None, args.url, None, {})
             elif found is None:
-                created, _ = await adb.run(store.add_organization, args["url"])
-                logger.info("Created organization %s for %s", created.id, args["url"])
+                created, _ = await adb.run(store.add_organization, args.url)
+                logger.info("Created organization %s for %s", created.id, args.url)
                 found = created
             orgs = [found]
         else:
@@ -180,23 +204,24 @@ class OrgSpider(scrapy.Spider):
                 raise SchemaMissing("the database has no nuke_crawl schema: run `scrapy migrate`")
             page = await adb.run(
                 store.select_organizations,
-                threshold=args["threshold"],
-                limit=args["limit"],
-                offset=args["offset"],
-                business_type=args["business_type"],
-                organization_id=args["organization_id"],
+                threshold=args.threshold,
+                limit=args.limit,
+                offset=args.offset,
+                business_type=args.business_type,
+                organization_id=args.organization_id,
             )
             self.page_info = page
             orgs = page.organizations
             logger.info(
                 "Selected %d of %d organizations in this page (offset %d, %d matching in all;"
                 " threshold %d active vehicles)",
-                len(orgs), page.page_size, args["offset"], page.total, args["threshold"],
+                len(orgs), page.page_size, args.offset, page.total, args.threshold,
             )
         if not dry and orgs:
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
         for org in orgs:
             progress = OrgProgress(org)
+            self._configure(progress)
             if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org.id)
                 logger.info(
@@ -206,13 +231,28 @@ class OrgSpider(scrapy.Spider):
             self.progress[org.id] = progress
         return orgs
 
+    def _configure(self, progress: OrgProgress) -> None:
+        """Validate the organization's website and metadata (:mod:`.orgmeta`); a bad one
+        is recorded as its error, once, and the organization is not crawled."""
+        org = progress.org
+        try:
+            progress.config = parse_org_config(org.website, org.metadata)
+        except (InvalidWebsite, InvalidOrgConfig) as exc:
+            kind = "invalid_website" if isinstance(exc, InvalidWebsite) else "invalid_metadata"
+            progress.entry_error = f"{kind}: {exc}"
+            progress.errors.append(progress.entry_error)
+            self._stat(f"nuke/orgs/{kind}")
+            logger.warning("Organization %s not crawled: %s", org.business_name or org.id, exc)
+
     def _entry_requests(self, org: store.Organization) -> Iterable[Request]:
-        website = org.website if "://" in org.website else f"https://{org.website}"
-        inventory_url = org.metadata.get("inventory_url")
-        if inventory_url:
-            yield self._request(org, urljoin(website, inventory_url), self.parse_page, entry=True)
+        progress = self.progress.get(org.id)
+        config = progress.config if progress is not None else None
+        if config is None:
+            return
+        if config.inventory_url:
+            yield self._request(org, config.inventory_url, self.parse_page, entry=True)
         else:
-            yield self._request(org, website, self.parse_home, entry=True)
+            yield self._request(org, config.website, self.parse_home, entry=True)
 
     def _request(
         self, org: store.Organization, url: str, callback: Any, *, entry: bool = False,
@@ -221,7 +261,9 @@ class OrgSpider(scrapy.Spider):
         if render is None:
             progress = self.progress.get(org.id)
             detected = progress is not None and progress.render_js
-            render = (bool(org.metadata.get("render_js")) or detected) and self.render_js
+            configured = progress is not None and progress.config is not None and (
+                progress.config.render_js)
+            render = (configured or detected) and self.render_js
         meta = {"org_id": org.id, "entry": entry, **meta}
         if render:
             meta["playwright"] = True
@@ -316,17 +358,16 @@ class OrgSpider(scrapy.Spider):
             extract_for_crawl,
             response.text,
             response.url,
-            selectors=org.metadata.get("selectors") or None,
+            selectors=(progress.config.selectors if progress.config else None) or None,
             max_images=self.max_images,
             # pages that lead to more pages (inventory, pagination, home) go first
             priority=0 if response.meta.get("detail") else 10,
         )
-        if result.needs_js and not response.meta.get("playwright"):
-            if self.render_js:
-                progress.render_js = True
-                logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
-                            response.url)
-                return [self._request(org, response.url, self.parse_page, render=True)]
+        if result.needs_js and not response.meta.get("playwright") and self.render_js:
+            progress.render_js = True
+            logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
+                        response.url)
+            return [self._request(org, response.url, self.parse_page, render=True)]
         out: list[Any] = []
         if result.vehicle is not None:
             # keyed by the worker with the page (w3lib's canonicalisation is costly)
@@ -337,6 +378,8 @@ class OrgSpider(scrapy.Spider):
             if not response.meta.get("probe"):
                 progress.skipped[result.skip_reason] += 1
                 self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        if self.learner is not None:
+            out.extend(await self._learn(progress, response, result))
         if result.skip_reason == "inventory_page":
             progress.inventory_found = True
             if result.cards_without_url:
@@ -349,6 +392,26 @@ class OrgSpider(scrapy.Spider):
                 out.append(self._request(org, url, self.parse_page))
         return out
 
+    async def _learn(
+        self, progress: OrgProgress, response: TextResponse, result: Any
+    ) -> list[Any]:
+        """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
+        pages gave no vehicle, learned selectors re-read the pages they were learned on."""
+        assert self.learner is not None
+        adb = None if self.args.dry_run else crawler_database(self.crawler)
+        selectors = await self.learner.after_page(
+            progress.org, progress.vehicles_found, response.text, response.url,
+            result.skip_reason, bool(response.meta.get("detail")), adb)
+        out: list[Any] = []
+        for html, url in self.learner.samples(progress.org.id) if selectors else []:
+            page = await self.workers.call(extract_for_crawl, html, url, selectors=selectors,
+                                           max_images=self.max_images)
+            if page.vehicle is not None:
+                item = self._item(progress, page.vehicle, page.url, page.canonical_url)
+                if item is not None:
+                    out.append(item)
+        return out
+
     # -- helpers -----------------------------------------------------------------
 
     def _claim(self, progress: OrgProgress, url: str, key: str | None = None) -> bool:
@@ -359,7 +422,7 @@ class OrgSpider(scrapy.Spider):
         return True
 
     def _claim_vehicle(self, progress: OrgProgress, url: str, key: str | None = None) -> bool:
-        if progress.vehicle_requests >= self.args["max_vehicles"]:
+        if progress.vehicle_requests >= self.args.max_vehicles:
             return False
         key = key or canonical_listing_url(url)
         if key in progress.known:
@@ -377,7 +440,7 @@ class OrgSpider(scrapy.Spider):
         """The item of the vehicle (:func:`~nuke_crawl.spiders.orgpage.vehicle_payload`)
         of the page at ``page_url`` (``key``: its :func:`canonical_listing_url`;
         ``extract_page`` gives a detail page's vehicle that URL)."""
-        if progress.vehicles_found >= self.args["max_vehicles"]:
+        if progress.vehicles_found >= self.args.max_vehicles:
             progress.skipped["max_vehicles"] += 1
             return None
         progress.seen.add(key)
@@ -416,29 +479,36 @@ class OrgSpider(scrapy.Spider):
         progress.errors.append(f"{request.url}: {reason}")
         if request.meta.get("entry"):
             progress.entry_error = f"{request.url}: {reason}"
-            logger.warning("Organization %s: website unreachable (%s)",
-                           progress.org.business_name or progress.org.id, reason)
+            what = "refused by the private-network guard" if isinstance(
+                exc, RefusedRequest) else "unreachable"
+            logger.warning("Organization %s: website %s (%s)",
+                           progress.org.business_name or progress.org.id, what, reason)
 
     # -- closing -------------------------------------------------------------------
 
+    def _on_vehicles_stored(self, outcomes: list[tuple[str, str]]) -> None:
+        """The pipeline's :data:`~nuke_crawl.signals.vehicles_stored`: what it wrote."""
+        for org_id, outcome in outcomes:
+            progress = self.progress.get(org_id)
+            if progress is not None:
+                progress.written[outcome] += 1
+
     def summary(self, progress: OrgProgress) -> dict[str, Any]:
-        assert self.crawler.stats is not None
-        stats = self.crawler.stats
-        prefix = f"nuke/org/{progress.org.id}/vehicles_"
+        written = progress.written
         return {
             "pages": progress.pages,
             "vehicles_found": progress.vehicles_found,
-            "created": stats.get_value(prefix + "created", 0),
-            "updated": stats.get_value(prefix + "updated", 0),
-            "unchanged": stats.get_value(prefix + "unchanged", 0),
-            "failed": stats.get_value(prefix + "failed", 0),
+            "created": written["created"],
+            "updated": written["updated"],
+            "unchanged": written["unchanged"],
+            "failed": written["failed"],
             "skipped": dict(progress.skipped),
             "errors": len(progress.errors),
             "render_js": progress.render_js,
         }
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
-        dry = self.args["dry_run"]
+        dry = self.args.dry_run
         adb = crawler_database(self.crawler)
         assert self.crawler.stats is not None
         for progress in self.progress.values():
@@ -455,9 +525,12 @@ class OrgSpider(scrapy.Spider):
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/{key}", summary[key])
             for why, count in progress.skipped.items():
                 self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/skipped/{why}", count)
+            for outcome, count in progress.written.items():
+                self.crawler.stats.set_value(
+                    f"nuke/org/{progress.org.id}/vehicles_{outcome}", count)
             if dry or self.distributed is not None:
                 continue  # distributed: recorded when every worker is done with it
-            if progress.render_js and not progress.org.metadata.get("render_js"):
+            if progress.render_js and not (progress.config and progress.config.render_js):
                 summary["render_js_detected"] = True
             try:
                 await adb.run(
@@ -475,11 +548,11 @@ class OrgSpider(scrapy.Spider):
         )
         page = self.page_info
         if page is not None:
-            next_offset = self.args["offset"] + page.page_size
+            next_offset = self.args.offset + page.page_size
             more = next_offset < page.total
             cmd = (
-                f"scrapy crawl org -a threshold={self.args['threshold']} "
-                f"-a limit={self.args['limit']} -a offset={next_offset}"
+                f"scrapy crawl org -a threshold={self.args.threshold} "
+                f"-a limit={self.args.limit} -a offset={next_offset}"
             )
             if more:
                 logger.info("More organizations remain (%d in all). Next: %s", page.total, cmd)

@@ -52,15 +52,15 @@ def extract_for_crawl(
 def vehicle_payload(v: VehicleData) -> dict[str, Any]:
     """A vehicle as the org spider's item takes it: ``url`` (None: the page's),
     ``fields`` (the ``vehicles`` columns it has, mileage in miles), ``image_urls``,
-    ``sources`` and ``extra`` (stock number, registration, currency, the mileage as
-    given when it was in kilometres)."""
+    ``sources`` and ``extra`` (stock number, registration, the mileage as given when it
+    was in kilometres). The currency and a sold price are columns (migration 6)."""
     fields = {
         name: value
         for name in VEHICLE_FIELDS
         if name != "listing_url" and (value := getattr(v, name, None)) is not None
     }
     extra: dict[str, Any] = {}
-    for name in ("stock_number", "registration", "currency"):
+    for name in ("stock_number", "registration"):
         if value := getattr(v, name):
             extra[name] = value
     if v.mileage is not None and v.mileage_unit == "km":

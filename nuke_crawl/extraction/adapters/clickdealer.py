@@ -8,8 +8,8 @@ import re
 from nuke_crawl.extraction.adapters import Adapter, first_of, register, script_json, text_of
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
-from nuke_crawl.extraction.text import canonical_make, parse_mileage, parse_title
 from nuke_crawl.extraction.selectors import select
+from nuke_crawl.extraction.text import canonical_make, parse_mileage, parse_title
 
 
 @register

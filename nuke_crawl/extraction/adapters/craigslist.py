@@ -7,9 +7,15 @@ import re
 from nuke_crawl.extraction.adapters import Adapter, first, register, script_json, text_of
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
-from nuke_crawl.extraction.text import canonical_make, parse_mileage, parse_price, parse_title, parse_year
-from nuke_crawl.extraction.vin import normalize_serial
 from nuke_crawl.extraction.selectors import select
+from nuke_crawl.extraction.text import (
+    canonical_make,
+    parse_mileage,
+    parse_price,
+    parse_title,
+    parse_year,
+)
+from nuke_crawl.extraction.vin import normalize_serial
 
 _ATTR_FIELDS = {"drive": "drivetrain", "fuel": "fuel_type", "transmission": "transmission", "type": "body_style", "paint color": "color", "cylinders": "engine"}
 

@@ -8,9 +8,9 @@ import re
 from nuke_crawl.extraction.adapters import Adapter, first, first_of, register, text_of
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
+from nuke_crawl.extraction.selectors import select
 from nuke_crawl.extraction.text import parse_mileage, parse_title
 from nuke_crawl.extraction.vin import normalize_vin
-from nuke_crawl.extraction.selectors import select
 
 
 @register

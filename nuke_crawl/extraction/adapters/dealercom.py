@@ -7,8 +7,8 @@ import re
 from nuke_crawl.extraction.adapters import Adapter, first, first_of, register, text_of
 from nuke_crawl.extraction.model import VehicleData
 from nuke_crawl.extraction.page import Page
-from nuke_crawl.extraction.text import parse_price, parse_title
 from nuke_crawl.extraction.selectors import select
+from nuke_crawl.extraction.text import parse_price, parse_title
 
 
 @register

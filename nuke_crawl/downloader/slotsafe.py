@@ -8,6 +8,11 @@ which asks for all of an item's files at once, sent every image of a vehicle (an
 claimed batch) to one host at the same moment (measured: 5 at once with a per-domain
 limit of 1). :class:`SlotSafeDownloader` marks a request as transferring as soon as it
 leaves the queue, so a slot never has more than its concurrency in flight.
+
+Scrapy offers no public hook for this: the override is a copy of its private
+``Downloader._process_queue`` plus one line. :data:`SCRAPY_PROCESS_QUEUE_SHA256` is the
+hash of the Scrapy method it was copied from; tests/test_middlewares.py fails loudly
+when the installed Scrapy's differs, so that the copy is brought up to date.
 """
 
 from __future__ import annotations
@@ -18,10 +23,14 @@ from scrapy.core.downloader import Downloader, Slot
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import _schedule_coro
 
+#: sha256 of ``inspect.getsource(scrapy.core.downloader.Downloader._process_queue)`` in
+#: Scrapy 2.19.0, the method :meth:`SlotSafeDownloader._process_queue` copies.
+SCRAPY_PROCESS_QUEUE_SHA256 = "872b81a4bbb4cb1ad45b25c6f8803344a3a18fd5743dec234733891ab94559c8"
+
 
 class SlotSafeDownloader(Downloader):
     """:class:`scrapy.core.downloader.Downloader` honouring slot concurrency for bursts
-    (``DOWNLOADER = "nuke_crawl.downloader.SlotSafeDownloader"``)."""
+    (``DOWNLOADER = "nuke_crawl.downloader.slotsafe.SlotSafeDownloader"``)."""
 
     def _process_queue(self, slot: Slot) -> None:
         # Scrapy 2.19's method, plus the transferring mark before the task is scheduled

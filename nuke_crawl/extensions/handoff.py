@@ -1,6 +1,13 @@
-"""Phase one hands off to phase two: start ``image_backfill`` when ``org`` closes.
+"""Hand-offs: each phase starts the next when its run closes, without waiting for it.
 
-:class:`BackfillHandoff` is an extension (``EXTENSIONS`` in settings). When the
+Two extensions (``EXTENSIONS`` in settings), off by default, on one :class:`Launcher`
+(a detached ``python -m scrapy crawl`` process, or scrapyd's ``schedule.json``):
+
+- :class:`BackfillHandoff`: ``org`` -> ``image_backfill`` (``NUKE_TRIGGER_BACKFILL``);
+- :class:`AnalysisHandoff`: ``image_backfill`` -> ``image_analysis``
+  (``NUKE_ANALYZE_AFTER_BACKFILL``), through :func:`schedule_analysis`.
+
+Phase one to phase two: when the
 ``org`` spider closes having created vehicles, it starts an ``image_backfill`` run
 for them (``-a created_after=<the org run's start> -a limit=<vehicles created>``)
 without waiting for it:
@@ -23,21 +30,30 @@ given with ``-s``; a relative SQLite path or local ``IMAGES_STORE`` is made abso
 since a scrapyd job runs in scrapyd's directory.
 
 Stats: ``nuke/handoff/started`` (1) or ``nuke/handoff/error`` (the reason).
+
+Phase two to phase three: with ``NUKE_ANALYZE_AFTER_BACKFILL`` (default False), when an
+``image_backfill`` run closes, the images it stored that were never analysed are handed
+to ``image_analysis`` (``NUKE_ANALYSIS_LOG_FILE`` for the detached runs' output). Stats:
+``nuke/handoff/analysis_images`` and ``nuke/handoff/analysis_runs``, or
+``nuke/handoff/analysis_error`` with the reason.
+
+Nothing here imports a spider: spiders are named, and run in processes of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
 import subprocess
 import sys
-import base64
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,12 +62,14 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
-from nuke_crawl.db import database_url, redact_url
+from nuke_crawl.db import Database, DatabaseError, database_url, redact_url
+from nuke_crawl.extensions.database import crawler_database
 
 logger = logging.getLogger(__name__)
 
 SOURCE_SPIDER = "org"
 TARGET_SPIDER = "image_backfill"
+ANALYSIS_SPIDER = "image_analysis"
 
 
 def backfill_arguments(started_at: datetime, created: int) -> dict[str, str]:
@@ -98,7 +116,7 @@ def absolute_database_url(url: str) -> str:
     if not url.startswith("sqlite:"):
         return url
     path = url[len("sqlite:"):]
-    path = path[3:] if path.startswith("///") else path[2:] if path.startswith("//") else path
+    path = path[3:] if path.startswith("///") else path.removeprefix("//")
     if not path or path == ":memory:" or os.path.isabs(path):
         return url
     return "sqlite:///" + str(Path(path).expanduser().absolute())
@@ -143,9 +161,10 @@ class HandoffError(RuntimeError):
     """A hand-off could not start its run; the message says why, without secrets."""
 
 
-def backfill_command(arguments: dict[str, str], settings: dict[str, str] | None = None
-                     ) -> list[str]:
-    cmd = [sys.executable, "-m", "scrapy", "crawl", TARGET_SPIDER]
+def crawl_command(spider: str, arguments: Mapping[str, str],
+                  settings: Mapping[str, str] | None = None) -> list[str]:
+    """The ``scrapy crawl <spider>`` command line for ``arguments`` (and ``-s`` settings)."""
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for name, value in arguments.items():
         cmd += ["-a", f"{name}={value}"]
     for name, value in (settings or {}).items():
@@ -153,12 +172,18 @@ def backfill_command(arguments: dict[str, str], settings: dict[str, str] | None 
     return cmd
 
 
+def backfill_command(arguments: dict[str, str], settings: dict[str, str] | None = None
+                     ) -> list[str]:
+    return crawl_command(TARGET_SPIDER, arguments, settings)
+
+
 def start_detached(
-    arguments: dict[str, str], log_file: str | None, *, settings: dict[str, str] | None = None,
-    database_url: str | None = None,
+    arguments: Mapping[str, str], log_file: str | None, *, settings: Mapping[str, str] | None = None,
+    database_url: str | None = None, spider: str = TARGET_SPIDER,
 ) -> int:
-    """Start the backfill in its own session; return its pid. The database URL goes
-    through the environment, never the command line (it may hold a password)."""
+    """Start ``spider`` in its own session (it outlives this process), its output appended
+    to ``log_file`` (None: discarded); return its pid. The database URL goes through the
+    environment, never the command line (it may hold a password)."""
     env = dict(os.environ)
     if database_url:
         env["DATABASE_URL"] = database_url
@@ -166,8 +191,8 @@ def start_detached(
     if log_file:
         out = open(log_file, "ab")  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            backfill_command(arguments, settings),
+        proc = subprocess.Popen(
+            crawl_command(spider, arguments, settings),
             cwd=os.getcwd(),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -209,10 +234,10 @@ def schedule_scrapyd(
     fields += [(k, str(v)) for k, v in arguments.items()]
     fields += [("setting", f"{k}={v}") for k, v in (settings or {}).items()]
     endpoint = url.rstrip("/") + "/schedule.json"
-    request = urllib.request.Request(  # noqa: S310 - an operator-given http(s) URL
+    request = urllib.request.Request(
         endpoint, data=urllib.parse.urlencode(fields).encode(), headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         hint = " (check the user and password in NUKE_SCRAPYD_URL)" if exc.code == 401 else ""
@@ -239,6 +264,99 @@ def schedule_scrapyd(
                     "scrapyd.conf's [settings] section; NUKE_SCRAPYD_PROJECT names it)")
         raise HandoffError(f"scrapyd at {shown} refused to schedule {spider}: {message}{hint}")
     return str(answer.get("jobid"))
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """``NUKE_SCRAPYD_URL`` (None: detached processes) and ``NUKE_SCRAPYD_PROJECT``
+    (None: ``BOT_NAME``)."""
+
+    scrapyd_url: str | None
+    project: str
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LaunchConfig:
+        return cls(scrapyd_url=settings.get("NUKE_SCRAPYD_URL") or None,
+                   project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")))
+
+
+class Launcher:
+    """Starts crawls in other processes, for the hand-offs: through scrapyd's
+    ``schedule.json`` when ``NUKE_SCRAPYD_URL`` is set (project ``NUKE_SCRAPYD_PROJECT``,
+    default ``BOT_NAME``; the job gets :func:`scrapyd_settings`), else as a detached
+    process (:func:`start_detached`; the database URL through its environment, the
+    :data:`FORWARDED_SETTINGS` with ``-s``) logging to ``log_file``.
+
+    :meth:`launch` is blocking (call it from a thread) and raises
+    :class:`HandoffError` or ``OSError`` when the run cannot be started."""
+
+    def __init__(self, settings: Any, log_file: str | None) -> None:
+        self.settings = settings
+        config = LaunchConfig.from_settings(settings)
+        self.scrapyd_url = config.scrapyd_url
+        self.project = config.project
+        self.log_file = log_file
+        self._job_settings: dict[str, str] | None = None
+
+    def launch(self, spider: str, arguments: Mapping[str, str]) -> str:
+        """Start ``spider`` with ``arguments``: scrapyd's job id, or ``pid:<n>``."""
+        if self.scrapyd_url:
+            if self._job_settings is None:  # once: it logs a removed password
+                self._job_settings = scrapyd_settings(self.settings)
+            return schedule_scrapyd(self.scrapyd_url, self.project, arguments, spider=spider,
+                                    settings=self._job_settings)
+        pid = start_detached(
+            arguments, self.log_file, spider=spider,
+            settings=forwarded_settings(self.settings),
+            database_url=absolute_database_url(database_url(self.settings)),
+        )
+        return f"pid:{pid}"
+
+
+HANDOFF_CHUNK = 500
+"""Ids per scheduled analysis run (keeps command lines and POST bodies small)."""
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), HANDOFF_CHUNK):
+        yield list(ids[start : start + HANDOFF_CHUNK])
+
+
+def schedule_analysis(
+    settings: Any,
+    *,
+    image_ids: Sequence[str] = (),
+    vehicle_ids: Sequence[str] = (),
+) -> list[str]:
+    """Start ``image_analysis`` for these images (or vehicles) without waiting.
+
+    Through the :class:`Launcher` (scrapyd when ``NUKE_SCRAPYD_URL`` is set, else
+    detached processes logging to ``NUKE_ANALYSIS_LOG_FILE``, ``image_analysis.log``),
+    one run per :data:`HANDOFF_CHUNK` ids. Returns the scrapyd job ids or ``pid:<n>``
+    strings. Blocking: call it from a thread. Raises ``ValueError`` when neither list
+    is given, :class:`HandoffError` (a ``RuntimeError``) or ``OSError`` when a run
+    cannot be started.
+    """
+    if not image_ids and not vehicle_ids:
+        raise ValueError("schedule_analysis needs image_ids or vehicle_ids")
+    key, ids = ("image_ids", list(image_ids)) if image_ids else ("vehicle_ids", list(vehicle_ids))
+    launcher = Launcher(settings, settings.get("NUKE_ANALYSIS_LOG_FILE", "image_analysis.log"))
+    started: list[str] = []
+    for chunk in _chunks(ids):
+        arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
+                                                        else 1000 * len(chunk))}
+        started.append(launcher.launch(ANALYSIS_SPIDER, arguments))
+    logger.info("Scheduled image analysis of %d %s: %s", len(ids), key.replace("_ids", "s"),
+                ", ".join(started))
+    return started
+
+
+def _dry_run(spider: Any) -> bool:
+    """Whether ``spider`` runs with ``-a dry_run=1`` (typed or mapping arguments)."""
+    args = getattr(spider, "args", None)
+    if isinstance(args, Mapping):
+        return bool(args.get("dry_run"))
+    return bool(getattr(args, "dry_run", False))
 
 
 class Handoff:
@@ -273,8 +391,7 @@ class Handoff:
     async def spider_closed(self, spider: Any, reason: str) -> None:
         if getattr(spider, "name", None) != self.source_spider:
             return
-        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or \
-                getattr(spider, "args", {}).get("dry_run"):
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or _dry_run(spider):
             return
         await self.hand_off(spider)
 
@@ -291,9 +408,8 @@ class BackfillHandoff(Handoff):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         settings = crawler.settings
-        self.scrapyd_url: str | None = settings.get("NUKE_SCRAPYD_URL") or None
-        self.project = settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")
-        self.log_file: str | None = settings.get("NUKE_BACKFILL_LOG_FILE", "image_backfill.log")
+        self.launcher = Launcher(settings, settings.get("NUKE_BACKFILL_LOG_FILE",
+                                                        "image_backfill.log"))
 
     async def hand_off(self, spider: Any) -> None:
         stats = self.crawler.stats
@@ -303,23 +419,53 @@ class BackfillHandoff(Handoff):
             logger.info("No vehicles created: no image backfill to start")
             return
         arguments = backfill_arguments(self.started_at, created)
+        launcher = self.launcher
         try:
-            if self.scrapyd_url:
-                job = await asyncio.to_thread(
-                    schedule_scrapyd, self.scrapyd_url, str(self.project), arguments,
-                    settings=scrapyd_settings(self.crawler.settings),
-                )
+            run = await asyncio.to_thread(launcher.launch, TARGET_SPIDER, arguments)
+            if launcher.scrapyd_url:
                 logger.info("Scheduled image_backfill for %d vehicles on scrapyd %s (job %s)",
-                            created, redact_url(self.scrapyd_url), job)
+                            created, redact_url(launcher.scrapyd_url), run)
             else:
-                pid = start_detached(
-                    arguments, self.log_file,
-                    settings=forwarded_settings(self.crawler.settings),
-                    database_url=absolute_database_url(database_url(self.crawler.settings)),
-                )
-                logger.info("Started image_backfill for %d vehicles (pid %d, log %s)",
-                            created, pid, self.log_file or "discarded")
+                logger.info("Started image_backfill for %d vehicles (pid %s, log %s)",
+                            created, run.removeprefix("pid:"), launcher.log_file or "discarded")
             stats.set_value("nuke/handoff/started", 1)
         except Exception as exc:  # noqa: BLE001 - the crawl itself succeeded; say why
             logger.error("Could not start image_backfill: %s", exc)
             stats.set_value("nuke/handoff/error", str(exc))
+
+
+def stored_since(db: Database, since: datetime) -> list[str]:
+    """Ids of images stored (file and record) since ``since`` and never analysed."""
+    rows = db.fetchall(
+        "SELECT id FROM vehicle_images WHERE is_external = false AND storage_path IS NOT NULL "
+        "AND ai_last_scanned IS NULL AND updated_at >= ? ORDER BY updated_at",
+        [db.ts(since)],
+    )
+    return [r["id"] for r in rows]
+
+
+class AnalysisHandoff(Handoff):
+    """Starts ``image_analysis`` for the images an ``image_backfill`` run stored."""
+
+    enabled_setting = "NUKE_ANALYZE_AFTER_BACKFILL"
+    source_spider = TARGET_SPIDER
+    started_slack = 1.0  # for clocks that store whole seconds
+
+    async def hand_off(self, spider: Any) -> None:
+        stats = self.crawler.stats
+        assert stats is not None
+        try:
+            ids = await crawler_database(self.crawler).run(stored_since, self.started_at)
+            if not ids:
+                logger.info("No newly stored images to hand to image_analysis")
+                return
+            # urllib or a process start: off the reactor thread
+            runs = await asyncio.to_thread(schedule_analysis, self.crawler.settings,
+                                           image_ids=ids)
+        except (DatabaseError, OSError, RuntimeError, ValueError) as exc:
+            stats.set_value("nuke/handoff/analysis_error", str(exc))
+            logger.error("Could not start image_analysis: %s", exc)
+            return
+        stats.set_value("nuke/handoff/analysis_images", len(ids))
+        stats.set_value("nuke/handoff/analysis_runs", len(runs))
+        logger.info("Handed %d stored images to image_analysis (%s)", len(ids), ", ".join(runs))

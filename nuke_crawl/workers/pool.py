@@ -1,4 +1,4 @@
-"""The crawler's worker processes: CPU-bound work off the reactor and off its GIL.
+"""A pool of worker processes: CPU-bound work off the reactor and off its GIL.
 
 Extracting a page (a few ms of pure-Python parsing) and writing a batch of
 vehicles (binding twenty image rows each) would stall every download if they ran
@@ -12,7 +12,9 @@ core(s):
   opened on first use and kept for the run.
 
 ``processes=0`` runs the same work in one thread of the crawler instead.
-Arguments and results cross a pipe: they must be picklable.
+Arguments and results cross a pipe: they must be picklable. A crawler's pool is
+the :class:`~nuke_crawl.extensions.workers.WorkerPoolExtension`'s; this module knows
+nothing of Scrapy.
 """
 
 from __future__ import annotations
@@ -28,29 +30,26 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from scrapy import signals
-from scrapy.crawler import Crawler
-from scrapy.exceptions import NotConfigured
-
-from nuke_crawl._worker import HEADER, close_connections, frame, with_db
+from nuke_crawl.workers.process import HEADER, close_connections, frame, with_db
 
 T = TypeVar("T")
 
-# ``python -m nuke_crawl._worker`` would find nuke_crawl on the default path before the
-# parent's is applied: under scrapyd the crawler runs from a deployed egg, which only
-# the parent's sys.path has. The worker module is found with the parent's path.
+# ``python -m nuke_crawl.workers.process`` would find nuke_crawl on the default path
+# before the parent's is applied: under scrapyd the crawler runs from a deployed egg,
+# which only the parent's sys.path has. The worker module is found with the parent's path.
 _BOOT = (
     "import json, os, runpy, sys; "
     "sys.path[:] = json.loads(os.environ['NUKE_WORKER_SYS_PATH']); "
-    "runpy.run_module('nuke_crawl._worker', run_name='__main__', alter_sys=True)"
+    "runpy.run_module('nuke_crawl.workers.process', run_name='__main__', alter_sys=True)"
 )
+
 
 class WorkerError(Exception):
     """A worker process died, or could not be started."""
 
 
 class _Worker:
-    """One ``python -m nuke_crawl._worker`` process and its calls in flight."""
+    """One ``python -m nuke_crawl.workers.process`` process and its calls in flight."""
 
     def __init__(self, proc: asyncio.subprocess.Process, on_done: Callable[[], None]) -> None:
         self.proc = proc
@@ -65,7 +64,7 @@ class _Worker:
             while True:
                 header = await self.proc.stdout.readexactly(HEADER.size)
                 size, call_id = HEADER.unpack(header)
-                ok, value = pickle.loads(await self.proc.stdout.readexactly(size))  # noqa: S301
+                ok, value = pickle.loads(await self.proc.stdout.readexactly(size))
                 future = self.pending.pop(call_id, None)
                 if future is not None and not future.done():
                     if ok:
@@ -91,7 +90,7 @@ class _Worker:
 class WorkerPool:
     """``processes`` worker processes (0: one thread of the crawler).
 
-    Each worker is a fresh ``python -m nuke_crawl._worker`` (it imports only what
+    Each worker is a fresh ``python -m nuke_crawl.workers.process`` (it imports only what
     its calls need) speaking length-prefixed pickles over its stdin and stdout,
     read and written by the event loop itself: no helper threads, no wake-ups
     from other threads. Each worker has at most ``depth`` calls in flight (one
@@ -232,7 +231,7 @@ class WorkerPool:
                 future = await self._send(worker, call_id,
                                           frame(call_id, (close_connections, (), {})))
                 await asyncio.wait_for(future, timeout)
-            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
+            except Exception:  # noqa: BLE001, S110 - a dead worker has nothing left to close
                 pass
         for worker in workers:
             if worker.proc.stdin is not None:
@@ -243,32 +242,3 @@ class WorkerPool:
                 worker.proc.kill()
                 await worker.proc.wait()
             await asyncio.gather(worker.reader, return_exceptions=True)
-
-
-def crawler_workers(crawler: Crawler) -> WorkerPool:
-    """The crawler's :class:`WorkerPool` (``NUKE_WORKER_PROCESSES``, default 1), created
-    on first use and closed when the engine stops.
-
-    Its workers run at ``NUKE_WORKER_NICE`` (default 10): when the machine is busy, the
-    crawler's event loop (downloads, and the response times AutoThrottle paces a site
-    by) goes first and extraction takes the CPU left over, which it catches up on while
-    the crawler waits for the network. Measured on 2 cores with the site served
-    locally: the org crawl about 6% faster, with both cores busier. They tune their
-    garbage collector like the crawler's (``NUKE_GC_THRESHOLD``) and import the
-    extraction and database code (:mod:`nuke_crawl.spiders.orgpage`) as they start."""
-    pool: WorkerPool | None = getattr(crawler, "_nuke_workers", None)
-    if pool is None:
-        processes = crawler.settings.getint("NUKE_WORKER_PROCESSES", 1)
-        nice = crawler.settings.getint("NUKE_WORKER_NICE", 10)
-        gc_threshold = crawler.settings.getint("NUKE_GC_THRESHOLD", 20_000)
-        try:
-            pool = WorkerPool(processes, nice=nice, gc_threshold=gc_threshold,
-                              preload=("nuke_crawl.spiders.orgpage",))
-        except ValueError as exc:  # the pool's own checks, named by their settings
-            raise NotConfigured(
-                f"NUKE_WORKER_PROCESSES={processes}, NUKE_WORKER_NICE={nice}, "
-                f"NUKE_GC_THRESHOLD={gc_threshold}: {exc}"
-            ) from None
-        crawler._nuke_workers = pool  # type: ignore[attr-defined]
-        crawler.signals.connect(pool.close, signal=signals.engine_stopped)
-    return pool

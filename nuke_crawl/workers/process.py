@@ -1,4 +1,4 @@
-"""The worker process of :mod:`nuke_crawl.workers`: ``python -m nuke_crawl._worker``.
+"""A worker process of :mod:`nuke_crawl.workers.pool`: ``python -m nuke_crawl.workers.process``.
 
 It reads calls from stdin and writes results to stdout, each a pickle preceded by
 a header: its length and the call's id (8 bytes each, big-endian). A call's pickle
@@ -123,14 +123,14 @@ def main() -> None:
     # database (PostgreSQL's server, SQLite's own C code: both release the GIL), the
     # next page is extracted instead of waiting behind it.
     # (this file runs as __main__: the calls name the functions of the imported module)
-    from nuke_crawl import _worker
+    from nuke_crawl.workers import process as _worker  # noqa: PLW0406
 
     db_calls = (_worker.with_db, _worker.close_connections)
     with ThreadPoolExecutor(1, thread_name_prefix="nuke-db") as db_thread:
         while (call := read_frame(stdin)) is not None:
             call_id, payload = call
             try:
-                func, args, kwargs = pickle.loads(payload)  # noqa: S301 - from our parent
+                func, args, kwargs = pickle.loads(payload)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - e.g. a module it cannot import
@@ -140,6 +140,7 @@ def main() -> None:
                 db_thread.submit(run, call_id, func, args, kwargs)
             else:
                 run(call_id, func, args, kwargs)
+
 
 if __name__ == "__main__":
     main()

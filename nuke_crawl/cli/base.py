@@ -1,4 +1,8 @@
-"""Shared plumbing for nuke_crawl's scrapy commands."""
+"""Base classes and helpers of nuke_crawl's scrapy commands.
+
+Not in ``commands/``: Scrapy registers every ``ScrapyCommand`` subclass defined in a
+module of ``COMMANDS_MODULE`` as a command (see :mod:`nuke_crawl.cli`).
+"""
 
 from __future__ import annotations
 

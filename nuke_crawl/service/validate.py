@@ -1,0 +1,208 @@
+"""Request bodies checked field by field: a bad one is a 422 naming the field, and
+nothing starts. The spider arguments built from them are then checked by the spider's
+own declarations (each spider's ``Arguments``, or its module's ``ARGUMENTS``, :func:`~nuke_crawl.spiders.args.parse_args`),
+the same check ``scrapy crawl`` makes."""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from nuke_crawl.analysis import PROVIDERS
+from nuke_crawl.spiders.args import ArgumentError, Param, parse_args
+
+SPIDER_MODULES = {
+    "image_backfill": "nuke_crawl.spiders.image_backfill",
+    "image_analysis": "nuke_crawl.spiders.image_analysis",
+    "org": "nuke_crawl.spiders.org",
+}
+
+
+class Invalid(ValueError):
+    """A request field is invalid: :attr:`field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _int(body: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise Invalid(name, f"expected a whole number from {lo} to {hi}")
+    if not lo <= value <= hi:
+        raise Invalid(name, f"must be from {lo} to {hi} (got {value})")
+    return value
+
+
+def uuid_text(name: str, value: Any) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise Invalid(name, f"expected a UUID (got {str(value)[:60]!r})") from None
+
+
+def _uuid(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return None if value is None else uuid_text(name, value)
+
+
+def _uuids(body: Mapping[str, Any], name: str, most: int) -> list[str]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise Invalid(name, "expected a non-empty list of UUIDs")
+    if len(value) > most:
+        raise Invalid(name, f"at most {most} ids")
+    return [uuid_text(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _bool(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise Invalid(name, "expected true or false")
+    return value
+
+
+def _known(body: Mapping[str, Any], names: set[str]) -> None:
+    if not isinstance(body, Mapping):
+        raise Invalid("body", "expected a JSON object")
+    unknown = sorted(set(body) - names - {"allowConcurrent"})
+    if unknown:
+        raise Invalid(
+            unknown[0], f"unknown field; known: {', '.join(sorted(names))}, allowConcurrent"
+        )
+
+
+def spider_arguments(spider: str) -> dict[str, Param]:
+    if spider not in SPIDER_MODULES:
+        raise Invalid("spider", f"unknown spider {spider!r}; known: {', '.join(SPIDER_MODULES)}")
+    module = importlib.import_module(SPIDER_MODULES[spider])
+    # the spider's typed arguments (``Arguments``, a SpiderArgs), else its ARGUMENTS mapping
+    for obj in vars(module).values():
+        if isinstance(obj, type) and getattr(obj, "name", None) == spider:
+            arguments = getattr(obj, "Arguments", None)
+            if arguments is not None:
+                return dict(arguments.spec())
+    return dict(module.ARGUMENTS)
+
+
+def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args") -> dict[str, str]:
+    """``args`` as ``-a`` strings, checked by the spider's own declarations."""
+    spec = spider_arguments(spider)
+    if not isinstance(args, Mapping):
+        raise Invalid(field, "expected an object of spider arguments")
+    text = {
+        str(k): (
+            ",".join(map(str, v))
+            if isinstance(v, list)
+            else str(v).lower()
+            if isinstance(v, bool)
+            else str(v)
+        )
+        for k, v in args.items()
+        if v is not None
+    }
+    try:
+        parse_args(spec, text, spider)
+    except ArgumentError as exc:
+        message = str(exc)
+        bad = next((k for k in text if f"argument {k}" in message or f"{k}=" in message), None)
+        raise Invalid(f"{field}.{bad}" if bad else field, message) from None
+    return text
+
+
+def allow_concurrent(body: Mapping[str, Any]) -> bool:
+    return _bool(body, "allowConcurrent")
+
+
+def process_images(body: Mapping[str, Any]) -> dict[str, str]:
+    """``POST /api/process-images``: ``batchSize`` (1-1000, default 10),
+    ``organizationId``, ``vehicleIds`` (one id: ``image_backfill`` takes one vehicle a
+    run), ``maxImages`` (1-500)."""
+    _known(body, {"batchSize", "organizationId", "vehicleIds", "maxImages"})
+    batch = _int(body, "batchSize", 10, 1, 1000)
+    org = _uuid(body, "organizationId")
+    vehicles = _uuids(body, "vehicleIds", 1000)
+    if len(vehicles) > 1:
+        raise Invalid(
+            "vehicleIds",
+            "image_backfill processes one given vehicle a run: "
+            "give one id (or none, for the queue's next vehicles)",
+        )
+    max_images = _int(body, "maxImages", None, 1, 500)
+    args: dict[str, Any] = {"limit": batch, "batch_size": min(int(batch or 10), 10)}
+    if org:
+        args["organization_id"] = org
+    if vehicles:
+        args["vehicle_id"] = vehicles[0]
+        args["limit"] = 1
+    if max_images:
+        args["max_images"] = max_images
+    return check_spider_args("image_backfill", args)
+
+
+def analyze_images(body: Mapping[str, Any]) -> dict[str, str]:
+    """``POST /api/analyze-images``: ``limit`` (1-10000, default 100), ``providers``
+    (a list of local, openai, rekognition), ``organizationId``, ``vehicleIds``."""
+    _known(body, {"limit", "providers", "organizationId", "vehicleIds"})
+    limit = _int(body, "limit", 100, 1, 10_000)
+    args: dict[str, Any] = {"limit": limit}
+    providers = body.get("providers")
+    if providers is not None:
+        if isinstance(providers, str):
+            providers = [p.strip() for p in providers.split(",") if p.strip()]
+        if not isinstance(providers, list) or not providers:
+            raise Invalid("providers", f"expected a list of {', '.join(PROVIDERS)}")
+        unknown = [p for p in providers if p not in PROVIDERS]
+        if unknown:
+            raise Invalid(
+                "providers", f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}"
+            )
+        args["providers"] = providers
+    org = _uuid(body, "organizationId")
+    if org:
+        args["organization_id"] = org
+    vehicles = _uuids(body, "vehicleIds", 1000)
+    if vehicles:
+        args["vehicle_ids"] = vehicles
+    return check_spider_args("image_analysis", args)
+
+
+def crawl_organizations(body: Mapping[str, Any]) -> dict[str, str]:
+    """``POST /api/crawl-organizations``: ``threshold`` (>= 1), ``limit`` (1-1000),
+    ``offset`` (>= 0), ``organizationId``."""
+    _known(body, {"threshold", "limit", "offset", "organizationId"})
+    args: dict[str, Any] = {
+        "threshold": _int(body, "threshold", None, 1, 1_000_000),
+        "limit": _int(body, "limit", None, 1, 1000),
+        "offset": _int(body, "offset", None, 0, 10_000_000),
+        "organization_id": _uuid(body, "organizationId"),
+    }
+    return check_spider_args("org", {k: v for k, v in args.items() if v is not None})
+
+
+def new_job(body: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """``POST /api/jobs``: ``{"spider", "args"}`` for any of the project's spiders."""
+    _known(body, {"spider", "args"})
+    spider = body.get("spider")
+    if not isinstance(spider, str):
+        raise Invalid("spider", f"required; one of {', '.join(SPIDER_MODULES)}")
+    return spider, check_spider_args(spider, body.get("args") or {})
+
+
+def query_int(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    got = _int({name: value}, name, default, lo, hi)
+    assert got is not None
+    return got

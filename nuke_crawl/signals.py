@@ -1,0 +1,12 @@
+"""nuke_crawl's own signals (``crawler.signals.connect(receiver, signal=...)``), like
+:mod:`scrapy.signals`."""
+
+from __future__ import annotations
+
+vehicles_stored = object()
+"""Sent by :class:`~nuke_crawl.pipelines.database.VehicleDatabasePipeline` when it has
+written a batch of vehicles (or counted one in a dry run), before those items leave it.
+Argument ``outcomes``: a list of ``(organization_id, outcome)``, the outcome being
+``created``, ``updated``, ``unchanged``, ``failed`` or ``would_write`` (dry run). The org
+spider receives it and records each organization's results in its crawl summary, so
+results flow one way: pipeline -> spider's summary -> database."""

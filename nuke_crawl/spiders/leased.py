@@ -1,0 +1,248 @@
+"""The shape both image phases share: a spider that leases work from the database.
+
+:class:`LeasedWorkSpider` claims work in batches under a lease owned by this process
+(``host:pid:random``), yields one item per unit of work (a vehicle, an image), keeps
+at most ``max_in_flight`` units handed to the pipelines and not settled yet, renews
+the leases of those in flight, releases what is left when the run ends, logs a
+progress and ETA line per finished batch, reports a dry run one way (the log, and
+stats under ``<STATS_PREFIX>dry_run/``) and fails a run that cannot start one way
+(``Cannot start: ...`` in the log, ``nuke/error`` in the stats, no traceback).
+
+Subclasses give the phase's parts: :meth:`claim`, :meth:`release`, optionally
+:meth:`renew`, :meth:`make_item`, :meth:`dry_run`, :meth:`summarize`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+import scrapy
+from scrapy import signals
+from scrapy.crawler import Crawler
+
+from nuke_crawl.db import DatabaseError
+from nuke_crawl.extensions.database import SchemaMissing, prepare_database
+from nuke_crawl.spiders.args import Param, parse_args
+
+logger = logging.getLogger(__name__)
+
+
+def lease_owner() -> str:
+    """This process's lease owner id: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m07s``, ``2h05m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def eta_seconds(done: int, total: int, elapsed: float) -> float:
+    """Seconds left at the rate so far (0 before anything is done)."""
+    if done <= 0:
+        return 0.0
+    return elapsed / done * max(0, total - done)
+
+
+class LeasedWorkSpider(scrapy.Spider):
+    """Base of the spiders that claim leased work (see the module docstring).
+
+    Arguments every subclass declares in ``ARGUMENTS``: ``limit`` and ``dry_run``.
+    """
+
+    ARGUMENTS: ClassVar[dict[str, Param]] = {}
+    STATS_PREFIX: ClassVar[str] = "nuke/"
+    CLAIMED_STAT: ClassVar[str] = "nuke/claimed"
+    WORK_NAME: ClassVar[str] = "units"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = {k: v for k, v in kwargs.items() if k in self.ARGUMENTS or not k.startswith("_")}
+        self.args = parse_args(self.ARGUMENTS, given, self.name)
+        super().__init__(*args)
+        self.owner = lease_owner()
+        self.started = time.monotonic()
+        self.run_started = datetime.now(UTC)
+        self.claimed = 0
+        self.done = 0
+        self.total = 0
+        self.in_flight: dict[str, int] = {}  # work key -> batch number
+        self.in_flight_weight = 0
+        self.batch_left: Counter[int] = Counter()
+        self.batch_size = 10
+        self.lease_seconds = 600.0
+        self.max_in_flight = 128
+        self._wake = asyncio.Event()
+        self._renewer: asyncio.Future[None] | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.args["dry_run"]:
+            crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(spider._on_item_done, signal=signal)
+        crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
+        return spider
+
+    # -- what a phase provides ------------------------------------------------------
+
+    async def claim(self, want: int) -> Sequence[Any]:
+        """Claim up to ``want`` units of work under :attr:`owner`'s lease."""
+        raise NotImplementedError
+
+    async def renew(self, keys: list[str]) -> None:
+        """Extend the leases of the units in flight (default: leases are not renewed)."""
+
+    async def release(self) -> int:
+        """Release this owner's unfinished leases; return how many."""
+        raise NotImplementedError
+
+    def work_key(self, work: Any) -> str:
+        raise NotImplementedError
+
+    def work_weight(self, work: Any) -> int:
+        """How much of ``max_in_flight`` a unit uses (default 1)."""
+        return 1
+
+    def make_item(self, work: Any) -> Any:
+        raise NotImplementedError
+
+    def is_work_item(self, item: Any) -> bool:
+        raise NotImplementedError
+
+    async def before_claims(self) -> bool:
+        """Checks and set-up before the first claim; False stops the run (having
+        called :meth:`cannot_start`). Default: prepare the database."""
+        await prepare_database(self.crawler)
+        return True
+
+    async def dry_run(self) -> None:
+        """Report what a run would do (:meth:`report_dry_run`); claim and write nothing."""
+        raise NotImplementedError
+
+    def item_done(self, item: Any, batch: int | None) -> None:
+        """A unit's item left the pipelines (settled, dropped or failed)."""
+
+    def progress_line(self, batch: int, elapsed: float, eta: float) -> str:
+        raise NotImplementedError
+
+    def summarize(self, reason: str) -> None:
+        """Log the run's summary and set its final stats (not after a dry run)."""
+
+    # -- the shared parts --------------------------------------------------------------
+
+    @property
+    def stats(self) -> Any:
+        assert self.crawler.stats is not None
+        return self.crawler.stats
+
+    def cannot_start(self, message: str) -> None:
+        """The one way a run that cannot start ends: logged, and ``nuke/error`` set."""
+        logger.error("Cannot start: %s", message)
+        self.stats.set_value("nuke/error", message)
+
+    def report_dry_run(self, lines: list[str], figures: dict[str, int]) -> None:
+        """The one way a dry run is reported: the lines in the log, the figures as
+        stats under ``<STATS_PREFIX>dry_run/``."""
+        for key, value in figures.items():
+            self.stats.set_value(f"{self.STATS_PREFIX}dry_run/{key}", value)
+        logger.info("\n".join(lines))
+
+    async def start(self) -> AsyncIterator[Any]:
+        try:
+            if self.args["dry_run"]:
+                await self.dry_run()
+                return
+            if not await self.before_claims():
+                return
+            async for item in self._claim_loop():
+                yield item
+        except (DatabaseError, SchemaMissing) as exc:
+            self.cannot_start(str(exc))
+
+    async def _claim_loop(self) -> AsyncIterator[Any]:
+        limit = self.args["limit"]
+        self._renewer = asyncio.ensure_future(self._renew_leases())
+        batch_no = 0
+        while self.claimed < limit:
+            while self.in_flight and self.in_flight_weight >= self.max_in_flight:
+                self._wake.clear()
+                await self._wake.wait()
+            works = await self.claim(min(self.batch_size, limit - self.claimed))
+            if not works:
+                break
+            batch_no += 1
+            self.claimed += len(works)
+            self.total = max(self.total, self.claimed)
+            self.stats.inc_value(self.CLAIMED_STAT, len(works))
+            for work in works:
+                self.in_flight[self.work_key(work)] = batch_no
+                self.in_flight_weight += self.work_weight(work)
+                self.batch_left[batch_no] += 1
+                yield self.make_item(work)
+        self.total = self.claimed
+
+    async def _renew_leases(self) -> None:
+        interval = max(1.0, self.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self.in_flight:
+                try:
+                    await self.renew(list(self.in_flight))
+                except DatabaseError as exc:  # pragma: no cover - the database went away
+                    logger.warning("Could not renew leases: %s", exc)
+
+    def _on_item_done(self, item: Any, **kwargs: Any) -> None:
+        if not self.is_work_item(item):
+            return
+        work = item.work
+        batch = self.in_flight.pop(self.work_key(work), None)
+        self.in_flight_weight -= self.work_weight(work)
+        self.done += 1
+        self._wake.set()
+        self.item_done(item, batch)
+        if batch is None:
+            return
+        self.batch_left[batch] -= 1
+        if self.batch_left[batch] <= 0:
+            del self.batch_left[batch]
+            elapsed = max(1e-6, time.monotonic() - self.started)
+            eta = eta_seconds(self.done, max(self.total, self.claimed), elapsed)
+            logger.info(self.progress_line(batch, elapsed, eta))
+
+    async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+        await self.closing()
+        if self.args["dry_run"]:
+            return
+        if self.claimed:
+            try:
+                released = await self.release()
+            except DatabaseError as exc:
+                logger.warning("Could not release leases: %s", exc)
+                released = 0
+            if released:
+                logger.info(
+                    "Released %d claimed %s not finished in this run", released, self.WORK_NAME
+                )
+        self.summarize(reason)
+
+    async def closing(self) -> None:
+        """Called first when the spider closes (dry runs included)."""

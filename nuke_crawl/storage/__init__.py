@@ -1,0 +1,106 @@
+"""Where image files live: one storage layer for both image phases.
+
+An :class:`ImageStore` writes (``persist``, then ``sync`` before the database says
+"stored"), reads (``read``: the analysis phase reads stored copies back) and deletes
+files under relative paths such as ``<vehicle_id>/<sha1>.jpg``. Stores are chosen by
+the URI scheme of ``IMAGES_STORE``, like Scrapy's ``FilesPipeline.STORE_SCHEMES``:
+:data:`STORE_SCHEMES` maps a scheme to a class path, and :func:`build_store` is the
+one place a store is built from settings. A new backend is one module with a class
+having ``from_settings(uri, settings)`` and one line in :data:`STORE_SCHEMES`.
+
+Settings (defaults): ``IMAGES_STORE`` (``"images"``: a folder, ``file://...`` or
+``s3://bucket/prefix``), ``NUKE_IMAGES_PUBLIC_URL`` (None) and each store's own
+(:class:`~nuke_crawl.storage.local.LocalImageStore`,
+:class:`~nuke_crawl.storage.s3.S3ImageStore`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any
+from urllib.parse import urlsplit
+
+from nuke_crawl.exceptions import ReasonError
+
+STORE_SCHEMES: dict[str, str] = {
+    "": "nuke_crawl.storage.local.LocalImageStore",
+    "file": "nuke_crawl.storage.local.LocalImageStore",
+    "s3": "nuke_crawl.storage.s3.S3ImageStore",
+}
+"""URI scheme of ``IMAGES_STORE`` -> the store class (``""``: a plain folder)."""
+
+DEFAULT_STORE = "images"
+PROBE_PREFIX = ".nuke-probe"
+
+
+class StoreError(ReasonError):
+    """A stored file could not be read: ``missing_file`` (absent or unreadable) or
+    ``bad_path`` (a path that leaves the store)."""
+
+
+class ImageStore(ABC):
+    """A place for image files, addressed by relative ``/``-separated paths.
+
+    A file is durable once :meth:`persist` returned and then :meth:`sync` returned.
+    All methods block: call them from a thread.
+    """
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, uri: str, settings: Any) -> ImageStore:
+        """The store for ``uri`` (``IMAGES_STORE``) configured from ``settings``."""
+
+    @abstractmethod
+    def persist(self, path: str, data: bytes, content_type: str) -> None:
+        """Write ``data`` under ``path``, replacing any file there."""
+
+    @abstractmethod
+    def read(self, path: str) -> bytes:
+        """The bytes under ``path``; raises :class:`StoreError` when they cannot be had."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove ``path`` (nothing happens when it is absent)."""
+
+    @abstractmethod
+    def public_url(self, path: str) -> str:
+        """The URL recorded for the file under ``path``."""
+
+    def sync(self) -> None:
+        """Make every file persisted so far durable (default: nothing to do)."""
+
+    def probe(self) -> None:
+        """Write, read back and delete a small object: raises when the store cannot
+        be written, or gives back something else than was written."""
+        path = f"{PROBE_PREFIX}/{uuid.uuid4().hex}.txt"
+        data = b"nuke_crawl storage probe\n"
+        self.persist(path, data, "text/plain")
+        try:
+            got = self.read(path)
+            if got != data:
+                raise StoreError("probe", f"read back {len(got)} bytes, wrote {len(data)}")
+        finally:
+            self.delete(path)
+
+
+def store_class(uri: str) -> type[ImageStore]:
+    """The class registered for ``uri``'s scheme; ``ValueError`` for an unknown one."""
+    from scrapy.utils.misc import load_object
+
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    path = STORE_SCHEMES.get(scheme.lower())
+    if path is None:
+        known = ", ".join(f"{s}://" for s in STORE_SCHEMES if s)
+        raise ValueError(f"IMAGES_STORE {uri!r}: expected a folder or one of {known}")
+    cls: type[ImageStore] = load_object(path)
+    return cls
+
+
+def build_store(settings: Any, uri: str | None = None) -> ImageStore:
+    """The image store of ``IMAGES_STORE`` (or ``uri``): the one place stores are built."""
+    uri = str(uri or settings.get("IMAGES_STORE") or DEFAULT_STORE)
+    return store_class(uri).from_settings(uri, settings)
+
+
+__all__ = ["STORE_SCHEMES", "ImageStore", "StoreError", "build_store", "store_class"]
