@@ -68,6 +68,14 @@ NUKE_WORKER_PROCESSES = 1  # processes that extract pages and write vehicles (0:
 NUKE_WORKER_NICE = 10  # their CPU priority below the crawler's (0-19; 0: the same)
 NUKE_GC_THRESHOLD = 20_000  # allocations between young-generation GC scans during a crawl (0: Python's 700)
 
+# -- bounds of one organization's crawl in one run (nuke_crawl.spiders.bounds) -------
+# Each cap reached is recorded in the organization's metadata.last_crawl.caps_hit.
+NUKE_ORG_MAX_PAGES = 1000  # listing pages (home, inventory, pagination, probed paths)
+NUKE_ORG_MAX_SITEMAPS = 50  # sitemap files fetched (each once)
+NUKE_ORG_MAX_SITEMAP_ENTRIES = 50_000  # URLs read from its sitemaps, in all
+NUKE_SITEMAP_MAX_DEPTH = 2  # sitemap index levels followed below those robots.txt names
+NUKE_PROGRESS_INTERVAL = 60.0  # seconds between the org crawl's progress lines (0: none)
+
 # -- JavaScript-rendered sites (scrapy-playwright with Debian's chromium) -----------
 NUKE_CHROMIUM_PATH = "/usr/bin/chromium"
 NUKE_RENDER_JS = True  # render organizations that need it (metadata.render_js or detected)
@@ -108,6 +116,7 @@ EXTENSIONS = {
     "nuke_crawl.extensions.quietlog.QuietExpectedErrors": 0,
     "nuke_crawl.extensions.promptclose.PromptClose": 5,
     "nuke_crawl.extensions.gctune.GcTuning": 6,
+    "nuke_crawl.extensions.quickstop.QuickStop": 7,  # for spiders with stop_quickly = True
     "nuke_crawl.extensions.handoff.AnalysisHandoff": 10,  # unless NUKE_ANALYZE_AFTER_BACKFILL
     "nuke_crawl.extensions.handoff.BackfillHandoff": 500,  # does nothing unless NUKE_TRIGGER_BACKFILL
 }

@@ -274,6 +274,43 @@ def test_a_sigkilled_worker_loses_nothing(pg_url: str, ns: str, tmp_path: Path) 
         assert requeued >= 1  # the survivors took back what the killed worker held
 
 
+def test_a_stopped_worker_returns_what_it_cut_short(pg_url: str, ns: str, tmp_path: Path) -> None:
+    """SIGTERM (QuickStop drops queued downloads, cuts those in flight): what was cut short
+    goes back to Redis, the organization stays unfinished, and the next worker ends it."""
+    site = build_site("jsonld", n_vehicles=30, per_page=10, images_per_vehicle=2, seed=6)
+    slow = SlowDetails(site, 0.2)
+    with serve(slow) as server:
+        org_id = add_org(pg_url, server.url)
+        enqueue(pg_url, ns)
+        # no retries: a download cut short reaches the spider as a failure
+        first = worker(pg_url, ns, tmp_path / "w0.log", "-s", "NUKE_DB_BATCH_SIZE=3",
+                       "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3", "-s", "RETRY_TIMES=0")
+        stored = wait_for_vehicles(pg_url, 3)
+        slow.delay = 8.0  # the pages in flight now outlast the stop's grace: cut short
+        time.sleep(0.5)
+        holding_requests(ns, [first])
+        first.send_signal(signal.SIGTERM)
+        assert wait_all([first], timeout=30) == [0], logs(tmp_path)
+        assert 3 <= stored < 30, stored
+        assert "Traceback" not in logs(tmp_path)
+        crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?",
+                     [org_id])[0]
+        assert crawl["finished_at"] is None  # not all of it was done
+        client = redis.Redis.from_url(REDIS)
+        try:
+            assert client.zcard(f"{ns}:org:requests") >= 1  # the cut-short requests, back
+            assert not any(client.hlen(key) for key in client.scan_iter(f"{ns}:inflight:*")
+                           if not key.endswith(b":score"))  # nothing left leased
+            assert int(client.get(f"{ns}:org:{org_id}:pending") or 0) >= 1
+        finally:
+            client.close()
+        assert "connections cut short" in (tmp_path / "w0.log").read_text()
+        slow.delay = 0.0
+        # nothing enqueued again: the next worker takes the requests left in Redis
+        assert wait_all([worker(pg_url, ns, tmp_path / "rerun.log")]) == [0], logs(tmp_path)
+        assert_complete(pg_url, site, org_id)
+
+
 def private_redis(tmp_path: Path) -> tuple[subprocess.Popen[Any], str]:
     port = free_port()
     proc = subprocess.Popen(

@@ -123,3 +123,55 @@ def test_unreachable_scrapyd_is_a_clear_message(sqlite_url: str, tmp_path: Path)
             "is unreachable (Connection refused)") in result.stderr
     assert "Traceback" not in result.stderr and "pw-xyz" not in result.stderr
     assert _analysed(sqlite_url) == (1, 0)
+
+
+# -- the whole chain: org -> image_backfill -> image_analysis, through scrapyd ----------
+
+
+def test_org_job_goes_on_to_backfill_and_analysis_through_scrapyd(
+    tmp_path: Path, scrapyd: Scrapyd, fake_openai: FakeOpenAI,
+) -> None:
+    """The org crawl is given NUKE_TRIGGER_BACKFILL, NUKE_ANALYZE_AFTER_BACKFILL and
+    NUKE_SCRAPYD_URL: scrapyd runs image_backfill, which hands its stored images to
+    image_analysis through scrapyd too (the hand-offs pass both settings on)."""
+    from nuke_crawl.demo import launch
+    from tests.conftest import run_scrapy
+
+    work = tmp_path / "work"  # a relative SQLite path, made absolute for the jobs
+    work.mkdir()
+    with launch("jsonld", n_vehicles=3, per_page=10, images_per_vehicle=2) as demo:
+        result = run_scrapy(
+            ["crawl", "org", "-a", f"url={demo.url}", "-s", "NUKE_TRIGGER_BACKFILL=1",
+             "-s", "NUKE_ANALYZE_AFTER_BACKFILL=1", "-s", f"NUKE_SCRAPYD_URL={scrapyd.url}",
+             "-s", f"IMAGES_STORE={tmp_path / 'images'}",
+             "-s", "AUTOTHROTTLE_START_DELAY=0.01", "-s", "NUKE_DB_BATCH_WAIT=0.05"],
+            "sqlite:///nuke.db", cwd=work,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Scheduled image_backfill for 3 vehicles on scrapyd" in result.stderr
+        jobs = scrapyd.wait_finished(2)
+    assert sorted(j["spider"] for j in jobs) == ["image_analysis", "image_backfill"], jobs
+    backfill_log = next(p for p in (scrapyd.home / "logs").rglob("*.log")
+                        if "image_backfill" in str(p)).read_text()
+    assert "Handed 6 stored images to image_analysis" in backfill_log
+    assert "Scheduled image analysis of 6 images" in backfill_log
+    assert _analysed(f"sqlite:///{work}/nuke.db") == (6, 6), scrapyd.job_logs()
+    assert fake_openai.chat_requests == 6
+
+
+def test_a_scrapyd_password_is_not_passed_on(caplog: pytest.LogCaptureFixture) -> None:
+    from scrapy.settings import Settings
+
+    from nuke_crawl.extensions.handoff import forwarded_settings, scrapyd_settings
+
+    settings = Settings({"DATABASE_URL": "sqlite:////abs/x.db"})
+    for name, value in (("NUKE_SCRAPYD_URL", "http://admin:pw-xyz@127.0.0.1:6800"),
+                        ("NUKE_ANALYZE_AFTER_BACKFILL", "1"), ("NUKE_SCRAPYD_PROJECT", "p")):
+        settings.set(name, value, priority="cmdline")
+    with caplog.at_level("INFO"):
+        assert forwarded_settings(settings) == {"NUKE_ANALYZE_AFTER_BACKFILL": "1",
+                                                "NUKE_SCRAPYD_PROJECT": "p"}
+        assert "NUKE_SCRAPYD_URL" not in scrapyd_settings(settings)
+    assert "pw-xyz" not in caplog.text and "http://admin:***@127.0.0.1:6800" in caplog.text
+    settings.set("NUKE_SCRAPYD_URL", "http://127.0.0.1:6800", priority="cmdline")
+    assert forwarded_settings(settings)["NUKE_SCRAPYD_URL"] == "http://127.0.0.1:6800"

@@ -57,7 +57,8 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 """
 
-_COUNTS = ("pages", "vehicles_found", "created", "updated", "unchanged", "failed", "errors")
+_COUNTS = ("pages", "vehicles_found", "created", "updated", "unchanged", "failed", "errors",
+           "pagination_stopped")
 
 
 class Coordinator:
@@ -86,6 +87,7 @@ class Coordinator:
         self.exit_when_empty = bool(self.args.exit_when_empty) or not self.from_queue
         self._adopt = self.cluster.redis.register_script(_ADOPT)
         self.flushed: dict[str, Counter[str]] = {}
+        self.finished = 0  # organizations whose crawl this worker recorded as finished
         self.mine: set[str] = set()  # organizations this worker started and saw unfinished
         self.tasks: set[asyncio.Task[Any]] = set()
         self._adopting = 0
@@ -220,6 +222,7 @@ class Coordinator:
                 self.mine.discard(org_id)
 
     async def _adopt_ids(self, ids: list[str]) -> None:
+        from nuke_crawl.spiders.bounds import OrgBudget
         from nuke_crawl.spiders.org import OrgProgress
 
         spider = self.spider
@@ -239,6 +242,7 @@ class Coordinator:
                 if not dry:
                     await adb.run(store.mark_crawls_started, [org_id])
                 progress = OrgProgress(org)
+                progress.budget = OrgBudget(spider.bounds, org.business_name or org.website)
                 spider._configure(progress)  # website and metadata checked (orgmeta)
                 if progress.config is None:
                     spider.progress[org_id] = progress
@@ -265,7 +269,7 @@ class Coordinator:
         if progress is None:
             return Counter(), None
         summary = self.spider.summary(progress)
-        counts: Counter[str] = Counter({k: int(summary[k]) for k in _COUNTS})
+        counts: Counter[str] = Counter({k: int(summary.get(k, 0)) for k in _COUNTS})
         for why, n in summary["skipped"].items():
             counts[f"skipped:{why}"] = int(n)
         if summary.get("render_js"):
@@ -274,6 +278,10 @@ class Coordinator:
 
     def _done(self, request: Request, result: Any) -> None:
         leased(self.cluster, request)  # dropped before its download: no slot needed
+        if isinstance(result, Failure) and getattr(self.spider, "stopping", False):
+            # cut short by a stop (QuickStop): still leased and pending, it goes back
+            # to the queue when the scheduler closes, for another worker or the next run
+            return
         lease = request.meta.pop(LEASE, None)
         org_id = org_id_of(request)
         if lease is None or self.cluster.lost is not None:
@@ -294,6 +302,8 @@ class Coordinator:
                     pipe.hincrby(summary_key, field, n)
             if progress is None and isinstance(result, Failure) and request.meta.get("entry"):
                 pipe.hincrby(summary_key, "errors", 1)  # loaded nowhere yet: still counted
+            if progress is not None:
+                self._caps(pipe, summary_key, progress)
             if progress is not None and progress.entry_error:
                 pipe.hsetnx(summary_key, "entry_error", progress.entry_error)
             pipe.decr(keys.org(org_id, "pending"))
@@ -319,6 +329,8 @@ class Coordinator:
                 pipe.hincrby(summary_key, field, n)
         if progress is not None and progress.entry_error:
             pipe.hsetnx(summary_key, "entry_error", progress.entry_error)
+        if progress is not None:
+            self._caps(pipe, summary_key, progress)
         try:
             pipe.execute()
         except RedisError as exc:
@@ -326,6 +338,13 @@ class Coordinator:
             return
         self.flushed[org_id] = counts
         self._task(self._finish(org_id))
+
+    @staticmethod
+    def _caps(pipe: Any, summary_key: str, progress: Any) -> None:
+        """The bounds the organization's crawl reached on this worker (``caps_hit``:
+        name -> limit, the same limits on every worker), set in its Redis summary."""
+        for name, limit in progress.budget.caps_hit.items():
+            pipe.hset(summary_key, f"cap:{name}", int(limit))
 
     async def _finish(self, org_id: str) -> None:
         """Every request of the organization is done: record its crawl as finished."""
@@ -343,6 +362,10 @@ class Coordinator:
         summary["skipped"] = {k.split(":", 1)[1]: int(v) for k, v in fields.items()
                               if k.startswith("skipped:")}
         summary["render_js"] = bool(int(fields.get("render_js", 0)))
+        summary["caps_hit"] = {k.split(":", 1)[1]: int(v) for k, v in fields.items()
+                               if k.startswith("cap:")}
+        if not summary["pagination_stopped"]:
+            del summary["pagination_stopped"]  # as in a single process: only when any
         progress = self.spider.progress.get(org_id)
         if progress is not None and summary["render_js"] and not (
                 progress.config and progress.config.render_js):
@@ -361,6 +384,7 @@ class Coordinator:
         except RedisError as exc:
             self.cluster.on_error(exc)
         self.mine.discard(org_id)
+        self.finished += 1
         self._stat("nuke/redis/orgs_finished")
         logger.info("Organization %s finished across workers: %d pages, %d vehicles found, "
                     "%d created, %d updated, %d errors", org_id, summary["pages"],
@@ -497,6 +521,7 @@ class OrgProgressMiddleware:
         return
 
     async def _load(self, org_id: str) -> None:
+        from nuke_crawl.spiders.bounds import OrgBudget
         from nuke_crawl.spiders.org import OrgProgress
 
         spider: Any = self.crawler.spider
@@ -506,7 +531,9 @@ class OrgProgressMiddleware:
             if org is None or org_id in spider.progress:
                 return
             progress = OrgProgress(org)
-            spider._configure(progress)  # its render_js and limits, as where it started
+            # its bounds (counted per worker), render_js and limits, as where it started
+            progress.budget = OrgBudget(spider.bounds, org.business_name or org.website)
+            spider._configure(progress)
             if org.resume and not spider.args.dry_run:
                 progress.known = await adb.run(store.known_listing_urls, org_id)
             spider.progress.setdefault(org_id, progress)

@@ -26,8 +26,9 @@ Settings (defaults): ``NUKE_TRIGGER_BACKFILL`` (False; off means the extension i
 not configured), ``NUKE_SCRAPYD_URL`` (None), ``NUKE_SCRAPYD_PROJECT`` (``BOT_NAME``),
 ``NUKE_BACKFILL_LOG_FILE`` (``"image_backfill.log"``). The detached run gets the
 org crawl's ``DATABASE_URL`` (through its environment) and the :data:`FORWARDED_SETTINGS`
-given with ``-s``; a relative SQLite path or local ``IMAGES_STORE`` is made absolute,
-since a scrapyd job runs in scrapyd's directory.
+given with ``-s`` (``NUKE_ANALYZE_AFTER_BACKFILL`` and ``NUKE_SCRAPYD_URL`` among them, so
+the backfill goes on to the analysis the same way); a relative SQLite path or local
+``IMAGES_STORE`` is made absolute, since a scrapyd job runs in scrapyd's directory.
 
 Stats: ``nuke/handoff/started`` (1) or ``nuke/handoff/error`` (the reason).
 
@@ -77,7 +78,11 @@ def backfill_arguments(started_at: datetime, created: int) -> dict[str, str]:
     return {"created_after": started_at.isoformat(), "limit": str(max(1, created))}
 
 
-#: Settings given on the org crawl's command line that the backfill run inherits.
+#: Settings given on a run's command line (``-s``) that the run a hand-off starts
+#: inherits (org -> image_backfill, image_backfill -> image_analysis), so that a chain
+#: started with ``NUKE_TRIGGER_BACKFILL`` and ``NUKE_ANALYZE_AFTER_BACKFILL`` goes on to
+#: the analysis, through scrapyd when ``NUKE_SCRAPYD_URL`` is given. A
+#: ``NUKE_SCRAPYD_URL`` holding a password is not passed on (see :func:`forwarded_settings`).
 FORWARDED_SETTINGS = (
     "IMAGES_STORE",
     "NUKE_IMAGES_PUBLIC_URL",
@@ -88,6 +93,9 @@ FORWARDED_SETTINGS = (
     "NUKE_ALLOW_PRIVATE_NETWORKS",
     "AUTOTHROTTLE_START_DELAY",
     "DOWNLOAD_TIMEOUT",
+    "NUKE_ANALYZE_AFTER_BACKFILL",
+    "NUKE_SCRAPYD_URL",
+    "NUKE_SCRAPYD_PROJECT",
 )
 
 
@@ -98,8 +106,10 @@ def _absolute_store(value: str) -> str:
 
 
 def forwarded_settings(settings: Any) -> dict[str, str]:
-    """The :data:`FORWARDED_SETTINGS` set with ``-s`` on the org crawl (cmdline priority);
-    a local ``IMAGES_STORE`` made absolute."""
+    """The :data:`FORWARDED_SETTINGS` set with ``-s`` on this run (cmdline priority);
+    a local ``IMAGES_STORE`` made absolute. A ``NUKE_SCRAPYD_URL`` with a password is
+    left out (logged): the next run would log it with its settings, and scrapyd would
+    keep it; such a run takes ``NUKE_SCRAPYD_URL`` from its own project settings."""
     out = {}
     for name in FORWARDED_SETTINGS:
         priority = settings.getpriority(name)
@@ -107,6 +117,10 @@ def forwarded_settings(settings: Any) -> dict[str, str]:
             out[name] = str(settings.get(name))
     if out.get("IMAGES_STORE"):
         out["IMAGES_STORE"] = _absolute_store(out["IMAGES_STORE"])
+    if out.get("NUKE_SCRAPYD_URL") and without_password(out["NUKE_SCRAPYD_URL"])[1]:
+        logger.info("NUKE_SCRAPYD_URL holds a password: not passed on to the next run (%s); "
+                    "its own hand-off takes NUKE_SCRAPYD_URL from its project settings",
+                    redact_url(out.pop("NUKE_SCRAPYD_URL")))
     return out
 
 

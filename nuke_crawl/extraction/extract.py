@@ -26,7 +26,7 @@ from nuke_crawl.extraction.heuristics import (
 )
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
-from nuke_crawl.extraction.page import Page, text_content
+from nuke_crawl.extraction.page import MAX_PAGE_LINKS, Page, text_content
 from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_price, parse_title
 from nuke_crawl.extraction.vin import vin_make, vin_years
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
@@ -41,6 +41,13 @@ from nuke_crawl.extraction.urls import (
     same_site,
     sibling_vehicle_urls,
 )
+
+#: Vehicle links (``PageExtraction.vehicle_links``) one page yields at most, page order.
+MAX_VEHICLE_LINKS = 2_000
+#: Pagination links (``PageExtraction.next_pages``) one page yields at most, page order
+#: (``rel=next`` first). The org spider follows fewer still
+#: (``nuke_crawl.spiders.bounds.MAX_NEXT_PAGES_PER_PAGE``).
+MAX_NEXT_PAGES = 100
 
 _SCALAR_FIELDS = tuple(f.name for f in fields(VehicleData) if f.name not in ("image_urls", "sources", "url"))
 _JS_MARKERS = re.compile(
@@ -75,8 +82,10 @@ def extract_page(
     selectors = selectors or {}
     adapters = adapters_for(page)
     result = PageExtraction(url=url, canonical_url=page.canonical_url)
-    result.vehicle_links = _vehicle_links(page, adapters, selectors)
-    result.next_pages = _next_pages(page, selectors, set(result.vehicle_links))
+    # bounded (MAX_PAGE_LINKS, MAX_VEHICLE_LINKS, MAX_NEXT_PAGES): a page flooded with
+    # links costs the worker, and the crawler it answers, no more than a large real one
+    result.vehicle_links = _vehicle_links(page, adapters, selectors)[:MAX_VEHICLE_LINKS]
+    result.next_pages = _next_pages(page, selectors, set(result.vehicle_links))[:MAX_NEXT_PAGES]
 
     sd = page.structured
     own = _own_structured(page, sd.vehicles)
@@ -340,6 +349,8 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
             url = absolutize(a.get("href"), page.url)
             if url and same_site(url, page.url):
                 out.append(_normalize(url, adapters))
+                if len(out) >= MAX_PAGE_LINKS:
+                    break
     else:
         verdicts = [(url, _adapter_verdict(url, adapters)) for _, url in page.anchors]
         found = {url for url, verdict in verdicts
@@ -398,6 +409,8 @@ def _next_pages(page: Page, selectors: dict[str, str], vehicle_links: set[str]) 
             url = absolutize(a.get("href"), page.url)
             if url and same_site(url, page.url):
                 out.append(url)
+                if len(out) >= MAX_PAGE_LINKS:
+                    break
     for a, url in page.anchors:
         if url.split("#")[0] == page.url.split("#")[0]:
             continue

@@ -9,7 +9,9 @@ URLs only; nothing is downloaded here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from scrapy_playwright.page import PageMethod
 from twisted.python.failure import Failure
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import DatabaseError, needs_migration, store
 from nuke_crawl.distributed import DistributedError
 from nuke_crawl.distributed import configure as configure_distributed
@@ -48,20 +51,27 @@ from nuke_crawl.spiders.args import (
     to_bool,
     to_url,
 )
+from nuke_crawl.spiders.bounds import (
+    DETAIL_PRIORITY,
+    MAX_NEXT_PAGES_PER_PAGE,
+    CrawlBounds,
+    OrgBudget,
+)
+from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgmeta import (
     InvalidOrgConfig,
     InvalidWebsite,
     OrgConfig,
     parse_org_config,
 )
-from nuke_crawl.spiders.learning import SelectorLearner
 from nuke_crawl.spiders.orgpage import extract_for_crawl
+from nuke_crawl.spiders.orgwatch import OrgWatch
 from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
 MAX_INVENTORY_ENTRIES = 3  # inventory links followed from a home page
-MAX_SITEMAP_URLS = 20_000
+
 
 @dataclass(frozen=True)
 class OrgArgs(OrgSelection):
@@ -97,25 +107,45 @@ class OrgProgress:
     inventory_found: bool = False
     written: Counter[str] = field(default_factory=Counter)  # the pipeline's outcomes
     config: OrgConfig | None = None  # None: not crawlable as configured (see entry_error)
+    budget: OrgBudget = field(default_factory=lambda: OrgBudget(CrawlBounds()))
+    # requests of this run not done yet (callback or errback not run): at 0, with its
+    # vehicles written, the organization is finished and reported at once
+    pending: int = 0
+    started: bool = False  # its first request was made
+    interrupted: bool = False  # a request of it was cut short by a stop
+    reported: dict[str, Any] | None = None  # the summary recorded as finished
 
 
 class OrgSpider(scrapy.Spider):
     """Crawls organizations' websites for vehicle listings.
 
-    Arguments (``-a name=value``): :class:`OrgArgs`, as ``self.args``. Settings: ``NUKE_MAX_IMAGES_PER_VEHICLE``
-    (50), ``NUKE_PROBE_COMMON_PATHS`` (True), ``NUKE_RENDER_JS`` (True),
-    ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and vehicles written, in a
-    worker process; 0: a thread).
+    Arguments (``-a name=value``): :class:`OrgArgs`, as ``self.args``. Settings:
+    ``NUKE_MAX_IMAGES_PER_VEHICLE`` (50), ``NUKE_PROBE_COMMON_PATHS`` (True),
+    ``NUKE_RENDER_JS`` (True), ``NUKE_WORKER_PROCESSES`` (1: pages are extracted, and
+    vehicles written, in a worker process; 0: a thread), the caps of
+    :mod:`nuke_crawl.spiders.bounds` (``NUKE_ORG_MAX_PAGES``, ``NUKE_ORG_MAX_SITEMAPS``,
+    ``NUKE_ORG_MAX_SITEMAP_ENTRIES``, ``NUKE_SITEMAP_MAX_DEPTH``) and
+    ``NUKE_PROGRESS_INTERVAL`` (60 s, the progress line of
+    :mod:`nuke_crawl.spiders.orgwatch`).
+
+    Each organization is reported (summary logged, recorded as finished) as soon as
+    its requests are all done and its vehicles written (the pipeline's
+    :data:`~nuke_crawl.signals.vehicles_stored`); on a stop
+    (:mod:`nuke_crawl.extensions.quickstop`), the others are recorded unfinished and
+    selected again by the next run.
     """
 
     name = "org"
     Arguments = OrgArgs
     args: OrgArgs
+    stop_quickly = True  # nuke_crawl.extensions.quickstop: within seconds of SIGINT/SIGTERM
     max_images: int
     probe_paths: bool
     render_js: bool
     workers: WorkerPool
     learner: SelectorLearner | None
+    bounds: CrawlBounds
+    bounds_error: str | None = None
     # nuke_crawl.distributed's coordinator when NUKE_REDIS_URL is set: requests live in
     # Redis, organizations may come from its queue, and it records finished crawls.
     distributed: Any = None
@@ -125,6 +155,10 @@ class OrgSpider(scrapy.Spider):
         super().__init__(*args)
         self.progress: dict[str, OrgProgress] = {}
         self.page_info: store.OrganizationPage | None = None
+        self.run_id = uuid.uuid4().hex[:12]  # marks this run's requests (not JOBDIR's)
+        self.stopping = False  # set by QuickStop when the run is told to stop
+        self.watch: OrgWatch | None = None
+        self._recording: set[asyncio.Task[None]] = set()
 
     @classmethod
     def update_settings(cls, settings: Any) -> None:
@@ -154,6 +188,12 @@ class OrgSpider(scrapy.Spider):
         spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
         spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
         spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
+        try:
+            spider.bounds = CrawlBounds.from_settings(settings)
+        except ValueError as exc:  # reported by start(), without a traceback
+            spider.bounds, spider.bounds_error = CrawlBounds(), str(exc)
+        spider.watch = OrgWatch(spider, settings.getfloat(
+            "NUKE_PROGRESS_INTERVAL", defaults.NUKE_PROGRESS_INTERVAL))
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         crawler.signals.connect(spider._on_vehicles_stored, signal=vehicles_stored)
         return spider
@@ -162,6 +202,8 @@ class OrgSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[Any]:
         try:
+            if self.bounds_error:
+                raise ValueError(self.bounds_error)
             # the pool is an extension: Scrapy builds them after the spider's from_crawler
             self.workers = worker_pool(self.crawler)
             await self.workers.start()  # its imports overlap the selection and first fetch
@@ -170,11 +212,13 @@ class OrgSpider(scrapy.Spider):
             elif self.args.from_queue:
                 raise DistributedError("from_queue=1 needs NUKE_REDIS_URL (docs/scale.md)")
             orgs = [] if self.args.from_queue else await self._select()
-        except (DatabaseError, SchemaMissing, WorkerError, DistributedError) as exc:
+        except (DatabaseError, SchemaMissing, WorkerError, DistributedError, ValueError) as exc:
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
             return
+        if self.watch is not None:
+            self.watch.start()
         for org in orgs:
             if self.distributed is not None and not self.distributed.adopt(org.id):
                 continue
@@ -221,6 +265,7 @@ class OrgSpider(scrapy.Spider):
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
         for org in orgs:
             progress = OrgProgress(org)
+            progress.budget = OrgBudget(self.bounds, org.business_name or org.website)
             self._configure(progress)
             if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org.id)
@@ -249,6 +294,8 @@ class OrgSpider(scrapy.Spider):
         config = progress.config if progress is not None else None
         if config is None:
             return
+        assert progress is not None
+        progress.budget.pages += 1
         if config.inventory_url:
             yield self._request(org, config.inventory_url, self.parse_page, entry=True)
         else:
@@ -258,39 +305,59 @@ class OrgSpider(scrapy.Spider):
         self, org: store.Organization, url: str, callback: Any, *, entry: bool = False,
         render: bool | None = None, **meta: Any,
     ) -> Request:
+        progress = self.progress.get(org.id)
         if render is None:
-            progress = self.progress.get(org.id)
             detected = progress is not None and progress.render_js
             configured = progress is not None and progress.config is not None and (
                 progress.config.render_js)
             render = (configured or detected) and self.render_js
-        meta = {"org_id": org.id, "entry": entry, **meta}
+        if progress is not None:
+            progress.pending += 1
+            progress.started = True
+        meta = {"org_id": org.id, "entry": entry, "nuke_run": self.run_id, **meta}
         if render:
             meta["playwright"] = True
             # app shells fetch their data after load: wait until the network is quiet
             meta["playwright_page_methods"] = [PageMethod("wait_for_load_state", "networkidle")]
         # dont_filter: de-duplication is ours (per organization, canonical URLs,
         # and the database on resume), so a SIGKILLed JOBDIR's dupefilter can
-        # never hide a page whose vehicle was not stored yet.
-        return Request(url, callback=callback, errback=self.on_error, meta=meta, dont_filter=True)
+        # never hide a page whose vehicle was not stored yet. Detail pages first:
+        # the vehicles a page links to before more pagination.
+        priority = DETAIL_PRIORITY if meta.get("detail") else 0
+        return Request(url, callback=callback, errback=self.on_error, meta=meta,
+                       dont_filter=True, priority=priority)
 
     # -- callbacks ---------------------------------------------------------------
 
     def _progress(self, response_or_request: Response | Request) -> OrgProgress | None:
         return self.progress.get(response_or_request.meta.get("org_id", ""))
 
+    def _done(self, progress: OrgProgress, meta: dict[str, Any]) -> None:
+        """A request of ``progress``'s organization is done (its callback or errback
+        ran); requests of an earlier run (restored from JOBDIR) were never counted."""
+        if meta.get("nuke_run") == self.run_id:
+            progress.pending -= 1
+
     async def parse_home(self, response: Response) -> list[Any]:
         progress = self._progress(response)
-        if progress is None or not isinstance(response, TextResponse):
+        if progress is None:
+            return []
+        try:
+            return await self._parse_home(progress, response)
+        finally:
+            self._done(progress, response.meta)
+
+    async def _parse_home(self, progress: OrgProgress, response: Response) -> list[Any]:
+        if not isinstance(response, TextResponse):
             return []
         progress.pages += 1
         links = discover_inventory_links(response.text, response.url)[:MAX_INVENTORY_ENTRIES]
         # A home page that is itself an inventory (or a vehicle) is parsed too.
-        out = await self.parse_page(response, count_page=False)
+        out = await self._parse_page(progress, response)
         if links:
             progress.inventory_found = True
             for url in links:
-                if self._claim(progress, url):
+                if self._claim_page(progress, url):
                     out.append(self._request(progress.org, url, self.parse_page))
         robots = urljoin(response.url, "/robots.txt")
         out.append(self._request(progress.org, robots, self.parse_robots, render=False))
@@ -299,32 +366,50 @@ class OrgSpider(scrapy.Spider):
     def parse_robots(self, response: Response) -> Iterable[Request]:
         progress = self._progress(response)
         if progress is None:
-            return
+            return []
+        try:
+            return list(self._robots_requests(progress, response))
+        finally:
+            self._done(progress, response.meta)
+
+    def _robots_requests(self, progress: OrgProgress, response: Response) -> Iterable[Request]:
         sitemaps = list(sitemap_urls_from_robots(response.body, base_url=response.url)) if (
             isinstance(response, TextResponse)
         ) else []
         if not sitemaps:
             sitemaps = [urljoin(response.url, "/sitemap.xml")]
         for url in sitemaps:
-            yield self._request(progress.org, url, self.parse_sitemap, render=False,
-                                from_robots=True)
+            if progress.budget.allow_sitemap(url, 0, self.crawler.stats):
+                yield self._request(progress.org, url, self.parse_sitemap, render=False,
+                                    from_robots=True, sitemap_depth=0)
 
     def parse_sitemap(self, response: Response) -> Iterable[Request]:
         progress = self._progress(response)
         if progress is None:
-            return
+            return []
+        try:
+            return list(self._sitemap_requests(progress, response))
+        finally:
+            self._done(progress, response.meta)
+
+    def _sitemap_requests(self, progress: OrgProgress, response: Response) -> Iterable[Request]:
         try:
             sitemap = Sitemap(response.body)
         except Exception:  # noqa: BLE001 - any unparsable body is "no sitemap"
             sitemap = None
-        urls = [entry.get("loc", "") for entry in sitemap] if sitemap else []
+        budget = progress.budget
+        budget.seen_sitemap(response.url)
+        urls = budget.sitemap_urls(sitemap, self.crawler.stats) if sitemap else []
         if sitemap is not None and sitemap.type == "sitemapindex":
-            for url in urls[:50]:
-                if same_site(url, progress.org.website) or same_site(url, response.url):
-                    yield self._request(progress.org, url, self.parse_sitemap, render=False)
+            depth = int(response.meta.get("sitemap_depth", 0)) + 1
+            for url in urls:
+                if (same_site(url, progress.org.website) or same_site(url, response.url)) and (
+                        budget.allow_sitemap(url, depth, self.crawler.stats)):
+                    yield self._request(progress.org, url, self.parse_sitemap, render=False,
+                                        sitemap_depth=depth)
             return
         found = 0
-        urls = [url for url in urls[:MAX_SITEMAP_URLS] if same_site(url, response.url)]
+        urls = [url for url in urls if same_site(url, response.url)]
         vehicle_urls = {url for url in urls if looks_like_vehicle_url(url)}
         vehicle_urls |= sibling_vehicle_urls(vehicle_urls, set(urls) - vehicle_urls)
         for url in urls:
@@ -339,17 +424,22 @@ class OrgSpider(scrapy.Spider):
             progress.inventory_found = True  # probe once
             for path in COMMON_INVENTORY_PATHS:
                 url = urljoin(response.url, path)
-                if self._claim(progress, url):
+                if self._claim_page(progress, url):
                     yield self._request(progress.org, url, self.parse_page, probe=True)
 
-    async def parse_page(self, response: Response, count_page: bool = True) -> list[Any]:
+    async def parse_page(self, response: Response) -> list[Any]:
         # A coroutine returning a list, not an async generator: Scrapy runs a list
         # through its spider middlewares synchronously, several times cheaper per page.
         progress = self._progress(response)
         if progress is None:
             return []
-        if count_page:
-            progress.pages += 1
+        progress.pages += 1
+        try:
+            return await self._parse_page(progress, response)
+        finally:
+            self._done(progress, response.meta)
+
+    async def _parse_page(self, progress: OrgProgress, response: Response) -> list[Any]:
         if not isinstance(response, TextResponse):
             progress.skipped["not_html"] += 1
             return []
@@ -367,7 +457,9 @@ class OrgSpider(scrapy.Spider):
             progress.render_js = True
             logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
                         response.url)
-            return [self._request(org, response.url, self.parse_page, render=True)]
+            return [self._request(org, response.url, self.parse_page, render=True,
+                                  detail=bool(response.meta.get("detail")),
+                                  paged=bool(response.meta.get("paged")))]
         out: list[Any] = []
         if result.vehicle is not None:
             # keyed by the worker with the page (w3lib's canonicalisation is costly)
@@ -384,12 +476,21 @@ class OrgSpider(scrapy.Spider):
             progress.inventory_found = True
             if result.cards_without_url:
                 progress.skipped["listing_without_url"] += result.cards_without_url
+        seen = len(progress.seen)
         for url in result.vehicle_links:  # already in canonical form: their own keys
             if self._claim_vehicle(progress, url, key=url):
                 out.append(self._request(org, url, self.parse_page, detail=True))
-        for url in result.next_pages:
-            if self._claim(progress, url):
-                out.append(self._request(org, url, self.parse_page))
+        if result.next_pages and progress.budget.follow_pages(
+            bool(response.meta.get("paged")), len(progress.seen) - seen,
+            self._at_vehicle_cap(progress),
+        ):
+            taken = 0
+            for url in result.next_pages:
+                if self._claim_page(progress, url):
+                    out.append(self._request(org, url, self.parse_page, paged=True))
+                    taken += 1
+                    if taken >= MAX_NEXT_PAGES_PER_PAGE:
+                        break
         return out
 
     async def _learn(
@@ -421,8 +522,25 @@ class OrgSpider(scrapy.Spider):
         progress.seen.add(key)
         return True
 
+    def _claim_page(self, progress: OrgProgress, url: str) -> bool:
+        """A listing page not requested yet, within ``NUKE_ORG_MAX_PAGES``."""
+        key = canonical_listing_url(url)
+        if key in progress.seen:
+            return False
+        if not progress.budget.allow_page(self.crawler.stats):
+            return False
+        progress.seen.add(key)
+        return True
+
+    def _at_vehicle_cap(self, progress: OrgProgress) -> bool:
+        if progress.vehicle_requests >= self.args.max_vehicles:
+            progress.budget.hit("vehicles", self.args.max_vehicles, self.crawler.stats)
+            return True
+        return False
+
     def _claim_vehicle(self, progress: OrgProgress, url: str, key: str | None = None) -> bool:
         if progress.vehicle_requests >= self.args.max_vehicles:
+            self._at_vehicle_cap(progress)
             return False
         key = key or canonical_listing_url(url)
         if key in progress.known:
@@ -464,6 +582,11 @@ class OrgSpider(scrapy.Spider):
     def on_error(self, failure: Failure) -> None:
         request: Request = failure.request  # type: ignore[attr-defined]
         progress = self._progress(request)
+        if progress is not None:
+            self._done(progress, request.meta)
+            if self.stopping:  # cut short by the stop: left for the next run
+                progress.interrupted = True
+                return
         exc = failure.value
         if isinstance(exc, HttpError):
             reason = f"HTTP {exc.response.status}"
@@ -505,43 +628,88 @@ class OrgSpider(scrapy.Spider):
             "skipped": dict(progress.skipped),
             "errors": len(progress.errors),
             "render_js": progress.render_js,
-        }
+            **progress.budget.summary(),
+        } | ({"render_js_detected": True} if progress.render_js
+             and not (progress.config and progress.config.render_js) else {})
+
+    def _is_finished(self, progress: OrgProgress) -> bool:
+        """Every request of the organization is done, none cut short by a stop, and
+        every vehicle it found has left the database pipeline (its outcomes came back
+        through :data:`~nuke_crawl.signals.vehicles_stored` into ``progress.written``)."""
+        if not progress.started or progress.pending > 0 or progress.interrupted:
+            return False
+        return sum(progress.written.values()) >= progress.vehicles_found
+
+    def report_finished(self) -> int:
+        """Report (log, stats, database) the organizations finished since the last
+        call, while the crawl goes on; return how many are finished in all. Called by
+        :class:`~nuke_crawl.spiders.orgwatch.OrgWatch`."""
+        if self.distributed is not None:  # its own bookkeeping, across workers
+            return int(self.distributed.finished)
+        done = 0
+        for progress in self.progress.values():
+            if progress.reported is not None:
+                done += 1
+            elif self._is_finished(progress):
+                done += 1
+                summary = self._report(progress)
+                progress.reported = summary
+                if not self.args.dry_run:
+                    task = asyncio.ensure_future(self._record(progress, summary, True))
+                    self._recording.add(task)
+                    task.add_done_callback(self._recording.discard)
+        return done
+
+    def _report(self, progress: OrgProgress) -> dict[str, Any]:
+        """Log the organization's summary and put it in stats; return it."""
+        assert self.crawler.stats is not None
+        summary = self.summary(progress)
+        name = progress.org.business_name or progress.org.website
+        caps = summary.get("caps_hit")
+        logger.info(
+            "Organization %s: %d pages, %d vehicles found, %d created, %d updated, "
+            "%d unchanged, skipped %s, %d errors%s%s",
+            name, summary["pages"], summary["vehicles_found"], summary["created"],
+            summary["updated"], summary["unchanged"], summary["skipped"] or "nothing",
+            summary["errors"], f", caps hit {caps}" if caps else "",
+            f" ({progress.entry_error})" if progress.entry_error else "",
+        )
+        org_id = progress.org.id
+        for key in ("pages", "vehicles_found", "errors"):
+            self.crawler.stats.set_value(f"nuke/org/{org_id}/{key}", summary[key])
+        for why, count in progress.skipped.items():
+            self.crawler.stats.set_value(f"nuke/org/{org_id}/skipped/{why}", count)
+        for outcome, count in progress.written.items():
+            self.crawler.stats.set_value(f"nuke/org/{org_id}/vehicles_{outcome}", count)
+        return summary
+
+    async def _record(self, progress: OrgProgress, summary: dict[str, Any],
+                      finished: bool) -> None:
+        try:
+            await crawler_database(self.crawler).run(
+                store.record_crawl_result, progress.org.id, summary, progress.entry_error,
+                finished=finished,
+            )
+        except DatabaseError as exc:
+            logger.error("Could not record the crawl of %s: %s",
+                         progress.org.business_name or progress.org.website, exc)
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
-        dry = self.args.dry_run
-        adb = crawler_database(self.crawler)
+        if self.watch is not None:
+            self.watch.stop()
+        if self._recording:
+            await asyncio.gather(*list(self._recording))
         assert self.crawler.stats is not None
         for progress in self.progress.values():
-            summary = self.summary(progress)
-            name = progress.org.business_name or progress.org.website
-            logger.info(
-                "Organization %s: %d pages, %d vehicles found, %d created, %d updated, "
-                "%d unchanged, skipped %s, %d errors%s",
-                name, summary["pages"], summary["vehicles_found"], summary["created"],
-                summary["updated"], summary["unchanged"], summary["skipped"] or "nothing",
-                summary["errors"], f" ({progress.entry_error})" if progress.entry_error else "",
-            )
-            for key in ("pages", "vehicles_found", "errors"):
-                self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/{key}", summary[key])
-            for why, count in progress.skipped.items():
-                self.crawler.stats.set_value(f"nuke/org/{progress.org.id}/skipped/{why}", count)
-            for outcome, count in progress.written.items():
-                self.crawler.stats.set_value(
-                    f"nuke/org/{progress.org.id}/vehicles_{outcome}", count)
-            if dry or self.distributed is not None:
-                continue  # distributed: recorded when every worker is done with it
-            if progress.render_js and not (progress.config and progress.config.render_js):
-                summary["render_js_detected"] = True
-            try:
-                await adb.run(
-                    store.record_crawl_result,
-                    progress.org.id,
-                    summary,
-                    progress.entry_error,
-                    finished=reason == "finished",
-                )
-            except DatabaseError as exc:
-                logger.error("Could not record the crawl of %s: %s", name, exc)
+            if progress.reported is not None and progress.reported == self.summary(progress):
+                continue  # reported when it finished, nothing since
+            # "finished" ends only idle runs; after a stop, those whose every request
+            # was done are finished too, the rest are selected again by the next run
+            finished = reason == "finished" or self._is_finished(progress)
+            summary = self._report(progress)
+            if not self.args.dry_run and self.distributed is None:
+                # distributed: recorded by the worker that finishes its last request
+                await self._record(progress, summary, finished)
         self.crawler.stats.set_value("nuke/orgs/crawled", len(self.progress))
         self.crawler.stats.set_value(
             "nuke/orgs/unreachable", sum(1 for p in self.progress.values() if p.entry_error)
