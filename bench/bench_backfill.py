@@ -28,6 +28,13 @@ What it does, in one run:
    current code's, by ``image_backfill`` as of git commit ``REF`` (``git archive`` into a
    temporary folder, a fresh schema): before/after figures measured side by side.
 4. Runs ``image_backfill`` again: it must download nothing.
+   With ``--cloudflare``, the same work is then done into ``cloudflare-images://`` against
+   the tests' Cloudflare API server (``tests/cloudflare_server.py``, a child process on the
+   same cores, ``--cf-latency`` seconds per request, no rate cap: Cloudflare's real
+   1,200 requests per 5 minutes would cap any run at 4 images/s), on a fresh schema:
+   images/s against the folder run above (the ratio: uploads add network work; no
+   variant is made for this store), peak RSS (it must stay under 400 MB), then a second
+   run that must upload nothing.
 5. Times ``--claim-samples`` (100) claims on PostgreSQL with ``--claim-vehicles`` vehicles
    and 10 image rows each, built with ``INSERT ... SELECT generate_series`` in a schema that
    is dropped afterwards, then vacuumed, analysed and checkpointed as a database in steady
@@ -335,12 +342,14 @@ def export_ref(ref: str) -> Path:
     return dest
 
 
-def run_backfill(db_url: str, out: Path, processes: int, extra: list[str],
-                 code: Path = REPO) -> dict[str, float]:
+def run_backfill(db_url: str, out: Path | str, processes: int, extra: list[str],
+                 code: Path = REPO, env_extra: dict[str, str] | None = None,
+                 ) -> dict[str, float]:
     """``scrapy crawl image_backfill`` from the project at ``code`` (this checkout, or
     one exported by :func:`export_ref`: its folder comes first on ``sys.path``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(DATABASE_URL=db_url, NUKE_ALLOW_PRIVATE_NETWORKS="1", PYTHONPATH=str(code))
+    env.update(env_extra or {})
     cmd = ["taskset", "-c", CORES, sys.executable, "-m", "scrapy", "crawl", "image_backfill",
            *BACKFILL_SETTINGS, "-s", f"IMAGES_STORE={out}", "-a", "limit=1000000",
            "-a", "batch_size=25", "-a", "max_images=50", *extra]
@@ -375,6 +384,62 @@ def run_backfill(db_url: str, out: Path, processes: int, extra: list[str],
             "per_second": stored / seconds, "peak_rss_mb": peak_one / 2**20,
             "peak_rss_mb_sum": peak_total / 2**20,
             "cpu_ms_per_image": 1000 * cpu / max(1, stored + failed)}
+
+
+def start_cloudflare(latency: float) -> tuple[subprocess.Popen[str], str]:
+    """The tests' Cloudflare Images API server in a child process; its API base URL."""
+    proc = subprocess.Popen(
+        ["taskset", "-c", CORES, sys.executable, "-m", "tests.cloudflare_server",
+         "--latency", str(latency), "--discard"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("http"):
+        proc.terminate()
+        raise SystemExit("the Cloudflare API server did not start")
+    return proc, line
+
+
+def cloudflare_stats(api_url: str) -> dict[str, object]:
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(api_url)
+    with urllib.request.urlopen(f"{parts.scheme}://{parts.netloc}/__stats",  # noqa: S310
+                                timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def bench_cloudflare(vehicles: list[list[str]], processes: int, extra: list[str],
+                     latency: float, concurrency: int) -> dict[str, object]:
+    """``image_backfill`` into ``cloudflare-images://`` against the local API server."""
+    sys.path.insert(0, str(REPO))
+    from tests.cloudflare_server import ACCOUNT_HASH, ACCOUNT_ID, TOKEN
+
+    server, api_url = start_cloudflare(latency)
+    schema, db_url = make_schema()
+    try:
+        seed_vehicles(db_url, vehicles)
+        settings = [*extra, "-s", f"CF_IMAGES_API_URL={api_url}",
+                    "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
+                    "-s", "CF_IMAGES_RATE_LIMIT=100000000",
+                    "-s", f"CF_IMAGES_CONCURRENCY={concurrency}"]
+        store = f"cloudflare-images://{ACCOUNT_ID}"
+        env = {"CF_IMAGES_TOKEN": TOKEN}
+        first = run_backfill(db_url, store, processes, settings, env_extra=env)
+        uploads = int(cloudflare_stats(api_url)["uploads"])  # type: ignore[call-overload]
+        server_cpu = process_cpu(server.pid)  # the local API server's share of the 2 cores
+        second = run_backfill(db_url, store, processes, settings, env_extra=env)
+        stats = cloudflare_stats(api_url)
+        return {**first, "uploads": uploads,
+                "server_cpu_ms_per_image": 1000 * server_cpu / max(1, uploads),
+                "second_run_uploads": int(stats["uploads"]) - uploads,  # type: ignore[call-overload]
+                "second_run_stored": second["images"], "api_statuses": stats["statuses"]}
+    finally:
+        server.terminate()
+        server.wait()
+        drop_schema(schema)
 
 
 def _load() -> str:
@@ -499,6 +564,13 @@ def main() -> None:
     parser.add_argument("--claim-unsettled", action="store_true",
                         help="time the claims right after the bulk load (no VACUUM, no "
                         "CHECKPOINT first: the server is still writing the load out)")
+    parser.add_argument("--cloudflare", action="store_true",
+                        help="also backfill into cloudflare-images:// against the tests' "
+                        "local Cloudflare API server, and compare with the folder run")
+    parser.add_argument("--cf-latency", type=float, default=0.0,
+                        help="seconds the local Cloudflare API server takes per request")
+    parser.add_argument("--cf-concurrency", type=int, default=8,
+                        help="CF_IMAGES_CONCURRENCY for the Cloudflare run")
     parser.add_argument("--backfill-setting", action="append", default=[],
                         help="extra -s NAME=VALUE for image_backfill")
     parser.add_argument("--baseline-ref", action="append", default=[], metavar="GIT_REF",
@@ -586,6 +658,23 @@ def main() -> None:
             results["second_run_downloads"] = downloaded_again
             print(f"second run: {downloaded_again} images downloaded again, "
                   f"{again['images']} stored", flush=True)
+            if args.cloudflare:
+                results["image_backfill_cloudflare"] = cf = bench_cloudflare(
+                    vehicles, args.processes, extra, args.cf_latency, args.cf_concurrency)
+                cf_ratio = float(cf["per_second"]) / bf["per_second"]  # type: ignore[arg-type]
+                results["cloudflare_ratio"] = cf_ratio
+                peak = float(cf["peak_rss_mb"])  # type: ignore[arg-type]
+                print(f"image_backfill into cloudflare-images:// (local API server, "
+                      f"{args.cf_latency * 1000:.0f} ms per request, CF_IMAGES_CONCURRENCY="
+                      f"{args.cf_concurrency}): {cf['images']} images stored ({cf['failed']} "
+                      f"failed, {cf['uploads']} uploads) in {cf['seconds']:.1f}s = "
+                      f"{cf['per_second']:.0f} images/s = {cf_ratio:.2f}x the folder run, "
+                      f"peak RSS {peak:.0f} MB per process"
+                      f"{'' if peak < 400 else ' (OVER the 400 MB bound)'}, "
+                      f"{cf['cpu_ms_per_image']:.1f} ms CPU per image (and the local API server "
+                      f"{cf['server_cpu_ms_per_image']:.1f} ms on the same cores); second run: "
+                      f"{cf['second_run_uploads']} uploads; API answers {cf['api_statuses']} "
+                      f"({_load()})", flush=True)
         finally:
             server.terminate()
             server.wait()

@@ -81,7 +81,9 @@ For each ``name -> (max_w, max_h)`` box whose width or height the upright image 
 BILINEAR filter with ``reducing_gap``: 40% cheaper than BICUBIC for thumbnails, and within
 0.1 grey level of it on average): JPEG for opaque images, WebP when there is alpha.
 Smaller images get no variant for that box. Animated images get variants of their first
-frame. The default is a single ``thumb`` (320x240); a larger box (say ``"medium":
+frame. ``variant_formats`` (built from ``NUKE_IMAGE_VARIANTS`` by :mod:`nuke_crawl.variants`)
+sets a variant's format and quality instead: WebP, AVIF or JPEG, encoded there without
+metadata. The default is a single ``thumb`` (320x240); a larger box (say ``"medium":
 (1024, 768)``) costs about four times the CPU of the whole verification, because it
 forces a full-size decode and a large resize.
 
@@ -118,6 +120,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.exceptions import ReasonError
 
 __all__ = [
@@ -142,7 +145,7 @@ REJECTION_REASONS = frozenset(
     }
 )
 
-DEFAULT_VARIANTS: Mapping[str, tuple[int, int]] = {"thumb": (320, 240)}
+DEFAULT_VARIANTS: Mapping[str, tuple[int, int]] = defaults.NUKE_IMAGE_VARIANTS
 
 # Formats handed to Image.open (MPO is produced by the JPEG factory, it has no opener).
 _PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "ICO")
@@ -258,12 +261,16 @@ def process_image(
     variants: Mapping[str, tuple[int, int]] = DEFAULT_VARIANTS,
     jpeg_quality: int = 85,
     max_total_pixels: int | None = None,
+    variant_formats: Mapping[str, tuple[str, int]] | None = None,
 ) -> ProcessedImage:
     """Validate ``body`` and return what to store, or raise :class:`ImageRejected`.
 
     See the module docstring for the rules. ``max_total_pixels`` bounds the pixels of all
-    frames of an animation together (``None``: ``4 * max_pixels``). Invalid arguments
-    (not the body) raise ``ValueError``.
+    frames of an animation together (``None``: ``4 * max_pixels``). ``variant_formats``
+    maps a variant's name to ``(format, quality)`` (``"WEBP"``, ``"AVIF"`` or ``"JPEG"``;
+    :mod:`nuke_crawl.variants` builds it from ``NUKE_IMAGE_VARIANTS``); a variant not
+    named there gets JPEG, or WebP when the image has alpha. Invalid arguments (not the
+    body) raise ``ValueError``.
     """
     if max_pixels <= 0:
         raise ValueError("max_pixels must be positive")
@@ -272,6 +279,10 @@ def process_image(
     for name, box in variants.items():
         if len(box) != 2 or box[0] <= 0 or box[1] <= 0:
             raise ValueError(f"variant {name!r} needs a positive (width, height) box")
+    formats = dict(variant_formats or {})
+    for name, (fmt, quality) in formats.items():
+        if fmt not in ("WEBP", "AVIF", "JPEG") or not 1 <= quality <= 100:
+            raise ValueError(f"variant {name!r}: format {fmt!r} at quality {quality}")
     total_limit = 4 * max_pixels if max_total_pixels is None else max_total_pixels
     if not body:
         raise ImageRejected("empty", "the body has no bytes")
@@ -285,6 +296,7 @@ def process_image(
             min_height,
             variants,
             jpeg_quality,
+            formats,
         )
     except ImageRejected:
         raise
@@ -320,10 +332,11 @@ def _process(
     min_height: int,
     boxes: Mapping[str, tuple[int, int]],
     quality: int,
+    formats: Mapping[str, tuple[str, int]],
 ) -> ProcessedImage:
     im = _open(body, content_type)
     if im is None:
-        return _process_heif(body, max_pixels, min_width, min_height, boxes, quality)
+        return _process_heif(body, max_pixels, min_width, min_height, boxes, quality, formats)
     with im:
         fmt = str(im.format)
         width, height = im.size
@@ -374,7 +387,8 @@ def _process(
                 decoded.durations = [first_duration, *durations]
         if keep:
             ext, mime = _KEEPABLE[fmt]
-            return _result(body, mime, ext, decoded, reencoded=False, boxes=boxes, quality=quality)
+            return _result(body, mime, ext, decoded, reencoded=False, boxes=boxes, quality=quality,
+                           formats=formats)
         if fmt == "MPO" and orientation in (None, 1) and im.mode in ("L", "RGB"):
             sliced = _mpo_first_picture(body, im)
             if sliced is not None:
@@ -386,8 +400,9 @@ def _process(
                     reencoded=True,
                     boxes=boxes,
                     quality=quality,
+                    formats=formats,
                 )
-        return _reencode(decoded, boxes, quality)
+        return _reencode(decoded, boxes, quality, formats)
 
 
 def _process_heif(
@@ -397,6 +412,7 @@ def _process_heif(
     min_height: int,
     boxes: Mapping[str, tuple[int, int]],
     quality: int,
+    formats: Mapping[str, tuple[str, int]],
 ) -> ProcessedImage:
     """Decode HEIF/HEIC through pillow-heif (libheif applies irot/imir: output is upright)."""
     pillow_heif = _pillow_heif()
@@ -420,7 +436,7 @@ def _process_heif(
         raise _classify_error(exc, "decoding HEIF") from exc
     icc = image.info.get("icc_profile") or None
     decoded = _Decoded(image, width, height, "HEIF", icc)
-    return _reencode(decoded, boxes, quality)
+    return _reencode(decoded, boxes, quality, formats)
 
 
 # ----------------------------------------------------------------------- opening, sniffing
@@ -877,7 +893,10 @@ def _target_format(source: str, alpha: bool) -> str:
 
 
 def _reencode(
-    decoded: _Decoded, boxes: Mapping[str, tuple[int, int]], quality: int
+    decoded: _Decoded,
+    boxes: Mapping[str, tuple[int, int]],
+    quality: int,
+    formats: Mapping[str, tuple[str, int]],
 ) -> ProcessedImage:
     image, alpha = _web_image(decoded.image, decoded.icc)
     decoded.image = image
@@ -890,7 +909,8 @@ def _reencode(
         fmt = _target_format(decoded.source_format, alpha)
         data = _encode(image, fmt, quality, icc)
     ext, mime = _OUTPUT[fmt]
-    return _result(data, mime, ext, decoded, reencoded=True, boxes=boxes, quality=quality)
+    return _result(data, mime, ext, decoded, reencoded=True, boxes=boxes, quality=quality,
+                   formats=formats)
 
 
 def _encode_animation(decoded: _Decoded, fmt: str, quality: int) -> bytes:
@@ -918,7 +938,10 @@ def _fit(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 def _make_variants(
-    decoded: _Decoded, boxes: Mapping[str, tuple[int, int]], quality: int
+    decoded: _Decoded,
+    boxes: Mapping[str, tuple[int, int]],
+    quality: int,
+    formats: Mapping[str, tuple[str, int]],
 ) -> list[Variant]:
     needed = {
         name: box
@@ -944,6 +967,13 @@ def _make_variants(
                 base = candidate
         resized = base.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         ladder.append(resized)
+        if name in formats:  # WebP/AVIF/JPEG as NUKE_IMAGE_VARIANTS asked (nuke_crawl.variants)
+            from nuke_crawl.variants import encode_variant  # late: variants imports us
+
+            own_fmt, own_quality = formats[name]
+            data, mime = encode_variant(resized, own_fmt, own_quality, icc)
+            made[name] = Variant(name, data, size[0], size[1], mime)
+            continue
         made[name] = Variant(name, _encode(resized, fmt, quality, icc), size[0], size[1], ext_mime)
     return [made[name] for name in boxes if name in made]
 
@@ -957,6 +987,7 @@ def _result(
     reencoded: bool,
     boxes: Mapping[str, tuple[int, int]],
     quality: int,
+    formats: Mapping[str, tuple[str, int]],
 ) -> ProcessedImage:
     return ProcessedImage(
         data=data,
@@ -967,7 +998,7 @@ def _result(
         sha256=hashlib.sha256(data).hexdigest(),
         source_format=decoded.source_format,
         reencoded=reencoded,
-        variants=_make_variants(decoded, boxes, quality),
+        variants=_make_variants(decoded, boxes, quality, formats),
     )
 
 

@@ -4,7 +4,14 @@ Every ``NUKE_*`` setting and its default is listed here, once (and in README.md)
 any of them can be given with ``-s NAME=value``. ``DATABASE_URL`` comes from
 the environment first, then this setting. Components read their settings with
 these values as defaults (``from nuke_crawl import settings as defaults``), so a
-crawler built without this module (a test's ``get_crawler``) behaves the same.
+crawler built without this module (a test's ``get_crawler``) behaves the same;
+no default is written again where a setting is read (tests/test_settings_listed.py
+checks both). Scrapy's own settings that components read keep Scrapy's defaults
+unless set here: ``BOT_NAME``, ``CONCURRENT_REQUESTS``, ``RETRY_ENABLED``,
+``RETRY_HTTP_CODES``, ``RETRY_EXCEPTIONS``, ``DOWNLOADER_MIDDLEWARES``,
+``DOWNLOAD_HANDLERS``, ``EXTENSIONS``, the S3 store's ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``,
+``AWS_REGION_NAME`` and ``FILES_STORE_S3_ACL``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ NUKE_DB_BATCH_WAIT = 0.5  # seconds a partial batch waits for company before it 
 NUKE_DRY_RUN = False  # count, write nothing (set by a spider's dry_run argument)
 
 # -- politeness ----------------------------------------------------------------
-NUKE_USER_AGENT = "nuke_crawl/0.1 (+https://github.com/nuke-crawl/nuke_crawl; vehicle listings crawler)"
+NUKE_USER_AGENT = (
+    "nuke_crawl/0.1 (+https://github.com/nuke-crawl/nuke_crawl; vehicle listings crawler)"
+)
 USER_AGENT = NUKE_USER_AGENT
 ROBOTSTXT_OBEY = True
 CONCURRENT_REQUESTS = 32
@@ -64,9 +73,12 @@ ITEM_PIPELINES = {
 NUKE_EXTERNAL_IMAGE_RECORDS = True  # one vehicle_images row (is_external) per image URL
 NUKE_MAX_IMAGES_PER_VEHICLE = 50
 NUKE_PROBE_COMMON_PATHS = True  # try /inventory, /used-vehicles... when nothing links to inventory
-NUKE_WORKER_PROCESSES = 1  # processes that extract pages and write vehicles (0: a thread of the crawler)
+# The crawl's worker processes (nuke_crawl.extensions.workers); image_backfill sets its
+# own in custom_settings (decoding: nice 0, the image worker module, NUKE_IMAGE_PROCESSES)
+NUKE_WORKER_PROCESSES = 1  # processes that extract pages and write vehicles (0: a thread)
 NUKE_WORKER_NICE = 10  # their CPU priority below the crawler's (0-19; 0: the same)
-NUKE_GC_THRESHOLD = 20_000  # allocations between young-generation GC scans during a crawl (0: Python's 700)
+NUKE_WORKER_PRELOAD = ["nuke_crawl.spiders.orgpage"]  # modules they import as they start
+NUKE_GC_THRESHOLD = 20_000  # allocations between young-generation GC scans (0: Python's 700)
 
 # -- bounds of one organization's crawl in one run (nuke_crawl.spiders.bounds) -------
 # Each cap reached is recorded in the organization's metadata.last_crawl.caps_hit.
@@ -118,7 +130,7 @@ EXTENSIONS = {
     "nuke_crawl.extensions.gctune.GcTuning": 6,
     "nuke_crawl.extensions.quickstop.QuickStop": 7,  # for spiders with stop_quickly = True
     "nuke_crawl.extensions.handoff.AnalysisHandoff": 10,  # unless NUKE_ANALYZE_AFTER_BACKFILL
-    "nuke_crawl.extensions.handoff.BackfillHandoff": 500,  # does nothing unless NUKE_TRIGGER_BACKFILL
+    "nuke_crawl.extensions.handoff.BackfillHandoff": 500,  # unless NUKE_TRIGGER_BACKFILL
 }
 
 # -- distributed org crawl (nuke_crawl.distributed; docs/scale.md) -----------------
@@ -143,13 +155,27 @@ NUKE_IMAGE_MAX_PIXELS = 50_000_000  # decompression-bomb limit
 NUKE_IMAGE_MAX_ATTEMPTS = 5  # transient failures are retried by later runs up to this many times
 NUKE_IMAGE_RETRY_BACKOFF = 3600.0  # seconds before the first cross-run retry, doubling
 NUKE_IMAGE_LEASE_SECONDS = 600.0  # a claimed vehicle returns to the pool if its worker dies
-NUKE_IMAGE_VARIANTS = {"thumb": (320, 240)}  # resized copies stored beside each image
 NUKE_IMAGE_RECORD_WAIT = 0.05  # seconds stored images wait to share one commit
-# Two more, computed where they are read when not given (a fixed value here would
-# not fit every machine or CONCURRENT_REQUESTS):
-# NUKE_IMAGE_PROCESSES: worker processes decoding images (default: the CPU count; 0: threads)
-# NUKE_IMAGE_MAX_IN_FLIGHT: images handed to the downloader at once (2 * CONCURRENT_REQUESTS)
+# None: computed when the run starts (a fixed value would not fit every machine or
+# CONCURRENT_REQUESTS):
+NUKE_IMAGE_PROCESSES = None  # worker processes decoding images (None: the CPU count; 0: threads)
+NUKE_IMAGE_MAX_IN_FLIGHT = None  # images handed out at once (None: 2 * CONCURRENT_REQUESTS)
 NUKE_IMAGES_FSYNC = True  # fsync local files before recording them
+# Variants of each stored image (nuke_crawl.variants): "name:size[:format[:quality]],...",
+# e.g. "thumb:320x240:webp,medium:1024:webp"; format webp, avif, jpeg or auto (JPEG, or WebP
+# with alpha). The dict form below still reads. On cloudflare-images:// the variants are
+# Cloudflare's and none of these is made.
+NUKE_IMAGE_VARIANTS = {"thumb": (320, 240)}
+# Cloudflare Images store: IMAGES_STORE = "cloudflare-images://<account_id>"
+# (nuke_crawl.storage.cloudflare). CF_IMAGES_TOKEN comes from the environment only.
+CF_IMAGES_ACCOUNT_HASH = None  # delivery URLs https://imagedelivery.net/<hash>/<id>/<variant>
+CF_IMAGES_VARIANT = "public"  # the variant whose delivery URL becomes image_url
+CF_IMAGES_API_URL = "https://api.cloudflare.com/client/v4"
+CF_IMAGES_RATE_LIMIT = 1200  # API requests per CF_IMAGES_RATE_PERIOD (Cloudflare: 1,200/5 min)
+CF_IMAGES_RATE_PERIOD = 300.0
+CF_IMAGES_CONCURRENCY = 8  # API requests in flight at once
+CF_IMAGES_TIMEOUT = 30.0  # seconds, connect and read
+CF_IMAGES_RETRY_TIMES = 4  # retries of a 429, 5xx or connection error (NUKE_BACKOFF_*)
 NUKE_TRIGGER_BACKFILL = False  # the org spider starts image_backfill when it closes
 NUKE_SCRAPYD_URL = None  # ...through scrapyd's schedule.json instead of a detached process
 NUKE_SCRAPYD_PROJECT = None  # scrapyd project; None: BOT_NAME

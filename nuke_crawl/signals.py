@@ -10,3 +10,11 @@ Argument ``outcomes``: a list of ``(organization_id, outcome)``, the outcome bei
 ``created``, ``updated``, ``unchanged``, ``failed`` or ``would_write`` (dry run). The org
 spider receives it and records each organization's results in its crawl summary, so
 results flow one way: pipeline -> spider's summary -> database."""
+
+store_failed = object()
+"""Sent by :class:`~nuke_crawl.pipelines.images.ImageBackfillPipeline` when its image store
+cannot be used: when it opens, before the spider's first claim (its settings are bad, or
+the store's ``probe()`` fails), or mid-run (a write failed for a reason that is not the
+image's). Argument ``detail``: one line saying why. The ``image_backfill`` spider then
+claims nothing more: at start it stops with "Cannot start", mid-run the run drains, and
+no image is marked failed for it."""

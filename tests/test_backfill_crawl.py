@@ -532,3 +532,22 @@ def test_run_closes_right_after_its_last_vehicle(sqlite_url, tmp_path, image_hos
             if key in line:
                 times[key] = float(line.split(" ", 1)[0])
     assert times["Closing spider"] - times["Batch 1 done"] < 2.0, times
+
+
+def test_a_bad_worker_setting_stops_the_run_before_any_claim(sqlite_url, tmp_path):
+    """The pipeline decodes in the crawl's one worker pool (WorkerPoolExtension): a
+    setting that disables it stops the run with "Cannot start", claims nothing and
+    exits 1, instead of failing every image."""
+    seed(sqlite_url, [(LISTING + "w", ["http://img.example/w1.jpg"])])
+    result = crawl(sqlite_url, tmp_path / "images", "-s", "NUKE_WORKER_NICE=25", timeout=60)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Cannot start: no worker pool" in result.stderr
+    assert "NUKE_WORKER_NICE=25" in result.stderr  # the extension's warning names it
+    assert "Traceback" not in result.stderr
+    assert [row["storage_path"] for row in images(sqlite_url)] == [None]
+    db = Database(sqlite_url)
+    try:
+        assert db.fetchall("SELECT images_lease_owner FROM vehicles") == [
+            {"images_lease_owner": None}]
+    finally:
+        db.close()

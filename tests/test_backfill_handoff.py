@@ -14,6 +14,7 @@ from nuke_crawl.extensions.handoff import (
     absolute_database_url,
     backfill_arguments,
     backfill_command,
+    forwarded_settings,
     schedule_scrapyd,
     without_password,
 )
@@ -27,6 +28,23 @@ def test_arguments_and_command():
     cmd = backfill_command(args, {"IMAGES_STORE": "/x"})
     assert cmd[-7:] == ["image_backfill", "-a", "created_after=2026-01-02T03:04:05+00:00",
                         "-a", "limit=7", "-s", "IMAGES_STORE=/x"]
+
+
+def test_store_and_variant_settings_are_forwarded():
+    from scrapy.settings import Settings
+
+    settings = Settings({"CF_IMAGES_RATE_LIMIT": 1200, "CF_IMAGES_TOKEN": "not-forwarded"})
+    settings.setdict({"IMAGES_STORE": "cloudflare-images://acc",
+                      "CF_IMAGES_ACCOUNT_HASH": "hash", "CF_IMAGES_API_URL": "http://api/v4",
+                      "CF_IMAGES_VARIANT": "big", "CF_IMAGES_CONCURRENCY": "3",
+                      "CF_IMAGES_TOKEN": "secret-token",
+                      "NUKE_IMAGE_VARIANTS": "thumb:320x240:webp"}, priority="cmdline")
+    out = forwarded_settings(settings)
+    assert out == {"IMAGES_STORE": "cloudflare-images://acc", "CF_IMAGES_ACCOUNT_HASH": "hash",
+                   "CF_IMAGES_API_URL": "http://api/v4", "CF_IMAGES_VARIANT": "big",
+                   "CF_IMAGES_CONCURRENCY": "3", "NUKE_IMAGE_VARIANTS": "thumb:320x240:webp"}
+    settings.set("NUKE_IMAGE_VARIANTS", {"thumb": [320, 240]}, priority="cmdline")
+    assert forwarded_settings(settings)["NUKE_IMAGE_VARIANTS"] == '{"thumb": [320, 240]}'
 
 
 def test_database_url_for_other_processes(tmp_path, monkeypatch):

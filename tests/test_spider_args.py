@@ -1,10 +1,10 @@
-"""Typed spider arguments (nuke_crawl.spiders.args.SpiderArgs), with the org spider's."""
+"""Typed spider arguments (nuke_crawl.params.SpiderArgs), with the org spider's."""
 
 from __future__ import annotations
 
 import pytest
 
-from nuke_crawl.spiders.args import PARSED, ArgumentError
+from nuke_crawl.params import PARSED, ArgumentError
 from nuke_crawl.spiders.org import OrgArgs, OrgSpider
 
 
@@ -38,3 +38,48 @@ def test_arguments_parsed_by_scrapy_crawl_are_not_parsed_again() -> None:
     # without them (another runner, scrapyd's _job), the spider parses its own
     spider = OrgSpider(limit="7", _job="abc")
     assert spider.args == parsed
+
+
+def test_image_spiders_arguments_are_typed_and_parsed_once() -> None:
+    from datetime import UTC, datetime
+
+    from nuke_crawl.spiders.image_analysis import AnalysisArgs, ImageAnalysisSpider
+    from nuke_crawl.spiders.image_backfill import BackfillArgs, ImageBackfillSpider
+
+    args = BackfillArgs.parse({"limit": "5", "created_after": "2026-01-31T12:00:00Z",
+                               "min_priority": "-3"}, "image_backfill")
+    assert (args.limit, args.batch_size, args.max_images, args.min_priority) == (5, 10, 20, -3)
+    assert args.created_after == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert not args.dry_run and not args.retry_failed
+    spider = ImageBackfillSpider(**{PARSED: args, "limit": "not parsed again"})
+    assert spider.args is args
+    assert ImageBackfillSpider(limit="5", created_after="2026-01-31T12:00:00Z",
+                               min_priority="-3", _job="abc").args == args
+
+    parsed = AnalysisArgs.parse({"providers": "local,local", "check": "1"},
+                                "image_analysis")
+    assert (parsed.limit, parsed.providers, parsed.check, parsed.image_ids) == (
+        1000, ("local",), True, ())
+    assert ImageAnalysisSpider(**{PARSED: parsed}).args is parsed
+    assert "limit (100): vehicles to process in this run" in BackfillArgs.describe()
+
+
+@pytest.mark.parametrize(("spider", "given", "message"), [
+    ("image_backfill", {"limit": "0"}, "argument limit='0': must be at least 1"),
+    ("image_backfill", {"created_after": "soon"}, "created_after='soon': expected an ISO"),
+    ("image_backfill", {"colour": "red"}, "unknown argument(s) for spider 'image_backfill'"),
+    ("image_analysis", {"providers": "magic"}, "unknown provider(s) magic"),
+    ("image_analysis", {"vehicle_ids": "1,2"}, "argument vehicle_ids='1': expected a UUID"),
+    ("image_analysis", {"concurrency": "0"}, "argument concurrency='0': must be at least 1"),
+    ("image_analysis", {"image_ids": " , "}, "argument image_ids: expected a comma list"),
+])
+def test_a_bad_image_spider_argument_is_refused_by_name(
+    spider: str, given: dict[str, str], message: str
+) -> None:
+    from nuke_crawl.spiders.image_analysis import AnalysisArgs
+    from nuke_crawl.spiders.image_backfill import BackfillArgs
+
+    arguments = BackfillArgs if spider == "image_backfill" else AnalysisArgs
+    with pytest.raises(ArgumentError) as refused:
+        arguments.parse(given, spider)
+    assert message in str(refused.value)

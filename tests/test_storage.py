@@ -13,6 +13,7 @@ import pytest
 from scrapy.settings import Settings
 
 from nuke_crawl.storage import STORE_SCHEMES, StoreError, build_store, store_class
+from nuke_crawl.storage.cloudflare import CloudflareImagesStore
 from nuke_crawl.storage.local import LocalImageStore
 from nuke_crawl.storage.s3 import S3ImageStore
 
@@ -21,7 +22,8 @@ def test_stores_are_chosen_by_scheme(tmp_path: Path) -> None:
     assert store_class(str(tmp_path)) is LocalImageStore
     assert store_class(f"file://{tmp_path}") is LocalImageStore
     assert store_class("s3://bucket/prefix") is S3ImageStore
-    assert set(STORE_SCHEMES) == {"", "file", "s3"}
+    assert store_class("cloudflare-images://acc") is CloudflareImagesStore
+    assert set(STORE_SCHEMES) == {"", "file", "s3", "cloudflare-images"}
     with pytest.raises(ValueError, match=r"IMAGES_STORE 'gs://b/p': expected a folder or"):
         build_store(Settings({"IMAGES_STORE": "gs://b/p"}))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,96 @@ def test_the_crawlers_pool_takes_its_collector_threshold_from_the_settings() -> 
     assert crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": 0})).gc_threshold == 0
     with pytest.raises(NotConfigured, match="NUKE_GC_THRESHOLD=-5"):
         crawler_workers(get_crawler(settings_dict={"NUKE_GC_THRESHOLD": -5}))
+
+
+def _imports(*modules: str) -> list[bool]:
+    import sys
+
+    return [module in sys.modules for module in modules]
+
+
+def test_one_pool_configured_per_spider_for_extraction_or_image_decoding() -> None:
+    """The org crawl's and the image backfill's workers are the same extension's pool,
+    started the way each spider needs: extraction at nice 10, one process, preloading
+    the extraction code; image decoding at the crawler's priority, a process per CPU
+    (NUKE_IMAGE_PROCESSES), importing Pillow and numpy but no Scrapy."""
+    from scrapy.crawler import Crawler
+    from scrapy.settings import Settings
+
+    from nuke_crawl import settings as project
+    from nuke_crawl.extensions.workers import WorkerPoolExtension
+    from nuke_crawl.spiders.image_backfill import ImageBackfillSpider
+    from nuke_crawl.spiders.org import OrgSpider
+
+    def pool_for(spidercls: type, **given: object) -> WorkerPool:
+        settings = Settings()
+        settings.setmodule(project, priority="project")
+        settings.setdict(given, priority="cmdline")  # -s NAME=value
+        return WorkerPoolExtension.from_crawler(Crawler(spidercls, settings)).pool
+
+    org = pool_for(OrgSpider)
+    assert (org.processes, org.nice, org.preload) == (1, 10, ("nuke_crawl.spiders.orgpage",))
+    images = pool_for(ImageBackfillSpider)
+    assert (images.processes, images.nice, images.preload) == (
+        os.cpu_count() or 1, 0, ("nuke_crawl.pipelines._imageworker",))
+    assert images.gc_threshold == org.gc_threshold == 20_000
+    assert pool_for(ImageBackfillSpider, NUKE_IMAGE_PROCESSES=0).processes == 0
+    assert pool_for(ImageBackfillSpider, NUKE_IMAGE_PROCESSES="3").processes == 3
+    # the spider's choices are defaults: the command line still wins
+    assert pool_for(ImageBackfillSpider, NUKE_WORKER_NICE=5).nice == 5
+
+    async def go() -> list[bool]:
+        pool = WorkerPool(1, nice=images.nice, preload=images.preload)
+        try:
+            return await pool.call(_imports, "PIL.Image", "numpy", "scrapy", "twisted")
+        finally:
+            await pool.close()
+
+    assert run(go()) == [True, True, False, False]
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_an_image_worker_dying_mid_image_fails_that_image_as_storage(tmp_path: Path) -> None:
+    """The backfill pipeline decodes in the crawl's pool: a worker that dies while it
+    decodes fails that image with reason ``storage`` (no traceback), and the next image
+    gets a new worker."""
+    from scrapy import Request
+    from scrapy.http import Response
+    from scrapy.utils.test import get_crawler
+
+    from nuke_crawl.db import backfill
+    from nuke_crawl.demo.images import image_bytes
+    from nuke_crawl.items import VehicleImagesItem
+    from nuke_crawl.pipelines.images import ImageBackfillPipeline, ImageFailed
+
+    crawler = get_crawler(settings_dict={
+        "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
+        "IMAGES_STORE": str(tmp_path), "NUKE_IMAGE_VARIANTS": {"a": (4000, 3000)},
+    })
+    pipeline = ImageBackfillPipeline.from_crawler(crawler)
+    image = backfill.ImageWork("i1", "http://img.example/1.jpg", 0, True)
+    item = VehicleImagesItem(work=backfill.VehicleWork("v1", None, [image]), owner="me")
+    request = Request(image.url, meta={"nuke_image": image, "nuke_image_id": "i1"})
+    big = image_bytes("big", width=6000, height=4500, quality=95, unique=True)
+    response = Response(image.url, body=big, headers={"Content-Type": "image/jpeg"},
+                        request=request)
+
+    async def go() -> tuple[str, int, int]:
+        pool = pipeline._pool = WorkerPool(1, preload=("nuke_crawl.pipelines._imageworker",))
+        try:
+            pid = await pool.call(_pid)
+            decoding = asyncio.ensure_future(pipeline._store_response(response, request, item))
+            await asyncio.sleep(0.2)  # the worker is decoding a 27-megapixel JPEG
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(ImageFailed) as failed:
+                await decoding
+            assert "worker process" in failed.value.detail
+            return failed.value.reason, pid, await pool.call(_pid)
+        finally:
+            await pool.close()
+
+    reason, dead, replacement = run(go())
+    assert reason == "storage" and replacement != dead

@@ -49,6 +49,8 @@ from typing import Any, Self
 import openai
 from openai import AsyncOpenAI
 
+from nuke_crawl import settings as defaults
+
 from ..exceptions import ReasonError
 from ..extraction.vin import is_valid_vin
 from ..utils.http import parse_retry_after
@@ -71,10 +73,10 @@ from .results import (
 logger = logging.getLogger(__name__)
 
 PROVIDER = "openai"
-DEFAULT_MODEL = "gpt-4o-mini"
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 3
-DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_MODEL = defaults.NUKE_OPENAI_MODEL
+DEFAULT_TIMEOUT = defaults.NUKE_OPENAI_TIMEOUT
+DEFAULT_MAX_RETRIES = defaults.NUKE_OPENAI_MAX_RETRIES
+DEFAULT_BACKOFF_BASE = defaults.NUKE_OPENAI_BACKOFF_BASE
 MAX_BACKOFF = 60.0
 """Longest wait (s) between two attempts, whatever ``Retry-After`` says."""
 MAX_COMPLETION_TOKENS = 1500
@@ -303,7 +305,8 @@ class OpenAIProvider:
             timeout=float(read("NUKE_OPENAI_TIMEOUT") or DEFAULT_TIMEOUT),
             max_retries=int(read("NUKE_OPENAI_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
             backoff_base=float(read("NUKE_OPENAI_BACKOFF_BASE") or DEFAULT_BACKOFF_BASE),
-            image_detail=str(settings.get("NUKE_OPENAI_IMAGE_DETAIL") or "auto"),
+            image_detail=str(settings.get("NUKE_OPENAI_IMAGE_DETAIL")
+                             or defaults.NUKE_OPENAI_IMAGE_DETAIL),
         )
         concurrency = settings.get("NUKE_ANALYSIS_CONCURRENCY")
         if concurrency:

@@ -41,6 +41,8 @@ import botocore.exceptions
 from botocore.config import Config
 from PIL import Image
 
+from nuke_crawl import settings as defaults
+
 from .results import ImageTag, ProviderResult
 
 logger = logging.getLogger(__name__)
@@ -136,8 +138,10 @@ class RekognitionProvider:
         """From ``NUKE_REKOGNITION_MIN_CONFIDENCE`` (70) and
         ``NUKE_REKOGNITION_MAX_LABELS`` (30); region, endpoint and credentials as boto3
         finds them (``AWS_*`` environment)."""
-        return cls(min_confidence=settings.getfloat("NUKE_REKOGNITION_MIN_CONFIDENCE", 70.0),
-                   max_labels=settings.getint("NUKE_REKOGNITION_MAX_LABELS", 30))
+        return cls(min_confidence=settings.getfloat(
+                       "NUKE_REKOGNITION_MIN_CONFIDENCE", defaults.NUKE_REKOGNITION_MIN_CONFIDENCE),
+                   max_labels=settings.getint(
+                       "NUKE_REKOGNITION_MAX_LABELS", defaults.NUKE_REKOGNITION_MAX_LABELS))
 
     async def aclose(self) -> None:
         """Nothing to release (boto3 clients need no closing)."""

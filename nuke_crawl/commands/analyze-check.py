@@ -10,7 +10,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from nuke_crawl.analysis.registry import check_providers
-from nuke_crawl.spiders.args import ArgumentError, to_providers
+from nuke_crawl.params import ArgumentError, to_providers
 
 
 class Command(ScrapyCommand):

@@ -9,7 +9,7 @@ from scrapy.exceptions import UsageError
 
 from nuke_crawl.cli.base import DatabaseCommand
 from nuke_crawl.db import backfill, store
-from nuke_crawl.spiders.args import ArgumentError, to_int, to_uuid
+from nuke_crawl.params import ArgumentError, to_int, to_uuid
 
 
 class Command(DatabaseCommand):

@@ -8,7 +8,7 @@ from scrapy.exceptions import UsageError
 
 from nuke_crawl.cli.base import DatabaseCommand, organization_metadata
 from nuke_crawl.db import store
-from nuke_crawl.spiders.args import ArgumentError, to_url
+from nuke_crawl.params import ArgumentError, to_url
 
 
 class Command(DatabaseCommand):

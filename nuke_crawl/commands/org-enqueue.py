@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 import redis
 from scrapy.exceptions import UsageError
@@ -16,11 +17,10 @@ from nuke_crawl.distributed import (
     redact_redis_url,
     redis_url,
 )
-from nuke_crawl.spiders.args import ArgumentError, OrgSelection
+from nuke_crawl.params import ArgumentError, OrgSelection
 
 # the org spider's selection arguments (its OrgArgs extends OrgSelection)
-ARGUMENTS = OrgSelection.spec()
-SELECTION = tuple(ARGUMENTS)
+SELECTION = tuple(f.name for f in fields(OrgSelection))
 
 
 class Command(DatabaseCommand):
@@ -47,7 +47,7 @@ class Command(DatabaseCommand):
             if not sep:
                 raise UsageError(f"invalid -a value, use -a NAME=VALUE: {item!r}",
                                  print_help=False)
-            if name not in ARGUMENTS:
+            if name not in SELECTION:
                 raise UsageError(f"unknown argument {name!r}; accepted: {', '.join(SELECTION)}",
                                  print_help=False)
             given[name] = value

@@ -21,7 +21,7 @@ from scrapy.exceptions import UsageError
 
 from nuke_crawl.cli.base import DatabaseCommand, organization_metadata
 from nuke_crawl.db import DatabaseError, store
-from nuke_crawl.spiders.args import ArgumentError, to_bool, to_url
+from nuke_crawl.params import ArgumentError, to_bool, to_url
 
 MAX_LINE_BYTES = 128 * 1024
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scrapy.exceptions import UsageError
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.cli.base import DatabaseCommand
 from nuke_crawl.db import database_url, redact_url
 from nuke_crawl.extensions.handoff import (
@@ -138,7 +139,8 @@ class Command(DatabaseCommand):
             scrapyd_url=scrapyd_url,
             scrapyd_project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")),
             scrapyd_settings={**job_settings, **scrapyd_settings(settings)} if scrapyd_url else {},
-            cancel_grace=settings.getfloat("NUKE_SERVICE_CANCEL_GRACE", 10.0),
+            cancel_grace=settings.getfloat("NUKE_SERVICE_CANCEL_GRACE",
+                                           defaults.NUKE_SERVICE_CANCEL_GRACE),
         )
         queue_url = redis_url(settings)  # crawl-organizations queues for org workers
         config = ServiceConfig(
@@ -147,7 +149,8 @@ class Command(DatabaseCommand):
             token=token,
             schedules=schedules,
             images_dir=images_dir,
-            refresh=settings.getfloat("NUKE_SERVICE_STATUS_REFRESH", 2.0),
+            refresh=settings.getfloat("NUKE_SERVICE_STATUS_REFRESH",
+                                      defaults.NUKE_SERVICE_STATUS_REFRESH),
             org_queue=OrgQueue(queue_url, keys_from_settings(settings).org_queue)
             if queue_url else None,
         )

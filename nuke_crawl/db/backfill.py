@@ -19,7 +19,8 @@ Failures
 --------
 *Permanent* reasons (``http_404``, ``http_410``, other 4xx, ``not_image``, ``empty``,
 ``too_large``, ``decompression_bomb``, ``too_small``, ``truncated``, ``corrupt``,
-``unsupported_format``, ``refused``) settle the image at once: it stays external (its
+``unsupported_format``, ``refused``, ``storage_rejected``: the store's API refused the
+image) settle the image at once: it stays external (its
 vendor URL is the fallback) and is only retried with ``retry_failed``. *Transient*
 reasons (``timeout``, ``connection``, ``http_5xx``, ``http_429``, ``http_408``,
 ``storage``) are retried by later runs after a growing backoff
@@ -55,6 +56,7 @@ PERMANENT_REASONS = frozenset(
         "unsupported_format",
         "refused",
         "bad_url",
+        "storage_rejected",
     }
 )
 
@@ -136,6 +138,7 @@ class VehicleWork:
     vehicle_id: str
     listing_url: str | None
     images: list[ImageWork] = field(default_factory=list)
+    organization_id: str | None = None  # the vehicle's origin organization (store metadata)
     selected_ids: list[str] = field(default_factory=list)  # every image counted for completion
     known_hashes: dict[str, dict[str, Any]] = field(default_factory=dict)  # sha256 -> stored row
     waiting: int = 0  # transient failures still in their backoff
@@ -259,8 +262,8 @@ def claim_vehicles(
             [owner, until, *ids],
         )
         vehicles = db.fetchall(
-            f"SELECT id, listing_url, discovery_url, origin_metadata, created_at "
-            f"FROM vehicles WHERE id IN ({marks})",
+            f"SELECT id, listing_url, discovery_url, origin_metadata, created_at, "
+            f"origin_organization_id FROM vehicles WHERE id IN ({marks})",
             ids,
         )
         rows = db.fetchall(
@@ -320,6 +323,8 @@ def _work(
         vehicle_id=vehicle["id"],
         listing_url=vehicle.get("listing_url") or vehicle.get("discovery_url"),
         selected_ids=[r["id"] for r in selected],
+        organization_id=(str(vehicle["origin_organization_id"])
+                         if vehicle.get("origin_organization_id") else None),
     )
     for row in rows:
         if not _truthy(row["is_external"]) and row.get("file_hash") and row.get("storage_path"):

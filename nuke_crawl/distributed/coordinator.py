@@ -222,9 +222,6 @@ class Coordinator:
                 self.mine.discard(org_id)
 
     async def _adopt_ids(self, ids: list[str]) -> None:
-        from nuke_crawl.spiders.bounds import OrgBudget
-        from nuke_crawl.spiders.org import OrgProgress
-
         spider = self.spider
         adb = crawler_database(self.crawler)
         try:
@@ -241,9 +238,7 @@ class Coordinator:
                 dry = self.args.dry_run
                 if not dry:
                     await adb.run(store.mark_crawls_started, [org_id])
-                progress = OrgProgress(org)
-                progress.budget = OrgBudget(spider.bounds, org.business_name or org.website)
-                spider._configure(progress)  # website and metadata checked (orgmeta)
+                progress = spider.new_progress(org)  # bounds; website, metadata checked
                 if progress.config is None:
                     spider.progress[org_id] = progress
                     self._finish_uncrawlable(org_id)  # its entry error recorded
@@ -521,19 +516,14 @@ class OrgProgressMiddleware:
         return
 
     async def _load(self, org_id: str) -> None:
-        from nuke_crawl.spiders.bounds import OrgBudget
-        from nuke_crawl.spiders.org import OrgProgress
-
         spider: Any = self.crawler.spider
         adb = crawler_database(self.crawler)
         try:
             org = await adb.run(store.get_organization, org_id)
             if org is None or org_id in spider.progress:
                 return
-            progress = OrgProgress(org)
             # its bounds (counted per worker), render_js and limits, as where it started
-            progress.budget = OrgBudget(spider.bounds, org.business_name or org.website)
-            spider._configure(progress)
+            progress = spider.new_progress(org)
             if org.resume and not spider.args.dry_run:
                 progress.known = await adb.run(store.known_listing_urls, org_id)
             spider.progress.setdefault(org_id, progress)

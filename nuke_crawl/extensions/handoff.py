@@ -63,6 +63,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import Database, DatabaseError, database_url, redact_url
 from nuke_crawl.extensions.database import crawler_database
 
@@ -87,6 +88,17 @@ FORWARDED_SETTINGS = (
     "IMAGES_STORE",
     "NUKE_IMAGES_PUBLIC_URL",
     "AWS_ENDPOINT_URL",
+    # the Cloudflare Images store and the variants (CF_IMAGES_TOKEN is not a setting:
+    # it reaches a detached run through the environment, a scrapyd job through scrapyd's)
+    "CF_IMAGES_ACCOUNT_HASH",
+    "CF_IMAGES_VARIANT",
+    "CF_IMAGES_API_URL",
+    "CF_IMAGES_RATE_LIMIT",
+    "CF_IMAGES_RATE_PERIOD",
+    "CF_IMAGES_CONCURRENCY",
+    "CF_IMAGES_TIMEOUT",
+    "CF_IMAGES_RETRY_TIMES",
+    "NUKE_IMAGE_VARIANTS",
     "IMAGES_MIN_WIDTH",
     "IMAGES_MIN_HEIGHT",
     "NUKE_IMAGE_MAX_ATTEMPTS",
@@ -113,8 +125,10 @@ def forwarded_settings(settings: Any) -> dict[str, str]:
     out = {}
     for name in FORWARDED_SETTINGS:
         priority = settings.getpriority(name)
-        if priority is not None and priority >= 40 and settings.get(name) is not None:
-            out[name] = str(settings.get(name))
+        value = settings.get(name)
+        if priority is not None and priority >= 40 and value is not None:
+            # a dict or list (NUKE_IMAGE_VARIANTS's mapping form) goes as JSON
+            out[name] = value if isinstance(value, str) else json.dumps(value)
     if out.get("IMAGES_STORE"):
         out["IMAGES_STORE"] = _absolute_store(out["IMAGES_STORE"])
     if out.get("NUKE_SCRAPYD_URL") and without_password(out["NUKE_SCRAPYD_URL"])[1]:
@@ -354,7 +368,8 @@ def schedule_analysis(
     if not image_ids and not vehicle_ids:
         raise ValueError("schedule_analysis needs image_ids or vehicle_ids")
     key, ids = ("image_ids", list(image_ids)) if image_ids else ("vehicle_ids", list(vehicle_ids))
-    launcher = Launcher(settings, settings.get("NUKE_ANALYSIS_LOG_FILE", "image_analysis.log"))
+    launcher = Launcher(settings, settings.get("NUKE_ANALYSIS_LOG_FILE",
+                                               defaults.NUKE_ANALYSIS_LOG_FILE))
     started: list[str] = []
     for chunk in _chunks(ids):
         arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
@@ -366,11 +381,8 @@ def schedule_analysis(
 
 
 def _dry_run(spider: Any) -> bool:
-    """Whether ``spider`` runs with ``-a dry_run=1`` (typed or mapping arguments)."""
-    args = getattr(spider, "args", None)
-    if isinstance(args, Mapping):
-        return bool(args.get("dry_run"))
-    return bool(getattr(args, "dry_run", False))
+    """Whether ``spider`` runs with ``-a dry_run=1`` (its typed ``SpiderArgs``)."""
+    return bool(getattr(getattr(spider, "args", None), "dry_run", False))
 
 
 class Handoff:
@@ -388,7 +400,8 @@ class Handoff:
     started_slack = 0.0
 
     def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool(self.enabled_setting, False):
+        enabled = getattr(defaults, self.enabled_setting)  # its default: settings.py's
+        if not crawler.settings.getbool(self.enabled_setting, enabled):
             raise NotConfigured
         self.crawler = crawler
         self.started_at = datetime.now(UTC)
@@ -405,7 +418,7 @@ class Handoff:
     async def spider_closed(self, spider: Any, reason: str) -> None:
         if getattr(spider, "name", None) != self.source_spider:
             return
-        if self.crawler.settings.getbool("NUKE_DRY_RUN", False) or _dry_run(spider):
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN) or _dry_run(spider):
             return
         await self.hand_off(spider)
 
@@ -423,7 +436,7 @@ class BackfillHandoff(Handoff):
         super().__init__(crawler)
         settings = crawler.settings
         self.launcher = Launcher(settings, settings.get("NUKE_BACKFILL_LOG_FILE",
-                                                        "image_backfill.log"))
+                                                        defaults.NUKE_BACKFILL_LOG_FILE))
 
     async def hand_off(self, spider: Any) -> None:
         stats = self.crawler.stats

@@ -53,7 +53,8 @@ from typing import Any
 from scrapy import signals
 from scrapy.crawler import Crawler
 
-from nuke_crawl.spiders.args import SpiderArgs
+from nuke_crawl import settings as defaults
+from nuke_crawl.params import SpiderArgs
 
 logger = logging.getLogger(__name__)
 
@@ -158,12 +159,13 @@ class RunReport:
         self.secret: str | None = settings.get("NUKE_WEBHOOK_SECRET") or None
         rate = settings.get("NUKE_ALERT_FAILURE_RATE")
         self.alert_rate: float | None = float(rate) if rate not in (None, "") else None
-        self.alert_min = settings.getint("NUKE_ALERT_MIN_IMAGES", 20)
-        self.check_interval = settings.getfloat("NUKE_ALERT_CHECK_INTERVAL", 30.0)
-        self.timeout = settings.getfloat("NUKE_WEBHOOK_TIMEOUT", 5.0)
-        self.retries = settings.getint("NUKE_WEBHOOK_RETRIES", 3)
-        self.backoff = settings.getfloat("NUKE_WEBHOOK_BACKOFF", 0.5)
-        self.deadline = settings.getfloat("NUKE_WEBHOOK_DEADLINE", 10.0)
+        self.alert_min = settings.getint("NUKE_ALERT_MIN_IMAGES", defaults.NUKE_ALERT_MIN_IMAGES)
+        self.check_interval = settings.getfloat("NUKE_ALERT_CHECK_INTERVAL",
+                                                defaults.NUKE_ALERT_CHECK_INTERVAL)
+        self.timeout = settings.getfloat("NUKE_WEBHOOK_TIMEOUT", defaults.NUKE_WEBHOOK_TIMEOUT)
+        self.retries = settings.getint("NUKE_WEBHOOK_RETRIES", defaults.NUKE_WEBHOOK_RETRIES)
+        self.backoff = settings.getfloat("NUKE_WEBHOOK_BACKOFF", defaults.NUKE_WEBHOOK_BACKOFF)
+        self.deadline = settings.getfloat("NUKE_WEBHOOK_DEADLINE", defaults.NUKE_WEBHOOK_DEADLINE)
         self.started = datetime.now(UTC)
         self.alerted = False
         self._checker: asyncio.Task[None] | None = None
@@ -192,7 +194,7 @@ class RunReport:
                     name = key[len(prefix) :]
                     by_reason[name] = by_reason.get(name, 0) + value
         raw_args = getattr(spider, "args", None)
-        if isinstance(raw_args, SpiderArgs):  # typed arguments; older spiders: a mapping
+        if isinstance(raw_args, SpiderArgs):  # every spider's arguments are typed
             raw_args = raw_args.as_dict()
         args = {k: v for k, v in (raw_args or {}).items() if v not in (None, (), [], False)}
         return {

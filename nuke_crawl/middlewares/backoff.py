@@ -14,6 +14,7 @@ from scrapy.utils.conf import build_component_list
 from scrapy.utils.misc import load_object
 from scrapy.utils.response import response_status_message
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.utils.http import parse_retry_after
 
 if TYPE_CHECKING:
@@ -108,10 +109,12 @@ class BackoffRetryMiddleware:
         self.exceptions_to_retry: tuple[type[Exception], ...] = tuple(
             load_object(x) for x in settings.getlist("RETRY_EXCEPTIONS")
         )
-        self.base: float = settings.getfloat("NUKE_BACKOFF_BASE", 1.0)
-        self.max_backoff: float = settings.getfloat("NUKE_BACKOFF_MAX", 60.0)
-        self.retry_after_max: float = settings.getfloat("NUKE_RETRY_AFTER_MAX", 300.0)
-        self.slowdown_max: float = settings.getfloat("NUKE_SLOWDOWN_MAX_DELAY", 30.0)
+        self.base: float = settings.getfloat("NUKE_BACKOFF_BASE", defaults.NUKE_BACKOFF_BASE)
+        self.max_backoff: float = settings.getfloat("NUKE_BACKOFF_MAX", defaults.NUKE_BACKOFF_MAX)
+        self.retry_after_max: float = settings.getfloat("NUKE_RETRY_AFTER_MAX",
+                                                               defaults.NUKE_RETRY_AFTER_MAX)
+        self.slowdown_max: float = settings.getfloat("NUKE_SLOWDOWN_MAX_DELAY",
+                                                            defaults.NUKE_SLOWDOWN_MAX_DELAY)
         if min(self.base, self.max_backoff, self.retry_after_max, self.slowdown_max) < 0:
             raise ValueError(
                 "NUKE_BACKOFF_BASE, NUKE_BACKOFF_MAX, NUKE_RETRY_AFTER_MAX and "

@@ -21,6 +21,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Request
 from scrapy.http.request import NO_CALLBACK
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.analysis.registry import Providers, select_providers
 from nuke_crawl.analysis.results import ProviderResult
 from nuke_crawl.db import analysis
@@ -28,7 +29,7 @@ from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.extensions.database import crawler_database
 from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.items import ImageAnalysisItem
-from nuke_crawl.storage import StoreError, build_store
+from nuke_crawl.storage import StoreError, build_store, describe_failure
 from nuke_crawl.utils.downloads import download_failure_reason
 
 logger = logging.getLogger(__name__)
@@ -71,12 +72,18 @@ class ImageAnalysisPipeline:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         settings = crawler.settings
-        self.dry_run = settings.getbool("NUKE_DRY_RUN", False)
-        self.backoff = settings.getfloat("NUKE_ANALYSIS_RETRY_BACKOFF", 600.0)
-        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
+        self.dry_run = settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN)
+        self.backoff = settings.getfloat("NUKE_ANALYSIS_RETRY_BACKOFF",
+                                         defaults.NUKE_ANALYSIS_RETRY_BACKOFF)
+        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
         requested = settings.getlist("NUKE_ANALYSIS_PROVIDERS")
         self.requested = tuple(requested) or None
-        self.store = build_store(settings)
+        self.store_problem: str | None = None  # the spider's "Cannot start" reads it
+        try:
+            self.store = build_store(settings)
+        except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
+            self.store_problem = describe_failure(
+                str(settings.get("IMAGES_STORE") or "images"), exc)
         assert crawler.stats is not None
         self.stats = crawler.stats
         self._providers: Providers | None = None  # built for the first image

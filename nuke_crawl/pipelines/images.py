@@ -13,9 +13,9 @@ retry middleware all apply.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,15 +27,24 @@ from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
 from scrapy.utils.request import RequestFingerprinter
 from twisted.python.failure import Failure
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import backfill
 from nuke_crawl.exceptions import ReasonError
 from nuke_crawl.extensions.database import crawler_database
-from nuke_crawl.imaging import DEFAULT_VARIANTS, ImageRejected, ProcessedImage
+from nuke_crawl.extensions.workers import worker_pool
+from nuke_crawl.imaging import ImageRejected, ProcessedImage
 from nuke_crawl.items import VehicleImagesItem
 from nuke_crawl.pipelines._imageworker import process_in_worker
-from nuke_crawl.storage import build_store
+from nuke_crawl.signals import store_failed
+from nuke_crawl.storage import ImageStore, build_store, describe_failure, store_problem
 from nuke_crawl.utils.batching import TimedBatcher
 from nuke_crawl.utils.downloads import download_failure_reason
+from nuke_crawl.variants import (
+    VariantSpecError,
+    extension_for,
+    process_kwargs,
+    variants_from_settings,
+)
 from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -47,6 +56,18 @@ RECORD_BATCH = 200
 
 class ImageFailed(ReasonError):
     """One image could not be stored: ``reason`` is recorded as its ``download_error``."""
+
+
+class StoreFailed(ReasonError):
+    """The store stopped working mid-run (reason ``store_failed``): not the image's
+    fault, so nothing is recorded against the image and the run stops."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("store_failed", detail)
+
+
+STORE_FAILED = "store_failed"
+"""The ``status`` of an image result whose store failed (see :class:`StoreFailed`)."""
 
 
 class PerImageFingerprinter:
@@ -93,16 +114,25 @@ class ImageBackfillPipeline(MediaPipeline):
     Settings (defaults):
 
     - ``IMAGES_STORE`` (``"images"``) and the store's settings: see :mod:`nuke_crawl.storage`.
+      The spider calls :meth:`check_store` before its first claim (the store's
+      ``probe``). A store whose ``local_variants`` is False (Cloudflare Images) makes
+      its own variants: none is made here, and ``variants`` records the store's. Each
+      original is written with ``metadata`` (vehicle id, organization id, source URL,
+      sha256). A store failure mid-run (anything but a permanent reason such as
+      ``storage_rejected``) stops the run; its images are not marked failed and stay
+      claimable.
     - ``REQUEST_FINGERPRINTER_CLASS``: must be :class:`PerImageFingerprinter` (the
       ``image_backfill`` spider sets it), else the pipeline refuses to start.
     - ``IMAGES_MIN_WIDTH`` / ``IMAGES_MIN_HEIGHT`` (0): smaller images fail ``too_small``.
     - ``NUKE_IMAGE_MAX_PIXELS`` (50,000,000): the decompression-bomb limit.
-    - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``; add ``"medium": (1024, 768)``
-      for a larger copy, at about four times the CPU per image).
+    - ``NUKE_IMAGE_VARIANTS`` (``{"thumb": (320, 240)}``, or
+      ``"thumb:320x240:webp,medium:1024:webp"``: see :mod:`nuke_crawl.variants`; a larger
+      box costs about four times the CPU per image, AVIF far more).
     - ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_RETRY_BACKOFF`` (3600 s): cross-run retries.
     - ``NUKE_IMAGES_FSYNC`` (True): fsync local files and their folders before recording them.
-    - ``NUKE_IMAGE_PROCESSES`` (CPU count): worker processes decoding images; 0 decodes
-      in threads of the crawl's process instead.
+    - ``NUKE_IMAGE_PROCESSES`` (None: the CPU count): worker processes decoding images
+      (the crawl's pool, :class:`~nuke_crawl.extensions.workers.WorkerPoolExtension`, as
+      the spider configures it); 0 decodes in threads of the crawl's process instead.
     - ``NUKE_IMAGE_RECORD_WAIT`` (0.05 s): stored images arriving this close together
       share one database commit.
     - ``MEDIA_ALLOW_REDIRECTS`` (True for the spider).
@@ -123,22 +153,47 @@ class ImageBackfillPipeline(MediaPipeline):
             raise TypeError(
                 "ImageBackfillPipeline needs REQUEST_FINGERPRINTER_CLASS = "
                 f"'{__name__}.PerImageFingerprinter' (media results are cached per image row)")
-        self.image_store = build_store(settings)
-        self.min_width = settings.getint("IMAGES_MIN_WIDTH", 0)
-        self.min_height = settings.getint("IMAGES_MIN_HEIGHT", 0)
-        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", 50_000_000)
-        variants = settings.getdict("NUKE_IMAGE_VARIANTS", dict(DEFAULT_VARIANTS))
-        self.variants = {str(k): (int(v[0]), int(v[1])) for k, v in variants.items()}
-        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
-        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF", 3600.0)
-        workers = settings.getint("NUKE_IMAGE_PROCESSES", os.cpu_count() or 1)
+        # Settings problems are reported by check_store() in one line, not a traceback.
+        self.problems: list[str] = []
+        self.store_uri = str(settings.get("IMAGES_STORE") or defaults.IMAGES_STORE)
+        self._store: ImageStore | None = None
+        try:
+            self._store = build_store(settings)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be built
+            self.problems.append(describe_failure(self.store_uri, exc))
+        self.min_width = settings.getint("IMAGES_MIN_WIDTH", defaults.IMAGES_MIN_WIDTH)
+        self.min_height = settings.getint("IMAGES_MIN_HEIGHT", defaults.IMAGES_MIN_HEIGHT)
+        self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
+        kwargs: dict[str, Any] = {"variants": dict(defaults.NUKE_IMAGE_VARIANTS), "variant_formats": {}}
+        if settings.get("NUKE_IMAGE_VARIANTS") is not None:
+            try:
+                kwargs = process_kwargs(variants_from_settings(settings))
+            except VariantSpecError as exc:
+                self.problems.append(str(exc))
+        self.variants: dict[str, tuple[int, int]] = kwargs["variants"]
+        self.variant_formats: dict[str, tuple[str, int]] = kwargs["variant_formats"]
+        self._store_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        if self._store is not None and not self._store.local_variants:
+            self.variants, self.variant_formats = {}, {}  # the store makes its own
+        if self._store is not None and self._store.threads:
+            # e.g. uploads waiting for an API's rate cap: in threads of their own, not
+            # the default executor's few, which the pipeline's other blocking work shares
+            self._store_executor = concurrent.futures.ThreadPoolExecutor(
+                self._store.threads, thread_name_prefix="nuke-store")
+        self.store_failure: str | None = None  # set when the store fails mid-run
+        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
+                                            defaults.NUKE_IMAGE_MAX_ATTEMPTS)
+        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF",
+                                                defaults.NUKE_IMAGE_RETRY_BACKOFF)
         # Decoding in worker processes, not threads: in threads, Pillow's work and the
         # reactor shared one GIL and a run used about one core (measured: 80 vs
-        # several hundred images/s on 2 cores). The workers are nuke_crawl.workers'
-        # (bodies written to their pipes by the event loop): a ProcessPoolExecutor's
-        # feeder and manager threads cost the reactor thread about 10% of its time.
-        self._pool: WorkerPool | None = WorkerPool(workers) if workers > 0 else None
-        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT", 0.05)
+        # several hundred images/s on 2 cores). The workers are the crawl's pool
+        # (WorkerPoolExtension; bodies written to their pipes by the event loop): a
+        # ProcessPoolExecutor's feeder and manager threads cost the reactor thread
+        # about 10% of its time. Found at the first image (the engine exists then).
+        self._pool: WorkerPool | None = None
+        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT",
+                                             defaults.NUKE_IMAGE_RECORD_WAIT)
         self._records: TimedBatcher[backfill.StoredImage, None] = TimedBatcher(
             self._write_records, size=RECORD_BATCH, wait=self.record_wait)
         self._requests: dict[str, list[Request]] = {}  # vehicle id -> its media requests
@@ -151,6 +206,45 @@ class ImageBackfillPipeline(MediaPipeline):
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ImageBackfillPipeline:
         return cls(crawler)
+
+    @property
+    def image_store(self) -> ImageStore:
+        assert self._store is not None, "check_store() reported why there is no store"
+        return self._store
+
+    async def open_spider(self) -> None:
+        super().open_spider()
+        if self.crawler.settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN):
+            return  # a dry run writes nothing, not even the probe
+        problem = await self.check_store()
+        if problem is not None:  # the spider opens after its pipelines: it cannot start
+            self.store_failure = problem
+            self.crawler.signals.send_catch_log(store_failed, detail=problem)
+
+    async def check_store(self) -> str | None:
+        """The start-up check, before any claim or download: None when the settings are
+        good and the store's ``probe()`` passes, else one line saying why not."""
+        if self.problems:
+            return self.problems[0]
+        return await asyncio.to_thread(store_problem, self.image_store, self.store_uri)
+
+    def _store_failed(self, detail: str) -> StoreFailed:
+        """Stop the run once: the store is failing, and every further image would too.
+
+        The run drains rather than closing the engine under its items: the spider
+        claims nothing more (:data:`~nuke_crawl.signals.store_failed`), images not downloaded yet
+        are not downloaded (:meth:`media_to_download`), downloaded ones are not
+        processed, and no image is marked failed for it; the vehicles' leases are
+        released at the close, so the next run claims them again."""
+        if self.store_failure is None:
+            self.store_failure = detail
+            self.crawler.signals.send_catch_log(store_failed, detail=detail)
+            message = f"storage failed: {detail}"
+            logger.error("Stopping: %s (the images not stored stay claimable for the next "
+                         "run)", message)
+            assert self.stats is not None
+            self.stats.set_value("nuke/error", message)
+        return StoreFailed(detail)
 
     # -- requests -----------------------------------------------------------------
 
@@ -192,6 +286,10 @@ class ImageBackfillPipeline(MediaPipeline):
             image = request.meta["nuke_image"]
             return {"url": image.url, "path": "", "checksum": None, "status": "failed",
                     "reason": "bad_url", "detail": "not a downloadable http(s) URL"}
+        if self.store_failure is not None:  # the run is stopping: nothing more to fetch
+            return {"url": request.url, "path": "", "checksum": None,
+                    "status": STORE_FAILED, "reason": "store_failed",
+                    "detail": self.store_failure}
         return None
 
     def media_failed(
@@ -207,6 +305,9 @@ class ImageBackfillPipeline(MediaPipeline):
     ) -> Any:
         try:
             return await self._store_response(response, request, item)
+        except StoreFailed as exc:
+            return {"url": request.url, "path": "", "checksum": None,
+                    "status": STORE_FAILED, "reason": exc.reason, "detail": exc.detail}
         except ImageFailed as exc:
             return {"url": request.url, "path": "", "checksum": None, "status": "failed",
                     "reason": exc.reason, "detail": exc.detail}
@@ -216,6 +317,8 @@ class ImageBackfillPipeline(MediaPipeline):
     ) -> dict[str, Any]:
         image: backfill.ImageWork = request.meta["nuke_image"]
         vehicle_id = item.work.vehicle_id
+        if self.store_failure is not None:
+            raise StoreFailed(self.store_failure)
         if response.status != 200:
             raise ImageFailed(f"http_{response.status}", f"HTTP {response.status}")
         body = response.body
@@ -227,11 +330,13 @@ class ImageBackfillPipeline(MediaPipeline):
         content_type = ctype.decode("latin-1") if ctype else None
         options = {"content_type": content_type, "max_pixels": self.max_pixels,
                    "min_width": self.min_width, "min_height": self.min_height,
-                   "variants": self.variants}
+                   "variants": self.variants, "variant_formats": self.variant_formats}
         try:
-            if self._pool is not None:
+            if self._pool is None:
+                self._pool = worker_pool(self.crawler)
+            if self._pool.processes > 0:
                 processed = await self._pool.call(process_in_worker, body, options)
-            else:
+            else:  # NUKE_IMAGE_PROCESSES=0: threads of the crawl's process
                 processed = await asyncio.to_thread(process_in_worker, body, options)
         except WorkerError as exc:
             raise ImageFailed("storage", f"the image worker process died ({exc})") from None
@@ -245,7 +350,7 @@ class ImageBackfillPipeline(MediaPipeline):
         if known is not None or pending is not None:
             self._inc("nuke/images/duplicates")
             if pending is not None:
-                first = await pending
+                first = await pending  # raises the first copy's failure
                 path, public, variants = first.storage_path, first.public_url, first.variants
             else:
                 assert known is not None
@@ -258,10 +363,19 @@ class ImageBackfillPipeline(MediaPipeline):
             state.hashes[processed.sha256] = future
             try:
                 path = self.file_path(request, response, extension=processed.extension)
-                variants = await asyncio.to_thread(self._persist, path, processed)
-            except Exception as exc:  # noqa: BLE001 - a storage error fails this image only
+                metadata = {"vehicle_id": vehicle_id,
+                            "organization_id": item.work.organization_id,
+                            "source_url": image.url, "sha256": processed.sha256}
+                variants = await asyncio.get_running_loop().run_in_executor(
+                    self._store_executor, self._persist, path, processed, metadata)
+            except Exception as exc:  # noqa: BLE001 - classified below
                 del state.hashes[processed.sha256]
-                failed = ImageFailed("storage", f"{type(exc).__name__}: {exc}")
+                failed: ReasonError
+                if isinstance(exc, ReasonError) and exc.reason in backfill.PERMANENT_REASONS:
+                    failed = ImageFailed(exc.reason, exc.detail)  # e.g. storage_rejected
+                else:  # the store, not the image: stop the run, mark nothing failed
+                    text = exc.detail if isinstance(exc, ReasonError) else str(exc)
+                    failed = self._store_failed(f"{type(exc).__name__}: {text}")
                 future.set_exception(failed)  # a same-content image waiting on it fails too
                 future.exception()  # retrieved: no "never retrieved" warning without waiters
                 raise failed from None
@@ -291,9 +405,10 @@ class ImageBackfillPipeline(MediaPipeline):
         try:
             # the files' directory entries become durable before any row says "stored"
             await asyncio.to_thread(self.image_store.sync)
-        except Exception as exc:  # noqa: BLE001 - the batch fails as a storage error
+        except Exception as exc:  # noqa: BLE001 - the store failed: the run stops
+            failed = self._store_failed(f"{type(exc).__name__}: {exc}")
             for _, future in batch:
-                future.set_exception(ImageFailed("storage", f"{type(exc).__name__}: {exc}"))
+                future.set_exception(failed)
             return
         try:
             await adb.run(backfill.record_stored, [stored for stored, _ in batch])
@@ -319,12 +434,15 @@ class ImageBackfillPipeline(MediaPipeline):
         ext = extension.lstrip(".") or "jpg"
         return f"{request.meta['nuke_vehicle_id']}/{digest}.{ext}"
 
-    def _persist(self, path: str, processed: ProcessedImage) -> dict[str, Any]:
-        """Write the variants, then the image (in a thread); return ``variants``."""
+    def _persist(
+        self, path: str, processed: ProcessedImage, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Write the variants, then the image (in a thread); return ``variants`` (the
+        store's own when it makes them)."""
         variants: dict[str, Any] = {}
         stem = path.rsplit(".", 1)[0]
         for variant in processed.variants:
-            ext = "webp" if variant.mime_type == "image/webp" else "jpg"
+            ext = extension_for(variant.mime_type)
             vpath = f"{stem}_{variant.name}.{ext}"
             self.image_store.persist(vpath, variant.data, variant.mime_type)
             variants[variant.name] = {
@@ -332,8 +450,9 @@ class ImageBackfillPipeline(MediaPipeline):
                 "width": variant.width, "height": variant.height,
                 "mime_type": variant.mime_type,
             }
-        self.image_store.persist(path, processed.data, processed.mime_type)
-        return variants
+        made = self.image_store.write(path, processed.data, processed.mime_type,
+                                      metadata=metadata)
+        return variants if made is None else made
 
     # -- per vehicle --------------------------------------------------------------
 
@@ -357,9 +476,13 @@ class ImageBackfillPipeline(MediaPipeline):
         finally:
             self._requests.pop(item.work.vehicle_id, None)
         failed: list[backfill.FailedImage] = []
+        store_failed = False
         for request, result in zip(requests, item.results, strict=True):
             image: backfill.ImageWork = request.meta["nuke_image"]
             if result.get("status") == "stored":
+                continue
+            if result.get("status") == STORE_FAILED:
+                store_failed = True  # not the image's fault: nothing recorded against it
                 continue
             if result.get("status") == "failed":
                 reason, detail = result["reason"], result["detail"]
@@ -376,11 +499,17 @@ class ImageBackfillPipeline(MediaPipeline):
         adb = crawler_database(self.crawler)
         if failed:
             await adb.run(backfill.record_failed, failed, retry_backoff=self.retry_backoff)
-        item.outcome = await adb.run(
-            backfill.complete_vehicle, item.work.vehicle_id, item.owner, item.work.selected_ids,
-            max_attempts=self.max_attempts,
-        )
-        self._inc("nuke/vehicles/completed" if item.outcome.complete else "nuke/vehicles/waiting")
+        if store_failed:
+            # left under this run's lease, which the spider releases when it closes:
+            # the vehicle is claimed again by the next run
+            self._inc("nuke/vehicles/store_failed")
+        else:
+            item.outcome = await adb.run(
+                backfill.complete_vehicle, item.work.vehicle_id, item.owner,
+                item.work.selected_ids, max_attempts=self.max_attempts,
+            )
+            self._inc("nuke/vehicles/completed" if item.outcome.complete
+                      else "nuke/vehicles/waiting")
         # Keep the per-run cache bounded (scrapy #939): this vehicle's entries go.
         downloaded = self.spiderinfo.downloaded
         assert self.stats is not None
@@ -405,9 +534,11 @@ class ImageBackfillPipeline(MediaPipeline):
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)
             self.stats.set_value("nuke/images/cache_left", len(info.downloaded))
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close(timeout=10)
+        if self._store_executor is not None:
+            self._store_executor.shutdown(wait=False)
+        if self._store is not None and self.stats is not None:
+            for key, value in self._store.run_stats().items():
+                self.stats.set_value(f"nuke/{key}", value)
 
     def _inc(self, key: str, count: int = 1) -> None:
         assert self.stats is not None
@@ -418,4 +549,5 @@ __all__ = [
     "ImageBackfillPipeline",
     "ImageFailed",
     "PerImageFingerprinter",
+    "StoreFailed",
 ]

@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 
 from nuke_crawl.db import store
 from nuke_crawl.distributed import enqueue_organizations, redact_redis_url
-from nuke_crawl.spiders.args import OrgSelection
+from nuke_crawl.params import OrgSelection
 
 from . import page, queries, validate
 from .dbpool import DatabasePool

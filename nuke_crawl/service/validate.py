@@ -1,6 +1,6 @@
 """Request bodies checked field by field: a bad one is a 422 naming the field, and
 nothing starts. The spider arguments built from them are then checked by the spider's
-own declarations (each spider's ``Arguments``, or its module's ``ARGUMENTS``, :func:`~nuke_crawl.spiders.args.parse_args`),
+own declarations (each spider's ``Arguments``, a :class:`~nuke_crawl.params.SpiderArgs`),
 the same check ``scrapy crawl`` makes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nuke_crawl.analysis import PROVIDERS
-from nuke_crawl.spiders.args import ArgumentError, Param, parse_args
+from nuke_crawl.params import ArgumentError, SpiderArgs
 
 SPIDER_MODULES = {
     "image_backfill": "nuke_crawl.spiders.image_backfill",
@@ -82,22 +82,21 @@ def _known(body: Mapping[str, Any], names: set[str]) -> None:
         )
 
 
-def spider_arguments(spider: str) -> dict[str, Param]:
+def spider_arguments(spider: str) -> type[SpiderArgs]:
+    """The spider's typed arguments (its ``Arguments``, a SpiderArgs subclass)."""
     if spider not in SPIDER_MODULES:
         raise Invalid("spider", f"unknown spider {spider!r}; known: {', '.join(SPIDER_MODULES)}")
     module = importlib.import_module(SPIDER_MODULES[spider])
-    # the spider's typed arguments (``Arguments``, a SpiderArgs), else its ARGUMENTS mapping
     for obj in vars(module).values():
         if isinstance(obj, type) and getattr(obj, "name", None) == spider:
-            arguments = getattr(obj, "Arguments", None)
-            if arguments is not None:
-                return dict(arguments.spec())
-    return dict(module.ARGUMENTS)
+            arguments: type[SpiderArgs] = getattr(obj, "Arguments")  # noqa: B009
+            return arguments
+    raise Invalid("spider", f"spider {spider!r} not found in {SPIDER_MODULES[spider]}")
 
 
 def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args") -> dict[str, str]:
     """``args`` as ``-a`` strings, checked by the spider's own declarations."""
-    spec = spider_arguments(spider)
+    arguments = spider_arguments(spider)
     if not isinstance(args, Mapping):
         raise Invalid(field, "expected an object of spider arguments")
     text = {
@@ -112,7 +111,7 @@ def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args")
         if v is not None
     }
     try:
-        parse_args(spec, text, spider)
+        arguments.parse(text, spider)
     except ArgumentError as exc:
         message = str(exc)
         bad = next((k for k in text if f"argument {k}" in message or f"{k}=" in message), None)

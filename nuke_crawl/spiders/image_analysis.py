@@ -24,16 +24,25 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from scrapy.crawler import Crawler
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.analysis.registry import Providers, check_providers, select_providers
 from nuke_crawl.db import analysis, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.items import ImageAnalysisItem
-from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_providers, to_uuid
-from nuke_crawl.spiders.leased import LeasedWorkSpider, duration
+from nuke_crawl.params import (
+    ArgumentError,
+    arg,
+    positive_int,
+    to_bool,
+    to_providers,
+    to_uuid,
+)
+from nuke_crawl.spiders.leased import LeasedArgs, LeasedWorkSpider, duration
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +61,30 @@ def to_uuid_list(name: str, value: Any) -> tuple[str, ...]:
     return tuple(to_uuid(name, v) for v in items)
 
 
-ARGUMENTS: dict[str, Param] = {
-    "limit": Param(lambda n, v: to_int(n, v, minimum=1), 1000, "images to analyse in this run"),
-    "concurrency": Param(
-        lambda n, v: to_int(n, v, minimum=1), None,
-        "images in flight at once (default NUKE_ANALYSIS_CONCURRENCY, 10)",
-    ),
-    "organization_id": Param(to_uuid, None, "only this organization's vehicles"),
-    "vehicle_id": Param(to_uuid, None, "only this vehicle"),
-    "vehicle_ids": Param(to_uuid_list, (), "only these vehicles (comma list; hand-offs)"),
-    "image_ids": Param(to_uuid_list, (), "only these images (comma list; hand-offs)"),
-    "providers": Param(to_providers, None,
-                       "comma list of local, openai, rekognition (default: every configured)"),
-    "dry_run": Param(to_bool, False,
-                     "report what would be analysed; call no provider, claim and write nothing"),
-    "retry_failed": Param(to_bool, False,
-                          "also take failed images now, whatever their backoff and attempts"),
-    "check": Param(to_bool, False, "only check each provider's credentials and exit"),
-}
+@dataclass(frozen=True)
+class AnalysisArgs(LeasedArgs):
+    """The ``image_analysis`` spider's arguments (``-a name=value``)."""
+
+    limit: int = arg(1000, "images to analyse in this run", positive_int)
+    concurrency: int | None = arg(
+        None, "images in flight at once (default NUKE_ANALYSIS_CONCURRENCY, 10)", positive_int)
+    organization_id: str | None = arg(None, "only this organization's vehicles", to_uuid)
+    vehicle_id: str | None = arg(None, "only this vehicle", to_uuid)
+    vehicle_ids: tuple[str, ...] = arg(
+        (), "only these vehicles (comma list; hand-offs)", to_uuid_list)
+    image_ids: tuple[str, ...] = arg((), "only these images (comma list; hand-offs)", to_uuid_list)
+    providers: tuple[str, ...] | None = arg(
+        None, "comma list of local, openai, rekognition (default: every configured)",
+        to_providers)
+    dry_run: bool = arg(
+        False, "report what would be analysed; call no provider, claim and write nothing",
+        to_bool)
+    retry_failed: bool = arg(
+        False, "also take failed images now, whatever their backoff and attempts", to_bool)
+    check: bool = arg(False, "only check each provider's credentials and exit", to_bool)
 
 
-__all__ = ["ARGUMENTS", "ImageAnalysisSpider"]
+__all__ = ["AnalysisArgs", "ImageAnalysisSpider"]
 
 
 # -- the spider -----------------------------------------------------------------------
@@ -81,11 +93,9 @@ __all__ = ["ARGUMENTS", "ImageAnalysisSpider"]
 class ImageAnalysisSpider(LeasedWorkSpider):
     """Claims never-analysed vehicle images for the analysis pipeline.
 
-    Arguments (``-a name=value``): ``limit`` (1000), ``concurrency``
-    (``NUKE_ANALYSIS_CONCURRENCY``, 10), ``organization_id``, ``vehicle_id``,
-    ``vehicle_ids``, ``image_ids``, ``providers`` (every configured), ``dry_run``,
-    ``retry_failed``, ``check``. ``concurrency`` and ``providers`` set
-    ``NUKE_ANALYSIS_CONCURRENCY`` and ``NUKE_ANALYSIS_PROVIDERS`` for the pipeline.
+    Arguments (``-a name=value``): :class:`AnalysisArgs`, as ``self.args``; ``concurrency``
+    and ``providers`` set ``NUKE_ANALYSIS_CONCURRENCY`` and ``NUKE_ANALYSIS_PROVIDERS`` for
+    the pipeline.
 
     Settings (defaults): ``NUKE_ANALYSIS_CONCURRENCY`` (10),
     ``NUKE_ANALYSIS_BATCH_SIZE`` (50 images claimed at a time),
@@ -102,7 +112,8 @@ class ImageAnalysisSpider(LeasedWorkSpider):
     """
 
     name = SPIDER_NAME
-    ARGUMENTS = ARGUMENTS
+    Arguments = AnalysisArgs
+    args: AnalysisArgs
     STATS_PREFIX = "nuke/analysis/"
     CLAIMED_STAT = "nuke/analysis/claimed"
     WORK_NAME = "images"
@@ -132,27 +143,32 @@ class ImageAnalysisSpider(LeasedWorkSpider):
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ImageAnalysisSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
-        if spider.args["concurrency"]:
-            settings.set("NUKE_ANALYSIS_CONCURRENCY", spider.args["concurrency"],
+        if spider.args.concurrency:
+            settings.set("NUKE_ANALYSIS_CONCURRENCY", spider.args.concurrency,
                          priority="spider")
-        if spider.args["providers"]:
-            settings.set("NUKE_ANALYSIS_PROVIDERS", ",".join(spider.args["providers"]),
+        if spider.args.providers:
+            settings.set("NUKE_ANALYSIS_PROVIDERS", ",".join(spider.args.providers),
                          priority="spider")
-        spider.concurrency = settings.getint("NUKE_ANALYSIS_CONCURRENCY", 10)
-        spider.batch_size = max(1, settings.getint("NUKE_ANALYSIS_BATCH_SIZE", 50))
-        spider.lease_seconds = settings.getfloat("NUKE_ANALYSIS_LEASE_SECONDS", 900.0)
-        spider.max_attempts = settings.getint("NUKE_ANALYSIS_MAX_ATTEMPTS", 5)
-        spider.preflight = settings.getbool("NUKE_ANALYSIS_PREFLIGHT", True)
+        spider.concurrency = settings.getint("NUKE_ANALYSIS_CONCURRENCY",
+                                             defaults.NUKE_ANALYSIS_CONCURRENCY)
+        spider.batch_size = max(1, settings.getint("NUKE_ANALYSIS_BATCH_SIZE",
+                                                       defaults.NUKE_ANALYSIS_BATCH_SIZE))
+        spider.lease_seconds = settings.getfloat("NUKE_ANALYSIS_LEASE_SECONDS",
+                                                 defaults.NUKE_ANALYSIS_LEASE_SECONDS)
+        spider.max_attempts = settings.getint("NUKE_ANALYSIS_MAX_ATTEMPTS",
+                                              defaults.NUKE_ANALYSIS_MAX_ATTEMPTS)
+        spider.preflight = settings.getbool("NUKE_ANALYSIS_PREFLIGHT",
+                                            defaults.NUKE_ANALYSIS_PREFLIGHT)
         return spider
 
     def _selection(self) -> analysis.Selection:
         args = self.args
         return analysis.Selection(
-            organization_id=args["organization_id"],
-            vehicle_id=args["vehicle_id"],
-            vehicle_ids=tuple(args["vehicle_ids"]),
-            image_ids=tuple(args["image_ids"]),
-            retry_failed=args["retry_failed"],
+            organization_id=args.organization_id,
+            vehicle_id=args.vehicle_id,
+            vehicle_ids=tuple(args.vehicle_ids),
+            image_ids=tuple(args.image_ids),
+            retry_failed=args.retry_failed,
             max_attempts=self.max_attempts,
             run_started=self.run_started,
         )
@@ -163,14 +179,14 @@ class ImageAnalysisSpider(LeasedWorkSpider):
     # -- start ------------------------------------------------------------------------
 
     async def start(self) -> AsyncIterator[Any]:
-        if self.args["check"]:
+        if self.args.check:
             await self._check_only()
             return
         async for item in super().start():
             yield item
 
     async def _select_providers(self) -> bool:
-        providers, problems = select_providers(self.crawler.settings, self.args["providers"])
+        providers, problems = select_providers(self.crawler.settings, self.args.providers)
         if problems:
             await providers.aclose()
             self.cannot_start("; ".join(problems))
@@ -183,6 +199,12 @@ class ImageAnalysisSpider(LeasedWorkSpider):
     async def before_claims(self) -> bool:
         if not await self._select_providers():
             return False
+        manager = getattr(getattr(self.crawler.engine, "scraper", None), "itemproc", None)
+        for component in getattr(manager, "middlewares", ()):
+            problem = getattr(component, "store_problem", None)
+            if problem:  # IMAGES_STORE cannot be built (read-only here: no probe)
+                self.cannot_start(problem)
+                return False
         if self.preflight and self.providers.remote:
             failed = []
             for name, provider in self.providers.remote.items():
@@ -195,7 +217,7 @@ class ImageAnalysisSpider(LeasedWorkSpider):
                 return False
         await prepare_database(self.crawler)
         pending = await self._adb().run(analysis.count_pending, self._selection())
-        self.total = min(pending, self.args["limit"])
+        self.total = min(pending, self.args.limit)
         logger.info("%d images pending; analysing up to %d, %d at a time, with %s",
                     pending, self.total, self.concurrency, ", ".join(self.providers.names))
         self.started = time.monotonic()  # rates count analysis time, not start-up checks
@@ -209,12 +231,12 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         if await self._adb().run(needs_migration):
             raise SchemaMissing("the database has no current nuke_crawl schema: "
                                 "run `scrapy migrate` first (a dry run writes nothing)")
-        plan = await self._adb().run(analysis.plan, self._selection(), self.args["limit"])
+        plan = await self._adb().run(analysis.plan, self._selection(), self.args.limit)
         names = self.providers.names
         remote = list(self.providers.remote)
         lines = [
             (f"Dry run (nothing claimed, analysed or written): {plan.pending} images pending; "
-             f"a run with limit={self.args['limit']} would analyse {plan.images} "
+             f"a run with limit={self.args.limit} would analyse {plan.images} "
              f"({plan.stored} from stored copies, {plan.external} downloaded from their "
              f"external URLs; {plan.retries} tried before) of {len(plan.vehicles)} vehicles "
              f"in {len(plan.organizations)} organizations, {self.concurrency} at a time"),
@@ -238,7 +260,7 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         })
 
     async def _check_only(self) -> None:
-        results = await check_providers(self.crawler.settings, self.args["providers"])
+        results = await check_providers(self.crawler.settings, self.args.providers)
         failed = []
         for name, ok, message in results:
             self.stats.set_value(f"nuke/analysis/check/{name}", message)
@@ -320,7 +342,7 @@ class ImageAnalysisSpider(LeasedWorkSpider):
     # -- end --------------------------------------------------------------------------
 
     def summarize(self, reason: str) -> None:
-        if self.args["check"]:
+        if self.args.check:
             return
         stats = self.stats
         per_minute, rate = self._rate()

@@ -13,19 +13,26 @@ leases expire and its vehicles are claimed again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from scrapy.crawler import Crawler
+from scrapy.settings import SETTINGS_PRIORITIES
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
+from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.items import VehicleImagesItem
-from nuke_crawl.spiders.args import ArgumentError, Param, to_bool, to_int, to_uuid
-from nuke_crawl.spiders.leased import LeasedWorkSpider
+from nuke_crawl.params import ArgumentError, arg, positive_int, to_bool, to_int, to_uuid
+from nuke_crawl.signals import store_failed
+from nuke_crawl.spiders.leased import LeasedArgs, LeasedWorkSpider
+from nuke_crawl.workers.pool import WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -41,32 +48,32 @@ def to_datetime(name: str, value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-ARGUMENTS: dict[str, Param] = {
-    "limit": Param(lambda n, v: to_int(n, v, minimum=1), 100, "vehicles to process in this run"),
-    "batch_size": Param(
-        lambda n, v: to_int(n, v, minimum=1), 10, "vehicles claimed from the database at a time"
-    ),
-    "max_images": Param(
-        lambda n, v: to_int(n, v, minimum=1), 20, "images per vehicle (in position order)"
-    ),
-    "organization_id": Param(to_uuid, None, "only this organization's vehicles"),
-    "vehicle_id": Param(to_uuid, None, "only this vehicle"),
-    "created_after": Param(to_datetime, None, "only vehicles created at or after this time"),
-    "min_priority": Param(
-        lambda n, v: to_int(n, v, minimum=-(2**31)), None,
-        "only vehicles whose images_priority is at least this",
-    ),
-    "dry_run": Param(to_bool, False, "print what would be downloaded, write nothing"),
-    "retry_failed": Param(to_bool, False, "also retry images that failed permanently before"),
-}
+def to_priority(name: str, value: Any) -> int:
+    return to_int(name, value, minimum=-(2**31))
+
+
+@dataclass(frozen=True)
+class BackfillArgs(LeasedArgs):
+    """The ``image_backfill`` spider's arguments (``-a name=value``)."""
+
+    limit: int = arg(100, "vehicles to process in this run", positive_int)
+    batch_size: int = arg(10, "vehicles claimed from the database at a time", positive_int)
+    max_images: int = arg(20, "images per vehicle (in position order)", positive_int)
+    organization_id: str | None = arg(None, "only this organization's vehicles", to_uuid)
+    vehicle_id: str | None = arg(None, "only this vehicle", to_uuid)
+    created_after: datetime | None = arg(
+        None, "only vehicles created at or after this time", to_datetime)
+    min_priority: int | None = arg(
+        None, "only vehicles whose images_priority is at least this", to_priority)
+    dry_run: bool = arg(False, "print what would be downloaded, write nothing", to_bool)
+    retry_failed: bool = arg(False, "also retry images that failed permanently before", to_bool)
 
 
 class ImageBackfillSpider(LeasedWorkSpider):
     """Downloads and stores vehicle images recorded by the ``org`` crawl.
 
-    Arguments (``-a name=value``): ``limit`` (100), ``batch_size`` (10),
-    ``max_images`` (20), ``organization_id``, ``vehicle_id``, ``created_after``,
-    ``min_priority``, ``dry_run``, ``retry_failed``. Settings: ``NUKE_IMAGE_LEASE_SECONDS`` (600),
+    Arguments (``-a name=value``): :class:`BackfillArgs`, as ``self.args``. Settings:
+    ``NUKE_IMAGE_LEASE_SECONDS`` (600),
     ``NUKE_IMAGE_MAX_ATTEMPTS`` (5), ``NUKE_IMAGE_MAX_IN_FLIGHT`` (images handed to the
     pipeline and not settled yet, which bounds memory; default ``2 * CONCURRENT_REQUESTS``;
     a batch is claimed when fewer are in flight) and the pipeline's settings
@@ -78,11 +85,13 @@ class ImageBackfillSpider(LeasedWorkSpider):
     """
 
     name = "image_backfill"
-    ARGUMENTS = ARGUMENTS
+    Arguments = BackfillArgs
+    args: BackfillArgs
     STATS_PREFIX = "nuke/"
     CLAIMED_STAT = "nuke/vehicles/claimed"
     WORK_NAME = "vehicles"
-    max_attempts = 5  # NUKE_IMAGE_MAX_ATTEMPTS, read in from_crawler
+    max_attempts = defaults.NUKE_IMAGE_MAX_ATTEMPTS  # read in from_crawler
+    store_failure: str | None = None  # the pipeline's store failed (signals.store_failed)
     custom_settings = {
         # Only this spider's pipeline: the org spider's database pipeline is global.
         "ITEM_PIPELINES": {"nuke_crawl.pipelines.images.ImageBackfillPipeline": 300},
@@ -94,29 +103,50 @@ class ImageBackfillSpider(LeasedWorkSpider):
         "DOWNLOADER": "nuke_crawl.downloader.slotsafe.SlotSafeDownloader",
         # The pipeline's media results are cached per image row, not per URL.
         "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
+        # The crawl's worker pool (WorkerPoolExtension) decodes images here: at the
+        # crawler's CPU priority, its workers importing Pillow and numpy only (no
+        # Scrapy); how many: NUKE_IMAGE_PROCESSES (see update_settings).
+        "NUKE_WORKER_NICE": 0,
+        "NUKE_WORKER_PRELOAD": ["nuke_crawl.pipelines._imageworker"],
     }
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        # NUKE_IMAGE_PROCESSES (None: the CPU count; 0 or less: decode in threads) sizes the
+        # pool, given at its own priority or at least the spider's.
+        processes = settings.get("NUKE_IMAGE_PROCESSES", defaults.NUKE_IMAGE_PROCESSES)
+        priority = max(settings.getpriority("NUKE_IMAGE_PROCESSES") or 0,
+                       SETTINGS_PRIORITIES["spider"])
+        settings.set("NUKE_WORKER_PROCESSES",
+                     os.cpu_count() or 1 if processes is None else max(0, int(processes)),
+                     priority=priority)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ImageBackfillSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider._on_store_failed, signal=store_failed)
         settings = crawler.settings
-        spider.batch_size = spider.args["batch_size"]
-        spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS", 600.0)
-        spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS", 5)
-        spider.max_in_flight = settings.getint(
-            "NUKE_IMAGE_MAX_IN_FLIGHT", 2 * settings.getint("CONCURRENT_REQUESTS", 16)
+        spider.batch_size = spider.args.batch_size
+        spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS",
+                                                 defaults.NUKE_IMAGE_LEASE_SECONDS)
+        spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
+                                              defaults.NUKE_IMAGE_MAX_ATTEMPTS)
+        in_flight = settings.get("NUKE_IMAGE_MAX_IN_FLIGHT", defaults.NUKE_IMAGE_MAX_IN_FLIGHT)
+        spider.max_in_flight = (
+            2 * settings.getint("CONCURRENT_REQUESTS") if in_flight is None else int(in_flight)
         )
         return spider
 
     def _selection(self) -> backfill.Selection:
         args = self.args
         return backfill.Selection(
-            organization_id=args["organization_id"],
-            vehicle_id=args["vehicle_id"],
-            created_after=args["created_after"],
-            retry_failed=args["retry_failed"],
+            organization_id=args.organization_id,
+            vehicle_id=args.vehicle_id,
+            created_after=args.created_after,
+            retry_failed=args.retry_failed,
             run_started=self.run_started,
-            min_priority=args["min_priority"],
+            min_priority=args.min_priority,
         )
 
     def _adb(self) -> Any:
@@ -126,20 +156,37 @@ class ImageBackfillSpider(LeasedWorkSpider):
 
     async def before_claims(self) -> bool:
         await super().before_claims()
+        if self.store_failure is not None:  # the pipeline's start-up check of its store
+            self.cannot_start(self.store_failure)
+            return False
+        try:  # the pipeline decodes in the crawl's worker pool: none, no run
+            await worker_pool(self.crawler).start()  # their imports overlap the first claim
+        except WorkerError as exc:
+            self.cannot_start(str(exc))
+            return False
         available = await self._adb().run(backfill.count_claimable, self._selection())
-        self.total = min(self.args["limit"], available)
+        self.total = min(self.args.limit, available)
         logger.info("%d vehicles need their images backfilled; this run takes up to %d",
-                    available, self.args["limit"])
+                    available, self.args.limit)
         return True
 
+    def _on_store_failed(self, detail: str) -> None:
+        """The pipeline's :data:`~nuke_crawl.signals.store_failed`: at start (its
+        pipeline opens before the first claim) the run cannot start; later, the run
+        claims nothing more and drains."""
+        if self.store_failure is None:
+            self.store_failure = detail
+
     async def claim(self, want: int) -> list[backfill.VehicleWork]:
+        if self.store_failure is not None:
+            return []  # the store failed mid-run: claim nothing more, the run drains
         works: list[backfill.VehicleWork] = await self._adb().run(
             backfill.claim_vehicles,
             self.owner,
             limit=want,
             lease_seconds=self.lease_seconds,
             selection=self._selection(),
-            max_images=self.args["max_images"],
+            max_images=self.args.max_images,
             max_attempts=self.max_attempts,
         )
         if not works and self.claimed == 0:
@@ -184,8 +231,8 @@ class ImageBackfillSpider(LeasedWorkSpider):
                     "the database schema is older than this version: run `scrapy migrate`"
                 )
             return backfill.select_preview(
-                db, limit=self.args["limit"], selection=self._selection(),
-                max_images=self.args["max_images"], max_attempts=self.max_attempts,
+                db, limit=self.args.limit, selection=self._selection(),
+                max_images=self.args.max_images, max_attempts=self.max_attempts,
             )
 
         works = await self._adb().run(preview)
@@ -211,7 +258,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
         failed = stats.get_value("nuke/images/failed", 0)
         elapsed = max(1e-6, time.monotonic() - self.started)
         tried = stored + failed
-        rate = stored / tried if tried else 1.0
+        if not tried:  # no success rate for 0 images
+            logger.info("Image backfill %s: %d vehicles, no image stored or failed",
+                        reason, self.done)
+            return
+        rate = stored / tried
         stats.set_value("nuke/images/success_rate", round(rate, 4))
         stats.set_value("nuke/images/per_second", round(tried / elapsed, 2))
         logger.info(

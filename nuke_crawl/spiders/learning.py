@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.db.connection import Database, Json, loads_json
 from nuke_crawl.extraction.learn import (
     parse_selectors,
@@ -78,7 +79,7 @@ class SelectorLearner:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SelectorLearner | None:
-        if not settings.getbool("NUKE_LEARN_SELECTORS", False):
+        if not settings.getbool("NUKE_LEARN_SELECTORS", defaults.NUKE_LEARN_SELECTORS):
             return None
 
         def read(name: str) -> str | None:
@@ -90,9 +91,10 @@ class SelectorLearner:
                            "no selectors will be learned")
             return None
         return cls(api_key=api_key, base_url=read("OPENAI_BASE_URL"),
-                   model=read("NUKE_LEARN_MODEL") or read("NUKE_OPENAI_MODEL") or "gpt-4o-mini",
-                   max_calls=settings.getint("NUKE_LEARN_MAX_CALLS", 5),
-                   timeout=settings.getfloat("NUKE_OPENAI_TIMEOUT", 60.0))
+                   model=read("NUKE_LEARN_MODEL") or read("NUKE_OPENAI_MODEL")
+                   or defaults.NUKE_OPENAI_MODEL,
+                   max_calls=settings.getint("NUKE_LEARN_MAX_CALLS", defaults.NUKE_LEARN_MAX_CALLS),
+                   timeout=settings.getfloat("NUKE_OPENAI_TIMEOUT", defaults.NUKE_OPENAI_TIMEOUT))
 
     async def after_page(self, org: Any, vehicles_found: int, html: str, url: str,
                          skip_reason: str | None, detail: bool, adb: Any) -> dict[str, str] | None:

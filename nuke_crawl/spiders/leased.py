@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
@@ -31,7 +32,7 @@ from scrapy.crawler import Crawler
 
 from nuke_crawl.db import DatabaseError
 from nuke_crawl.extensions.database import SchemaMissing, prepare_database
-from nuke_crawl.spiders.args import Param, parse_args
+from nuke_crawl.params import SpiderArgs, arg, positive_int, to_bool
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +61,30 @@ def eta_seconds(done: int, total: int, elapsed: float) -> float:
     return elapsed / done * max(0, total - done)
 
 
+@dataclass(frozen=True)
+class LeasedArgs(SpiderArgs):
+    """The arguments every leased-work spider has; a subclass's ``Arguments`` extends
+    this class (and may give ``limit`` its own default and help)."""
+
+    limit: int = arg(100, "units of work to process in this run", positive_int)
+    dry_run: bool = arg(False, "report what would be done, write nothing", to_bool)
+
+
 class LeasedWorkSpider(scrapy.Spider):
     """Base of the spiders that claim leased work (see the module docstring).
 
-    Arguments every subclass declares in ``ARGUMENTS``: ``limit`` and ``dry_run``.
+    Arguments (``-a name=value``): the subclass's ``Arguments``, a :class:`LeasedArgs`
+    subclass, parsed once (by ``scrapy crawl``) and read as ``self.args.limit``.
     """
 
-    ARGUMENTS: ClassVar[dict[str, Param]] = {}
+    Arguments: ClassVar[type[LeasedArgs]] = LeasedArgs
+    args: LeasedArgs
     STATS_PREFIX: ClassVar[str] = "nuke/"
     CLAIMED_STAT: ClassVar[str] = "nuke/claimed"
     WORK_NAME: ClassVar[str] = "units"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        given = {k: v for k, v in kwargs.items() if k in self.ARGUMENTS or not k.startswith("_")}
-        self.args = parse_args(self.ARGUMENTS, given, self.name)
+        self.args = self.Arguments.from_kwargs(kwargs, self.name)
         super().__init__(*args)
         self.owner = lease_owner()
         self.started = time.monotonic()
@@ -89,11 +100,12 @@ class LeasedWorkSpider(scrapy.Spider):
         self.max_in_flight = 128
         self._wake = asyncio.Event()
         self._renewer: asyncio.Future[None] | None = None
+        self.start_failed = False  # cannot_start() was called: no summary at the close
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        if spider.args["dry_run"]:
+        if spider.args.dry_run:
             crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._on_item_done, signal=signal)
@@ -153,9 +165,13 @@ class LeasedWorkSpider(scrapy.Spider):
         return self.crawler.stats
 
     def cannot_start(self, message: str) -> None:
-        """The one way a run that cannot start ends: logged, and ``nuke/error`` set."""
+        """The one way a run that cannot start ends: logged, ``nuke/error`` and
+        ``nuke/cannot_start`` set (the crawl command prints it last, on stderr), and no
+        run summary at the close."""
         logger.error("Cannot start: %s", message)
         self.stats.set_value("nuke/error", message)
+        self.stats.set_value("nuke/cannot_start", message)
+        self.start_failed = True
 
     def report_dry_run(self, lines: list[str], figures: dict[str, int]) -> None:
         """The one way a dry run is reported: the lines in the log, the figures as
@@ -166,7 +182,7 @@ class LeasedWorkSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[Any]:
         try:
-            if self.args["dry_run"]:
+            if self.args.dry_run:
                 await self.dry_run()
                 return
             if not await self.before_claims():
@@ -177,7 +193,7 @@ class LeasedWorkSpider(scrapy.Spider):
             self.cannot_start(str(exc))
 
     async def _claim_loop(self) -> AsyncIterator[Any]:
-        limit = self.args["limit"]
+        limit = self.args.limit
         self._renewer = asyncio.ensure_future(self._renew_leases())
         batch_no = 0
         while self.claimed < limit:
@@ -230,7 +246,7 @@ class LeasedWorkSpider(scrapy.Spider):
         if self._renewer is not None:
             self._renewer.cancel()
         await self.closing()
-        if self.args["dry_run"]:
+        if self.args.dry_run:
             return
         if self.claimed:
             try:
@@ -242,7 +258,8 @@ class LeasedWorkSpider(scrapy.Spider):
                 logger.info(
                     "Released %d claimed %s not finished in this run", released, self.WORK_NAME
                 )
-        self.summarize(reason)
+        if not self.start_failed:
+            self.summarize(reason)
 
     async def closing(self) -> None:
         """Called first when the spider closes (dry runs included)."""

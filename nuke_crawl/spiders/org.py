@@ -42,8 +42,7 @@ from nuke_crawl.extraction import (
 from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, sibling_vehicle_urls
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.middlewares.netguard import RefusedRequest
-from nuke_crawl.signals import vehicles_stored
-from nuke_crawl.spiders.args import (
+from nuke_crawl.params import (
     OrgSelection,
     apply_user_agent,
     arg,
@@ -51,6 +50,7 @@ from nuke_crawl.spiders.args import (
     to_bool,
     to_url,
 )
+from nuke_crawl.signals import vehicles_stored
 from nuke_crawl.spiders.bounds import (
     DETAIL_PRIORITY,
     MAX_NEXT_PAGES_PER_PAGE,
@@ -76,7 +76,7 @@ MAX_INVENTORY_ENTRIES = 3  # inventory links followed from a home page
 @dataclass(frozen=True)
 class OrgArgs(OrgSelection):
     """The org spider's arguments (``-a name=value``): which organizations
-    (:class:`~nuke_crawl.spiders.args.OrgSelection`, shared with ``scrapy org-enqueue``),
+    (:class:`~nuke_crawl.params.OrgSelection`, shared with ``scrapy org-enqueue``),
     then these."""
 
     url: str | None = arg(
@@ -168,7 +168,7 @@ class OrgSpider(scrapy.Spider):
         # Scrapy starts CONCURRENT_ITEMS tasks for every response's output. A page here
         # yields one vehicle or a list of links (scheduled at once), so one is enough.
         settings.set("CONCURRENT_ITEMS", 1, priority="spider")
-        if settings.getbool("NUKE_RENDER_JS", True):
+        if settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS):
             handlers = dict(settings.getdict("PLAYWRIGHT_DOWNLOAD_HANDLERS"))
             handlers.update(settings.getdict("DOWNLOAD_HANDLERS"))
             settings.set("DOWNLOAD_HANDLERS", handlers, priority="spider")
@@ -184,9 +184,11 @@ class OrgSpider(scrapy.Spider):
         if spider.args.dry_run:
             crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
         settings = crawler.settings
-        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE", 50)
-        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS", True)
-        spider.render_js = settings.getbool("NUKE_RENDER_JS", True)
+        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE",
+                                             defaults.NUKE_MAX_IMAGES_PER_VEHICLE)
+        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS",
+                                              defaults.NUKE_PROBE_COMMON_PATHS)
+        spider.render_js = settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS)
         spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         try:
             spider.bounds = CrawlBounds.from_settings(settings)
@@ -216,6 +218,7 @@ class OrgSpider(scrapy.Spider):
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
+            self.crawler.stats.set_value("nuke/cannot_start", str(exc))  # printed last
             return
         if self.watch is not None:
             self.watch.start()
@@ -264,9 +267,7 @@ class OrgSpider(scrapy.Spider):
         if not dry and orgs:
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
         for org in orgs:
-            progress = OrgProgress(org)
-            progress.budget = OrgBudget(self.bounds, org.business_name or org.website)
-            self._configure(progress)
+            progress = self.new_progress(org)
             if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org.id)
                 logger.info(
@@ -275,6 +276,15 @@ class OrgSpider(scrapy.Spider):
                 )
             self.progress[org.id] = progress
         return orgs
+
+    def new_progress(self, org: store.Organization) -> OrgProgress:
+        """A fresh record of ``org``'s crawl: its budget under the crawl's bounds, its
+        website and metadata checked (also for :mod:`nuke_crawl.distributed`, which loads
+        organizations other workers started)."""
+        progress = OrgProgress(org)
+        progress.budget = OrgBudget(self.bounds, org.business_name or org.website)
+        self._configure(progress)
+        return progress
 
     def _configure(self, progress: OrgProgress) -> None:
         """Validate the organization's website and metadata (:mod:`.orgmeta`); a bad one

@@ -22,7 +22,7 @@ from cssselect import SelectorError
 from lxml.cssselect import CSSSelector
 
 from nuke_crawl.extraction.selectors import SELECTOR_KEYS
-from nuke_crawl.spiders.args import ArgumentError, to_bool, to_url
+from nuke_crawl.params import ArgumentError, to_bool, to_url
 
 
 class InvalidOrgConfig(ValueError):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from nuke_crawl.storage import ImageStore, StoreError
+from nuke_crawl import settings as defaults
+from nuke_crawl.storage import PROBE_PREFIX, ImageStore, StoreError
 
 
 class LocalImageStore(ImageStore):
@@ -38,7 +40,7 @@ class LocalImageStore(ImageStore):
         return cls(
             uri,
             settings.get("NUKE_IMAGES_PUBLIC_URL") or None,
-            settings.getbool("NUKE_IMAGES_FSYNC", True),
+            settings.getbool("NUKE_IMAGES_FSYNC", defaults.NUKE_IMAGES_FSYNC),
         )
 
     def _target(self, path: str) -> Path:
@@ -104,6 +106,12 @@ class LocalImageStore(ImageStore):
 
     def delete(self, path: str) -> None:
         self._target(path).unlink(missing_ok=True)
+
+    def probe(self) -> None:
+        super().probe()
+        # the probe's folder goes too, unless something else is in it
+        with contextlib.suppress(OSError):
+            self._target(PROBE_PREFIX).rmdir()
 
     def public_url(self, path: str) -> str:
         if self.public_base:

@@ -1,5 +1,8 @@
 """Typed spider arguments, declared once and validated before any request.
 
+This module is neutral ground (no Scrapy, no spider): spiders declare their arguments
+with it, and commands (``scrapy crawl``, ``org-add``, ``analyze-check``...) use its parsers.
+
 A spider declares its arguments as a frozen :class:`SpiderArgs` dataclass, each field
 made with :func:`arg` (its default, what it means, how its ``-a`` text is parsed), and
 reads them as attributes (``self.args.limit``)::
@@ -16,8 +19,7 @@ reads them as attributes (``self.args.limit``)::
 
 ``scrapy crawl`` (:mod:`nuke_crawl.commands.crawl`) parses them before anything starts
 (a bad one exits with a message naming it) and hands the parsed object to the spider
-under :data:`PARSED`, so they are parsed once. The older ``ARGUMENTS`` mapping of
-:class:`Param` with :func:`parse_args` (``self.args["limit"]``) is still understood.
+under :data:`PARSED`, so they are parsed once.
 """
 
 from __future__ import annotations
@@ -93,34 +95,6 @@ def to_str(name: str, value: Any) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class Param:
-    """One argument: how to parse it, its default and what it means."""
-
-    parse: Callable[[str, Any], Any]
-    default: Any
-    help: str
-
-
-def parse_args(
-    spec: Mapping[str, Param], given: Mapping[str, Any], spider_name: str
-) -> dict[str, Any]:
-    """Parse ``-a`` arguments against ``spec``; unknown names are refused."""
-    unknown = sorted(set(given) - set(spec) - {"_job"})
-    if unknown:
-        raise ArgumentError(
-            f"unknown argument(s) for spider {spider_name!r}: {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(spec))}"
-        )
-    out: dict[str, Any] = {}
-    for name, param in spec.items():
-        if name in given and given[name] is not None:
-            out[name] = param.parse(name, given[name])
-        else:
-            out[name] = param.default
-    return out
-
-
 #: The spider keyword argument under which ``scrapy crawl`` hands over parsed arguments.
 PARSED = "_nuke_parsed_args"
 
@@ -145,15 +119,19 @@ class SpiderArgs:
     are made with :func:`arg`)."""
 
     @classmethod
-    def spec(cls) -> dict[str, Param]:
-        """The arguments as :class:`Param` s, by name."""
-        return {f.name: Param(f.metadata["parse"], f.default, f.metadata["help"])
-                for f in fields(cls)}
-
-    @classmethod
     def parse(cls, given: Mapping[str, Any], spider_name: str) -> Self:
-        """Parse ``-a`` arguments (their text); unknown names are refused."""
-        return cls(**parse_args(cls.spec(), given, spider_name))
+        """Parse ``-a`` arguments (their text); unknown names are refused (scrapyd's
+        ``_job`` is not the spider's and is ignored)."""
+        spec = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(given) - set(spec) - {"_job"})
+        if unknown:
+            raise ArgumentError(
+                f"unknown argument(s) for spider {spider_name!r}: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(spec))}"
+            )
+        values = {name: f.metadata["parse"](name, given[name])
+                  for name, f in spec.items() if given.get(name) is not None}
+        return cls(**values)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], spider_name: str) -> Self:
@@ -172,7 +150,7 @@ class SpiderArgs:
     @classmethod
     def describe(cls) -> list[str]:
         """One line per argument: ``name (default): help``."""
-        return [f"{name} ({param.default!r}): {param.help}" for name, param in cls.spec().items()]
+        return [f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls)]
 
 
 @dataclass(frozen=True)
