@@ -36,6 +36,8 @@ class VehicleImagesItem:
     owner: str
     results: list[dict[str, Any]] = field(default_factory=list, repr=False)
     outcome: backfill.VehicleOutcome | None = None
+    abandoned: bool = False
+    """True when the crawl stopped before the vehicle was settled (left for the next run)."""
 
 
 @dataclass
@@ -54,3 +56,5 @@ class ImageAnalysisItem:
     error_reason: str | None = None
     error_detail: str | None = None
     owner: str | None = None
+    abandoned: bool = False
+    """True when the crawl stopped before the image was analysed (nothing recorded)."""

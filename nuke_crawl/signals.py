@@ -18,3 +18,10 @@ the store's ``probe()`` fails), or mid-run (a write failed for a reason that is 
 image's). Argument ``detail``: one line saying why. The ``image_backfill`` spider then
 claims nothing more: at start it stops with "Cannot start", mid-run the run drains, and
 no image is marked failed for it."""
+
+work_stopping = object()
+"""Sent by the leased image spiders (:mod:`nuke_crawl.spiders.leased`) once, as soon as
+the crawl starts stopping before its work is done (SIGINT, SIGTERM, scrapyd's cancel, a
+``CLOSESPIDER_*`` limit). Argument ``spider``. The pipelines then abandon the units in
+flight (:class:`nuke_crawl.utils.stopping.StopFlag`): what they finished stays
+recorded, the rest is released for the next run."""

@@ -17,7 +17,9 @@ sheet, :data:`SPID_ANSWER`), ``rate_limit`` (429 with ``Retry-After`` =
 (content that is not JSON), ``wrong_shape`` (JSON, but not the schema), ``refusal``
 (``message.refusal`` set), ``length`` (cut off, ``finish_reason="length"``), ``slow``
 (answers after :attr:`FakeOpenAI.slow_seconds`), ``off_range`` (ratings and enums out of
-range, to exercise validation).
+range, to exercise validation), ``html_json`` (200, ``application/json``, an HTML body: a
+proxy's error page), ``nul`` (a good answer whose texts hold ``\u0000``, other control
+characters and a lone surrogate, which databases refuse).
 
 Every request first waits :attr:`FakeOpenAI.latency` seconds; with ``failure_rate`` > 0
 every ``round(1 / failure_rate)``-th chat request (counted from 1) is answered 500
@@ -122,8 +124,20 @@ SELECTORS_ANSWER: dict[str, str] = {
 """CSS selectors as a model would answer a learned-selectors request (``selectors``): one
 unknown key and one invalid selector, to be dropped."""
 
+NUL_ANSWER: dict[str, Any] = {
+    **copy.deepcopy(GOOD_ANSWER),
+    "summary": "Red Camaro\u0000 with a \x01 control character and a lone \ud800 surrogate",
+    "tags": [{"name": "Rally\u0000wheel", "type": "part", "confidence": 90}],
+    "modifications": ["lowered\u0000"],
+}
+"""A good answer holding characters PostgreSQL (NUL) and both drivers (a lone surrogate)
+refuse."""
+
+HTML_BODY = (b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway"
+             b"</h1></body></html>")
+
 SCENARIOS = ("good", "spid", "rate_limit", "server_error", "malformed", "wrong_shape",
-             "refusal", "length", "slow", "off_range", "selectors")
+             "refusal", "length", "slow", "off_range", "selectors", "html_json", "nul")
 
 _MARKER = re.compile(r"scenario=([a-z_]+)")
 
@@ -411,6 +425,17 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(200, _completion(model, json.dumps(server.selectors_answer)))
             elif scenario == "off_range":
                 self._send(200, _completion(model, json.dumps(OFF_RANGE_ANSWER)))
+            elif scenario == "nul":
+                self._send(200, _completion(model, json.dumps(NUL_ANSWER)))
+            elif scenario == "html_json":
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(HTML_BODY)))
+                    self.end_headers()
+                    self.wfile.write(HTML_BODY)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
             else:
                 self._send(200, _completion(model, json.dumps(GOOD_ANSWER)))
 

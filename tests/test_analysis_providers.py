@@ -334,6 +334,18 @@ def test_openai_server_errors_exhausted(server: FakeOpenAI) -> None:
     assert "HTTP 500" in (result.error_detail or "")
 
 
+def test_openai_html_body_served_as_json_is_malformed_output(server: FakeOpenAI) -> None:
+    """A proxy's HTML error page with ``Content-Type: application/json``: the client
+    cannot decode it; that is ``malformed_output``, not a traceback, and not retried."""
+    server.script("html_json")
+    result = _analyze(_provider(server))
+    assert not result.ok
+    assert result.error_reason == "malformed_output", result.error_detail
+    assert "not JSON" in (result.error_detail or "")
+    assert "502 Bad Gateway" in (result.error_detail or "")
+    assert result.attempts == 1 and server.chat_requests == 1
+
+
 @pytest.mark.parametrize("scenario,reason,fragment", [
     ("malformed", "malformed_output", "not JSON"),
     ("wrong_shape", "malformed_output", "not an object"),

@@ -256,9 +256,8 @@ def test_priority_claim_walks_the_queue_index(pg_url):
 
 
 def test_image_priority_command(sqlite_url):
-    from tests.conftest import run_scrapy
-
     from nuke_crawl.db import Database, migrate
+    from tests.conftest import run_scrapy
 
     db = Database(sqlite_url)
     migrate(db)

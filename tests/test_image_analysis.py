@@ -16,15 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai_server
 import pytest
+from conftest import FAST, REPO, run_scrapy, scrapy_env
+from openai_server import API_KEY, FakeOpenAI
 from PIL import Image
 
-import openai_server
-from conftest import FAST, REPO, run_scrapy, scrapy_env
 from nuke_crawl.db import Database, analysis, loads_json, migrate, store
 from nuke_crawl.demo.images import ImageHost
 from nuke_crawl.demo.server import serve
-from openai_server import API_KEY, FakeOpenAI
 
 pytestmark = pytest.mark.slow
 

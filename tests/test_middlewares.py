@@ -196,10 +196,9 @@ def _child_main(spec: dict[str, Any]) -> None:
     from scrapy.utils.reactor import install_reactor
 
     install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
-    from twisted.internet import reactor
-
     from scrapy.utils.defer import deferred_from_coro
     from scrapy.utils.test import get_crawler
+    from twisted.internet import reactor
 
     settings = {**BASE_SETTINGS, **spec["settings"]}
     configure_logging({"LOG_LEVEL": settings["LOG_LEVEL"]})

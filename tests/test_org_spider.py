@@ -21,8 +21,8 @@ from conftest import FAST, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo.launch import Demo, launch
-from nuke_crawl.demo.sites import build_site
 from nuke_crawl.demo.server import CountingApp, Request, Response, dead_url, serve
+from nuke_crawl.demo.sites import build_site
 from nuke_crawl.extraction import canonical_listing_url
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,9 @@ Failures never raise: :meth:`OpenAIProvider.analyze` returns ``ok=False`` with o
 ``model_not_found``  404 (unknown model, or one the key cannot see)
 ``bad_request``      400/413/422 (image too large or unsupported, schema rejected...)
 ``refused``          ``message.refusal`` set, or ``finish_reason == "content_filter"``
-``malformed_output`` not JSON, not the schema's shape, or cut off (``finish_reason ==
-                     "length"``)
+``malformed_output`` not JSON (the answer's content, or the whole body: an HTML page
+                     served as ``application/json``), not the schema's shape, or cut
+                     off (``finish_reason == "length"``)
 ``rate_limited``     429 on every attempt
 ``server_error``     5xx (or 408/409) on every attempt
 ``timeout``          no answer within ``timeout`` seconds on every attempt
@@ -438,6 +439,11 @@ class OpenAIProvider:
                     return await client.chat.completions.create(**request), attempt
                 async with self._call_slots:
                     return await client.chat.completions.create(**request), attempt
+            except json.JSONDecodeError as exc:
+                # a body that is not JSON under a JSON content type (a proxy's HTML page):
+                # the client's decoding fails; the call may be billed, never retried
+                raise _Failure("malformed_output", self._redact(
+                    f"answer is not JSON ({exc.msg}): {exc.doc[:200]!r}"), attempt) from None
             except openai.OpenAIError as exc:
                 reason, detail, retry_after = self._classify(exc)
                 transient = reason in ("rate_limited", "server_error", "timeout", "unreachable")

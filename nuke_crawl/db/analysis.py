@@ -5,14 +5,20 @@ Knows nothing of Scrapy (the spider and its pipeline call these through
 (:mod:`nuke_crawl.analysis.results`), which are pure dataclasses.
 
 The work queue is ``vehicle_images`` itself: an image is *pending* while
-``ai_last_scanned IS NULL`` and it belongs to an existing vehicle. A worker *claims* a
+``ai_last_scanned IS NULL``, it belongs to an existing vehicle, and ``image_backfill``
+did not fail it permanently (a 404, not an image...: it has no stored copy, and a
+download would fail again). A worker *claims* a
 batch (newest first) by writing its name and a lease expiry into ``ai_lease_owner`` /
 ``ai_lease_until``; other workers skip leased images until the lease expires, so
 parallel runs never analyse one image twice and a killed run's images return to the
 pool. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED``; SQLite serialises
 writers (``BEGIN IMMEDIATE``).
 
-A failed image gets ``ai_attempts + 1``, ``ai_error`` (a reason such as
+An attempt is counted (``ai_attempts + 1``, :func:`count_attempt`) before the
+providers are called, so that a paid call whose outcome cannot be written (or whose
+process dies) still counts against ``max_attempts``. Text written is cleaned of what
+the databases refuse (:func:`clean_for_db`: NUL, lone surrogates). A failed image gets
+``ai_error`` (a reason such as
 ``rate_limited`` or ``invalid_image``), ``ai_error_detail`` and ``ai_next_attempt_at``
 (``backoff * 2**(attempts-1)`` seconds later, at most :data:`MAX_RETRY_BACKOFF`); it is
 claimed again after that time, up to ``max_attempts`` attempts (``retry_failed``
@@ -34,6 +40,7 @@ from typing import Any
 
 from ..analysis.results import ProviderResult, SpidData, scan_metadata
 from ..extraction.vin import is_valid_vin
+from .backfill import PERMANENT_REASONS
 from .connection import Database, Json, loads_json, new_id
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,10 @@ MAX_RETRY_BACKOFF = 86_400.0
 
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
+
+_PERMANENT = tuple(sorted(PERMANENT_REASONS))
+"""The backfill's permanent failure reasons (with other 4xx but 408/429, as
+:func:`nuke_crawl.db.backfill.is_permanent`): such images are not analysed."""
 
 _CONTEXT_COLUMNS = ("year", "make", "model", "trim", "vin", "title", "body_style")
 
@@ -61,6 +72,8 @@ class AnalysisWork:
     attempts: int = 0
     context: dict[str, Any] = field(default_factory=dict)
     referer: str | None = None
+    attempt_counted: bool = False
+    """True once :func:`count_attempt` counted this run's attempt (``attempts`` includes it)."""
 
     @property
     def url(self) -> str | None:
@@ -94,8 +107,14 @@ def _where(db: Database, sel: Selection, now: Any, *, leases: bool) -> tuple[str
         "vi.ai_last_scanned IS NULL",
         "vi.vehicle_id IS NOT NULL",
         "EXISTS (SELECT 1 FROM vehicles v WHERE v.id = vi.vehicle_id)",
+        # the backfill failed it permanently (404, not an image...): no stored copy, and
+        # downloading it again would fail the same way
+        f"NOT (vi.storage_path IS NULL AND vi.download_error IS NOT NULL AND "
+        f"(vi.download_error IN ({', '.join('?' * len(_PERMANENT))}) OR "
+        "(vi.download_error LIKE 'http_4%' AND vi.download_error NOT IN "
+        "('http_408', 'http_429'))))",
     ]
-    params: list[Any] = []
+    params: list[Any] = [*_PERMANENT]
     if leases:
         clauses.append("(vi.ai_lease_until IS NULL OR vi.ai_lease_until < ?)")
         params.append(now)
@@ -293,6 +312,44 @@ def known_hashes(db: Database, vehicle_ids: Sequence[str]) -> dict[str, dict[str
 # -- writing ------------------------------------------------------------------------
 
 
+def _clean_text(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: neither driver can encode them
+            text = "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+    return text
+
+
+def clean_for_db(value: Any) -> Any:
+    """``value`` without what PostgreSQL or SQLite refuse in text and JSON: NUL
+    (``\\u0000``: PostgreSQL's text and jsonb) and lone surrogates (not UTF-8: both
+    drivers fail to encode them). Strings, :class:`Json` values, dicts (keys too), lists
+    and tuples are cleaned recursively; anything else is returned as is."""
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, Json):
+        return Json(clean_for_db(value.value))
+    if isinstance(value, dict):
+        return {clean_for_db(k): clean_for_db(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(clean_for_db(v) for v in value)
+    return value
+
+
+def count_attempt(db: Database, work: AnalysisWork) -> None:
+    """Count this run's attempt at ``work`` durably, before any provider is called."""
+    db.execute(
+        "UPDATE vehicle_images SET ai_attempts = COALESCE(ai_attempts, 0) + 1, updated_at = ? "
+        "WHERE id = ? AND ai_last_scanned IS NULL",
+        [db.now(), work.image_id],
+    )
+    work.attempts += 1
+    work.attempt_counted = True
+
+
 @dataclass
 class WriteOutcome:
     """What :func:`record_success` wrote (for stats and logs)."""
@@ -334,6 +391,14 @@ def record_success(
     had expired): ``written=False, skipped_reason="already_analysed"``.
     """
     del owner  # the lease guards the claim; completion is guarded by ai_last_scanned
+    count = 0 if work.attempt_counted else 1
+
+    def execute(sql: str, params: list[Any]) -> int:
+        return db.execute(sql, clean_for_db(params))
+
+    def executemany(sql: str, rows: list[list[Any]]) -> None:
+        db.executemany(sql, [clean_for_db(row) for row in rows])
+
     with db.transaction():
         if db.dialect == "postgresql":
             row = db.fetchone(
@@ -350,7 +415,7 @@ def record_success(
             return WriteOutcome(False, skipped_reason="already_analysed")
         now = db.now()
         for table in ("image_tags", "component_conditions", "paint_quality_assessments"):
-            db.execute(f"DELETE FROM {table} WHERE image_id = ?", [work.image_id])
+            execute(f"DELETE FROM {table} WHERE image_id = ?", [work.image_id])
         out = WriteOutcome(True)
         image_url = work.image_url or work.source_url
         tag_rows = []
@@ -375,19 +440,19 @@ def record_success(
                                    panel.appears_original, Json(panel.defects),
                                    panel.paint_quality_score, panel.confidence,
                                    panel.assessed_by_model or result.model, now])
-        db.executemany(
+        executemany(
             "INSERT INTO image_tags (id, image_id, vehicle_id, image_url, tag_name, tag_type, "
             "confidence, x_position, y_position, width, height, ai_detection_data, source_type, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tag_rows,
         )
-        db.executemany(
+        executemany(
             "INSERT INTO component_conditions (id, image_id, vehicle_id, component_name, "
             "condition_rating, damage_types, needs_attention, confidence, detected_by_model, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             comp_rows,
         )
-        db.executemany(
+        executemany(
             "INSERT INTO paint_quality_assessments (id, image_id, vehicle_id, panel_name, "
             "appears_original, defects, paint_quality_score, confidence, assessed_by_model, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -397,7 +462,7 @@ def record_success(
 
         spid, spid_model = _spid_of(results)
         if spid is not None:
-            db.execute(
+            execute(
                 "INSERT INTO vehicle_spid_data (id, vehicle_id, image_id, vin, model_code, "
                 "build_date, paint_codes, rpo_codes, engine_code, transmission_code, axle_code, "
                 "raw_data, extracted_by_model, created_at, updated_at) "
@@ -423,7 +488,7 @@ def record_success(
             if not is_valid_vin(vin):
                 out.vin_rejected = vin
                 continue
-            changed = db.execute(
+            changed = execute(
                 "UPDATE vehicles SET vin = ?, updated_at = ? WHERE id = ? "
                 "AND (vin IS NULL OR vin = '')",
                 [vin, now, work.vehicle_id],
@@ -433,16 +498,16 @@ def record_success(
             break
 
         document = next((r for r in results if r.ok and r.document is not None), None)
-        db.execute(
+        execute(
             "UPDATE vehicle_images SET ai_scan_metadata = ?, is_document = ?, "
             "document_category = ?, ai_processing_status = ?, ai_last_scanned = ?, "
-            "ai_attempts = COALESCE(ai_attempts, 0) + 1, ai_error = NULL, "
+            "ai_attempts = COALESCE(ai_attempts, 0) + ?, ai_error = NULL, "
             "ai_error_detail = NULL, ai_next_attempt_at = NULL, ai_lease_owner = NULL, "
             "ai_lease_until = NULL, updated_at = ? WHERE id = ?",
             [Json(scan_metadata(list(results))),
              bool(document.is_document) if document else False,
              document.document_category if document else None,
-             STATUS_COMPLETED, now, now, work.image_id],
+             STATUS_COMPLETED, now, count, now, work.image_id],
         )
     return out
 
@@ -458,15 +523,17 @@ def record_failure(
     db: Database, work: AnalysisWork, reason: str, detail: str, *, backoff: float
 ) -> datetime:
     """Record a failed attempt (nothing else is touched); return the next attempt time."""
-    attempts = work.attempts + 1
+    count = 0 if work.attempt_counted else 1
+    attempts = work.attempts + count
     next_at = datetime.now(UTC) + timedelta(seconds=retry_delay(attempts, backoff))
     now = db.now()
     db.execute(
-        "UPDATE vehicle_images SET ai_attempts = COALESCE(ai_attempts, 0) + 1, ai_error = ?, "
+        "UPDATE vehicle_images SET ai_attempts = COALESCE(ai_attempts, 0) + ?, ai_error = ?, "
         "ai_error_detail = ?, ai_next_attempt_at = ?, ai_processing_status = ?, "
         "ai_lease_owner = NULL, ai_lease_until = NULL, updated_at = ? "
         "WHERE id = ? AND ai_last_scanned IS NULL",
-        [reason, detail[:2000], db.ts(next_at), STATUS_FAILED, now, work.image_id],
+        clean_for_db([count, reason, detail[:2000], db.ts(next_at), STATUS_FAILED, now,
+                      work.image_id]),
     )
     return next_at
 

@@ -27,10 +27,9 @@ from nuke_crawl.extraction.heuristics import (
 from nuke_crawl.extraction.images import clean_image_urls, image_candidates
 from nuke_crawl.extraction.model import PageExtraction, VehicleData
 from nuke_crawl.extraction.page import MAX_PAGE_LINKS, Page, text_content
-from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_price, parse_title
-from nuke_crawl.extraction.vin import vin_make, vin_years
 from nuke_crawl.extraction.selectors import select, vehicle_from_selectors
 from nuke_crawl.extraction.state import card_state, page_state_vehicle
+from nuke_crawl.extraction.text import host_currency, parse_mileage, parse_price, parse_title
 from nuke_crawl.extraction.urls import (
     absolutize,
     canonical_listing_url,
@@ -41,6 +40,7 @@ from nuke_crawl.extraction.urls import (
     same_site,
     sibling_vehicle_urls,
 )
+from nuke_crawl.extraction.vin import vin_make, vin_years
 
 #: Vehicle links (``PageExtraction.vehicle_links``) one page yields at most, page order.
 MAX_VEHICLE_LINKS = 2_000

@@ -31,6 +31,7 @@ from nuke_crawl.imaging import ImageRejected, process_image
 from nuke_crawl.items import ImageAnalysisItem
 from nuke_crawl.storage import StoreError, build_store, describe_failure
 from nuke_crawl.utils.downloads import download_failure_reason
+from nuke_crawl.utils.stopping import StopFlag, Stopped
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ class ImageAnalysisPipeline:
     Stats: ``nuke/analysis/written``, ``nuke/analysis/failures_recorded``,
     ``nuke/analysis/tags``, ``nuke/analysis/components``, ``nuke/analysis/paint``,
     ``nuke/analysis/spid``, ``nuke/analysis/vin_filled``, ``nuke/analysis/vin_rejected``,
-    ``nuke/analysis/skipped/<reason>``, ``nuke/analysis/write_errors``.
+    ``nuke/analysis/skipped/<reason>``, ``nuke/analysis/write_errors`` (an analysis that
+    could not be written is recorded as the failure ``write_error``; its attempt was
+    counted before the providers were called).
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -89,6 +92,8 @@ class ImageAnalysisPipeline:
         self._providers: Providers | None = None  # built for the first image
         # the perceptual hashes of each vehicle's analysed images (near-duplicates)
         self._hashes: dict[str, asyncio.Future[dict[str, str]]] = {}
+        # a stopping crawl abandons the images in flight (their leases are released)
+        self._stop = StopFlag(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ImageAnalysisPipeline:
@@ -100,7 +105,10 @@ class ImageAnalysisPipeline:
         if self.dry_run:
             return item
         try:
-            await self._analyse(item)
+            await self._stop.run(self._analyse(item))
+        except Stopped:
+            item.abandoned = True  # nothing recorded: the next run takes it again
+            return item
         except Exception as exc:
             logger.exception("Analysis of image %s crashed", item.work.image_id)
             item.ok = False
@@ -189,6 +197,11 @@ class ImageAnalysisPipeline:
         except ReasonError as exc:
             item.ok, item.error_reason, item.error_detail = False, exc.reason, exc.detail
             return
+        if not work.attempt_counted:
+            # durably, before any call: an answer that cannot be written (or a process
+            # that dies) still counts against NUKE_ANALYSIS_MAX_ATTEMPTS, so a paid call
+            # is never repeated forever
+            await crawler_database(self.crawler).run(analysis.count_attempt, work)
         results: list[ProviderResult] = []
         context: dict[str, Any] = dict(work.context)
         first = [p for p in providers.items.values() if not p.remote]
@@ -258,3 +271,11 @@ class ImageAnalysisPipeline:
             self.stats.inc_value("nuke/analysis/write_errors")
             logger.error("Could not record the analysis of image %s: %s: %s",
                          work.image_id, type(exc).__name__, exc)
+            if adapter["ok"]:
+                # recorded as a failure, so that the image waits out its backoff
+                try:
+                    await adb.run(analysis.record_failure, work, "write_error",
+                                  f"{type(exc).__name__}: {exc}", backoff=self.backoff)
+                except Exception as again:  # noqa: BLE001 - the database is gone
+                    logger.error("Could not record the failure of image %s either: %s",
+                                 work.image_id, again)

@@ -39,6 +39,7 @@ from nuke_crawl.signals import store_failed
 from nuke_crawl.storage import ImageStore, build_store, describe_failure, store_problem
 from nuke_crawl.utils.batching import TimedBatcher
 from nuke_crawl.utils.downloads import download_failure_reason
+from nuke_crawl.utils.stopping import StopFlag, Stopped
 from nuke_crawl.variants import (
     VariantSpecError,
     extension_for,
@@ -202,6 +203,8 @@ class ImageBackfillPipeline(MediaPipeline):
         # this run's failures: counts per reason and a few example URLs (bounded)
         self.failure_counts: Counter[str] = Counter()
         self.failure_examples: dict[str, list[str]] = {}
+        # a stopping crawl abandons the vehicles in flight (their leases are released)
+        self._stop = StopFlag(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ImageBackfillPipeline:
@@ -408,7 +411,8 @@ class ImageBackfillPipeline(MediaPipeline):
         except Exception as exc:  # noqa: BLE001 - the store failed: the run stops
             failed = self._store_failed(f"{type(exc).__name__}: {exc}")
             for _, future in batch:
-                future.set_exception(failed)
+                if not future.done():  # cancelled: the crawl is stopping
+                    future.set_exception(failed)
             return
         try:
             await adb.run(backfill.record_stored, [stored for stored, _ in batch])
@@ -417,12 +421,16 @@ class ImageBackfillPipeline(MediaPipeline):
                 try:
                     await adb.run(backfill.record_stored, [stored])
                 except Exception as exc:  # noqa: BLE001
-                    future.set_exception(ImageFailed("database", f"{type(exc).__name__}: {exc}"))
+                    if not future.done():
+                        future.set_exception(
+                            ImageFailed("database", f"{type(exc).__name__}: {exc}"))
                 else:
-                    future.set_result(None)
+                    if not future.done():
+                        future.set_result(None)
             return
         for _, future in batch:
-            future.set_result(None)
+            if not future.done():  # cancelled: the crawl is stopping (the row is written)
+                future.set_result(None)
 
     def file_path(
         self, request: Request, response: Response | None = None,
@@ -472,7 +480,12 @@ class ImageBackfillPipeline(MediaPipeline):
         # vehicle, so that the failures recorded in their meta can be read here.
         requests = self.get_media_requests(item, self.spiderinfo)
         try:
-            await super().process_item(item)
+            await self._stop.run(super().process_item(item))
+        except Stopped:
+            # the images stored so far are recorded; the others wait for the next run
+            item.abandoned = True
+            self._forget(requests)
+            return item
         finally:
             self._requests.pop(item.work.vehicle_id, None)
         failed: list[backfill.FailedImage] = []
@@ -510,15 +523,18 @@ class ImageBackfillPipeline(MediaPipeline):
             )
             self._inc("nuke/vehicles/completed" if item.outcome.complete
                       else "nuke/vehicles/waiting")
-        # Keep the per-run cache bounded (scrapy #939): this vehicle's entries go.
-        downloaded = self.spiderinfo.downloaded
         assert self.stats is not None
-        self.stats.max_value("nuke/images/cache_peak", len(downloaded))
+        self.stats.max_value("nuke/images/cache_peak", len(self.spiderinfo.downloaded))
+        self._forget(requests)
+        self._vehicles.pop(item.work.vehicle_id, None)
+        return item
+
+    def _forget(self, requests: list[Request]) -> None:
+        """Keep the per-run cache bounded (scrapy #939): a settled vehicle's entries go."""
+        downloaded = self.spiderinfo.downloaded
         fingerprint = self.crawler.request_fingerprinter.fingerprint
         for request in requests:
             downloaded.pop(fingerprint(request), None)
-        self._vehicles.pop(item.work.vehicle_id, None)
-        return item
 
     def failure_summary(self) -> dict[str, Any]:
         """``{reason: {"count": n, "examples": [url, ...]}}`` for this run, most first."""

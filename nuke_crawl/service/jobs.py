@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from nuke_crawl.db import Database, Json, loads_json, new_id, redact_url
-from nuke_crawl.extensions.notify import SUMMARY_MARKER
 from nuke_crawl.extensions.handoff import HandoffError, schedule_scrapyd
+from nuke_crawl.extensions.notify import SUMMARY_MARKER
 
 from .dbpool import DatabasePool
 

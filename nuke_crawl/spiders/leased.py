@@ -8,6 +8,15 @@ progress and ETA line per finished batch, reports a dry run one way (the log, an
 stats under ``<STATS_PREFIX>dry_run/``) and fails a run that cannot start one way
 (``Cannot start: ...`` in the log, ``nuke/error`` in the stats, no traceback).
 
+Stopping (one SIGINT or SIGTERM, scrapyd's ``cancel.json``, a ``CLOSESPIDER_*`` limit):
+as soon as the engine starts stopping, the spider claims nothing more and sends
+:data:`nuke_crawl.signals.work_stopping`; the pipelines abandon the units in flight
+(:class:`nuke_crawl.utils.stopping.StopFlag`; what they finished is recorded), the
+spider releases their leases at close and the next run takes them again. Scrapy 2.19
+never finishes closing a spider whose ``start()`` items were still in the pipelines
+when it began (scrapy/scrapy#7029: the scraper checks whether it may close only after a
+*response* is done); :func:`nudge_scraper_close` does that check while stopping.
+
 Subclasses give the phase's parts: :meth:`claim`, :meth:`release`, optionally
 :meth:`renew`, :meth:`make_item`, :meth:`dry_run`, :meth:`summarize`.
 """
@@ -30,6 +39,7 @@ import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
 
+from nuke_crawl import signals as nuke_signals
 from nuke_crawl.db import DatabaseError
 from nuke_crawl.extensions.database import SchemaMissing, prepare_database
 from nuke_crawl.params import SpiderArgs, arg, positive_int, to_bool
@@ -59,6 +69,41 @@ def eta_seconds(done: int, total: int, elapsed: float) -> float:
     if done <= 0:
         return 0.0
     return elapsed / done * max(0, total - done)
+
+
+STOP_POLL = 0.1
+"""Seconds between two looks at whether the engine is stopping."""
+
+
+def engine_stopping(crawler: Crawler) -> bool:
+    """Whether the crawler's engine is stopping, or closing its spider, before the
+    spider has closed: ``engine.running`` is False once ``stop()`` began (the shutdown
+    handlers, scrapyd's SIGTERM), and the engine's slot has a ``closing`` Deferred once
+    ``close_spider`` began (``CLOSESPIDER_*``)."""
+    engine = crawler.engine
+    if engine is None or engine.spider is None:
+        return False
+    if not engine.running:
+        return True
+    slot = getattr(engine, "_slot", None)
+    return getattr(slot, "closing", None) is not None
+
+
+def nudge_scraper_close(crawler: Crawler) -> bool:
+    """Let a closing scraper finish closing once its pipelines are idle (the check
+    Scrapy 2.19 skips for ``start()`` items, scrapy/scrapy#7029). True if the check
+    ran. Reads the scraper's slot and calls its ``_check_if_closing()``: Scrapy has no
+    public way; tests/test_image_stop.py fails loudly when a running Scrapy lacks them."""
+    scraper = getattr(crawler.engine, "scraper", None)
+    slot = getattr(scraper, "slot", None)
+    closing = getattr(slot, "closing", None)
+    check = getattr(scraper, "_check_if_closing", None)
+    if slot is None or closing is None or closing.called or check is None:
+        return False
+    if not slot.is_idle():
+        return False
+    check()
+    return True
 
 
 @dataclass(frozen=True)
@@ -101,6 +146,9 @@ class LeasedWorkSpider(scrapy.Spider):
         self._wake = asyncio.Event()
         self._renewer: asyncio.Future[None] | None = None
         self.start_failed = False  # cannot_start() was called: no summary at the close
+        self._watcher: asyncio.Future[None] | None = None
+        self.stopping = False
+        self.abandoned = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -155,7 +203,8 @@ class LeasedWorkSpider(scrapy.Spider):
         raise NotImplementedError
 
     def summarize(self, reason: str) -> None:
-        """Log the run's summary and set its final stats (not after a dry run)."""
+        """Log the run's summary and set its final stats (not after a dry run, nor
+        after :meth:`cannot_start`)."""
 
     # -- the shared parts --------------------------------------------------------------
 
@@ -181,6 +230,7 @@ class LeasedWorkSpider(scrapy.Spider):
         logger.info("\n".join(lines))
 
     async def start(self) -> AsyncIterator[Any]:
+        self._watcher = asyncio.ensure_future(self._watch_stop())
         try:
             if self.args.dry_run:
                 await self.dry_run()
@@ -191,15 +241,41 @@ class LeasedWorkSpider(scrapy.Spider):
                 yield item
         except (DatabaseError, SchemaMissing) as exc:
             self.cannot_start(str(exc))
+        except asyncio.CancelledError:
+            self.begin_stop()  # the engine cancels start() when it stops
+            raise
+
+    async def _watch_stop(self) -> None:
+        while not engine_stopping(self.crawler):
+            await asyncio.sleep(STOP_POLL)
+        self.begin_stop()
+        while True:
+            nudge_scraper_close(self.crawler)
+            await asyncio.sleep(STOP_POLL)
+
+    def begin_stop(self) -> None:
+        """The crawl is stopping: claim nothing more, tell the pipelines to abandon
+        the units in flight (:data:`~nuke_crawl.signals.work_stopping`). Once."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._wake.set()
+        if self.in_flight:
+            logger.info("Stopping: %d %s in flight are abandoned and left for the next run",
+                        len(self.in_flight), self.WORK_NAME)
+        self.crawler.signals.send_catch_log(signal=nuke_signals.work_stopping, spider=self)
 
     async def _claim_loop(self) -> AsyncIterator[Any]:
         limit = self.args.limit
         self._renewer = asyncio.ensure_future(self._renew_leases())
         batch_no = 0
-        while self.claimed < limit:
-            while self.in_flight and self.in_flight_weight >= self.max_in_flight:
+        while self.claimed < limit and not self.stopping:
+            while (self.in_flight and self.in_flight_weight >= self.max_in_flight
+                   and not self.stopping):
                 self._wake.clear()
                 await self._wake.wait()
+            if self.stopping:
+                break
             works = await self.claim(min(self.batch_size, limit - self.claimed))
             if not works:
                 break
@@ -230,8 +306,11 @@ class LeasedWorkSpider(scrapy.Spider):
         work = item.work
         batch = self.in_flight.pop(self.work_key(work), None)
         self.in_flight_weight -= self.work_weight(work)
-        self.done += 1
         self._wake.set()
+        if getattr(item, "abandoned", False):
+            self.abandoned += 1  # left for the next run: its lease is released at close
+            return
+        self.done += 1
         self.item_done(item, batch)
         if batch is None:
             return
@@ -243,8 +322,9 @@ class LeasedWorkSpider(scrapy.Spider):
             logger.info(self.progress_line(batch, elapsed, eta))
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in (self._renewer, self._watcher):
+            if task is not None:
+                task.cancel()
         await self.closing()
         if self.args.dry_run:
             return
