@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo serve test bench corpus-report lint format clean
+.PHONY: venv demo serve test bench corpus-report lint format clean scrapyd deploy
 
 venv: $(STAMP)
 
@@ -42,6 +42,15 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# A local scrapyd node configured by scrapyd.conf (127.0.0.1:6800, folders in .scrapyd/);
+# `make deploy` sends the project to it (scrapy.cfg [deploy]). docs/scale.md
+scrapyd: venv
+	mkdir -p .scrapyd
+	$(VENV)/bin/scrapyd --nodaemon --pidfile=
+
+deploy: venv
+	$(VENV)/bin/scrapyd-deploy
 
 clean:
 	rm -rf demo-data nuke.db images service-logs .pytest_cache

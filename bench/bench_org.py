@@ -12,6 +12,11 @@ downloader settings:
 - org/sqlite and org/postgresql: `scrapy crawl org -a threshold=1`, with
   extraction and database writes, with the project's one worker process
   (`NUKE_WORKER_PROCESSES`; `--worker-processes 1,2` compares counts).
+- with `--redis-workers 1,2`: redis/postgresql x1 and x2, the same crawl through Redis
+  (a private redis-server on a free port): `scrapy org-enqueue`, then that many
+  `scrapy crawl org -a from_queue=1 -a exit_when_empty=1` processes at once, sharing the
+  site's per-domain concurrency; wall time until the last exits. Against org/postgresql
+  they give the Redis overhead per page (wall and crawler CPU) and Redis's own CPU.
 
 These machines' speed drifts within minutes (the same bare fetch has taken from
 14 to 18 s in one session), so every run is paired with a bare fetch made just
@@ -23,6 +28,7 @@ Usage:
 
     .venv/bin/python bench/bench_org.py [--vehicles 5000] [--skip-postgres]
         [--repeat 3] [--worker-processes 1[,2]] [--org-setting NAME=VALUE ...]
+        [--redis-workers 1,2]
 """
 
 from __future__ import annotations
@@ -76,6 +82,73 @@ def run(args: list[str], env: dict[str, str], tmp: Path) -> dict[str, float]:
             "tree_peak_kib": tree_peak / 1024, **stats}
 
 
+def run_many(args: list[str], env: dict[str, str], tmp: Path, n: int) -> dict[str, float]:
+    """Run ``n`` copies of one scrapy command line at once; wall seconds until the last
+    exits, CPU seconds summed, peak memory summed (each process's peak)."""
+    import threading
+
+    procs, files = [], []
+    started = time.perf_counter()
+    server_cpu = time.process_time()
+    for _ in range(n):
+        stats_file = tmp / f"stats-{uuid.uuid4().hex}"
+        err = (tmp / f"stderr-{uuid.uuid4().hex}").open("w")
+        files.append((stats_file, err))
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "bench" / "_child.py"),
+                                       str(stats_file), *args], cwd=REPO, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=err))
+    peaks = [0.0] * n
+
+    def watch(i: int) -> None:
+        peaks[i], _ = peak_rss_of_tree(procs[i], sample=0.1)
+
+    watchers = [threading.Thread(target=watch, args=(i,)) for i in range(n)]
+    for thread in watchers:
+        thread.start()
+    for thread in watchers:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    total: dict[str, float] = {"seconds": elapsed, "tree_peak_kib": sum(peaks) / 1024,
+                               "cpu_server": time.process_time() - server_cpu}
+    for proc, (stats_file, err) in zip(procs, files, strict=True):
+        err.close()
+        if proc.returncode != 0:
+            sys.exit(f"failed: {' '.join(args)}\n{Path(err.name).read_text()[-3000:]}")
+        for key, value in json.loads(stats_file.read_text()).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of the benchmark's own on a free port (no persistence)."""
+    import socket
+
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    return proc, url
+
+
+def redis_cpu(url: str) -> float:
+    import redis
+
+    info = redis.Redis.from_url(url).info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def site_map(demo: Any) -> dict[str, dict[str, Any]]:
     """For the floor spider: each page's links as the org crawl finds them, and an
     item like the org crawl's for each detail page."""
@@ -115,7 +188,13 @@ def main() -> None:
                         help="pairs of (bare fetch, run) for each run (default 3)")
     parser.add_argument("--org-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra -s NAME=VALUE for the org runs only; repeatable")
+    parser.add_argument("--redis-workers", default="",
+                        help="also crawl through Redis with this many from_queue workers, "
+                        "comma-separated (e.g. 1,2; needs PostgreSQL and redis-server)")
     opts = parser.parse_args()
+    redis_counts = [int(n) for n in opts.redis_workers.split(",") if n.strip()]
+    if redis_counts and opts.skip_postgres:
+        parser.error("--redis-workers needs PostgreSQL (several processes write at once)")
     if opts.throttle_target is not None:
         SETTINGS.extend(["-s", f"AUTOTHROTTLE_TARGET_CONCURRENCY={opts.throttle_target}"])
     tmp = Path(tempfile.mkdtemp(prefix="nuke-bench-"))
@@ -144,11 +223,11 @@ def main() -> None:
         pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
 
         def paired(label: str, args: list[str], env_: dict[str, str],
-                   before: Any = None, after: Any = None) -> None:
+                   before: Any = None, after: Any = None, processes: int = 0) -> None:
             bare = run(bare_args, env, tmp)
             if before is not None:
                 before()
-            result = run(args, env_, tmp)
+            result = run_many(args, env_, tmp, processes) if processes else run(args, env_, tmp)
             if after is not None:
                 after()
             pairs.setdefault(label, []).append((bare, result))
@@ -188,6 +267,27 @@ def main() -> None:
             if images != 20 * opts.vehicles:
                 sys.exit(f"{label} stored {images} image rows, expected {20 * opts.vehicles}")
 
+        redis_proc = None
+        redis_url = ""
+        if redis_counts:
+            redis_proc, redis_url = private_redis(tmp)
+        redis_cpu_per_page: dict[str, list[float]] = {}
+
+        def enqueue(url: str) -> None:
+            import redis
+
+            reset(url)
+            redis.Redis.from_url(redis_url).flushdb()
+            subprocess.run([sys.executable, "-m", "scrapy", "org-enqueue", "-a", "threshold=1",
+                            "-s", f"NUKE_REDIS_URL={redis_url}"], cwd=REPO, check=True,
+                           env={**env, "DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+            redis_cpu_per_page["_before"] = [redis_cpu(redis_url)]
+
+        def redis_done(label: str, url: str) -> None:
+            check(label, url)
+            used = redis_cpu(redis_url) - redis_cpu_per_page["_before"][0]
+            redis_cpu_per_page.setdefault(label, []).append(used / len(pages))
+
         try:
             for _ in range(opts.repeat):  # round-robin: drift spreads over every label
                 paired("floor", floor_args, env)
@@ -202,13 +302,54 @@ def main() -> None:
                                {**env, "DATABASE_URL": url},
                                before=lambda url=url: reset(url),
                                after=lambda label=label, url=url: check(label, url))
+                for count in redis_counts:
+                    url = backends["postgresql"]
+                    label = f"redis/postgresql x{count}"
+                    paired(label,
+                           ["crawl", "org", "-a", "from_queue=1", "-a", "exit_when_empty=1",
+                            "-a", f"max_vehicles={opts.vehicles}", *SETTINGS,
+                            "-s", f"NUKE_REDIS_URL={redis_url}",
+                            "-s", "NUKE_REDIS_HEARTBEAT=0.2",
+                            *(x for o in opts.org_setting for x in ("-s", o))],
+                           {**env, "DATABASE_URL": url},
+                           before=lambda url=url: enqueue(url),
+                           after=lambda label=label, url=url: redis_done(label, url),
+                           processes=count)
         finally:
+            if redis_proc is not None:
+                redis_proc.terminate()
+                redis_proc.wait()
             if schema:
                 import psycopg
 
                 with psycopg.connect(opts.postgres, autocommit=True) as admin:
                     admin.execute(f"DROP SCHEMA {schema} CASCADE")
     report(pairs, len(pages))
+    if redis_counts:
+        report_redis(pairs, len(pages), redis_cpu_per_page)
+
+
+def report_redis(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]],
+                 n_pages: int, redis_cpu_per_page: dict[str, list[float]]) -> None:
+    """The Redis-fed runs against the single-process crawl on the same database."""
+    def seconds(label: str) -> float:
+        return statistics.median(r["seconds"] for _, r in pairs[label])
+
+    def crawler_cpu(label: str) -> float:
+        return statistics.median(r["cpu_crawler"] for _, r in pairs[label])
+
+    base = "org/postgresql"
+    print(f"\nRedis-fed workers against {base} (same site, same per-domain limits):")
+    for label in (k for k in pairs if k.startswith("redis/")):
+        print(f"  {label}: {seconds(base) / seconds(label):.2f}x the single process "
+              f"({seconds(label):.1f} s against {seconds(base):.1f} s); crawler CPU "
+              f"{1000 * (crawler_cpu(label) - crawler_cpu(base)) / n_pages:+.2f} ms a page; "
+              f"Redis server CPU {1000 * statistics.median(redis_cpu_per_page[label]):.3f} "
+              "ms a page")
+    one = next((k for k in pairs if k == "redis/postgresql x1"), None)
+    if one:
+        print(f"  Redis overhead per page (x1 against one process): "
+              f"{1000 * (seconds(one) - seconds(base)) / n_pages:+.2f} ms wall")
 
 
 def report(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]], n_pages: int) -> None:

@@ -153,6 +153,21 @@ class SpiderArgs:
         return [f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls)]
 
 
+@dataclass(frozen=True)
+class OrgSelection(SpiderArgs):
+    """Which organizations an org crawl takes: the first arguments of the ``org`` spider's
+    ``OrgArgs``, and all of ``scrapy org-enqueue``'s (commands do not import spiders)."""
+
+    threshold: int = arg(
+        10, "only organizations with fewer than this many active vehicles (1: never extracted)",
+        positive_int,
+    )
+    limit: int = arg(10, "organizations per page", positive_int)
+    offset: int = arg(0, "organizations to skip", non_negative_int)
+    business_type: str | None = arg(None, "only organizations of this business_type", to_str)
+    organization_id: str | None = arg(None, "only this organization", to_uuid)
+
+
 def apply_user_agent(settings: Any) -> None:
     """Make ``NUKE_USER_AGENT`` the User-Agent (also for robots.txt rules)
     when it was given with a higher priority than ``USER_AGENT``; call it

@@ -133,6 +133,16 @@ EXTENSIONS = {
     "nuke_crawl.extensions.handoff.BackfillHandoff": 500,  # unless NUKE_TRIGGER_BACKFILL
 }
 
+# -- distributed org crawl (nuke_crawl.distributed; docs/scale.md) -----------------
+# With a Redis URL (the environment variable NUKE_REDIS_URL first) the org spider keeps
+# its requests in Redis (scrapy-redis), takes organizations from `scrapy org-enqueue`
+# with -a from_queue=1, and shares per-domain politeness with every other worker.
+NUKE_REDIS_URL = None  # e.g. redis://127.0.0.1:6379/0; None: one process, as before
+NUKE_REDIS_NAMESPACE = "nuke"  # key prefix: deployments sharing one Redis need their own
+NUKE_REDIS_ORGS_PER_WORKER = 8  # organizations a from_queue worker takes on at a time
+NUKE_REDIS_HEARTBEAT = 2.0  # seconds between a worker's liveness records
+NUKE_REDIS_WORKER_TIMEOUT = 30.0  # a worker silent this long is dead: its requests requeued
+
 # -- image backfill (scrapy crawl image_backfill; nuke_crawl.pipelines.images) -----------
 # The backfill spider sets its own ITEM_PIPELINES in custom_settings; nothing here
 # changes the org spider.

@@ -3,7 +3,9 @@ job supervision (overlap, cancel, a service restart), schedules."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nuke_crawl.commands.status import collect
-from nuke_crawl.db import Database
+from nuke_crawl.db import Database, migrate, store
 from nuke_crawl.demo import ImageHost, serve
 from nuke_crawl.service.jobs import process_start_time
 from tests.conftest import run_scrapy
@@ -308,3 +310,71 @@ def test_jobs_through_scrapyd(pg_url, tmp_path):
             assert TOKEN not in scrapyd.everything_written()
     finally:
         host.stop()
+
+
+REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.mark.redis
+def test_crawl_organizations_queues_in_redis_when_configured(sqlite_url, tmp_path):
+    import redis
+
+    db = Database(sqlite_url)
+    migrate(db)
+    try:
+        ids = {
+            store.add_organization(db, f"http://dealer{i}.example", name=f"Dealer {i}")[0].id
+            for i in range(3)
+        }
+    finally:
+        db.close()
+    ns = f"nuketest:svc:{uuid.uuid4().hex[:10]}"
+    key = f"{ns}:org:queue"
+    client = redis.Redis.from_url(REDIS)
+
+    def queued() -> list[str]:
+        return [m.decode() for m in client.zrange(key, 0, -1)]
+
+    try:
+        env = {"NUKE_REDIS_URL": REDIS}
+        extra = ["-s", f"NUKE_REDIS_NAMESPACE={ns}"]
+        with Service(sqlite_url, tmp_path / "svc", env=env, extra=extra) as svc:
+            assert "organizations queued in redis://127.0.0.1:" in "".join(svc.output)
+            status, answer = svc.post("/api/crawl-organizations", {"limit": 2})
+            assert status == 200 and answer["success"] is True, answer
+            first = answer["queued"]
+            assert first["queue"] == key and first["total"] == 3 and first["nextOffset"] == 2
+            assert len(first["organizationIds"]) == 2 and set(first["organizationIds"]) <= ids
+            assert (first["enqueued"], first["alreadyQueued"], first["waiting"]) == (2, 0, 2)
+            assert queued() == first["organizationIds"]  # in the selection's order
+            # the whole selection: the two waiting keep their place, the third is added
+            status, answer = svc.post("/api/crawl-organizations", {"limit": 10})
+            again = answer["queued"]
+            assert status == 200 and set(again["organizationIds"]) == ids
+            assert (again["enqueued"], again["alreadyQueued"], again["waiting"]) == (1, 2, 3)
+            assert again["nextOffset"] is None
+            assert queued()[:2] == first["organizationIds"] and set(queued()) == ids
+            one = sorted(ids)[0]
+            status, answer = svc.post("/api/crawl-organizations", {"organizationId": one})
+            assert status == 200 and answer["queued"]["organizationIds"] == [one]
+            assert answer["queued"]["enqueued"] == 0
+            # bad input is refused naming the field, before Redis; no run was started
+            status, answer = svc.post("/api/crawl-organizations", {"limit": 0})
+            assert status == 422 and answer["field"] == "limit"
+            assert svc.post("/api/crawl-organizations", {}, token=None)[0] == 401
+            assert svc.get("/api/jobs")[1]["jobs"] == []
+            assert len(queued()) == 3
+    finally:
+        client.delete(key)
+        client.close()
+    # Redis unreachable: 503 naming it (its password hidden), nothing started instead
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"NUKE_REDIS_URL": f"redis://user:s3cret@127.0.0.1:{port}/0"}
+    with Service(sqlite_url, tmp_path / "svc2", env=env) as svc:
+        status, answer = svc.post("/api/crawl-organizations", {"limit": 2})
+        assert status == 503 and answer["success"] is False, answer
+        assert f"Redis at redis://user:***@127.0.0.1:{port}/0 failed" in answer["error"]
+        assert "s3cret" not in answer["error"]
+        assert svc.get("/api/jobs")[1]["jobs"] == []

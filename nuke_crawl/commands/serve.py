@@ -83,7 +83,8 @@ class Command(DatabaseCommand):
         import uvicorn
         from scrapy.utils.log import configure_logging
 
-        from nuke_crawl.service.app import ServiceConfig, create_app
+        from nuke_crawl.distributed import keys_from_settings, redact_redis_url, redis_url
+        from nuke_crawl.service.app import OrgQueue, ServiceConfig, create_app
         from nuke_crawl.service.jobs import RunnerConfig
         from nuke_crawl.service.schedules import (
             ScheduleError,
@@ -141,6 +142,7 @@ class Command(DatabaseCommand):
             cancel_grace=settings.getfloat("NUKE_SERVICE_CANCEL_GRACE",
                                            defaults.NUKE_SERVICE_CANCEL_GRACE),
         )
+        queue_url = redis_url(settings)  # crawl-organizations queues for org workers
         config = ServiceConfig(
             database_url=url,
             runner=runner,
@@ -149,6 +151,8 @@ class Command(DatabaseCommand):
             images_dir=images_dir,
             refresh=settings.getfloat("NUKE_SERVICE_STATUS_REFRESH",
                                       defaults.NUKE_SERVICE_STATUS_REFRESH),
+            org_queue=OrgQueue(queue_url, keys_from_settings(settings).org_queue)
+            if queue_url else None,
         )
         app = create_app(config)
 
@@ -167,7 +171,8 @@ class Command(DatabaseCommand):
             f"nuke_crawl service on http://{shown}:{port}/ (database {redact_url(url)}, "
             f"runs via {'scrapyd ' + redact_url(scrapyd_url) if scrapyd_url else 'processes'}"
             f", writes {'need the admin token' if token else 'disabled: no NUKE_ADMIN_TOKEN'}"
-            f", {len(schedules)} schedule(s))",
+            f", {len(schedules)} schedule(s)"
+            f"{', organizations queued in ' + redact_redis_url(queue_url) if queue_url else ''})",
             flush=True,
         )
         level = str(settings.get("LOG_LEVEL") or "INFO").lower()

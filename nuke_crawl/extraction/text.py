@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
+from importlib import resources
 
 from price_parser import Price
 
@@ -113,8 +113,9 @@ def _model_key(text: str) -> str:
 
 def _load_models() -> dict[str, frozenset[str]]:
     """data/models.json: make -> model names of several words (see its ``_about``)."""
-    path = Path(__file__).with_name("data") / "models.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    # importlib.resources, not a path: under scrapyd the package runs from a zipped egg
+    data = resources.files("nuke_crawl.extraction").joinpath("data", "models.json")
+    raw = json.loads(data.read_text(encoding="utf-8"))
     return {make: frozenset(_model_key(m) for m in models)
             for make, models in raw.items() if not make.startswith("_")}
 

@@ -5,7 +5,9 @@ Reads: ``GET /api/image-status``, ``/api/jobs``, ``/api/jobs/{id}``, ``/api/orga
 ``/api/health``; the page at ``/``. Writes (``Authorization: Bearer <NUKE_ADMIN_TOKEN>``;
 403 when no token is configured, 401 without the right one; no cookies):
 ``POST /api/process-images``, ``/api/analyze-images``, ``/api/crawl-organizations``,
-``/api/jobs`` and ``/api/jobs/{id}/cancel``.
+``/api/jobs`` and ``/api/jobs/{id}/cancel``. With ``NUKE_REDIS_URL`` configured,
+``/api/crawl-organizations`` queues the selected organizations in Redis for
+``scrapy crawl org -a from_queue=1`` workers (docs/scale.md) instead of starting a run.
 
 The image status and the first page of organizations count over every vehicle and image,
 which takes seconds on a large database: they are computed in the background (every
@@ -32,6 +34,10 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from nuke_crawl.db import store
+from nuke_crawl.distributed import enqueue_organizations, redact_redis_url
+from nuke_crawl.params import OrgSelection
+
 from . import page, queries, validate
 from .dbpool import DatabasePool
 from .jobs import Conflict, JobManager, RunnerConfig, get_job, list_jobs
@@ -43,6 +49,27 @@ STATIC = Path(__file__).parent / "static"
 JOB_STATES = ("pending", "running", "finished", "failed", "cancelled", "lost", "skipped")
 
 
+@dataclass(frozen=True)
+class OrgQueue:
+    """The Redis queue of organizations for ``from_queue`` org workers: ``redis_url``
+    (``NUKE_REDIS_URL``) and ``key`` (:attr:`nuke_crawl.distributed.Keys.org_queue`)."""
+
+    redis_url: str
+    key: str
+
+    def push(self, org_ids: list[str]) -> tuple[int, int]:
+        """Queue the ids (blocking: run it in a thread); how many were new, and how
+        many wait in the queue now. Raises ``redis.RedisError``."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        try:
+            new = enqueue_organizations(client, self.key, org_ids)
+            return new, int(client.zcard(self.key))  # type: ignore[arg-type]
+        finally:
+            client.close()
+
+
 @dataclass
 class ServiceConfig:
     database_url: str
@@ -52,6 +79,7 @@ class ServiceConfig:
     images_dir: Path | None = None  # a local IMAGES_STORE, served at /store/
     refresh: float = 2.0
     db_threads: int = 4
+    org_queue: OrgQueue | None = None  # crawl-organizations queues in Redis (NUKE_REDIS_URL)
 
 
 class NotReady(Exception):
@@ -303,7 +331,37 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     async def crawl_organizations(request: Request) -> Response:
         body = await body_of(request)
-        return await start_job("org", validate.crawl_organizations(body), body)
+        args = validate.crawl_organizations(body)
+        if config.org_queue is not None:
+            return await enqueue_orgs(config.org_queue, args)
+        return await start_job("org", args, body)
+
+    async def enqueue_orgs(queue: OrgQueue, args: dict[str, str]) -> Response:
+        """The organizations ``crawl org`` would select with these arguments, queued."""
+        import redis
+
+        selection = OrgSelection.parse(args, "org")
+        found = await pool.run(store.select_organizations, **selection.as_dict())
+        ids = [org.id for org in found.organizations]
+        try:
+            new, waiting = await asyncio.to_thread(queue.push, ids)
+        except redis.RedisError as exc:
+            return _error(503, f"Redis at {redact_redis_url(queue.redis_url)} failed: {exc}")
+        next_offset = selection.offset + found.page_size
+        logger.info("Queued %d organizations for org workers (%d already queued)",
+                    new, len(ids) - new)
+        return JSONResponse({
+            "success": True,
+            "queued": {
+                "queue": queue.key,
+                "organizationIds": ids,
+                "enqueued": new,
+                "alreadyQueued": len(ids) - new,
+                "waiting": waiting,
+                "total": found.total,
+                "nextOffset": next_offset if next_offset < found.total else None,
+            },
+        })
 
     async def new_job(request: Request) -> Response:
         body = await body_of(request)

@@ -30,6 +30,8 @@ from twisted.python.failure import Failure
 
 from nuke_crawl import settings as defaults
 from nuke_crawl.db import DatabaseError, needs_migration, store
+from nuke_crawl.distributed import DistributedError
+from nuke_crawl.distributed import configure as configure_distributed
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.extraction import (
@@ -41,15 +43,12 @@ from nuke_crawl.extraction.urls import looks_like_vehicle_url, same_site, siblin
 from nuke_crawl.items import VehicleItem
 from nuke_crawl.middlewares.netguard import RefusedRequest
 from nuke_crawl.params import (
-    SpiderArgs,
+    OrgSelection,
     apply_user_agent,
     arg,
-    non_negative_int,
     positive_int,
     to_bool,
-    to_str,
     to_url,
-    to_uuid,
 )
 from nuke_crawl.signals import vehicles_stored
 from nuke_crawl.spiders.bounds import (
@@ -75,21 +74,20 @@ MAX_INVENTORY_ENTRIES = 3  # inventory links followed from a home page
 
 
 @dataclass(frozen=True)
-class OrgArgs(SpiderArgs):
-    """The org spider's arguments (``-a name=value``)."""
+class OrgArgs(OrgSelection):
+    """The org spider's arguments (``-a name=value``): which organizations
+    (:class:`~nuke_crawl.params.OrgSelection`, shared with ``scrapy org-enqueue``),
+    then these."""
 
-    threshold: int = arg(
-        10, "only organizations with fewer than this many active vehicles (1: never extracted)",
-        positive_int,
-    )
-    limit: int = arg(10, "organizations per page", positive_int)
-    offset: int = arg(0, "organizations to skip", non_negative_int)
-    business_type: str | None = arg(None, "only organizations of this business_type", to_str)
-    organization_id: str | None = arg(None, "only this organization", to_uuid)
     url: str | None = arg(
         None, "crawl this one website (its organization is found or created)", to_url)
     max_vehicles: int = arg(500, "vehicles per organization at most", positive_int)
     dry_run: bool = arg(False, "extract and report, write nothing", to_bool)
+    from_queue: bool = arg(
+        False, "crawl organizations queued in Redis (org-enqueue; needs NUKE_REDIS_URL)",
+        to_bool)
+    exit_when_empty: bool = arg(
+        False, "with from_queue: exit once the queue is empty", to_bool)
 
 
 @dataclass
@@ -148,6 +146,9 @@ class OrgSpider(scrapy.Spider):
     learner: SelectorLearner | None
     bounds: CrawlBounds
     bounds_error: str | None = None
+    # nuke_crawl.distributed's coordinator when NUKE_REDIS_URL is set: requests live in
+    # Redis, organizations may come from its queue, and it records finished crawls.
+    distributed: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = OrgArgs.from_kwargs(kwargs, self.name)
@@ -163,6 +164,7 @@ class OrgSpider(scrapy.Spider):
     def update_settings(cls, settings: Any) -> None:
         super().update_settings(settings)
         apply_user_agent(settings)
+        configure_distributed(settings)  # only with NUKE_REDIS_URL
         # Scrapy starts CONCURRENT_ITEMS tasks for every response's output. A page here
         # yields one vehicle or a list of links (scheduled at once), so one is enough.
         settings.set("CONCURRENT_ITEMS", 1, priority="spider")
@@ -207,8 +209,12 @@ class OrgSpider(scrapy.Spider):
             # the pool is an extension: Scrapy builds them after the spider's from_crawler
             self.workers = worker_pool(self.crawler)
             await self.workers.start()  # its imports overlap the selection and first fetch
-            orgs = await self._select()
-        except (DatabaseError, SchemaMissing, WorkerError, ValueError) as exc:
+            if self.distributed is not None:
+                await self.distributed.check()
+            elif self.args.from_queue:
+                raise DistributedError("from_queue=1 needs NUKE_REDIS_URL (docs/scale.md)")
+            orgs = [] if self.args.from_queue else await self._select()
+        except (DatabaseError, SchemaMissing, WorkerError, DistributedError, ValueError) as exc:
             logger.error("Cannot start: %s", exc)
             assert self.crawler.stats is not None
             self.crawler.stats.set_value("nuke/error", str(exc))
@@ -217,6 +223,8 @@ class OrgSpider(scrapy.Spider):
         if self.watch is not None:
             self.watch.start()
         for org in orgs:
+            if self.distributed is not None and not self.distributed.adopt(org.id):
+                continue
             for request in self._entry_requests(org):
                 yield request
 
@@ -259,9 +267,7 @@ class OrgSpider(scrapy.Spider):
         if not dry and orgs:
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
         for org in orgs:
-            progress = OrgProgress(org)
-            progress.budget = OrgBudget(self.bounds, org.business_name or org.website)
-            self._configure(progress)
+            progress = self.new_progress(org)
             if org.resume and not dry:
                 progress.known = await adb.run(store.known_listing_urls, org.id)
                 logger.info(
@@ -270,6 +276,15 @@ class OrgSpider(scrapy.Spider):
                 )
             self.progress[org.id] = progress
         return orgs
+
+    def new_progress(self, org: store.Organization) -> OrgProgress:
+        """A fresh record of ``org``'s crawl: its budget under the crawl's bounds, its
+        website and metadata checked (also for :mod:`nuke_crawl.distributed`, which loads
+        organizations other workers started)."""
+        progress = OrgProgress(org)
+        progress.budget = OrgBudget(self.bounds, org.business_name or org.website)
+        self._configure(progress)
+        return progress
 
     def _configure(self, progress: OrgProgress) -> None:
         """Validate the organization's website and metadata (:mod:`.orgmeta`); a bad one
@@ -639,6 +654,8 @@ class OrgSpider(scrapy.Spider):
         """Report (log, stats, database) the organizations finished since the last
         call, while the crawl goes on; return how many are finished in all. Called by
         :class:`~nuke_crawl.spiders.orgwatch.OrgWatch`."""
+        if self.distributed is not None:  # its own bookkeeping, across workers
+            return int(self.distributed.finished)
         done = 0
         for progress in self.progress.values():
             if progress.reported is not None:
@@ -700,7 +717,8 @@ class OrgSpider(scrapy.Spider):
             # was done are finished too, the rest are selected again by the next run
             finished = reason == "finished" or self._is_finished(progress)
             summary = self._report(progress)
-            if not self.args.dry_run:
+            if not self.args.dry_run and self.distributed is None:
+                # distributed: recorded by the worker that finishes its last request
                 await self._record(progress, summary, finished)
         self.crawler.stats.set_value("nuke/orgs/crawled", len(self.progress))
         self.crawler.stats.set_value(

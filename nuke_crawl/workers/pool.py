@@ -34,6 +34,15 @@ from nuke_crawl.workers.process import HEADER, close_connections, frame, with_db
 
 T = TypeVar("T")
 
+# ``python -m nuke_crawl.workers.process`` would find nuke_crawl on the default path
+# before the parent's is applied: under scrapyd the crawler runs from a deployed egg,
+# which only the parent's sys.path has. The worker module is found with the parent's path.
+_BOOT = (
+    "import json, os, runpy, sys; "
+    "sys.path[:] = json.loads(os.environ['NUKE_WORKER_SYS_PATH']); "
+    "runpy.run_module('nuke_crawl.workers.process', run_name='__main__', alter_sys=True)"
+)
+
 
 class WorkerError(Exception):
     """A worker process died, or could not be started."""
@@ -133,7 +142,7 @@ class WorkerPool:
             while len(self._workers) < self.processes:
                 try:
                     proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "nuke_crawl.workers.process",
+                        sys.executable, "-c", _BOOT,
                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                         env={**os.environ, "NUKE_WORKER_SYS_PATH": json.dumps(sys.path),
                              "NUKE_WORKER_NICE": str(self.nice),
