@@ -22,8 +22,12 @@ if __name__ == "__main__":
     finally:
         own = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out.write_text(json.dumps({
-            "peak_kib": own.ru_maxrss + children.ru_maxrss,
-            "cpu_crawler": own.ru_utime + own.ru_stime,
-            "cpu_children": children.ru_utime + children.ru_stime,
-        }))
+        out.write_text(
+            json.dumps(
+                {
+                    "peak_kib": own.ru_maxrss + children.ru_maxrss,
+                    "cpu_crawler": own.ru_utime + own.ru_stime,
+                    "cpu_children": children.ru_utime + children.ru_stime,
+                }
+            )
+        )

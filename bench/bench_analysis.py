@@ -58,9 +58,14 @@ def build(db_url: str, store_dir: Path, images: int) -> None:
     records = []
     for v in range(0, images, PER_VEHICLE):
         count = min(PER_VEHICLE, images - v)
-        records.append(store.VehicleRecord(
-            org.id, f"https://bench.example/v/{v}", {"title": f"Car {v}", "year": 1970},
-            image_urls=[f"https://img.bench.example/{v}/{i}.jpg" for i in range(count)]))
+        records.append(
+            store.VehicleRecord(
+                org.id,
+                f"https://bench.example/v/{v}",
+                {"title": f"Car {v}", "year": 1970},
+                image_urls=[f"https://img.bench.example/{v}/{i}.jpg" for i in range(count)],
+            )
+        )
     store.upsert_vehicles(db, records)
     photos = _photos()
     rows = db.fetchall("SELECT id, vehicle_id FROM vehicle_images")
@@ -71,51 +76,84 @@ def build(db_url: str, store_dir: Path, images: int) -> None:
         (store_dir / path).write_bytes(photos[n % len(photos)])
         updates.append([path, "image/jpeg", row["id"]])
     with db.transaction():
-        db.executemany("UPDATE vehicle_images SET is_external = false, storage_path = ?, "
-                       "mime_type = ? WHERE id = ?", updates)
+        db.executemany(
+            "UPDATE vehicle_images SET is_external = false, storage_path = ?, "
+            "mime_type = ? WHERE id = ?",
+            updates,
+        )
     db.close()
 
 
 def run(images: int, concurrency: int, latency: float, failure_rate: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(latency=latency,
-                                                          failure_rate=failure_rate) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOpenAI(latency=latency, failure_rate=failure_rate) as server,
+    ):
         db_url = f"sqlite:///{tmp}/bench.db"
         store_dir = Path(tmp) / "images"
         build(db_url, store_dir, images)
-        env = {**os.environ, "DATABASE_URL": db_url, "OPENAI_API_KEY": API_KEY,
-               "OPENAI_BASE_URL": server.url + "/v1", "PYTHONPATH": str(REPO),
-               "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings"}
-        cmd = [sys.executable, "-m", "scrapy", "crawl", "image_analysis",
-               "-a", f"limit={images}", "-a", f"concurrency={concurrency}",
-               "-a", "providers=local,openai", "-s", f"IMAGES_STORE={store_dir}",
-               "-s", "LOG_LEVEL=INFO"]
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": server.url + "/v1",
+            "PYTHONPATH": str(REPO),
+            "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "image_analysis",
+            "-a",
+            f"limit={images}",
+            "-a",
+            f"concurrency={concurrency}",
+            "-a",
+            "providers=local,openai",
+            "-s",
+            f"IMAGES_STORE={store_dir}",
+            "-s",
+            "LOG_LEVEL=INFO",
+        ]
         started = time.monotonic()
         proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
         wall = time.monotonic() - started
         db = Database(db_url)
-        analysed = int(db.scalar("SELECT COUNT(*) FROM vehicle_images "
-                                 "WHERE ai_last_scanned IS NOT NULL") or 0)
+        analysed = int(
+            db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NOT NULL") or 0
+        )
         db.close()
         match = re.search(r"([\d.]+) images/min over", proc.stderr)
         per_minute = float(match.group(1)) if match else 0.0
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
-        return {"images": images, "analysed": analysed, "wall_s": wall,
-                "per_second": per_minute / 60, "ideal": concurrency / latency,
-                "chat_requests": server.chat_requests, "failures_served": server.failures_served,
-                "max_in_flight": server.max_in_flight,
-                "exit": proc.returncode}
+        return {
+            "images": images,
+            "analysed": analysed,
+            "wall_s": wall,
+            "per_second": per_minute / 60,
+            "ideal": concurrency / latency,
+            "chat_requests": server.chat_requests,
+            "failures_served": server.failures_served,
+            "max_in_flight": server.max_in_flight,
+            "exit": proc.returncode,
+        }
 
 
 def report(title: str, r: dict[str, float]) -> None:
     share = 100 * r["per_second"] / r["ideal"]
-    print(f"{title}: {int(r['analysed'])}/{int(r['images'])} analysed "
-          f"({100 * r['analysed'] / r['images']:.1f}%), "
-          f"{r['per_second']:.2f} images/s in the spider = {share:.1f}% of the ideal "
-          f"{r['ideal']:.1f}/s; {r['wall_s']:.0f} s wall including startup; "
-          f"{int(r['chat_requests'])} chat requests, {int(r['failures_served'])} answered 500, "
-          f"at most {int(r['max_in_flight'])} in flight; "
-          f"exit {int(r['exit'])}", flush=True)
+    print(
+        f"{title}: {int(r['analysed'])}/{int(r['images'])} analysed "
+        f"({100 * r['analysed'] / r['images']:.1f}%), "
+        f"{r['per_second']:.2f} images/s in the spider = {share:.1f}% of the ideal "
+        f"{r['ideal']:.1f}/s; {r['wall_s']:.0f} s wall including startup; "
+        f"{int(r['chat_requests'])} chat requests, {int(r['failures_served'])} answered 500, "
+        f"at most {int(r['max_in_flight'])} in flight; "
+        f"exit {int(r['exit'])}",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -101,9 +101,16 @@ def serve_main(hosts: int, port_file: str) -> None:
                     status = b"200 OK"
                 else:
                     body, ctype, status = b"not found", b"text/plain", b"404 Not Found"
-                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
-                             + b"\r\nContent-Length: " + str(len(body)).encode()
-                             + b"\r\n\r\n" + body)
+                writer.write(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: "
+                    + ctype
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
@@ -127,8 +134,18 @@ def serve_main(hosts: int, port_file: str) -> None:
 def start_server(hosts: int, workdir: Path) -> tuple[subprocess.Popen[bytes], list[str]]:
     port_file = workdir / "hosts.txt"
     proc = subprocess.Popen(
-        ["taskset", "-c", CORES, sys.executable, __file__, "serve", "--hosts", str(hosts),
-         "--port-file", str(port_file)],
+        [
+            "taskset",
+            "-c",
+            CORES,
+            sys.executable,
+            __file__,
+            "serve",
+            "--hosts",
+            str(hosts),
+            "--port-file",
+            str(port_file),
+        ],
     )
     deadline = time.monotonic() + 120
     while not port_file.exists() or not port_file.read_text().strip():
@@ -141,7 +158,7 @@ def start_server(hosts: int, workdir: Path) -> tuple[subprocess.Popen[bytes], li
 def server_hits(base: str) -> int:
     import urllib.request
 
-    with urllib.request.urlopen(f"{base}/__hits", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{base}/__hits", timeout=10) as response:
         return int(json.loads(response.read())["count"])
 
 
@@ -165,8 +182,9 @@ def ensure_img2dataset(venv: Path) -> Path:
     if not exe.exists():
         print(f"installing img2dataset==1.47.0 into {venv} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "img2dataset==1.47.0"],
-                       check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "img2dataset==1.47.0"], check=True
+        )
     return exe
 
 
@@ -204,18 +222,48 @@ def run_img2dataset(exe: Path, urls: list[str], workdir: Path) -> dict[str, floa
     url_file.write_text("\n".join(urls))
     out = workdir / "i2d_out"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = ["taskset", "-c", CORES, str(exe), "--url_list", str(url_file), "--output_folder",
-           str(out), "--processes_count", "2", "--thread_count", "64", "--resize_mode", "no",
-           "--disable_all_reencoding", "True", "--output_format", "files",
-           "--input_format", "txt", "--timeout", "30", "--enable_wandb", "False",
-           "--number_sample_per_shard", "2500", "--distributor", "multiprocessing"]
+    cmd = [
+        "taskset",
+        "-c",
+        CORES,
+        str(exe),
+        "--url_list",
+        str(url_file),
+        "--output_folder",
+        str(out),
+        "--processes_count",
+        "2",
+        "--thread_count",
+        "64",
+        "--resize_mode",
+        "no",
+        "--disable_all_reencoding",
+        "True",
+        "--output_format",
+        "files",
+        "--input_format",
+        "txt",
+        "--timeout",
+        "30",
+        "--enable_wandb",
+        "False",
+        "--number_sample_per_shard",
+        "2500",
+        "--distributor",
+        "multiprocessing",
+    ]
     cpu = _children_cpu()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak, seconds = peak_rss_of_tree(proc)
     cpu = _children_cpu() - cpu
     stored = sum(1 for _ in out.rglob("*.jpg"))
-    return {"images": stored, "seconds": seconds, "per_second": stored / seconds,
-            "peak_rss_mb": peak / 2**20, "cpu_ms_per_image": 1000 * cpu / max(1, stored)}
+    return {
+        "images": stored,
+        "seconds": seconds,
+        "per_second": stored / seconds,
+        "peak_rss_mb": peak / 2**20,
+        "cpu_ms_per_image": 1000 * cpu / max(1, stored),
+    }
 
 
 def run_bare_fetch(urls: list[str], workdir: Path) -> dict[str, float]:
@@ -224,16 +272,32 @@ def run_bare_fetch(urls: list[str], workdir: Path) -> dict[str, float]:
     url_file = workdir / "bare_urls.txt"
     url_file.write_text("\n".join(urls))
     env = {**os.environ, "NUKE_ALLOW_PRIVATE_NETWORKS": "1", "PYTHONPATH": str(REPO)}
-    cmd = ["taskset", "-c", CORES, sys.executable, "-m", "scrapy", "runspider",
-           str(REPO / "bench" / "bare_fetch.py"), "-a", f"urls_file={url_file}",
-           *BACKFILL_SETTINGS, "-s", "LOG_LEVEL=WARNING"]
+    cmd = [
+        "taskset",
+        "-c",
+        CORES,
+        sys.executable,
+        "-m",
+        "scrapy",
+        "runspider",
+        str(REPO / "bench" / "bare_fetch.py"),
+        "-a",
+        f"urls_file={url_file}",
+        *BACKFILL_SETTINGS,
+        "-s",
+        "LOG_LEVEL=WARNING",
+    ]
     cpu = _children_cpu()
     start = time.monotonic()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     seconds = time.monotonic() - start
     cpu = _children_cpu() - cpu
-    return {"images": len(urls), "seconds": seconds, "per_second": len(urls) / seconds,
-            "cpu_ms_per_image": 1000 * cpu / len(urls)}
+    return {
+        "images": len(urls),
+        "seconds": seconds,
+        "per_second": len(urls) / seconds,
+        "cpu_ms_per_image": 1000 * cpu / len(urls),
+    }
 
 
 def image_work_floor(urls: list[str], sample: int = 300) -> dict[str, float]:
@@ -252,7 +316,7 @@ def image_work_floor(urls: list[str], sample: int = 300) -> dict[str, float]:
 
     bodies = []
     for url in urls[:: max(1, len(urls) // sample)][:sample]:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=30) as response:
             bodies.append(response.read())
 
     def verify(body: bytes) -> None:
@@ -313,51 +377,90 @@ def seed_vehicles(url: str, vehicles: list[list[str]]) -> None:
     migrate(db)
     org, _ = store.add_organization(db, "http://bench-dealer.example")
     recs = [
-        store.VehicleRecord(org.id, f"http://bench-dealer.example/v/{i}",
-                            {"year": 2010, "make": "Volvo", "model": "240",
-                             "listing_url": f"http://bench-dealer.example/v/{i}"}, urls)
+        store.VehicleRecord(
+            org.id,
+            f"http://bench-dealer.example/v/{i}",
+            {
+                "year": 2010,
+                "make": "Volvo",
+                "model": "240",
+                "listing_url": f"http://bench-dealer.example/v/{i}",
+            },
+            urls,
+        )
         for i, urls in enumerate(vehicles)
     ]
     for chunk in range(0, len(recs), 200):
-        store.upsert_vehicles(db, recs[chunk:chunk + 200])
+        store.upsert_vehicles(db, recs[chunk : chunk + 200])
     db.close()
 
 
 BACKFILL_SETTINGS = [
-    "-s", "AUTOTHROTTLE_ENABLED=0",
-    "-s", "CONCURRENT_REQUESTS=64",
-    "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=32",
-    "-s", "ROBOTSTXT_OBEY=0",
-    "-s", "LOG_LEVEL=INFO",
-    "-s", "MEMUSAGE_ENABLED=1",
+    "-s",
+    "AUTOTHROTTLE_ENABLED=0",
+    "-s",
+    "CONCURRENT_REQUESTS=64",
+    "-s",
+    "CONCURRENT_REQUESTS_PER_DOMAIN=32",
+    "-s",
+    "ROBOTSTXT_OBEY=0",
+    "-s",
+    "LOG_LEVEL=INFO",
+    "-s",
+    "MEMUSAGE_ENABLED=1",
 ]
 
 
 def export_ref(ref: str) -> Path:
     """The project's files at git ``ref``, in a temporary folder (``git archive``)."""
     dest = Path(tempfile.mkdtemp(prefix="bench_ref_"))
-    tar = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref],
-                         check=True, capture_output=True).stdout
+    tar = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
     return dest
 
 
-def run_backfill(db_url: str, out: Path | str, processes: int, extra: list[str],
-                 code: Path = REPO, env_extra: dict[str, str] | None = None,
-                 ) -> dict[str, float]:
+def run_backfill(
+    db_url: str,
+    out: Path | str,
+    processes: int,
+    extra: list[str],
+    code: Path = REPO,
+    env_extra: dict[str, str] | None = None,
+) -> dict[str, float]:
     """``scrapy crawl image_backfill`` from the project at ``code`` (this checkout, or
     one exported by :func:`export_ref`: its folder comes first on ``sys.path``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(DATABASE_URL=db_url, NUKE_ALLOW_PRIVATE_NETWORKS="1", PYTHONPATH=str(code))
     env.update(env_extra or {})
-    cmd = ["taskset", "-c", CORES, sys.executable, "-m", "scrapy", "crawl", "image_backfill",
-           *BACKFILL_SETTINGS, "-s", f"IMAGES_STORE={out}", "-a", "limit=1000000",
-           "-a", "batch_size=25", "-a", "max_images=50", *extra]
+    cmd = [
+        "taskset",
+        "-c",
+        CORES,
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "image_backfill",
+        *BACKFILL_SETTINGS,
+        "-s",
+        f"IMAGES_STORE={out}",
+        "-a",
+        "limit=1000000",
+        "-a",
+        "batch_size=25",
+        "-a",
+        "max_images=50",
+        *extra,
+    ]
     start = time.monotonic()
     cpu = _children_cpu()
     logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
-    procs = [subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log,
-                              text=True) for log in logs]
+    procs = [
+        subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        for log in logs
+    ]
     peak_total = 0
     peak_one = 0
     while any(p.poll() is None for p in procs):
@@ -380,18 +483,34 @@ def run_backfill(db_url: str, out: Path | str, processes: int, extra: list[str],
         stored += _stat(err, "nuke/images/stored")
         failed += _stat(err, "nuke/images/failed")
     # RSS of each crawl process with its image worker processes, sampled every 0.2 s
-    return {"images": stored, "failed": failed, "seconds": seconds,
-            "per_second": stored / seconds, "peak_rss_mb": peak_one / 2**20,
-            "peak_rss_mb_sum": peak_total / 2**20,
-            "cpu_ms_per_image": 1000 * cpu / max(1, stored + failed)}
+    return {
+        "images": stored,
+        "failed": failed,
+        "seconds": seconds,
+        "per_second": stored / seconds,
+        "peak_rss_mb": peak_one / 2**20,
+        "peak_rss_mb_sum": peak_total / 2**20,
+        "cpu_ms_per_image": 1000 * cpu / max(1, stored + failed),
+    }
 
 
 def start_cloudflare(latency: float) -> tuple[subprocess.Popen[str], str]:
     """The tests' Cloudflare Images API server in a child process; its API base URL."""
     proc = subprocess.Popen(
-        ["taskset", "-c", CORES, sys.executable, "-m", "tests.cloudflare_server",
-         "--latency", str(latency), "--discard"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [
+            "taskset",
+            "-c",
+            CORES,
+            sys.executable,
+            "-m",
+            "tests.cloudflare_server",
+            "--latency",
+            str(latency),
+            "--discard",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -406,13 +525,16 @@ def cloudflare_stats(api_url: str) -> dict[str, object]:
     import urllib.request
 
     parts = urllib.parse.urlsplit(api_url)
-    with urllib.request.urlopen(f"{parts.scheme}://{parts.netloc}/__stats",  # noqa: S310
-                                timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{parts.scheme}://{parts.netloc}/__stats",
+        timeout=10,
+    ) as response:
         return dict(json.loads(response.read()))
 
 
-def bench_cloudflare(vehicles: list[list[str]], processes: int, extra: list[str],
-                     latency: float, concurrency: int) -> dict[str, object]:
+def bench_cloudflare(
+    vehicles: list[list[str]], processes: int, extra: list[str], latency: float, concurrency: int
+) -> dict[str, object]:
     """``image_backfill`` into ``cloudflare-images://`` against the local API server."""
     sys.path.insert(0, str(REPO))
     from tests.cloudflare_server import ACCOUNT_HASH, ACCOUNT_ID, TOKEN
@@ -421,10 +543,17 @@ def bench_cloudflare(vehicles: list[list[str]], processes: int, extra: list[str]
     schema, db_url = make_schema()
     try:
         seed_vehicles(db_url, vehicles)
-        settings = [*extra, "-s", f"CF_IMAGES_API_URL={api_url}",
-                    "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
-                    "-s", "CF_IMAGES_RATE_LIMIT=100000000",
-                    "-s", f"CF_IMAGES_CONCURRENCY={concurrency}"]
+        settings = [
+            *extra,
+            "-s",
+            f"CF_IMAGES_API_URL={api_url}",
+            "-s",
+            f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
+            "-s",
+            "CF_IMAGES_RATE_LIMIT=100000000",
+            "-s",
+            f"CF_IMAGES_CONCURRENCY={concurrency}",
+        ]
         store = f"cloudflare-images://{ACCOUNT_ID}"
         env = {"CF_IMAGES_TOKEN": TOKEN}
         first = run_backfill(db_url, store, processes, settings, env_extra=env)
@@ -432,10 +561,14 @@ def bench_cloudflare(vehicles: list[list[str]], processes: int, extra: list[str]
         server_cpu = process_cpu(server.pid)  # the local API server's share of the 2 cores
         second = run_backfill(db_url, store, processes, settings, env_extra=env)
         stats = cloudflare_stats(api_url)
-        return {**first, "uploads": uploads,
-                "server_cpu_ms_per_image": 1000 * server_cpu / max(1, uploads),
-                "second_run_uploads": int(stats["uploads"]) - uploads,  # type: ignore[call-overload]
-                "second_run_stored": second["images"], "api_statuses": stats["statuses"]}
+        return {
+            **first,
+            "uploads": uploads,
+            "server_cpu_ms_per_image": 1000 * server_cpu / max(1, uploads),
+            "second_run_uploads": int(stats["uploads"]) - uploads,  # type: ignore[call-overload]
+            "second_run_stored": second["images"],
+            "api_statuses": stats["statuses"],
+        }
     finally:
         server.terminate()
         server.wait()
@@ -458,13 +591,18 @@ def _stat(log: str, key: str) -> int:
 
 def _spread(name: str, timings: list[float]) -> dict[str, float]:
     ordered = sorted(timings)
-    return {f"{name}_median": statistics.median(ordered),
-            f"{name}_p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-            f"{name}_max": ordered[-1]}
+    return {
+        f"{name}_median": statistics.median(ordered),
+        f"{name}_p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        f"{name}_max": ordered[-1],
+    }
 
 
 def bench_claim(
-    vehicles: int, per_vehicle: int, done_share: float, samples: int = 100,
+    vehicles: int,
+    per_vehicle: int,
+    done_share: float,
+    samples: int = 100,
     settle: bool = True,
 ) -> dict[str, float]:
     sys.path.insert(0, str(REPO))
@@ -519,17 +657,22 @@ def bench_claim(
         synchronous: list[float] = []
         for n in range(2 * samples):
             start = time.perf_counter()
-            works = backfill.claim_vehicles(db, "bench", limit=10, lease_seconds=600,
-                                            synchronous_commit=bool(n % 2))
+            works = backfill.claim_vehicles(
+                db, "bench", limit=10, lease_seconds=600, synchronous_commit=bool(n % 2)
+            )
             (synchronous if n % 2 else timings).append((time.perf_counter() - start) * 1000)
             assert len(works) == 10
         sql, params = backfill.claim_sql(db, backfill.Selection(), db.now(), 10)
         plan = db.fetchall("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
         db.close()
         return {
-            "vehicles": vehicles, "images": images, "build_vehicles_s": t1 - t0,
-            "build_images_s": t2 - t1, "samples": samples,
-            **_spread("claim_ms", timings), **_spread("claim_sync_ms", synchronous),
+            "vehicles": vehicles,
+            "images": images,
+            "build_vehicles_s": t1 - t0,
+            "build_images_s": t2 - t1,
+            "samples": samples,
+            **_spread("claim_ms", timings),
+            **_spread("claim_sync_ms", synchronous),
             "claim_ms_first": timings[0],
             "plan": "\n".join(r["QUERY PLAN"] for r in plan),
         }
@@ -557,25 +700,50 @@ def main() -> None:
     parser.add_argument("--skip-claim", action="store_true")
     parser.add_argument("--claim-vehicles", type=int, default=1_000_000)
     parser.add_argument("--claim-per-vehicle", type=int, default=10)
-    parser.add_argument("--claim-done-share", type=float, default=0.5,
-                        help="share of the vehicles already backfilled")
-    parser.add_argument("--claim-samples", type=int, default=100,
-                        help="claims timed (median, p95, max are printed)")
-    parser.add_argument("--claim-unsettled", action="store_true",
-                        help="time the claims right after the bulk load (no VACUUM, no "
-                        "CHECKPOINT first: the server is still writing the load out)")
-    parser.add_argument("--cloudflare", action="store_true",
-                        help="also backfill into cloudflare-images:// against the tests' "
-                        "local Cloudflare API server, and compare with the folder run")
-    parser.add_argument("--cf-latency", type=float, default=0.0,
-                        help="seconds the local Cloudflare API server takes per request")
-    parser.add_argument("--cf-concurrency", type=int, default=8,
-                        help="CF_IMAGES_CONCURRENCY for the Cloudflare run")
-    parser.add_argument("--backfill-setting", action="append", default=[],
-                        help="extra -s NAME=VALUE for image_backfill")
-    parser.add_argument("--baseline-ref", action="append", default=[], metavar="GIT_REF",
-                        help="also run image_backfill as of this git commit, in the same run, "
-                        "on a fresh schema (before/after comparisons); repeatable")
+    parser.add_argument(
+        "--claim-done-share",
+        type=float,
+        default=0.5,
+        help="share of the vehicles already backfilled",
+    )
+    parser.add_argument(
+        "--claim-samples", type=int, default=100, help="claims timed (median, p95, max are printed)"
+    )
+    parser.add_argument(
+        "--claim-unsettled",
+        action="store_true",
+        help="time the claims right after the bulk load (no VACUUM, no "
+        "CHECKPOINT first: the server is still writing the load out)",
+    )
+    parser.add_argument(
+        "--cloudflare",
+        action="store_true",
+        help="also backfill into cloudflare-images:// against the tests' "
+        "local Cloudflare API server, and compare with the folder run",
+    )
+    parser.add_argument(
+        "--cf-latency",
+        type=float,
+        default=0.0,
+        help="seconds the local Cloudflare API server takes per request",
+    )
+    parser.add_argument(
+        "--cf-concurrency", type=int, default=8, help="CF_IMAGES_CONCURRENCY for the Cloudflare run"
+    )
+    parser.add_argument(
+        "--backfill-setting",
+        action="append",
+        default=[],
+        help="extra -s NAME=VALUE for image_backfill",
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        action="append",
+        default=[],
+        metavar="GIT_REF",
+        help="also run image_backfill as of this git commit, in the same run, "
+        "on a fresh schema (before/after comparisons); repeatable",
+    )
     args = parser.parse_args()
     if args.command == "serve":
         serve_main(args.hosts, args.port_file)
@@ -591,10 +759,13 @@ def main() -> None:
             if not args.skip_img2dataset:
                 exe = ensure_img2dataset(args.i2d_venv)
                 results["img2dataset"] = i2d = run_img2dataset(exe, urls, workdir)
-                print(f"img2dataset: {i2d['images']} images in {i2d['seconds']:.1f}s = "
-                      f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
-                      f"(all its processes), {i2d['cpu_ms_per_image']:.1f} ms CPU per image "
-                      f"({_load()})", flush=True)
+                print(
+                    f"img2dataset: {i2d['images']} images in {i2d['seconds']:.1f}s = "
+                    f"{i2d['per_second']:.0f} images/s, peak RSS {i2d['peak_rss_mb']:.0f} MB "
+                    f"(all its processes), {i2d['cpu_ms_per_image']:.1f} ms CPU per image "
+                    f"({_load()})",
+                    flush=True,
+                )
                 served = process_cpu(server.pid)
                 results["bare_fetch"] = bare = run_bare_fetch(urls, workdir)
                 server_ms = 1000 * (process_cpu(server.pid) - served) / len(urls)
@@ -604,77 +775,101 @@ def main() -> None:
                 fetch = bare["cpu_ms_per_image"] + server_ms
                 verify_ceiling = 1000 * cores / (fetch + floor["verify_ms"])
                 thumb_ceiling = 1000 * cores / (fetch + floor["process_ms"])
-                results["ceiling_per_second"] = {"verify": verify_ceiling,
-                                                 "verify_and_thumbnail": thumb_ceiling}
-                print(f"bare Scrapy fetch (no storage, no decoding): {bare['per_second']:.0f} "
-                      f"images/s = {bare['per_second'] / i2d['per_second']:.2f}x img2dataset, "
-                      f"{bare['cpu_ms_per_image']:.1f} ms CPU per image, and the image server "
-                      f"{server_ms:.1f} ms; decoding to verify (draft 1/8, the least) "
-                      f"{floor['verify_ms']:.1f} ms; verifying, thumbnail and hash as the image "
-                      f"worker does {floor['process_ms']:.1f} ms. So {cores} cores fetch and "
-                      f"verify at most {verify_ceiling:.0f} images/s = "
-                      f"{verify_ceiling / i2d['per_second']:.2f}x img2dataset, and with the "
-                      f"thumbnail at most {thumb_ceiling:.0f} images/s = "
-                      f"{thumb_ceiling / i2d['per_second']:.2f}x, before storing and bookkeeping "
-                      f"({_load()})", flush=True)
+                results["ceiling_per_second"] = {
+                    "verify": verify_ceiling,
+                    "verify_and_thumbnail": thumb_ceiling,
+                }
+                print(
+                    f"bare Scrapy fetch (no storage, no decoding): {bare['per_second']:.0f} "
+                    f"images/s = {bare['per_second'] / i2d['per_second']:.2f}x img2dataset, "
+                    f"{bare['cpu_ms_per_image']:.1f} ms CPU per image, and the image server "
+                    f"{server_ms:.1f} ms; decoding to verify (draft 1/8, the least) "
+                    f"{floor['verify_ms']:.1f} ms; verifying, thumbnail and hash as the image "
+                    f"worker does {floor['process_ms']:.1f} ms. So {cores} cores fetch and "
+                    f"verify at most {verify_ceiling:.0f} images/s = "
+                    f"{verify_ceiling / i2d['per_second']:.2f}x img2dataset, and with the "
+                    f"thumbnail at most {thumb_ceiling:.0f} images/s = "
+                    f"{thumb_ceiling / i2d['per_second']:.2f}x, before storing and bookkeeping "
+                    f"({_load()})",
+                    flush=True,
+                )
             extra = [x for s in args.backfill_setting for x in ("-s", s)]
             for ref in args.baseline_ref:
                 code = export_ref(ref)
                 ref_schema, ref_url = make_schema()
                 try:
                     seed_vehicles(ref_url, vehicles)
-                    base = run_backfill(ref_url, workdir / f"ref_{ref}", args.processes, extra,
-                                        code=code)
+                    base = run_backfill(
+                        ref_url, workdir / f"ref_{ref}", args.processes, extra, code=code
+                    )
                 finally:
                     drop_schema(ref_schema)
                     shutil.rmtree(code, ignore_errors=True)
                     shutil.rmtree(workdir / f"ref_{ref}", ignore_errors=True)
                 results[f"image_backfill@{ref}"] = base
-                print(f"image_backfill as of {ref}: {base['images']} images stored "
-                      f"({base['failed']} failed) in {base['seconds']:.1f}s = "
-                      f"{base['per_second']:.0f} images/s, peak RSS {base['peak_rss_mb']:.0f} MB, "
-                      f"{base['cpu_ms_per_image']:.1f} ms CPU per image"
-                      + (f" = {base['per_second'] / i2d['per_second']:.2f}x img2dataset"
-                         if "img2dataset" in results else "") + f" ({_load()})", flush=True)
+                print(
+                    f"image_backfill as of {ref}: {base['images']} images stored "
+                    f"({base['failed']} failed) in {base['seconds']:.1f}s = "
+                    f"{base['per_second']:.0f} images/s, peak RSS {base['peak_rss_mb']:.0f} MB, "
+                    f"{base['cpu_ms_per_image']:.1f} ms CPU per image"
+                    + (
+                        f" = {base['per_second'] / i2d['per_second']:.2f}x img2dataset"
+                        if "img2dataset" in results
+                        else ""
+                    )
+                    + f" ({_load()})",
+                    flush=True,
+                )
             schema, db_url = make_schema()
             seed_vehicles(db_url, vehicles)
             out = workdir / "backfill_out"
             results["image_backfill"] = bf = run_backfill(db_url, out, args.processes, extra)
-            print(f"image_backfill: {bf['images']} images stored ({bf['failed']} failed) in "
-                  f"{bf['seconds']:.1f}s = {bf['per_second']:.0f} images/s, peak RSS "
-                  f"{bf['peak_rss_mb']:.0f} MB per process ({bf['peak_rss_mb_sum']:.0f} MB for "
-                  f"{args.processes}), {bf['cpu_ms_per_image']:.1f} ms CPU per image ({_load()})",
-                  flush=True)
+            print(
+                f"image_backfill: {bf['images']} images stored ({bf['failed']} failed) in "
+                f"{bf['seconds']:.1f}s = {bf['per_second']:.0f} images/s, peak RSS "
+                f"{bf['peak_rss_mb']:.0f} MB per process ({bf['peak_rss_mb_sum']:.0f} MB for "
+                f"{args.processes}), {bf['cpu_ms_per_image']:.1f} ms CPU per image ({_load()})",
+                flush=True,
+            )
             if "img2dataset" in results:
                 ratio = bf["per_second"] / i2d["per_second"]
                 results["ratio"] = ratio
                 cpu_ratio = i2d["cpu_ms_per_image"] / bf["cpu_ms_per_image"]
                 results["cpu_ratio"] = cpu_ratio
-                print(f"ratio image_backfill / img2dataset: {ratio:.2f}x in images/s, "
-                      f"{cpu_ratio:.2f}x in CPU per image (img2dataset's / ours)", flush=True)
+                print(
+                    f"ratio image_backfill / img2dataset: {ratio:.2f}x in images/s, "
+                    f"{cpu_ratio:.2f}x in CPU per image (img2dataset's / ours)",
+                    flush=True,
+                )
             before = server_hits(hosts[0])
             again = run_backfill(db_url, out, args.processes, extra)
             downloaded_again = server_hits(hosts[0]) - before
             results["second_run_downloads"] = downloaded_again
-            print(f"second run: {downloaded_again} images downloaded again, "
-                  f"{again['images']} stored", flush=True)
+            print(
+                f"second run: {downloaded_again} images downloaded again, {again['images']} stored",
+                flush=True,
+            )
             if args.cloudflare:
                 results["image_backfill_cloudflare"] = cf = bench_cloudflare(
-                    vehicles, args.processes, extra, args.cf_latency, args.cf_concurrency)
+                    vehicles, args.processes, extra, args.cf_latency, args.cf_concurrency
+                )
                 cf_ratio = float(cf["per_second"]) / bf["per_second"]  # type: ignore[arg-type]
                 results["cloudflare_ratio"] = cf_ratio
                 peak = float(cf["peak_rss_mb"])  # type: ignore[arg-type]
-                print(f"image_backfill into cloudflare-images:// (local API server, "
-                      f"{args.cf_latency * 1000:.0f} ms per request, CF_IMAGES_CONCURRENCY="
-                      f"{args.cf_concurrency}): {cf['images']} images stored ({cf['failed']} "
-                      f"failed, {cf['uploads']} uploads) in {cf['seconds']:.1f}s = "
-                      f"{cf['per_second']:.0f} images/s = {cf_ratio:.2f}x the folder run, "
-                      f"peak RSS {peak:.0f} MB per process"
-                      f"{'' if peak < 400 else ' (OVER the 400 MB bound)'}, "
-                      f"{cf['cpu_ms_per_image']:.1f} ms CPU per image (and the local API server "
-                      f"{cf['server_cpu_ms_per_image']:.1f} ms on the same cores); second run: "
-                      f"{cf['second_run_uploads']} uploads; API answers {cf['api_statuses']} "
-                      f"({_load()})", flush=True)
+                print(
+                    f"image_backfill into cloudflare-images:// (local API server, "
+                    f"{args.cf_latency * 1000:.0f} ms per request, CF_IMAGES_CONCURRENCY="
+                    f"{args.cf_concurrency}): {cf['images']} images stored ({cf['failed']} "
+                    f"failed, {cf['uploads']} uploads) in {cf['seconds']:.1f}s = "
+                    f"{cf['per_second']:.0f} images/s = {cf_ratio:.2f}x the folder run, "
+                    f"peak RSS {peak:.0f} MB per process"
+                    f"{'' if peak < 400 else ' (OVER the 400 MB bound)'}, "
+                    f"{cf['cpu_ms_per_image']:.1f} ms CPU per image (and the local API server "
+                    f"{cf['server_cpu_ms_per_image']:.1f} ms on the same cores); second run: "
+                    f"{cf['second_run_uploads']} uploads; API answers {cf['api_statuses']} "
+                    f"({_load()})",
+                    flush=True,
+                )
         finally:
             server.terminate()
             server.wait()
@@ -682,18 +877,26 @@ def main() -> None:
                 drop_schema(schema)
             shutil.rmtree(workdir, ignore_errors=True)
     if not args.skip_claim:
-        claim = bench_claim(args.claim_vehicles, args.claim_per_vehicle, args.claim_done_share,
-                            args.claim_samples, settle=not args.claim_unsettled)
+        claim = bench_claim(
+            args.claim_vehicles,
+            args.claim_per_vehicle,
+            args.claim_done_share,
+            args.claim_samples,
+            settle=not args.claim_unsettled,
+        )
         results["claim"] = {k: v for k, v in claim.items() if k != "plan"}
-        print(f"claim query: {claim['vehicles']:,} vehicles, {claim['images']:,} image rows "
-              f"(built in {claim['build_vehicles_s']:.0f}s + {claim['build_images_s']:.0f}s): "
-              f"{claim['samples']} claims of 10 vehicles: median "
-              f"{claim['claim_ms_median']:.1f} ms, p95 {claim['claim_ms_p95']:.1f} ms, max "
-              f"{claim['claim_ms_max']:.1f} ms, first {claim['claim_ms_first']:.1f} ms; "
-              f"interleaved with {claim['samples']} claims waiting for their WAL flush "
-              f"(synchronous_commit on): median {claim['claim_sync_ms_median']:.1f} ms, p95 "
-              f"{claim['claim_sync_ms_p95']:.1f} ms, max {claim['claim_sync_ms_max']:.1f} ms "
-              f"({_load()})", flush=True)
+        print(
+            f"claim query: {claim['vehicles']:,} vehicles, {claim['images']:,} image rows "
+            f"(built in {claim['build_vehicles_s']:.0f}s + {claim['build_images_s']:.0f}s): "
+            f"{claim['samples']} claims of 10 vehicles: median "
+            f"{claim['claim_ms_median']:.1f} ms, p95 {claim['claim_ms_p95']:.1f} ms, max "
+            f"{claim['claim_ms_max']:.1f} ms, first {claim['claim_ms_first']:.1f} ms; "
+            f"interleaved with {claim['samples']} claims waiting for their WAL flush "
+            f"(synchronous_commit on): median {claim['claim_sync_ms_median']:.1f} ms, p95 "
+            f"{claim['claim_sync_ms_p95']:.1f} ms, max {claim['claim_sync_ms_max']:.1f} ms "
+            f"({_load()})",
+            flush=True,
+        )
         print(claim["plan"])
     print(json.dumps(results, default=str))
 

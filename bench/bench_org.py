@@ -54,10 +54,14 @@ from nuke_crawl.db import Database, migrate, store
 from nuke_crawl.demo.launch import launch
 
 SETTINGS = [
-    "-s", "AUTOTHROTTLE_START_DELAY=0.01",
-    "-s", "CONCURRENT_REQUESTS=32",
-    "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=16",
-    "-s", "LOG_LEVEL=WARNING",
+    "-s",
+    "AUTOTHROTTLE_START_DELAY=0.01",
+    "-s",
+    "CONCURRENT_REQUESTS=32",
+    "-s",
+    "CONCURRENT_REQUESTS_PER_DOMAIN=16",
+    "-s",
+    "LOG_LEVEL=WARNING",
 ]
 
 
@@ -69,17 +73,25 @@ def run(args: list[str], env: dict[str, str], tmp: Path) -> dict[str, float]:
     started = time.perf_counter()
     server_cpu = time.process_time()
     with err_file.open("w") as err:
-        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "_child.py"),
-                                 str(stats_file), *args], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "_child.py"), str(stats_file), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         # the whole process tree: crawler, extraction worker, database writer, browser
         tree_peak, _ = peak_rss_of_tree(proc, sample=0.1)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(args)}\n{err_file.read_text()[-3000:]}")
     stats = json.loads(stats_file.read_text())
-    return {"seconds": elapsed, "cpu_server": time.process_time() - server_cpu,
-            "tree_peak_kib": tree_peak / 1024, **stats}
+    return {
+        "seconds": elapsed,
+        "cpu_server": time.process_time() - server_cpu,
+        "tree_peak_kib": tree_peak / 1024,
+        **stats,
+    }
 
 
 def run_many(args: list[str], env: dict[str, str], tmp: Path, n: int) -> dict[str, float]:
@@ -94,9 +106,15 @@ def run_many(args: list[str], env: dict[str, str], tmp: Path, n: int) -> dict[st
         stats_file = tmp / f"stats-{uuid.uuid4().hex}"
         err = (tmp / f"stderr-{uuid.uuid4().hex}").open("w")
         files.append((stats_file, err))
-        procs.append(subprocess.Popen([sys.executable, str(REPO / "bench" / "_child.py"),
-                                       str(stats_file), *args], cwd=REPO, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=err))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(REPO / "bench" / "_child.py"), str(stats_file), *args],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        )
     peaks = [0.0] * n
 
     def watch(i: int) -> None:
@@ -108,8 +126,11 @@ def run_many(args: list[str], env: dict[str, str], tmp: Path, n: int) -> dict[st
     for thread in watchers:
         thread.join()
     elapsed = time.perf_counter() - started
-    total: dict[str, float] = {"seconds": elapsed, "tree_peak_kib": sum(peaks) / 1024,
-                               "cpu_server": time.process_time() - server_cpu}
+    total: dict[str, float] = {
+        "seconds": elapsed,
+        "tree_peak_kib": sum(peaks) / 1024,
+        "cpu_server": time.process_time() - server_cpu,
+    }
     for proc, (stats_file, err) in zip(procs, files, strict=True):
         err.close()
         if proc.returncode != 0:
@@ -128,9 +149,23 @@ def private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     for _ in range(100):
@@ -158,17 +193,41 @@ def site_map(demo: Any) -> dict[str, dict[str, Any]]:
     inventory = [demo.url_for(p) for p in demo.site.inventory_pages]
     out[demo.url + "/"] = {"links": inventory[:1]}
     for url in inventory:
-        with urllib.request.urlopen(url) as response:  # noqa: S310 - the local site
+        with urllib.request.urlopen(url) as response:
             page = extract_page(response.read(), url)
         # in the org spider's order: vehicle links, then the next page (the scheduler
         # is LIFO, so pagination goes on while the vehicles of this page are fetched)
         out[url] = {"links": page.vehicle_links + page.next_pages}
     for v in demo.site.vehicles:
-        fields = {k: v[k] for k in ("year", "make", "model", "trim", "vin", "price", "mileage",
-                                    "color", "interior_color", "transmission", "drivetrain",
-                                    "body_style", "fuel_type", "engine", "title", "description")}
-        out[v["url"]] = {"item": {"discovery_url": v["url"], "listing_url": v["url"],
-                                  "fields": fields, "image_urls": v["image_urls"]}}
+        fields = {
+            k: v[k]
+            for k in (
+                "year",
+                "make",
+                "model",
+                "trim",
+                "vin",
+                "price",
+                "mileage",
+                "color",
+                "interior_color",
+                "transmission",
+                "drivetrain",
+                "body_style",
+                "fuel_type",
+                "engine",
+                "title",
+                "description",
+            )
+        }
+        out[v["url"]] = {
+            "item": {
+                "discovery_url": v["url"],
+                "listing_url": v["url"],
+                "fields": fields,
+                "image_urls": v["image_urls"],
+            }
+        }
     return out
 
 
@@ -178,19 +237,34 @@ def main() -> None:
     parser.add_argument("--per-page", type=int, default=50)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--throttle-target", type=float, default=None,
-                        help="AUTOTHROTTLE_TARGET_CONCURRENCY for every run (default: the "
-                        "project's, 2.0)")
-    parser.add_argument("--worker-processes", default="1",
-                        help="NUKE_WORKER_PROCESSES values to run the org crawl with, "
-                        "comma-separated (default: 1, the project's default)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="pairs of (bare fetch, run) for each run (default 3)")
-    parser.add_argument("--org-setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="an extra -s NAME=VALUE for the org runs only; repeatable")
-    parser.add_argument("--redis-workers", default="",
-                        help="also crawl through Redis with this many from_queue workers, "
-                        "comma-separated (e.g. 1,2; needs PostgreSQL and redis-server)")
+    parser.add_argument(
+        "--throttle-target",
+        type=float,
+        default=None,
+        help="AUTOTHROTTLE_TARGET_CONCURRENCY for every run (default: the project's, 2.0)",
+    )
+    parser.add_argument(
+        "--worker-processes",
+        default="1",
+        help="NUKE_WORKER_PROCESSES values to run the org crawl with, "
+        "comma-separated (default: 1, the project's default)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="pairs of (bare fetch, run) for each run (default 3)"
+    )
+    parser.add_argument(
+        "--org-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra -s NAME=VALUE for the org runs only; repeatable",
+    )
+    parser.add_argument(
+        "--redis-workers",
+        default="",
+        help="also crawl through Redis with this many from_queue workers, "
+        "comma-separated (e.g. 1,2; needs PostgreSQL and redis-server)",
+    )
     opts = parser.parse_args()
     redis_counts = [int(n) for n in opts.redis_workers.split(",") if n.strip()]
     if redis_counts and opts.skip_postgres:
@@ -198,10 +272,19 @@ def main() -> None:
     if opts.throttle_target is not None:
         SETTINGS.extend(["-s", f"AUTOTHROTTLE_TARGET_CONCURRENCY={opts.throttle_target}"])
     tmp = Path(tempfile.mkdtemp(prefix="nuke-bench-"))
-    env = {**os.environ, "NUKE_ALLOW_PRIVATE_NETWORKS": "1", "PYTHONPATH": str(REPO),
-           "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings"}
-    with launch("jsonld", n_vehicles=opts.vehicles, per_page=opts.per_page,
-                images_per_vehicle=20, image_hosts=3) as demo:
+    env = {
+        **os.environ,
+        "NUKE_ALLOW_PRIVATE_NETWORKS": "1",
+        "PYTHONPATH": str(REPO),
+        "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings",
+    }
+    with launch(
+        "jsonld",
+        n_vehicles=opts.vehicles,
+        per_page=opts.per_page,
+        images_per_vehicle=20,
+        image_hosts=3,
+    ) as demo:
         site = demo.site
         pages = [demo.url + "/", demo.url + "/robots.txt"]
         pages += [demo.url_for(p) for p in site.inventory_pages]
@@ -210,20 +293,33 @@ def main() -> None:
             urllib.request.urlopen(url).read()
         urls_file = tmp / "urls.txt"
         urls_file.write_text("\n".join(pages))
-        print(f"site: {len(site.vehicles)} vehicles, {len(pages)} pages, "
-              f"{sum(len(v['image_urls']) for v in site.vehicles)} image URLs on "
-              f"{len(demo.image_hosts)} hosts")
+        print(
+            f"site: {len(site.vehicles)} vehicles, {len(pages)} pages, "
+            f"{sum(len(v['image_urls']) for v in site.vehicles)} image URLs on "
+            f"{len(demo.image_hosts)} hosts"
+        )
 
         map_file = tmp / "site-map.json"
         map_file.write_text(json.dumps(site_map(demo)))
 
-        bare_args = ["runspider", str(REPO / "bench" / "bare_fetch.py"),
-                     "-a", f"urls_file={urls_file}", *SETTINGS]
+        bare_args = [
+            "runspider",
+            str(REPO / "bench" / "bare_fetch.py"),
+            "-a",
+            f"urls_file={urls_file}",
+            *SETTINGS,
+        ]
         # label -> [(its adjacent bare fetch, the run), ...]
         pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
 
-        def paired(label: str, args: list[str], env_: dict[str, str],
-                   before: Any = None, after: Any = None, processes: int = 0) -> None:
+        def paired(
+            label: str,
+            args: list[str],
+            env_: dict[str, str],
+            before: Any = None,
+            after: Any = None,
+            processes: int = 0,
+        ) -> None:
             bare = run(bare_args, env, tmp)
             if before is not None:
                 before()
@@ -231,11 +327,21 @@ def main() -> None:
             if after is not None:
                 after()
             pairs.setdefault(label, []).append((bare, result))
-            print(f"{label}: {bare['seconds'] / result['seconds']:.2f}x its bare fetch "
-                  f"({result['seconds']:.1f} s against {bare['seconds']:.1f} s)", flush=True)
+            print(
+                f"{label}: {bare['seconds'] / result['seconds']:.2f}x its bare fetch "
+                f"({result['seconds']:.1f} s against {bare['seconds']:.1f} s)",
+                flush=True,
+            )
 
-        floor_args = ["runspider", str(REPO / "bench" / "floor_spider.py"),
-                      "-a", f"map_file={map_file}", "-a", f"start_url={demo.url}/", *SETTINGS]
+        floor_args = [
+            "runspider",
+            str(REPO / "bench" / "floor_spider.py"),
+            "-a",
+            f"map_file={map_file}",
+            "-a",
+            f"start_url={demo.url}/",
+            *SETTINGS,
+        ]
         backends = {"sqlite": f"sqlite:///{tmp / 'bench.db'}"}
         schema = None
         if not opts.skip_postgres:
@@ -278,9 +384,22 @@ def main() -> None:
 
             reset(url)
             redis.Redis.from_url(redis_url).flushdb()
-            subprocess.run([sys.executable, "-m", "scrapy", "org-enqueue", "-a", "threshold=1",
-                            "-s", f"NUKE_REDIS_URL={redis_url}"], cwd=REPO, check=True,
-                           env={**env, "DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "scrapy",
+                    "org-enqueue",
+                    "-a",
+                    "threshold=1",
+                    "-s",
+                    f"NUKE_REDIS_URL={redis_url}",
+                ],
+                cwd=REPO,
+                check=True,
+                env={**env, "DATABASE_URL": url},
+                stdout=subprocess.DEVNULL,
+            )
             redis_cpu_per_page["_before"] = [redis_cpu(redis_url)]
 
         def redis_done(label: str, url: str) -> None:
@@ -294,27 +413,50 @@ def main() -> None:
                 for name, url in backends.items():
                     for count in counts:
                         label = f"org/{name}" + (f" w{count}" if len(counts) > 1 else "")
-                        paired(label,
-                               ["crawl", "org", "-a", "threshold=1", "-a",
-                                f"max_vehicles={opts.vehicles}", *SETTINGS,
-                                "-s", f"NUKE_WORKER_PROCESSES={count}",
-                                *(x for o in opts.org_setting for x in ("-s", o))],
-                               {**env, "DATABASE_URL": url},
-                               before=lambda url=url: reset(url),
-                               after=lambda label=label, url=url: check(label, url))
+                        paired(
+                            label,
+                            [
+                                "crawl",
+                                "org",
+                                "-a",
+                                "threshold=1",
+                                "-a",
+                                f"max_vehicles={opts.vehicles}",
+                                *SETTINGS,
+                                "-s",
+                                f"NUKE_WORKER_PROCESSES={count}",
+                                *(x for o in opts.org_setting for x in ("-s", o)),
+                            ],
+                            {**env, "DATABASE_URL": url},
+                            before=lambda url=url: reset(url),
+                            after=lambda label=label, url=url: check(label, url),
+                        )
                 for count in redis_counts:
                     url = backends["postgresql"]
                     label = f"redis/postgresql x{count}"
-                    paired(label,
-                           ["crawl", "org", "-a", "from_queue=1", "-a", "exit_when_empty=1",
-                            "-a", f"max_vehicles={opts.vehicles}", *SETTINGS,
-                            "-s", f"NUKE_REDIS_URL={redis_url}",
-                            "-s", "NUKE_REDIS_HEARTBEAT=0.2",
-                            *(x for o in opts.org_setting for x in ("-s", o))],
-                           {**env, "DATABASE_URL": url},
-                           before=lambda url=url: enqueue(url),
-                           after=lambda label=label, url=url: redis_done(label, url),
-                           processes=count)
+                    paired(
+                        label,
+                        [
+                            "crawl",
+                            "org",
+                            "-a",
+                            "from_queue=1",
+                            "-a",
+                            "exit_when_empty=1",
+                            "-a",
+                            f"max_vehicles={opts.vehicles}",
+                            *SETTINGS,
+                            "-s",
+                            f"NUKE_REDIS_URL={redis_url}",
+                            "-s",
+                            "NUKE_REDIS_HEARTBEAT=0.2",
+                            *(x for o in opts.org_setting for x in ("-s", o)),
+                        ],
+                        {**env, "DATABASE_URL": url},
+                        before=lambda url=url: enqueue(url),
+                        after=lambda label=label, url=url: redis_done(label, url),
+                        processes=count,
+                    )
         finally:
             if redis_proc is not None:
                 redis_proc.terminate()
@@ -329,9 +471,13 @@ def main() -> None:
         report_redis(pairs, len(pages), redis_cpu_per_page)
 
 
-def report_redis(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]],
-                 n_pages: int, redis_cpu_per_page: dict[str, list[float]]) -> None:
+def report_redis(
+    pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]],
+    n_pages: int,
+    redis_cpu_per_page: dict[str, list[float]],
+) -> None:
     """The Redis-fed runs against the single-process crawl on the same database."""
+
     def seconds(label: str) -> float:
         return statistics.median(r["seconds"] for _, r in pairs[label])
 
@@ -341,39 +487,52 @@ def report_redis(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]
     base = "org/postgresql"
     print(f"\nRedis-fed workers against {base} (same site, same per-domain limits):")
     for label in (k for k in pairs if k.startswith("redis/")):
-        print(f"  {label}: {seconds(base) / seconds(label):.2f}x the single process "
-              f"({seconds(label):.1f} s against {seconds(base):.1f} s); crawler CPU "
-              f"{1000 * (crawler_cpu(label) - crawler_cpu(base)) / n_pages:+.2f} ms a page; "
-              f"Redis server CPU {1000 * statistics.median(redis_cpu_per_page[label]):.3f} "
-              "ms a page")
+        print(
+            f"  {label}: {seconds(base) / seconds(label):.2f}x the single process "
+            f"({seconds(label):.1f} s against {seconds(base):.1f} s); crawler CPU "
+            f"{1000 * (crawler_cpu(label) - crawler_cpu(base)) / n_pages:+.2f} ms a page; "
+            f"Redis server CPU {1000 * statistics.median(redis_cpu_per_page[label]):.3f} "
+            "ms a page"
+        )
     one = next((k for k in pairs if k == "redis/postgresql x1"), None)
     if one:
-        print(f"  Redis overhead per page (x1 against one process): "
-              f"{1000 * (seconds(one) - seconds(base)) / n_pages:+.2f} ms wall")
+        print(
+            f"  Redis overhead per page (x1 against one process): "
+            f"{1000 * (seconds(one) - seconds(base)) / n_pages:+.2f} ms wall"
+        )
 
 
 def report(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]], n_pages: int) -> None:
     """Each label's median ratio to its adjacent bare fetches, and its medians of the rest."""
+
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
     bares = [bare for runs in pairs.values() for bare, _ in runs]
-    print(f"\n{len(bares)} bare fetches of {n_pages} pages: {min(b['seconds'] for b in bares):.1f}"
-          f"-{max(b['seconds'] for b in bares):.1f} s, median "
-          f"{n_pages / med([b['seconds'] for b in bares]):.0f} pages/s, crawler "
-          f"{1000 * med([b['cpu_crawler'] for b in bares]) / n_pages:.2f} ms CPU a page")
-    print(f"\n{'run':<20}{'ratios to their bare fetch':>30}{'median':>8}{'pages/s':>9}"
-          f"{'peak MB':>9}{'tree MB':>9}{'CPU ms/page: crawler':>22}{'workers':>9}{'server':>8}")
+    print(
+        f"\n{len(bares)} bare fetches of {n_pages} pages: {min(b['seconds'] for b in bares):.1f}"
+        f"-{max(b['seconds'] for b in bares):.1f} s, median "
+        f"{n_pages / med([b['seconds'] for b in bares]):.0f} pages/s, crawler "
+        f"{1000 * med([b['cpu_crawler'] for b in bares]) / n_pages:.2f} ms CPU a page"
+    )
+    print(
+        f"\n{'run':<20}{'ratios to their bare fetch':>30}{'median':>8}{'pages/s':>9}"
+        f"{'peak MB':>9}{'tree MB':>9}{'CPU ms/page: crawler':>22}{'workers':>9}{'server':>8}"
+    )
     for label, runs in pairs.items():
         ratios = [bare["seconds"] / r["seconds"] for bare, r in runs]
         rs = [r for _, r in runs]
-        cpu = {k: 1000 * med([r[k] for r in rs]) / n_pages
-               for k in ("cpu_crawler", "cpu_children", "cpu_server")}
-        print(f"{label:<20}{' '.join(f'{x:.2f}' for x in ratios):>30}{med(ratios):>8.2f}"
-              f"{n_pages / med([r['seconds'] for r in rs]):>9.0f}"
-              f"{max(r['peak_kib'] for r in rs) / 1024:>9.0f}"
-              f"{max(r['tree_peak_kib'] for r in rs) / 1024:>9.0f}"
-              f"{cpu['cpu_crawler']:>22.2f}{cpu['cpu_children']:>9.2f}{cpu['cpu_server']:>8.2f}")
+        cpu = {
+            k: 1000 * med([r[k] for r in rs]) / n_pages
+            for k in ("cpu_crawler", "cpu_children", "cpu_server")
+        }
+        print(
+            f"{label:<20}{' '.join(f'{x:.2f}' for x in ratios):>30}{med(ratios):>8.2f}"
+            f"{n_pages / med([r['seconds'] for r in rs]):>9.0f}"
+            f"{max(r['peak_kib'] for r in rs) / 1024:>9.0f}"
+            f"{max(r['tree_peak_kib'] for r in rs) / 1024:>9.0f}"
+            f"{cpu['cpu_crawler']:>22.2f}{cpu['cpu_children']:>9.2f}{cpu['cpu_server']:>8.2f}"
+        )
     # The most any org crawl could reach on these cores: Scrapy's own work for these
     # requests and items (the floor's crawler CPU), the cheapest measured extraction and
     # database work (the workers' CPU of the org runs) and the site's server, all
@@ -383,19 +542,29 @@ def report(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]], n_
     floor = [r for _, r in pairs["floor"]]
     floor_cpu = med([r["cpu_crawler"] for r in floor]) / n_pages
     server_cpu = med([r["cpu_server"] for r in floor]) / n_pages
-    work = min(med([r["cpu_children"] for _, r in runs])
-               for label, runs in pairs.items() if label.startswith("org/")) / n_pages
+    work = (
+        min(
+            med([r["cpu_children"] for _, r in runs])
+            for label, runs in pairs.items()
+            if label.startswith("org/")
+        )
+        / n_pages
+    )
     ceiling = cores / (floor_cpu + work + server_cpu)
     bare_rate = n_pages / med([b["seconds"] for b in bares])
-    print(f"\nceiling: {cores} cores, Scrapy's floor {1000 * floor_cpu:.2f} + extraction and "
-          f"database {1000 * work:.2f} + server {1000 * server_cpu:.2f} ms CPU a page: at most "
-          f"{ceiling:.0f} pages/s = {ceiling / bare_rate:.2f}x the median bare fetch, were every "
-          "core busy all the time")
-    print("\ntargets: org ratio >= 0.70, peak memory < 300 MB (wall time includes process "
-          "start-up for every run). peak MB: the crawler's peak RSS plus its largest child's;"
-          " tree MB: the largest summed RSS of the crawler and all its children at one time, "
-          "sampled every 0.1 s. CPU counts user + system time (medians); 'server' is the "
-          "site's server threads (the PostgreSQL server's own CPU is not counted).")
+    print(
+        f"\nceiling: {cores} cores, Scrapy's floor {1000 * floor_cpu:.2f} + extraction and "
+        f"database {1000 * work:.2f} + server {1000 * server_cpu:.2f} ms CPU a page: at most "
+        f"{ceiling:.0f} pages/s = {ceiling / bare_rate:.2f}x the median bare fetch, were every "
+        "core busy all the time"
+    )
+    print(
+        "\ntargets: org ratio >= 0.70, peak memory < 300 MB (wall time includes process "
+        "start-up for every run). peak MB: the crawler's peak RSS plus its largest child's;"
+        " tree MB: the largest summed RSS of the crawler and all its children at one time, "
+        "sampled every 0.1 s. CPU counts user + system time (medians); 'server' is the "
+        "site's server threads (the PostgreSQL server's own CPU is not counted)."
+    )
 
 
 if __name__ == "__main__":

@@ -387,8 +387,16 @@ def _process(
                 decoded.durations = [first_duration, *durations]
         if keep:
             ext, mime = _KEEPABLE[fmt]
-            return _result(body, mime, ext, decoded, reencoded=False, boxes=boxes, quality=quality,
-                           formats=formats)
+            return _result(
+                body,
+                mime,
+                ext,
+                decoded,
+                reencoded=False,
+                boxes=boxes,
+                quality=quality,
+                formats=formats,
+            )
         if fmt == "MPO" and orientation in (None, 1) and im.mode in ("L", "RGB"):
             sliced = _mpo_first_picture(body, im)
             if sliced is not None:
@@ -909,8 +917,9 @@ def _reencode(
         fmt = _target_format(decoded.source_format, alpha)
         data = _encode(image, fmt, quality, icc)
     ext, mime = _OUTPUT[fmt]
-    return _result(data, mime, ext, decoded, reencoded=True, boxes=boxes, quality=quality,
-                   formats=formats)
+    return _result(
+        data, mime, ext, decoded, reencoded=True, boxes=boxes, quality=quality, formats=formats
+    )
 
 
 def _encode_animation(decoded: _Decoded, fmt: str, quality: int) -> bytes:

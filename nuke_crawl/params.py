@@ -81,8 +81,10 @@ def to_url(name: str, value: Any) -> str:
         text = "https://" + text
     parts = urlsplit(text)
     host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host) or (
-        "." not in host and ":" not in host and host != "localhost"
+    if (
+        parts.scheme not in ("http", "https")
+        or not _HOST.fullmatch(host)
+        or ("." not in host and ":" not in host and host != "localhost")
     ):
         raise ArgumentError(f"argument {name}={value!r}: expected an http(s) URL")
     return text
@@ -129,8 +131,11 @@ class SpiderArgs:
                 f"unknown argument(s) for spider {spider_name!r}: {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(spec))}"
             )
-        values = {name: f.metadata["parse"](name, given[name])
-                  for name, f in spec.items() if given.get(name) is not None}
+        values = {
+            name: f.metadata["parse"](name, given[name])
+            for name, f in spec.items()
+            if given.get(name) is not None
+        }
         return cls(**values)
 
     @classmethod
@@ -141,8 +146,7 @@ class SpiderArgs:
         parsed = kwargs.get(PARSED)
         if isinstance(parsed, cls):
             return parsed
-        return cls.parse({k: v for k, v in kwargs.items() if not k.startswith("_")},
-                         spider_name)
+        return cls.parse({k: v for k, v in kwargs.items() if not k.startswith("_")}, spider_name)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,7 +163,8 @@ class OrgSelection(SpiderArgs):
     ``OrgArgs``, and all of ``scrapy org-enqueue``'s (commands do not import spiders)."""
 
     threshold: int = arg(
-        10, "only organizations with fewer than this many active vehicles (1: never extracted)",
+        10,
+        "only organizations with fewer than this many active vehicles (1: never extracted)",
         positive_int,
     )
     limit: int = arg(10, "organizations per page", positive_int)
@@ -184,6 +189,8 @@ def to_providers(name: str, value: Any) -> tuple[str, ...]:
         raise ArgumentError(f"argument {name}: give at least one of {', '.join(PROVIDER_NAMES)}")
     unknown = [p for p in names if p not in PROVIDER_NAMES]
     if unknown:
-        raise ArgumentError(f"argument {name}={value!r}: unknown provider(s) "
-                            f"{', '.join(unknown)}; known: {', '.join(PROVIDER_NAMES)}")
+        raise ArgumentError(
+            f"argument {name}={value!r}: unknown provider(s) "
+            f"{', '.join(unknown)}; known: {', '.join(PROVIDER_NAMES)}"
+        )
     return names

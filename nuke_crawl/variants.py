@@ -68,8 +68,13 @@ SETTING = "NUKE_IMAGE_VARIANTS"
 DEFAULT_QUALITY: Mapping[str, int] = {"WEBP": 80, "AVIF": 60, "JPEG": 85}
 _FORMATS = {"webp": "WEBP", "avif": "AVIF", "jpeg": "JPEG", "jpg": "JPEG", "auto": None}
 _MIME = {"WEBP": "image/webp", "AVIF": "image/avif", "JPEG": "image/jpeg"}
-_EXTENSIONS = {"image/webp": "webp", "image/avif": "avif", "image/jpeg": "jpg",
-               "image/png": "png", "image/gif": "gif"}
+_EXTENSIONS = {
+    "image/webp": "webp",
+    "image/avif": "avif",
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/gif": "gif",
+}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SIZE = re.compile(r"(\d{1,5})(?:x(\d{1,5}))?", re.IGNORECASE)
 _MAX_SIDE = 10_000
@@ -203,11 +208,19 @@ def encode_variant(
     buf = io.BytesIO()
     # Every encoder is given its metadata explicitly: nothing is taken from image.info.
     if fmt == "WEBP":
-        image.save(buf, "WEBP", quality=quality, method=_WEBP_METHOD, icc_profile=profile,
-                   exif=b"", xmp=b"")
+        image.save(
+            buf,
+            "WEBP",
+            quality=quality,
+            method=_WEBP_METHOD,
+            icc_profile=profile,
+            exif=b"",
+            xmp=b"",
+        )
     elif fmt == "AVIF":
-        image.save(buf, "AVIF", quality=quality, speed=_AVIF_SPEED, icc_profile=profile,
-                   exif=b"", xmp=b"")
+        image.save(
+            buf, "AVIF", quality=quality, speed=_AVIF_SPEED, icc_profile=profile, exif=b"", xmp=b""
+        )
     else:
         params: dict[str, Any] = {"quality": quality, "optimize": False}
         if profile:
@@ -234,12 +247,16 @@ def _parse_entry(entry: str, setting: str) -> VariantSpec:
     fields = entry.split(":")
     if len(fields) < 2 or len(fields) > 4:
         raise VariantSpecError(
-            f"{setting}: {entry!r} should be name:size[:format[:quality]], "
-            "e.g. thumb:320x240:webp"
+            f"{setting}: {entry!r} should be name:size[:format[:quality]], e.g. thumb:320x240:webp"
         )
-    return _build(entry, fields[0].strip(), fields[1].strip(),
-                  fields[2].strip() if len(fields) > 2 else "auto",
-                  fields[3].strip() if len(fields) > 3 else None, setting)
+    return _build(
+        entry,
+        fields[0].strip(),
+        fields[1].strip(),
+        fields[2].strip() if len(fields) > 2 else "auto",
+        fields[3].strip() if len(fields) > 3 else None,
+        setting,
+    )
 
 
 def _from_mapping_entry(name: str, spec: Any, setting: str) -> VariantSpec:
@@ -248,9 +265,14 @@ def _from_mapping_entry(name: str, spec: Any, setting: str) -> VariantSpec:
         fields = spec.split(":")
         if len(fields) > 3:
             raise VariantSpecError(f"{setting}: {entry} should be size[:format[:quality]]")
-        return _build(entry, name, fields[0].strip(),
-                      fields[1].strip() if len(fields) > 1 else "auto",
-                      fields[2].strip() if len(fields) > 2 else None, setting)
+        return _build(
+            entry,
+            name,
+            fields[0].strip(),
+            fields[1].strip() if len(fields) > 1 else "auto",
+            fields[2].strip() if len(fields) > 2 else None,
+            setting,
+        )
     if isinstance(spec, Sequence) and 2 <= len(spec) <= 4:
         width, height = spec[0], spec[1]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
@@ -280,9 +302,7 @@ def _build(
         raise VariantSpecError(f"{where}: width and height must be within 1..{_MAX_SIDE}")
     key = fmt_text.lower()
     if key not in _FORMATS:
-        raise VariantSpecError(
-            f"{where}: unknown format {fmt_text!r} (webp, avif, jpeg or auto)"
-        )
+        raise VariantSpecError(f"{where}: unknown format {fmt_text!r} (webp, avif, jpeg or auto)")
     fmt = _FORMATS[key]
     if fmt == "AVIF" and not avif_supported():
         raise VariantSpecError(

@@ -106,8 +106,7 @@ class FakeCloudflare:
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), self._handler_class())
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def api_url(self) -> str:
@@ -124,8 +123,7 @@ class FakeCloudflare:
         self.server.server_close()
         self._thread.join(timeout=5)
 
-    def fail_next(self, status: int, headers: dict[str, str] | None = None,
-                  times: int = 1) -> None:
+    def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
         """Answer the next ``times`` requests (any endpoint) with ``status``."""
         with self.lock:
             for _ in range(times):
@@ -177,14 +175,16 @@ class FakeCloudflare:
                 try:
                     if fake.latency:
                         time.sleep(fake.latency)
-                    status, headers, payload = fake._answer(method, self.path, self.headers,
-                                                            body)
+                    status, headers, payload = fake._answer(method, self.path, self.headers, body)
                 finally:
                     with fake.lock:
                         fake.in_flight -= 1
                 with fake.lock:
-                    fake.log.append(Received(method, self.path, time.monotonic(), status,
-                                             dict(self.headers.items())))
+                    fake.log.append(
+                        Received(
+                            method, self.path, time.monotonic(), status, dict(self.headers.items())
+                        )
+                    )
                 self.send_response(status)
                 ctype = headers.pop("Content-Type", "application/json")
                 self.send_header("Content-Type", ctype)
@@ -199,10 +199,15 @@ class FakeCloudflare:
     def _answer(
         self, method: str, raw_path: str, headers: Any, body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        def error(status: int, code: int, message: str,
-                  extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-            doc = {"success": False, "errors": [{"code": code, "message": message}],
-                   "messages": [], "result": None}
+        def error(
+            status: int, code: int, message: str, extra: dict[str, str] | None = None
+        ) -> tuple[int, dict[str, str], bytes]:
+            doc = {
+                "success": False,
+                "errors": [{"code": code, "message": message}],
+                "messages": [],
+                "result": None,
+            }
             return status, dict(extra or {}), json.dumps(doc).encode()
 
         def ok(result: Any) -> tuple[int, dict[str, str], bytes]:
@@ -211,8 +216,11 @@ class FakeCloudflare:
 
         if raw_path == "/__stats":  # for benchmarks in another process; no auth
             with self.lock:
-                stats = {"uploads": self.uploads, "requests": len(self.log),
-                         "statuses": dict(collections.Counter(r.status for r in self.log))}
+                stats = {
+                    "uploads": self.uploads,
+                    "requests": len(self.log),
+                    "statuses": dict(collections.Counter(r.status for r in self.log)),
+                }
             return 200, {}, json.dumps(stats).encode()
         with self.lock:
             broken = self.fail_after is not None and self.uploads >= self.fail_after[0]
@@ -231,22 +239,31 @@ class FakeCloudflare:
                 while self._window and self._window[0] <= now - period:
                     self._window.popleft()
                 if len(self._window) >= limit:
-                    return error(429, 971, "Please wait and consider throttling your request "
-                                 "speed", {"Retry-After": str(max(1, round(period)))})
+                    return error(
+                        429,
+                        971,
+                        "Please wait and consider throttling your request speed",
+                        {"Retry-After": str(max(1, round(period)))},
+                    )
                 self._window.append(now)
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
             status, extra = fault
-            messages = {429: (971, "Please wait and consider throttling your request speed"),
-                        500: (5500, "Internal Server Error")}
+            messages = {
+                429: (971, "Please wait and consider throttling your request speed"),
+                500: (5500, "Internal Server Error"),
+            }
             code, message = messages.get(status, (status, f"HTTP {status}"))
             return error(status, code, message, extra)
 
         parts = urlsplit(raw_path)
         segments = [unquote(s) for s in parts.path.split("/")]
         # "", "client", "v4", "accounts", account, "images", version, [id], [blob]
-        if segments[:4] != ["", "client", "v4", "accounts"] or len(segments) < 7 \
-                or segments[5] != "images":
+        if (
+            segments[:4] != ["", "client", "v4", "accounts"]
+            or len(segments) < 7
+            or segments[5] != "images"
+        ):
             return error(404, 7003, "Could not route to " + parts.path)
         if segments[4] != self.account_id:
             return error(403, 9109, "Unauthorized to access requested resource")
@@ -263,9 +280,23 @@ class FakeCloudflare:
         if not rest and method == "POST":
             return self._upload(headers, body, error, ok)
         if rest == ["variants"] and method == "GET":
-            return ok({"variants": {name: {"id": name, "options": {
-                "fit": "scale-down", "metadata": "none", "width": 1366, "height": 768},
-                "neverRequireSignedURLs": False} for name in self.variants}})
+            return ok(
+                {
+                    "variants": {
+                        name: {
+                            "id": name,
+                            "options": {
+                                "fit": "scale-down",
+                                "metadata": "none",
+                                "width": 1366,
+                                "height": 768,
+                            },
+                            "neverRequireSignedURLs": False,
+                        }
+                        for name in self.variants
+                    }
+                }
+            )
         if not rest:
             return error(405, 10405, "Method not allowed")
         blob = rest[-1] == "blob" and len(rest) >= 2
@@ -317,14 +348,23 @@ class FakeCloudflare:
         if len(data) > self.max_bytes:
             return error(413, 5413, "Image too large: the maximum size is 10 MB")
         if not _is_image(data):
-            return error(415, 5415, "Images must be uploaded as a file (supported formats: "
-                                    "JPEG, PNG, GIF, WebP, AVIF, SVG)")
+            return error(
+                415,
+                5415,
+                "Images must be uploaded as a file (supported formats: "
+                "JPEG, PNG, GIF, WebP, AVIF, SVG)",
+            )
         with self.lock:
             if image_id in self.images:
                 return error(409, 5409, "Resource already exists")
-            image = StoredImage(image_id, filename or "", data if self.keep_data else b"",
-                                file_type, meta,
-                                datetime.now(UTC).isoformat(timespec="milliseconds"))
+            image = StoredImage(
+                image_id,
+                filename or "",
+                data if self.keep_data else b"",
+                file_type,
+                meta,
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
+            )
             self.images[image_id] = image
             self.uploads += 1
         return ok(self.details(image))
@@ -333,8 +373,9 @@ class FakeCloudflare:
 def main() -> None:
     parser = argparse.ArgumentParser(description="A local Cloudflare Images API server")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument("--discard", action="store_true",
-                        help="keep no image bytes (benchmarks: memory stays flat)")
+    parser.add_argument(
+        "--discard", action="store_true", help="keep no image bytes (benchmarks: memory stays flat)"
+    )
     args = parser.parse_args()
     with FakeCloudflare(keep_data=not args.discard) as cf:
         cf.latency = args.latency

@@ -80,15 +80,23 @@ def scrapy_env(db_url: str, **extra: str) -> dict[str, str]:
 
 # Fast, still polite: tests talk to loopback servers.
 FAST = [
-    "-s", "AUTOTHROTTLE_START_DELAY=0.01",
-    "-s", "NUKE_BACKOFF_BASE=0.05",
-    "-s", "DOWNLOAD_TIMEOUT=10",
-    "-s", "NUKE_DB_BATCH_WAIT=0.05",
+    "-s",
+    "AUTOTHROTTLE_START_DELAY=0.01",
+    "-s",
+    "NUKE_BACKOFF_BASE=0.05",
+    "-s",
+    "DOWNLOAD_TIMEOUT=10",
+    "-s",
+    "NUKE_DB_BATCH_WAIT=0.05",
 ]
 
 
 def run_scrapy(
-    args: list[str], db_url: str, *, timeout: float = 120, cwd: Path | None = None,
+    args: list[str],
+    db_url: str,
+    *,
+    timeout: float = 120,
+    cwd: Path | None = None,
     **env: str,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``scrapy`` command line in a child process."""

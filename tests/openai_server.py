@@ -106,20 +106,37 @@ OFF_RANGE_ANSWER: dict[str, Any] = {
     **copy.deepcopy(GOOD_ANSWER),
     "view": "aerial",
     "components": [
-        {"name": "hood", "condition": 14, "damage_types": ["dent", "laser burn"],
-         "needs_attention": True, "confidence": 0.9},
-        {"name": "", "condition": 5, "damage_types": [], "needs_attention": False,
-         "confidence": 50},
+        {
+            "name": "hood",
+            "condition": 14,
+            "damage_types": ["dent", "laser burn"],
+            "needs_attention": True,
+            "confidence": 0.9,
+        },
+        {
+            "name": "",
+            "condition": 5,
+            "damage_types": [],
+            "needs_attention": False,
+            "confidence": 50,
+        },
     ],
-    "paint": [{"panel": "roof", "appears_original": True, "defects": [], "score": 0,
-               "confidence": 120}],
+    "paint": [
+        {"panel": "roof", "appears_original": True, "defects": [], "score": 0, "confidence": 120}
+    ],
     "document": {"is_document": True, "category": "brochure"},
 }
 """Values outside the schema: unknown enums, ratings 14 and 0, a nameless component."""
 
 SELECTORS_ANSWER: dict[str, str] = {
-    "year": ".spec-yr", "make": ".spec-mk", "model": ".spec-md", "price": ".amt",
-    "mileage": ".odo", "images": ".pics img", "bogus_key": ".x", "vin": "::not a selector",
+    "year": ".spec-yr",
+    "make": ".spec-mk",
+    "model": ".spec-md",
+    "price": ".amt",
+    "mileage": ".odo",
+    "images": ".pics img",
+    "bogus_key": ".x",
+    "vin": "::not a selector",
 }
 """CSS selectors as a model would answer a learned-selectors request (``selectors``): one
 unknown key and one invalid selector, to be dropped."""
@@ -133,11 +150,25 @@ NUL_ANSWER: dict[str, Any] = {
 """A good answer holding characters PostgreSQL (NUL) and both drivers (a lone surrogate)
 refuse."""
 
-HTML_BODY = (b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway"
-             b"</h1></body></html>")
+HTML_BODY = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+)
 
-SCENARIOS = ("good", "spid", "rate_limit", "server_error", "malformed", "wrong_shape",
-             "refusal", "length", "slow", "off_range", "selectors", "html_json", "nul")
+SCENARIOS = (
+    "good",
+    "spid",
+    "rate_limit",
+    "server_error",
+    "malformed",
+    "wrong_shape",
+    "refusal",
+    "length",
+    "slow",
+    "off_range",
+    "selectors",
+    "html_json",
+    "nul",
+)
 
 _MARKER = re.compile(r"scenario=([a-z_]+)")
 
@@ -201,8 +232,9 @@ class FakeOpenAI:
         return f"http://{host!s}:{port}"
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -289,21 +321,27 @@ def _image_urls(body: dict[str, Any]) -> list[str]:
     return out
 
 
-def _completion(model: str, content: str | None, *, refusal: str | None = None,
-                finish_reason: str = "stop") -> dict[str, Any]:
+def _completion(
+    model: str, content: str | None, *, refusal: str | None = None, finish_reason: str = "stop"
+) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{int(time.time() * 1000)}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": refusal},
-            "finish_reason": finish_reason,
-            "logprobs": None,
-        }],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        },
     }
 
 
@@ -321,8 +359,7 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
-        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None
-                  ) -> None:
+        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             try:
                 self.send_response(status)
@@ -342,16 +379,27 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return True
             # like the real API, the message names the key (partly); the provider
             # must not pass it on
-            self._send(401, _error(f"Incorrect API key provided: {key}.",
-                                   "invalid_request_error", "invalid_api_key"))
+            self._send(
+                401,
+                _error(
+                    f"Incorrect API key provided: {key}.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+            )
             return False
 
         def _model_unknown(self, model: str) -> bool:
             if model in server.models:
                 return False
-            self._send(404, _error(
-                f"The model `{model}` does not exist or you do not have access to it.",
-                "invalid_request_error", "model_not_found"))
+            self._send(
+                404,
+                _error(
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
+            )
             return True
 
         def do_GET(self) -> None:
@@ -367,8 +415,15 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     return
                 if not self._authorized() or self._model_unknown(match.group(1)):
                     return
-                self._send(200, {"id": match.group(1), "object": "model",
-                                 "created": 1700000000, "owned_by": "system"})
+                self._send(
+                    200,
+                    {
+                        "id": match.group(1),
+                        "object": "model",
+                        "created": 1700000000,
+                        "owned_by": "system",
+                    },
+                )
             finally:
                 server._leave()
 
@@ -383,8 +438,10 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 try:
                     body = json.loads(raw or b"{}")
                 except json.JSONDecodeError:
-                    self._send(400, _error("We could not parse the JSON body.",
-                                           "invalid_request_error", None))
+                    self._send(
+                        400,
+                        _error("We could not parse the JSON body.", "invalid_request_error", None),
+                    )
                     return
                 number = server._count_chat(body)
                 if server.latency:
@@ -400,22 +457,32 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _chat(self, scenario: str, model: str) -> None:
             if scenario == "rate_limit":
-                self._send(429, _error("Rate limit reached for requests.", "requests",
-                                       "rate_limit_exceeded"),
-                           {"Retry-After": f"{server.retry_after:g}"})
+                self._send(
+                    429,
+                    _error("Rate limit reached for requests.", "requests", "rate_limit_exceeded"),
+                    {"Retry-After": f"{server.retry_after:g}"},
+                )
             elif scenario == "server_error":
-                self._send(500, _error("The server had an error while processing your "
-                                       "request.", "server_error", None))
+                self._send(
+                    500,
+                    _error(
+                        "The server had an error while processing your request.",
+                        "server_error",
+                        None,
+                    ),
+                )
             elif scenario == "malformed":
                 self._send(200, _completion(model, '{"view": "exterior", "components": ['))
             elif scenario == "wrong_shape":
                 self._send(200, _completion(model, json.dumps(["exterior"])))
             elif scenario == "refusal":
-                self._send(200, _completion(model, None,
-                                            refusal="I'm sorry, I can't help with that."))
+                self._send(
+                    200, _completion(model, None, refusal="I'm sorry, I can't help with that.")
+                )
             elif scenario == "length":
-                self._send(200, _completion(model, json.dumps(GOOD_ANSWER)[:40],
-                                            finish_reason="length"))
+                self._send(
+                    200, _completion(model, json.dumps(GOOD_ANSWER)[:40], finish_reason="length")
+                )
             elif scenario == "slow":
                 time.sleep(server.slow_seconds)
                 self._send(200, _completion(model, json.dumps(GOOD_ANSWER)))
@@ -450,8 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failure-rate", type=float, default=0.0)
     parser.add_argument("--api-key", default=API_KEY)
     args = parser.parse_args(argv)
-    server = FakeOpenAI(port=args.port, latency=args.latency,
-                        failure_rate=args.failure_rate, api_key=args.api_key)
+    server = FakeOpenAI(
+        port=args.port, latency=args.latency, failure_rate=args.failure_rate, api_key=args.api_key
+    )
     with server:
         sys.stdout.write(server.url + "/v1\n")
         sys.stdout.flush()

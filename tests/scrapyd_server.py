@@ -37,8 +37,9 @@ class Scrapyd:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in env.items()
-                    if k not in ("DATABASE_URL", "SCRAPY_SETTINGS_MODULE")}
+        self.env = {
+            k: v for k, v in env.items() if k not in ("DATABASE_URL", "SCRAPY_SETTINGS_MODULE")
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = home / "scrapyd.out"
 
@@ -60,9 +61,12 @@ class Scrapyd:
         )
         (self.home / "scrapy.cfg").write_text(f"[settings]\n{PROJECT} = nuke_crawl.settings\n")
         with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our interpreter
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scrapyd", "--nodaemon", "--pidfile="],
-                cwd=self.home, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                cwd=self.home,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
@@ -74,8 +78,7 @@ class Scrapyd:
                     return self
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("scrapyd did not answer within 30 s: "
-                           + self.output.read_text()[-3000:])
+        raise RuntimeError("scrapyd did not answer within 30 s: " + self.output.read_text()[-3000:])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -93,7 +96,7 @@ class Scrapyd:
         self.stop()
 
     def get(self, path: str) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/{path}", timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{self.url}/{path}", timeout=10) as response:
             return dict(json.loads(response.read().decode("utf-8")))
 
     def listjobs(self) -> dict[str, Any]:
@@ -108,12 +111,15 @@ class Scrapyd:
             if len(jobs["finished"]) >= count and not jobs["pending"] and not jobs["running"]:
                 return list(jobs["finished"])
             time.sleep(0.3)
-        raise AssertionError(f"scrapyd jobs not finished in {timeout} s: {jobs}\n"
-                             + self.job_logs())
+        raise AssertionError(
+            f"scrapyd jobs not finished in {timeout} s: {jobs}\n" + self.job_logs()
+        )
 
     def job_logs(self) -> str:
-        return "\n".join(f"== {p}\n{p.read_text(errors='replace')}"
-                         for p in sorted((self.home / "logs").rglob("*.log")))
+        return "\n".join(
+            f"== {p}\n{p.read_text(errors='replace')}"
+            for p in sorted((self.home / "logs").rglob("*.log"))
+        )
 
     def everything_written(self) -> str:
         """Every file scrapyd and its jobs wrote (logs, queue databases), as text."""
@@ -125,5 +131,5 @@ class Scrapyd:
 
     def jobs_dump(self) -> str:
         """Everything scrapyd's API says about the jobs (listjobs.json, raw)."""
-        with urllib.request.urlopen(f"{self.url}/listjobs.json", timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(f"{self.url}/listjobs.json", timeout=10) as r:
             return r.read().decode("utf-8")

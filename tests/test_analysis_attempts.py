@@ -34,14 +34,26 @@ def _env(server: FakeOpenAI) -> dict[str, str]:
     return {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.url + "/v1"}
 
 
-ARGS = ["crawl", "image_analysis", *FAST, "-s", "NUKE_OPENAI_BACKOFF_BASE=0.05",
-        "-s", "NUKE_ANALYSIS_RETRY_BACKOFF=0"]
+ARGS = [
+    "crawl",
+    "image_analysis",
+    *FAST,
+    "-s",
+    "NUKE_OPENAI_BACKOFF_BASE=0.05",
+    "-s",
+    "NUKE_ANALYSIS_RETRY_BACKOFF=0",
+]
 
 
 def _analyse(db_url: str, server: FakeOpenAI, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "scrapy", *ARGS, *args], cwd=REPO,
-                          env=scrapy_env(db_url, **_env(server)), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scrapy", *ARGS, *args],
+        cwd=REPO,
+        env=scrapy_env(db_url, **_env(server)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc
@@ -79,8 +91,7 @@ def test_answer_with_nul_is_written_and_paid_once(db_url: str, tmp_path: Path) -
                 assert row["ai_attempts"] == 1
                 meta = row["ai_scan_metadata"]["openai"]
                 assert "Red Camaro with a" in str(meta) and _no_refused(meta)
-                tags = fx.db.fetchall("SELECT tag_name FROM image_tags WHERE vehicle_id = ?",
-                                      [vid])
+                tags = fx.db.fetchall("SELECT tag_name FROM image_tags WHERE vehicle_id = ?", [vid])
                 assert "Rallywheel" in {t["tag_name"] for t in tags}
         finally:
             fx.close()
@@ -90,12 +101,19 @@ def test_record_success_cleans_refused_characters(db: Database) -> None:
     from nuke_crawl.db import store
 
     org, _ = store.add_organization(db, "https://dealer.example")
-    store.upsert_vehicles(db, [store.VehicleRecord(org.id, "https://dealer.example/v/1",
-                                                   {"title": "x"}, ["https://cdn.example/1.jpg"])])
+    store.upsert_vehicles(
+        db,
+        [
+            store.VehicleRecord(
+                org.id, "https://dealer.example/v/1", {"title": "x"}, ["https://cdn.example/1.jpg"]
+            )
+        ],
+    )
     row = db.fetchone("SELECT id, vehicle_id FROM vehicle_images")
     assert row is not None
-    work = analysis.AnalysisWork(str(row["id"]), str(row["vehicle_id"]),
-                                 "https://cdn.example/1.jpg", None, None, True, None)
+    work = analysis.AnalysisWork(
+        str(row["id"]), str(row["vehicle_id"]), "https://cdn.example/1.jpg", None, None, True, None
+    )
     result = parse_answer(NUL_ANSWER, model="gpt-4o-mini")
     assert result.ok and not _no_refused(result.to_metadata())  # the answer holds them
     outcome = analysis.record_success(db, work, [result], "me")
@@ -106,11 +124,12 @@ def test_record_success_cleans_refused_characters(db: Database) -> None:
 
 
 @pytest.mark.slow
-def test_attempt_counted_before_the_call_caps_paid_calls(sqlite_url: str,
-                                                         tmp_path: Path) -> None:
+def test_attempt_counted_before_the_call_caps_paid_calls(sqlite_url: str, tmp_path: Path) -> None:
     """Runs killed during the call: each counts, and the cap stops the paying."""
-    with serve(ImageHost(width=640, height=480)) as host, \
-            FakeOpenAI(default="slow", slow_seconds=120) as server:
+    with (
+        serve(ImageHost(width=640, height=480)) as host,
+        FakeOpenAI(default="slow", slow_seconds=120) as server,
+    ):
         fx = Fixture(sqlite_url, host.url, tmp_path / "images")
         try:
             fx.vehicle("car", ["/img/capped.jpg"])
@@ -118,9 +137,13 @@ def test_attempt_counted_before_the_call_caps_paid_calls(sqlite_url: str,
             fx.close()
         cap = ["-s", "NUKE_ANALYSIS_MAX_ATTEMPTS=2", "-s", "NUKE_ANALYSIS_LEASE_SECONDS=1"]
         for run in range(2):
-            proc = subprocess.Popen([sys.executable, "-m", "scrapy", *ARGS, *cap], cwd=REPO,
-                                    env=scrapy_env(sqlite_url, **_env(server)),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "scrapy", *ARGS, *cap],
+                cwd=REPO,
+                env=scrapy_env(sqlite_url, **_env(server)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + 60
             while server.chat_requests <= run and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -52,9 +52,16 @@ def _scene(seed: int, size: tuple[int, int] = (1600, 1200)) -> Image.Image:
         else:
             draw.ellipse(box, fill=colour, outline=(0, 0, 0), width=3)
     for _ in range(80):
-        draw.line([rng.randint(0, size[0]), rng.randint(0, size[1]),
-                   rng.randint(0, size[0]), rng.randint(0, size[1])],
-                  fill=tuple(rng.randint(0, 255) for _ in range(3)), width=rng.randint(1, 4))
+        draw.line(
+            [
+                rng.randint(0, size[0]),
+                rng.randint(0, size[1]),
+                rng.randint(0, size[0]),
+                rng.randint(0, size[1]),
+            ],
+            fill=tuple(rng.randint(0, 255) for _ in range(3)),
+            width=rng.randint(1, 4),
+        )
     arr = np.asarray(img).astype(np.int16)
     noise = np.random.default_rng(seed).normal(0, 6, arr.shape)
     return Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
@@ -90,8 +97,13 @@ def test_local_sharp_image_has_no_issues(scene_jpeg: bytes) -> None:
     assert (data["width"], data["height"]) == (1600, 1200)
     assert data["sharpness"] > 10 * local_mod.BLURRY_THRESHOLD
     assert 60 < data["exposure"]["mean"] < 200
-    assert data["flags"] == {"blurry": False, "too_dark": False, "too_bright": False,
-                             "placeholder": False, "near_duplicate_of": []}
+    assert data["flags"] == {
+        "blurry": False,
+        "too_dark": False,
+        "too_bright": False,
+        "placeholder": False,
+        "near_duplicate_of": [],
+    }
     assert result.tags == []
     assert 0 <= data["dhash"] < 2**64 and data["dhash_hex"] == f"{data['dhash']:016x}"
     colours = data["dominant_colors"]
@@ -135,8 +147,11 @@ def test_local_placeholders() -> None:
 
     flat = analyze_local(_encode(Image.new("RGB", (640, 480), (255, 255, 255)), "PNG"))
     assert flat.data["flags"]["placeholder"] is True
-    assert flat.data["dominant_colors"][0] == {"hex": "#ffffff", "rgb": [255, 255, 255],
-                                               "share": 1.0}
+    assert flat.data["dominant_colors"][0] == {
+        "hex": "#ffffff",
+        "rgb": [255, 255, 255],
+        "share": 1.0,
+    }
     transparent = analyze_local(_encode(Image.new("RGBA", (300, 200), (0, 0, 0, 0)), "PNG"))
     assert transparent.data["flags"]["placeholder"] is True
     assert transparent.data["exposure"]["mean"] == 255  # transparency shown as white
@@ -149,17 +164,20 @@ def test_local_near_duplicates(scene: Image.Image, scene_jpeg: bytes) -> None:
     assert distance > 2 * local_mod.DUPLICATE_MAX_DISTANCE
 
     copy = _encode(scene.resize((800, 600), Image.Resampling.LANCZOS), "JPEG", quality=70)
-    known = {"img-original": original.data["dhash"],
-             "img-other": other.data["dhash_hex"],  # hex form accepted too
-             "img-bad": "not-a-hash"}
+    known = {
+        "img-original": original.data["dhash"],
+        "img-other": other.data["dhash_hex"],  # hex form accepted too
+        "img-bad": "not-a-hash",
+    }
     result = analyze_local(copy, other_hashes=known)
     assert result.data["flags"]["near_duplicate_of"] == ["img-original"]
     assert result.data["duplicate_distances"]["img-original"] <= local_mod.DUPLICATE_MAX_DISTANCE
     tag = next(t for t in result.tags if t.tag_name == "near_duplicate")
     assert tag.tag_type == "issue" and tag.ai_detection_data["closest"] == "img-original"
 
-    webp_copy = analyze_local(_encode(scene, "WEBP", quality=60),
-                              other_hashes={"img-original": original.data["dhash"]})
+    webp_copy = analyze_local(
+        _encode(scene, "WEBP", quality=60), other_hashes={"img-original": original.data["dhash"]}
+    )
     assert webp_copy.data["flags"]["near_duplicate_of"] == ["img-original"]
 
     different = analyze_local(_encode(_scene(3)), other_hashes=known)
@@ -189,11 +207,16 @@ def _provider(server: FakeOpenAI, **kw: Any) -> OpenAIProvider:
     return OpenAIProvider(kw.pop("api_key", API_KEY), server.url + "/v1", **kw)
 
 
-def _analyze(provider: OpenAIProvider, image: bytes = b"\xff\xd8\xff-fake-jpeg",
-             mime: str = "image/jpeg", **context: Any) -> ProviderResult:
+def _analyze(
+    provider: OpenAIProvider,
+    image: bytes = b"\xff\xd8\xff-fake-jpeg",
+    mime: str = "image/jpeg",
+    **context: Any,
+) -> ProviderResult:
     async def go() -> ProviderResult:
         async with provider:
             return await provider.analyze(image, mime, context=context)
+
     return asyncio.run(go())
 
 
@@ -201,25 +224,31 @@ def _check(provider: OpenAIProvider) -> tuple[bool, str]:
     async def go() -> tuple[bool, str]:
         async with provider:
             return await provider.check()
+
     return asyncio.run(go())
 
 
 def test_openai_good_answer(server: FakeOpenAI, scene_jpeg: bytes) -> None:
-    result = _analyze(_provider(server), scene_jpeg, year=1969, make="Chevrolet",
-                      model="Camaro", price=30000)
+    result = _analyze(
+        _provider(server), scene_jpeg, year=1969, make="Chevrolet", model="Camaro", price=30000
+    )
     assert result.ok, result.error_detail
     assert (result.provider, result.model, result.view) == ("openai", "gpt-4o-mini", "exterior")
-    assert [(c.component_name, c.condition_rating, c.damage_types, c.needs_attention)
-            for c in result.components] == [
+    assert [
+        (c.component_name, c.condition_rating, c.damage_types, c.needs_attention)
+        for c in result.components
+    ] == [
         ("front bumper", 7, ["scratch", "chip"], False),
         ("left rocker panel", 3, ["rust"], True),
     ]
     assert all(c.detected_by_model == "gpt-4o-mini" for c in result.components)
-    assert [(p.panel_name, p.appears_original, p.defects, p.paint_quality_score)
-            for p in result.paint] == [("hood", False, ["orange_peel"], 6),
-                                       ("left front fender", None, [], 8)]
+    assert [
+        (p.panel_name, p.appears_original, p.defects, p.paint_quality_score) for p in result.paint
+    ] == [("hood", False, ["orange_peel"], 6), ("left front fender", None, [], 8)]
     assert [(t.tag_name, t.tag_type, t.confidence) for t in result.tags] == [
-        ("Rally wheel", "part", 90.0), ("Chevrolet bowtie", "brand", 80.0)]
+        ("Rally wheel", "part", 90.0),
+        ("Chevrolet bowtie", "brand", 80.0),
+    ]
     assert result.build_quality == 7
     assert result.modifications == GOOD_ANSWER["modifications"]
     assert not result.is_document and result.document_category is None
@@ -258,10 +287,18 @@ def test_openai_schema_is_strict_everywhere() -> None:
         elif isinstance(node, list):
             for value in node:
                 walk(value)
+
     walk(ANALYSIS_SCHEMA)
     assert set(ANALYSIS_SCHEMA["properties"]) >= {
-        "view", "components", "paint", "build_quality", "modifications", "document",
-        "vin_from_plate", "spid"}
+        "view",
+        "components",
+        "paint",
+        "build_quality",
+        "modifications",
+        "document",
+        "vin_from_plate",
+        "spid",
+    }
 
 
 def test_openai_spid_sheet(server: FakeOpenAI) -> None:
@@ -346,14 +383,16 @@ def test_openai_html_body_served_as_json_is_malformed_output(server: FakeOpenAI)
     assert result.attempts == 1 and server.chat_requests == 1
 
 
-@pytest.mark.parametrize("scenario,reason,fragment", [
-    ("malformed", "malformed_output", "not JSON"),
-    ("wrong_shape", "malformed_output", "not an object"),
-    ("length", "malformed_output", "finish_reason=length"),
-    ("refusal", "refused", "can't help"),
-])
-def test_openai_bad_answers(server: FakeOpenAI, scenario: str, reason: str,
-                            fragment: str) -> None:
+@pytest.mark.parametrize(
+    "scenario,reason,fragment",
+    [
+        ("malformed", "malformed_output", "not JSON"),
+        ("wrong_shape", "malformed_output", "not an object"),
+        ("length", "malformed_output", "finish_reason=length"),
+        ("refusal", "refused", "can't help"),
+    ],
+)
+def test_openai_bad_answers(server: FakeOpenAI, scenario: str, reason: str, fragment: str) -> None:
     server.script(scenario)
     result = _analyze(_provider(server))
     assert not result.ok
@@ -434,8 +473,9 @@ def test_openai_concurrent_slow_requests() -> None:
 
         async def go() -> list[ProviderResult]:
             async with provider:
-                return await asyncio.gather(*(
-                    provider.analyze(b"img%d" % i, "image/png", context={}) for i in range(10)))
+                return await asyncio.gather(
+                    *(provider.analyze(b"img%d" % i, "image/png", context={}) for i in range(10))
+                )
 
         started = time.perf_counter()
         results = asyncio.run(go())
@@ -451,8 +491,9 @@ def test_openai_transient_failure_rate() -> None:
 
         async def go() -> list[ProviderResult]:
             async with provider:
-                return await asyncio.gather(*(
-                    provider.analyze(b"img%d" % i, "image/png", context={}) for i in range(25)))
+                return await asyncio.gather(
+                    *(provider.analyze(b"img%d" % i, "image/png", context={}) for i in range(25))
+                )
 
         results = asyncio.run(go())
     assert all(r.ok for r in results)
@@ -469,8 +510,7 @@ def test_openai_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-000000000000")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://env.invalid/v1")
     monkeypatch.setenv("NUKE_OPENAI_MODEL", "gpt-4o")
-    settings = Settings({"OPENAI_BASE_URL": "http://settings.invalid/v1",
-                         "NUKE_OPENAI_MODEL": ""})
+    settings = Settings({"OPENAI_BASE_URL": "http://settings.invalid/v1", "NUKE_OPENAI_MODEL": ""})
     provider = build_provider("openai", settings)
     assert isinstance(provider, OpenAIProvider)
     assert provider.configured()
@@ -510,8 +550,13 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_REKOGNITION", "AWS_REGION"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_REKOGNITION",
+        "AWS_REGION",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -521,8 +566,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
 
 
-def test_rekognition_labels_become_tags(moto_url: str, aws_env: None,
-                                        scene_jpeg: bytes) -> None:
+def test_rekognition_labels_become_tags(moto_url: str, aws_env: None, scene_jpeg: bytes) -> None:
     provider = RekognitionProvider(endpoint_url=moto_url)
     assert provider.configured()
     result = asyncio.run(provider.analyze(scene_jpeg, "image/jpeg"))
@@ -558,8 +602,11 @@ def test_rekognition_check(moto_url: str, aws_env: None) -> None:
     dead = f"http://127.0.0.1:{_free_port()}"
     ok, message = asyncio.run(RekognitionProvider(endpoint_url=dead).check())
     assert (ok, message) == (False, f"unreachable: cannot connect to {dead}")
-    result = asyncio.run(RekognitionProvider(endpoint_url=dead, max_attempts=1)
-                         .analyze(b"\xff\xd8\xff", "image/jpeg"))
+    result = asyncio.run(
+        RekognitionProvider(endpoint_url=dead, max_attempts=1).analyze(
+            b"\xff\xd8\xff", "image/jpeg"
+        )
+    )
     assert (result.ok, result.error_reason) == (False, "unreachable")
 
 
@@ -570,14 +617,17 @@ def test_rekognition_without_credentials(aws_env: None, monkeypatch: pytest.Monk
     assert not provider.configured()
     ok, message = asyncio.run(provider.check())
     assert not ok
-    assert message == ("not_configured: AWS credentials not found (set AWS_ACCESS_KEY_ID and "
-                       "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)")
+    assert message == (
+        "not_configured: AWS credentials not found (set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)"
+    )
     result = asyncio.run(provider.analyze(b"\xff\xd8\xff", "image/jpeg"))
     assert (result.ok, result.error_reason) == (False, "not_configured")
 
 
-def test_rekognition_region_and_endpoint_from_env(aws_env: None,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rekognition_region_and_endpoint_from_env(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic.invalid")
     provider = RekognitionProvider()
@@ -589,19 +639,31 @@ def test_rekognition_region_and_endpoint_from_env(aws_env: None,
 
 def test_rekognition_label_mapping() -> None:
     labels = [
-        {"Name": "Wheel", "Confidence": 98.0, "Parents": [{"Name": "Machine"}], "Instances": [
-            {"BoundingBox": {"Left": 0.1, "Top": 0.6, "Width": 0.2, "Height": 0.25},
-             "Confidence": 97.5},
-            {"BoundingBox": {"Left": 0.7, "Top": 0.6, "Width": 0.2, "Height": 0.25},
-             "Confidence": 91.0},
-        ]},
+        {
+            "Name": "Wheel",
+            "Confidence": 98.0,
+            "Parents": [{"Name": "Machine"}],
+            "Instances": [
+                {
+                    "BoundingBox": {"Left": 0.1, "Top": 0.6, "Width": 0.2, "Height": 0.25},
+                    "Confidence": 97.5,
+                },
+                {
+                    "BoundingBox": {"Left": 0.7, "Top": 0.6, "Width": 0.2, "Height": 0.25},
+                    "Confidence": 91.0,
+                },
+            ],
+        },
         {"Name": "Wrench", "Confidence": 80.0, "Instances": []},
         {"Name": "Sports Car", "Confidence": 95.0},
     ]
     tags = labels_to_tags(labels)
     assert [(t.tag_name, t.tag_type, t.confidence, t.has_box) for t in tags] == [
-        ("Wheel", "part", 97.5, True), ("Wheel", "part", 91.0, True),
-        ("Wrench", "tool", 80.0, False), ("Sports Car", "custom", 95.0, False)]
+        ("Wheel", "part", 97.5, True),
+        ("Wheel", "part", 91.0, True),
+        ("Wrench", "tool", 80.0, False),
+        ("Sports Car", "custom", 95.0, False),
+    ]
     assert (tags[1].x, tags[1].y, tags[1].width, tags[1].height) == (70.0, 60.0, 20.0, 25.0)
     assert tags[0].ai_detection_data["parents"] == ["Machine"]
 

@@ -22,22 +22,48 @@ from tests.conftest import REPO, scrapy_env
 LISTING = "http://dealer.example/listing/"
 
 FAST = [
-    "-s", "AUTOTHROTTLE_ENABLED=0",
-    "-s", "NUKE_BACKOFF_BASE=0.05",
-    "-s", "DOWNLOAD_TIMEOUT=2.5",
-    "-s", "RETRY_TIMES=2",
-    "-s", "ROBOTSTXT_OBEY=0",
-    "-s", "IMAGES_MIN_WIDTH=50",
-    "-s", "IMAGES_MIN_HEIGHT=50",
-    "-s", "NUKE_IMAGES_PUBLIC_URL=https://cdn.example/img",
+    "-s",
+    "AUTOTHROTTLE_ENABLED=0",
+    "-s",
+    "NUKE_BACKOFF_BASE=0.05",
+    "-s",
+    "DOWNLOAD_TIMEOUT=2.5",
+    "-s",
+    "RETRY_TIMES=2",
+    "-s",
+    "ROBOTSTXT_OBEY=0",
+    "-s",
+    "IMAGES_MIN_WIDTH=50",
+    "-s",
+    "IMAGES_MIN_HEIGHT=50",
+    "-s",
+    "NUKE_IMAGES_PUBLIC_URL=https://cdn.example/img",
 ]
 
-STORED = {"png-alpha.png", "webp.webp", "gif.gif", "avif.avif", "cmyk.jpg", "exif-rotated.jpg",
-          "flaky-500.jpg", "rate-limited.jpg", "redirect.jpg", "hotlink.jpg", "same-a.jpg",
-          "same-b.jpg"}
-FAILED = {"truncated.jpg": "truncated", "html.jpg": "not_image", "empty.jpg": "empty",
-          "bomb.png": "decompression_bomb", "pixel.gif": "too_small", "404.jpg": "http_404",
-          "410.jpg": "http_410", "slow.jpg": "timeout"}
+STORED = {
+    "png-alpha.png",
+    "webp.webp",
+    "gif.gif",
+    "avif.avif",
+    "cmyk.jpg",
+    "exif-rotated.jpg",
+    "flaky-500.jpg",
+    "rate-limited.jpg",
+    "redirect.jpg",
+    "hotlink.jpg",
+    "same-a.jpg",
+    "same-b.jpg",
+}
+FAILED = {
+    "truncated.jpg": "truncated",
+    "html.jpg": "not_image",
+    "empty.jpg": "empty",
+    "bomb.png": "decompression_bomb",
+    "pixel.gif": "too_small",
+    "404.jpg": "http_404",
+    "410.jpg": "http_410",
+    "slow.jpg": "timeout",
+}
 
 
 def seed(url: str, vehicles: list[tuple[str, list[str]]]) -> list[str]:
@@ -47,8 +73,12 @@ def seed(url: str, vehicles: list[tuple[str, list[str]]]) -> list[str]:
     try:
         org, _ = store.add_organization(db, "http://dealer.example")
         recs = [
-            store.VehicleRecord(org.id, listing, {"year": 1999, "make": "Saab", "model": "900",
-                                                  "listing_url": listing}, urls)
+            store.VehicleRecord(
+                org.id,
+                listing,
+                {"year": 1999, "make": "Saab", "model": "900", "listing_url": listing},
+                urls,
+            )
             for listing, urls in vehicles
         ]
         store.upsert_vehicles(db, recs)
@@ -59,12 +89,28 @@ def seed(url: str, vehicles: list[tuple[str, list[str]]]) -> list[str]:
         db.close()
 
 
-def crawl(db_url: str, store_dir: Path | str, *args: str, timeout: float = 90,
-          **env: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
-           "-s", f"IMAGES_STORE={store_dir}", *args]
-    return subprocess.run(cmd, cwd=REPO, env=scrapy_env(db_url, **env), capture_output=True,
-                          text=True, timeout=timeout)
+def crawl(
+    db_url: str, store_dir: Path | str, *args: str, timeout: float = 90, **env: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "image_backfill",
+        *FAST,
+        "-s",
+        f"IMAGES_STORE={store_dir}",
+        *args,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=scrapy_env(db_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def stats_of(result: subprocess.CompletedProcess[str]) -> str:
@@ -97,10 +143,13 @@ def image_host():
 def test_edge_images_outcomes_and_rerun(db_url, tmp_path, image_host):
     host, base = image_host
     edge = [f"{base}/edge/{name}" for name in EDGE_CASES if name != "redirect-hop.jpg"]
-    good, other = seed(db_url, [
-        (LISTING + "1", edge),
-        ("http://elsewhere.example/2", [f"{base}/edge/hotlink.jpg"]),
-    ])
+    good, other = seed(
+        db_url,
+        [
+            (LISTING + "1", edge),
+            ("http://elsewhere.example/2", [f"{base}/edge/hotlink.jpg"]),
+        ],
+    )
     out = tmp_path / "images"
     result = crawl(db_url, out, "-a", "max_images=50")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,16 +213,31 @@ def test_s3_storage_through_moto(sqlite_url, tmp_path, image_host):
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{server._server.server_port}"
-        creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        creds = {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         s3.create_bucket(Bucket="photos")
         (vid,) = seed(sqlite_url, [(LISTING + "s3", [f"{base}/img/a.jpg", f"{base}/img/b.jpg"])])
-        result = crawl(sqlite_url, "s3://photos/vehicles", "-s", f"AWS_ENDPOINT_URL={endpoint}",
-                       "-s", "NUKE_IMAGES_PUBLIC_URL=",
-                       "-s", 'NUKE_IMAGE_VARIANTS={"thumb": [320, 240], "medium": [1024, 768]}',
-                       **creds)
+        result = crawl(
+            sqlite_url,
+            "s3://photos/vehicles",
+            "-s",
+            f"AWS_ENDPOINT_URL={endpoint}",
+            "-s",
+            "NUKE_IMAGES_PUBLIC_URL=",
+            "-s",
+            'NUKE_IMAGE_VARIANTS={"thumb": [320, 240], "medium": [1024, 768]}',
+            **creds,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="photos")["Contents"]}
         rows = images(sqlite_url)
@@ -212,21 +276,47 @@ def test_two_processes_download_each_image_once(pg_url, tmp_path):
     server = serve(host)
     try:
         n, per = 30, 4
-        seed(pg_url, [(f"{LISTING}{i}", [f"{server.url}/img/v{i}-{j}.jpg" for j in range(per)])
-                      for i in range(n)])
+        seed(
+            pg_url,
+            [
+                (f"{LISTING}{i}", [f"{server.url}/img/v{i}-{j}.jpg" for j in range(per)])
+                for i in range(n)
+            ],
+        )
         args = ["-a", "batch_size=3", "-a", "limit=1000", "-s", "DOWNLOAD_TIMEOUT=30"]
         cmds = [
-            [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
-             "-s", f"IMAGES_STORE={tmp_path / 'images'}", *args]
+            [
+                sys.executable,
+                "-m",
+                "scrapy",
+                "crawl",
+                "image_backfill",
+                *FAST,
+                "-s",
+                f"IMAGES_STORE={tmp_path / 'images'}",
+                *args,
+            ]
             for _ in range(2)
         ]
-        procs = [subprocess.Popen(c, cwd=REPO, env=scrapy_env(pg_url), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for c in cmds]
+        procs = [
+            subprocess.Popen(
+                c,
+                cwd=REPO,
+                env=scrapy_env(pg_url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for c in cmds
+        ]
         outputs = [p.communicate(timeout=120) for p in procs]
         for proc, (_, err) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, err[-3000:]
-        claimed = [int(err.split("'nuke/vehicles/claimed': ")[1].split(",")[0])
-                   for _, err in outputs if "'nuke/vehicles/claimed'" in err]
+        claimed = [
+            int(err.split("'nuke/vehicles/claimed': ")[1].split(",")[0])
+            for _, err in outputs
+            if "'nuke/vehicles/claimed'" in err
+        ]
         assert sum(claimed) == n and len(claimed) == 2, claimed  # both took part
         photo_hits = {p: c for p, c in host.hits.items() if p.startswith("/img/")}
         assert len(photo_hits) == n * per
@@ -245,14 +335,39 @@ def test_sigkill_mid_run_then_rerun_completes(db_url, tmp_path):
     try:
         n, per = 12, 4
         urls = {f"{server.url}/img/k{i}-{j}.jpg" for i in range(n) for j in range(per)}
-        seed(db_url, [(f"{LISTING}{i}", [f"{server.url}/img/k{i}-{j}.jpg" for j in range(per)])
-                      for i in range(n)])
+        seed(
+            db_url,
+            [
+                (f"{LISTING}{i}", [f"{server.url}/img/k{i}-{j}.jpg" for j in range(per)])
+                for i in range(n)
+            ],
+        )
         out = tmp_path / "images"
-        cmd = [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
-               "-s", f"IMAGES_STORE={out}", "-s", "NUKE_IMAGE_LEASE_SECONDS=2",
-               "-s", "CONCURRENT_REQUESTS=2", "-s", "DOWNLOAD_TIMEOUT=30", "-a", "batch_size=2"]
-        proc = subprocess.Popen(cmd, cwd=REPO, env=scrapy_env(db_url),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "image_backfill",
+            *FAST,
+            "-s",
+            f"IMAGES_STORE={out}",
+            "-s",
+            "NUKE_IMAGE_LEASE_SECONDS=2",
+            "-s",
+            "CONCURRENT_REQUESTS=2",
+            "-s",
+            "DOWNLOAD_TIMEOUT=30",
+            "-a",
+            "batch_size=2",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=scrapy_env(db_url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             stored = [r for r in images(db_url) if r["storage_path"]]
@@ -272,8 +387,10 @@ def test_sigkill_mid_run_then_rerun_completes(db_url, tmp_path):
         assert all(r["storage_path"] for r in rows)
         db = Database(db_url)
         try:
-            metas = [loads_json(r["origin_metadata"])
-                     for r in db.fetchall("SELECT origin_metadata FROM vehicles")]
+            metas = [
+                loads_json(r["origin_metadata"])
+                for r in db.fetchall("SELECT origin_metadata FROM vehicles")
+            ]
         finally:
             db.close()
         assert all(m["images_backfilled"] is True and m["images_stored"] == per for m in metas)
@@ -365,8 +482,10 @@ class StreamingServer:
                     head += chunk
                 self.hits += 1
                 try:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
-                                 b"Connection: close\r\n\r\n" + self.body)
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+                        b"Connection: close\r\n\r\n" + self.body
+                    )
                 except OSError:
                     pass  # the client gave up mid-body: what a size limit does
 
@@ -399,8 +518,7 @@ def test_too_large_is_a_permanent_failure(db_url, tmp_path, image_host):
         assert "'nuke/images/failed/too_large': 2" in result.stderr
         db = Database(db_url)
         try:
-            meta = loads_json(db.scalar("SELECT origin_metadata FROM vehicles WHERE id = ?",
-                                        [vid]))
+            meta = loads_json(db.scalar("SELECT origin_metadata FROM vehicles WHERE id = ?", [vid]))
         finally:
             db.close()
         assert meta["images_backfilled"] is True
@@ -430,17 +548,40 @@ def test_lease_is_renewed_while_a_vehicle_takes_longer(db_url, tmp_path):
         urls = [f"{server.url}/img/lease{j}.jpg" for j in range(5)]
         (vid,) = seed(db_url, [(LISTING + "lease", urls)])
         out = tmp_path / "images"
-        cmd = [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
-               "-s", f"IMAGES_STORE={out}", "-s", "NUKE_IMAGE_LEASE_SECONDS=2",
-               "-s", "CONCURRENT_REQUESTS=1", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
-               "-s", "DOWNLOAD_TIMEOUT=30"]
-        proc = subprocess.Popen(cmd, cwd=REPO, env=scrapy_env(db_url),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "image_backfill",
+            *FAST,
+            "-s",
+            f"IMAGES_STORE={out}",
+            "-s",
+            "NUKE_IMAGE_LEASE_SECONDS=2",
+            "-s",
+            "CONCURRENT_REQUESTS=1",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+            "-s",
+            "DOWNLOAD_TIMEOUT=30",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=scrapy_env(db_url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         db = Database(db_url)
         try:
+
             def lease() -> dict[str, Any]:
-                row = db.fetchone("SELECT images_lease_owner, images_lease_until "
-                                  "FROM vehicles WHERE id = ?", [vid])
+                row = db.fetchone(
+                    "SELECT images_lease_owner, images_lease_until FROM vehicles WHERE id = ?",
+                    [vid],
+                )
                 assert row is not None
                 return row
 
@@ -474,7 +615,8 @@ def test_lease_is_renewed_while_a_vehicle_takes_longer(db_url, tmp_path):
         rows = images(db_url)
         assert all(r["storage_path"] for r in rows)
         assert {p: n for p, n in host.hits.items() if p.startswith("/img/")} == {
-            f"/img/lease{j}.jpg": 1 for j in range(5)}
+            f"/img/lease{j}.jpg": 1 for j in range(5)
+        }
     finally:
         server.stop()
 
@@ -485,10 +627,23 @@ def test_media_cache_stays_bounded(sqlite_url, tmp_path, image_host):
     vehicles' results are dropped, so the cache holds about what is in flight."""
     _, base = image_host
     n, per = 40, 3
-    seed(sqlite_url, [(f"{LISTING}c{i}", [f"{base}/img/320x240/c{i}-{j}.jpg" for j in range(per)])
-                      for i in range(n)])
-    result = crawl(sqlite_url, tmp_path / "images", "-a", "batch_size=2", "-a", "limit=1000",
-                   "-s", "NUKE_IMAGE_MAX_IN_FLIGHT=6")
+    seed(
+        sqlite_url,
+        [
+            (f"{LISTING}c{i}", [f"{base}/img/320x240/c{i}-{j}.jpg" for j in range(per)])
+            for i in range(n)
+        ],
+    )
+    result = crawl(
+        sqlite_url,
+        tmp_path / "images",
+        "-a",
+        "batch_size=2",
+        "-a",
+        "limit=1000",
+        "-s",
+        "NUKE_IMAGE_MAX_IN_FLIGHT=6",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"'nuke/images/stored': {n * per}" in result.stderr
     peak = int(result.stderr.split("'nuke/images/cache_peak': ")[1].split(",")[0].split("}")[0])
@@ -505,11 +660,24 @@ def test_per_domain_concurrency_holds_for_a_vehicles_burst(sqlite_url, tmp_path,
     host = CountingApp(ImageHost(), 0.3)
     server = serve(host)
     try:
-        seed(sqlite_url, [(f"{LISTING}burst{i}",
-                           [f"{server.url}/img/320x240/burst{i}-{j}.jpg" for j in range(8)])
-                          for i in range(2)])
-        result = crawl(sqlite_url, tmp_path / "images", "-a", "batch_size=2",
-                       "-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={per_domain}")
+        seed(
+            sqlite_url,
+            [
+                (
+                    f"{LISTING}burst{i}",
+                    [f"{server.url}/img/320x240/burst{i}-{j}.jpg" for j in range(8)],
+                )
+                for i in range(2)
+            ],
+        )
+        result = crawl(
+            sqlite_url,
+            tmp_path / "images",
+            "-a",
+            "batch_size=2",
+            "-s",
+            f"CONCURRENT_REQUESTS_PER_DOMAIN={per_domain}",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "'nuke/images/stored': 16" in result.stderr
         assert host.most == per_domain, host.most
@@ -522,8 +690,14 @@ def test_run_closes_right_after_its_last_vehicle(sqlite_url, tmp_path, image_hos
     end only on its 5-second heartbeat, so every run ended up to 5 s late."""
     _, base = image_host
     seed(sqlite_url, [(f"{LISTING}q{i}", [f"{base}/img/320x240/q{i}.jpg"]) for i in range(3)])
-    result = crawl(sqlite_url, tmp_path / "images", "-s", "LOG_LEVEL=INFO",
-                   "-s", "LOG_FORMAT=%(created).3f %(name)s %(message)s")
+    result = crawl(
+        sqlite_url,
+        tmp_path / "images",
+        "-s",
+        "LOG_LEVEL=INFO",
+        "-s",
+        "LOG_FORMAT=%(created).3f %(name)s %(message)s",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'nuke/images/stored': 3" in result.stderr
     times = {}
@@ -548,6 +722,7 @@ def test_a_bad_worker_setting_stops_the_run_before_any_claim(sqlite_url, tmp_pat
     db = Database(sqlite_url)
     try:
         assert db.fetchall("SELECT images_lease_owner FROM vehicles") == [
-            {"images_lease_owner": None}]
+            {"images_lease_owner": None}
+        ]
     finally:
         db.close()

@@ -28,9 +28,18 @@ def _seed(db, n: int = 3, per: int = 3, org: str = "http://dealer.example") -> l
 
 
 def _stored(image_id: str, vehicle_id: str, sha: str = "ab" * 32) -> StoredImage:
-    return StoredImage(image_id, vehicle_id, f"{vehicle_id}/{image_id}.jpg",
-                       f"https://cdn.example/{vehicle_id}/{image_id}.jpg", sha, 1234,
-                       "image/jpeg", 800, 600, {"thumb": {"width": 320}})
+    return StoredImage(
+        image_id,
+        vehicle_id,
+        f"{vehicle_id}/{image_id}.jpg",
+        f"https://cdn.example/{vehicle_id}/{image_id}.jpg",
+        sha,
+        1234,
+        "image/jpeg",
+        800,
+        600,
+        {"thumb": {"width": 320}},
+    )
 
 
 def test_claim_leases_each_vehicle_once(db):
@@ -59,8 +68,11 @@ def test_expired_lease_returns_the_work(db):
 
 def test_image_urls_without_rows_get_external_rows(db):
     ids = _seed(db, n=1, per=0)
-    meta = {"image_urls": ["http://img.example/x/1.jpg", "http://img.example/x/2.jpg"],
-            "image_count": 2, "images_backfilled": False}
+    meta = {
+        "image_urls": ["http://img.example/x/1.jpg", "http://img.example/x/2.jpg"],
+        "image_count": 2,
+        "images_backfilled": False,
+    }
     db.execute("UPDATE vehicles SET origin_metadata = ? WHERE id = ?", [Json(meta), ids[0]])
     assert db.scalar("SELECT COUNT(*) FROM vehicle_images") == 0
     (work,) = backfill.claim_vehicles(db, "w", limit=1, lease_seconds=60)
@@ -76,11 +88,11 @@ def test_stored_failed_and_completion(db):
     one, two, three = work.images
     backfill.record_stored(db, [_stored(one.image_id, vid)])
     backfill.record_failed(db, [FailedImage(two.image_id, "http_404", "HTTP 404")])
-    backfill.record_failed(db, [FailedImage(three.image_id, "timeout", "took too long")],
-                           retry_backoff=3600)
+    backfill.record_failed(
+        db, [FailedImage(three.image_id, "timeout", "took too long")], retry_backoff=3600
+    )
     outcome = backfill.complete_vehicle(db, vid, "w", work.selected_ids, max_attempts=5)
-    assert (outcome.complete, outcome.stored, outcome.failed, outcome.waiting) == (
-        False, 1, 1, 1)
+    assert (outcome.complete, outcome.stored, outcome.failed, outcome.waiting) == (False, 1, 1, 1)
     # the transient failure waits for its backoff: nothing to claim now
     assert backfill.claim_vehicles(db, "w2", limit=1, lease_seconds=60) == []
     row = db.fetchone("SELECT * FROM vehicle_images WHERE id = ?", [one.image_id])
@@ -92,16 +104,20 @@ def test_stored_failed_and_completion(db):
     assert backfill.display_url(failed) == two.url
     assert failed["download_error"] == "http_404"
     # its backoff over, the transient image is retried; a second timeout at max_attempts=2
-    db.execute("UPDATE vehicle_images SET download_next_at = ? WHERE id = ?",
-               [db.ts(datetime.now(UTC) - timedelta(seconds=1)), three.image_id])
+    db.execute(
+        "UPDATE vehicle_images SET download_next_at = ? WHERE id = ?",
+        [db.ts(datetime.now(UTC) - timedelta(seconds=1)), three.image_id],
+    )
     db.execute("UPDATE vehicles SET images_next_attempt_at = NULL")
     (again,) = backfill.claim_vehicles(db, "w3", limit=1, lease_seconds=60, max_attempts=2)
     assert [i.image_id for i in again.images] == [three.image_id]
     backfill.record_failed(db, [FailedImage(three.image_id, "timeout", "again")])
     outcome = backfill.complete_vehicle(db, vid, "w3", again.selected_ids, max_attempts=2)
     assert outcome.complete and outcome.stored == 1 and outcome.failed == 2
-    vehicle = db.fetchone("SELECT origin_metadata, primary_image_url, images_lease_owner "
-                          "FROM vehicles WHERE id = ?", [vid])
+    vehicle = db.fetchone(
+        "SELECT origin_metadata, primary_image_url, images_lease_owner FROM vehicles WHERE id = ?",
+        [vid],
+    )
     meta = loads_json(vehicle["origin_metadata"])
     assert meta["images_backfilled"] is True and meta["images_stored"] == 1
     assert meta["images_failed"] == 2 and meta["images_last_error"].startswith("timeout")
@@ -110,8 +126,9 @@ def test_stored_failed_and_completion(db):
     assert vehicle["images_lease_owner"] is None
     # complete: nothing to claim, except with retry_failed
     assert backfill.claim_vehicles(db, "w4", limit=1, lease_seconds=60) == []
-    (retry,) = backfill.claim_vehicles(db, "w4", limit=1, lease_seconds=60,
-                                       selection=Selection(retry_failed=True))
+    (retry,) = backfill.claim_vehicles(
+        db, "w4", limit=1, lease_seconds=60, selection=Selection(retry_failed=True)
+    )
     assert {i.image_id for i in retry.images} == {two.image_id, three.image_id}
     status = backfill.backfill_status(db)
     assert status["totalVehicles"] == 1 and status["needingProcessing"] == 0
@@ -132,18 +149,26 @@ def test_platform_queries_on_postgres(pg_url):
         for work in works:
             backfill.record_stored(db, [_stored(work.images[0].image_id, work.vehicle_id)])
             backfill.complete_vehicle(db, work.vehicle_id, "w", work.selected_ids)
-        assert db.scalar(
-            "SELECT COUNT(*) FROM vehicles v WHERE v.is_public = true AND "
-            "(v.origin_metadata->>'images_backfilled')::boolean = true;"
-        ) == 2
-        assert db.scalar(
-            "SELECT COUNT(DISTINCT vehicle_id) FROM vehicle_images WHERE is_external = false "
-            "AND storage_path IS NOT NULL;"
-        ) == 2
+        assert (
+            db.scalar(
+                "SELECT COUNT(*) FROM vehicles v WHERE v.is_public = true AND "
+                "(v.origin_metadata->>'images_backfilled')::boolean = true;"
+            )
+            == 2
+        )
+        assert (
+            db.scalar(
+                "SELECT COUNT(DISTINCT vehicle_id) FROM vehicle_images WHERE is_external = false "
+                "AND storage_path IS NOT NULL;"
+            )
+            == 2
+        )
         plan = "\n".join(
-            r["QUERY PLAN"] for r in db.fetchall(
-                "EXPLAIN " + backfill.claim_sql(db, Selection(), db.now(), 10)[0]
-                .replace("?", "NULL"))
+            r["QUERY PLAN"]
+            for r in db.fetchall(
+                "EXPLAIN "
+                + backfill.claim_sql(db, Selection(), db.now(), 10)[0].replace("?", "NULL")
+            )
         )
         assert "ix_vehicles_images_queue" in plan or "Seq Scan" in plan
         assert len(ids) == 2
@@ -156,11 +181,13 @@ def test_organization_and_vehicle_filters(db):
     second = _seed(db, n=4, org="http://two.example")
     org_two = store.find_organization_by_website(db, "http://two.example")
     assert org_two is not None
-    works = backfill.claim_vehicles(db, "w", limit=10, lease_seconds=60,
-                                    selection=Selection(organization_id=org_two.id))
+    works = backfill.claim_vehicles(
+        db, "w", limit=10, lease_seconds=60, selection=Selection(organization_id=org_two.id)
+    )
     assert {w.vehicle_id for w in works} == set(second) - set(first)
-    (only,) = backfill.claim_vehicles(db, "w", limit=10, lease_seconds=60,
-                                      selection=Selection(vehicle_id=first[0]))
+    (only,) = backfill.claim_vehicles(
+        db, "w", limit=10, lease_seconds=60, selection=Selection(vehicle_id=first[0])
+    )
     assert only.vehicle_id == first[0]
 
 
@@ -173,22 +200,36 @@ def test_preview_writes_nothing(db):
 
 
 def test_display_url():
-    assert backfill.display_url({"is_external": True, "image_url": "http://v/a.jpg",
-                                 "source_url": "http://v/a.jpg"}) == "http://v/a.jpg"
-    assert backfill.display_url({"is_external": False, "storage_path": "x/a.jpg",
-                                 "image_url": "https://cdn/x/a.jpg",
-                                 "source_url": "http://v/a.jpg"}) == "https://cdn/x/a.jpg"
-    assert backfill.display_url({"is_external": 0, "storage_path": None,
-                                 "image_url": None, "source_url": "http://v/b.jpg"}) == (
-        "http://v/b.jpg")
+    assert (
+        backfill.display_url(
+            {"is_external": True, "image_url": "http://v/a.jpg", "source_url": "http://v/a.jpg"}
+        )
+        == "http://v/a.jpg"
+    )
+    assert (
+        backfill.display_url(
+            {
+                "is_external": False,
+                "storage_path": "x/a.jpg",
+                "image_url": "https://cdn/x/a.jpg",
+                "source_url": "http://v/a.jpg",
+            }
+        )
+        == "https://cdn/x/a.jpg"
+    )
+    assert backfill.display_url(
+        {"is_external": 0, "storage_path": None, "image_url": None, "source_url": "http://v/b.jpg"}
+    ) == ("http://v/b.jpg")
 
 
 def _dated(db, ids: list[str]) -> None:
     """Give the vehicles distinct created_at times, ids[-1] the newest."""
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for n, vid in enumerate(ids):
-        db.execute("UPDATE vehicles SET created_at = ? WHERE id = ?",
-                   [db.ts(base + timedelta(hours=n)), vid])
+        db.execute(
+            "UPDATE vehicles SET created_at = ? WHERE id = ?",
+            [db.ts(base + timedelta(hours=n)), vid],
+        )
 
 
 def test_priority_first_then_newest(db):
@@ -203,8 +244,9 @@ def test_priority_first_then_newest(db):
     first = backfill.claim_vehicles(db, "w", limit=2, lease_seconds=60)
     assert [w.vehicle_id for w in first] == expected[:2]
     # min_priority: only vehicles at or above it (ids[1]; the others are leased or below)
-    urgent = backfill.claim_vehicles(db, "w", limit=5, lease_seconds=60,
-                                     selection=Selection(min_priority=1))
+    urgent = backfill.claim_vehicles(
+        db, "w", limit=5, lease_seconds=60, selection=Selection(min_priority=1)
+    )
     assert [w.vehicle_id for w in urgent] == [ids[1]]
     rest = backfill.claim_vehicles(db, "w", limit=5, lease_seconds=60)
     assert [w.vehicle_id for w in rest] == [ids[3], ids[4]]

@@ -64,7 +64,8 @@ def test_a_failed_directory_sync_is_retried(tmp_path: Path, monkeypatch) -> None
     with pytest.raises(OSError):
         store.sync()
     synced: list[str] = []
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
-                                                 real(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
+    )
     store.sync()
     assert str(tmp_path / "images" / "v1") in synced

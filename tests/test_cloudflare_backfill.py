@@ -32,19 +32,41 @@ def cf() -> Iterator[FakeCloudflare]:
         yield server
 
 
-def backfill(db_url: str, cf: FakeCloudflare, *args: str, token: str = TOKEN,
-             store: str = URI) -> subprocess.CompletedProcess[str]:
+def backfill(
+    db_url: str, cf: FakeCloudflare, *args: str, token: str = TOKEN, store: str = URI
+) -> subprocess.CompletedProcess[str]:
     return run_scrapy(
-        ["crawl", "image_backfill", *FAST, "-s", "AUTOTHROTTLE_ENABLED=0",
-         "-s", "ROBOTSTXT_OBEY=0", "-s", f"IMAGES_STORE={store}",
-         "-s", f"CF_IMAGES_API_URL={cf.api_url}", "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
-         "-s", "IMAGES_MIN_WIDTH=50", "-s", "IMAGES_MIN_HEIGHT=50", *args],
-        db_url, timeout=120, CF_IMAGES_TOKEN=token,
+        [
+            "crawl",
+            "image_backfill",
+            *FAST,
+            "-s",
+            "AUTOTHROTTLE_ENABLED=0",
+            "-s",
+            "ROBOTSTXT_OBEY=0",
+            "-s",
+            f"IMAGES_STORE={store}",
+            "-s",
+            f"CF_IMAGES_API_URL={cf.api_url}",
+            "-s",
+            f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
+            "-s",
+            "IMAGES_MIN_WIDTH=50",
+            "-s",
+            "IMAGES_MIN_HEIGHT=50",
+            *args,
+        ],
+        db_url,
+        timeout=120,
+        CF_IMAGES_TOKEN=token,
     )
 
 
-def rows(db_url: str, sql: str = "SELECT * FROM vehicle_images ORDER BY vehicle_id, position",
-         params: list[Any] | None = None) -> list[dict[str, Any]]:
+def rows(
+    db_url: str,
+    sql: str = "SELECT * FROM vehicle_images ORDER BY vehicle_id, position",
+    params: list[Any] | None = None,
+) -> list[dict[str, Any]]:
     db = Database(db_url)
     try:
         return db.fetchall(sql, params or [])
@@ -79,24 +101,30 @@ def test_org_crawl_then_backfill_into_cloudflare_then_analysis(
         after = {r["id"]: r for r in rows(db_url)}
         stored = [r for r in after.values() if r["id"] != refused["id"]]
         assert cf.uploads == 5 and len(cf.images) == 5
-        orgs = {r["id"]: r["origin_organization_id"]
-                for r in rows(db_url, "SELECT id, origin_organization_id FROM vehicles")}
+        orgs = {
+            r["id"]: r["origin_organization_id"]
+            for r in rows(db_url, "SELECT id, origin_organization_id FROM vehicles")
+        }
         for row in stored:
             assert row["is_external"] in (False, 0), row["download_error"]
             image_id = cloudflare_id(row["vehicle_id"], row["source_url"])
             assert row["storage_path"] == image_id
             assert row["image_url"] == (
-                f"https://imagedelivery.net/{ACCOUNT_HASH}/{image_id}/public")
+                f"https://imagedelivery.net/{ACCOUNT_HASH}/{image_id}/public"
+            )
             variants = loads_json(row["variants"])
-            assert variants == {name: {"url": f"https://imagedelivery.net/{ACCOUNT_HASH}/"
-                                              f"{image_id}/{name}"}
-                                for name in ("public", "thumbnail")}
+            assert variants == {
+                name: {"url": f"https://imagedelivery.net/{ACCOUNT_HASH}/{image_id}/{name}"}
+                for name in ("public", "thumbnail")
+            }
             uploaded = cf.images[image_id]
             assert hashlib.sha256(uploaded.data).hexdigest() == row["file_hash"]
-            assert uploaded.meta == {"vehicle_id": row["vehicle_id"],
-                                     "organization_id": str(orgs[row["vehicle_id"]]),
-                                     "source_url": row["source_url"],
-                                     "sha256": row["file_hash"]}
+            assert uploaded.meta == {
+                "vehicle_id": row["vehicle_id"],
+                "organization_id": str(orgs[row["vehicle_id"]]),
+                "source_url": row["source_url"],
+                "sha256": row["file_hash"],
+            }
         # the refused image keeps its vendor URL, with the API's reason, code and message
         row = after[refused["id"]]
         assert row["is_external"] in (True, 1) and row["storage_path"] is None
@@ -114,17 +142,29 @@ def test_org_crawl_then_backfill_into_cloudflare_then_analysis(
 
     # analysis reads the stored copies back through the API's blob endpoint
     analysis = run_scrapy(
-        ["crawl", "image_analysis", "-a", "providers=local", *FAST,
-         "-s", f"IMAGES_STORE={URI}", "-s", f"CF_IMAGES_API_URL={cf.api_url}",
-         "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}", "-s", "NUKE_ANALYSIS_RETRY_BACKOFF=0"],
-        db_url, CF_IMAGES_TOKEN=TOKEN,
+        [
+            "crawl",
+            "image_analysis",
+            "-a",
+            "providers=local",
+            *FAST,
+            "-s",
+            f"IMAGES_STORE={URI}",
+            "-s",
+            f"CF_IMAGES_API_URL={cf.api_url}",
+            "-s",
+            f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
+            "-s",
+            "NUKE_ANALYSIS_RETRY_BACKOFF=0",
+        ],
+        db_url,
+        CF_IMAGES_TOKEN=TOKEN,
     )
     assert analysis.returncode == 0, analysis.stderr[-3000:]
     assert "stored copy unreadable" not in analysis.stderr
     blobs = sorted(r.path for r in cf.log if r.path.endswith("/blob"))
     assert len(blobs) == 5 and all(r.status == 200 for r in cf.log if r.path.endswith("/blob"))
-    done = rows(db_url, "SELECT ai_processing_status FROM vehicle_images "
-                        "WHERE is_external = false")
+    done = rows(db_url, "SELECT ai_processing_status FROM vehicle_images WHERE is_external = false")
     assert [r["ai_processing_status"] for r in done] == ["completed"] * 5
 
 
@@ -159,22 +199,33 @@ def test_missing_token_and_bad_variants_refused_in_one_line(
     run = backfill(sqlite_url, cf, token="")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "Cannot start: CF_IMAGES_TOKEN is not set in the environment" in run.stderr
-    run = backfill(sqlite_url, cf, "-s", "NUKE_IMAGE_VARIANTS=thumb:320y240:webp",
-                   store=str(tmp_path / "images"))
+    run = backfill(
+        sqlite_url,
+        cf,
+        "-s",
+        "NUKE_IMAGE_VARIANTS=thumb:320y240:webp",
+        store=str(tmp_path / "images"),
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "Cannot start: NUKE_IMAGE_VARIANTS: 'thumb:320y240:webp'" in run.stderr
     assert cf.log == []
 
 
-def test_webp_variants_in_a_folder_store(sqlite_url: str, cf: FakeCloudflare,
-                                         tmp_path: Path) -> None:
+def test_webp_variants_in_a_folder_store(
+    sqlite_url: str, cf: FakeCloudflare, tmp_path: Path
+) -> None:
     host = ImageHost(width=640, height=480)
     running = serve(host)
     try:
         seed(sqlite_url, [("http://dealer.example/1", [f"{running.url}/img/a.jpg"])])
         out = tmp_path / "images"
-        run = backfill(sqlite_url, cf, "-s", "NUKE_IMAGE_VARIANTS=thumb:320x240:webp,"
-                       "medium:400:jpeg", store=str(out))
+        run = backfill(
+            sqlite_url,
+            cf,
+            "-s",
+            "NUKE_IMAGE_VARIANTS=thumb:320x240:webp,medium:400:jpeg",
+            store=str(out),
+        )
     finally:
         running.stop()
     assert run.returncode == 0, run.stderr[-3000:]
@@ -198,12 +249,30 @@ def test_org_crawl_hands_off_a_backfill_into_the_same_cloudflare_store(
     # crawl's hand-off, the token through the environment
     with launch("jsonld", n_vehicles=2, per_page=10, images_per_vehicle=2) as demo:
         org = run_scrapy(
-            ["crawl", "org", "-a", f"url={demo.url}", *FAST, "-s", "NUKE_TRIGGER_BACKFILL=1",
-             "-s", f"NUKE_BACKFILL_LOG_FILE={tmp_path / 'bf.log'}", "-s", f"IMAGES_STORE={URI}",
-             "-s", f"CF_IMAGES_API_URL={cf.api_url}",
-             "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}", "-s", "CF_IMAGES_VARIANT=thumbnail",
-             "-s", "NUKE_IMAGE_VARIANTS=thumb:320x240:webp"],
-            sqlite_url, cwd=tmp_path, CF_IMAGES_TOKEN=TOKEN,
+            [
+                "crawl",
+                "org",
+                "-a",
+                f"url={demo.url}",
+                *FAST,
+                "-s",
+                "NUKE_TRIGGER_BACKFILL=1",
+                "-s",
+                f"NUKE_BACKFILL_LOG_FILE={tmp_path / 'bf.log'}",
+                "-s",
+                f"IMAGES_STORE={URI}",
+                "-s",
+                f"CF_IMAGES_API_URL={cf.api_url}",
+                "-s",
+                f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
+                "-s",
+                "CF_IMAGES_VARIANT=thumbnail",
+                "-s",
+                "NUKE_IMAGE_VARIANTS=thumb:320x240:webp",
+            ],
+            sqlite_url,
+            cwd=tmp_path,
+            CF_IMAGES_TOKEN=TOKEN,
         )
         assert org.returncode == 0, org.stderr[-3000:]
         assert "Started image_backfill for 2 vehicles" in org.stderr
@@ -218,7 +287,8 @@ def test_org_crawl_hands_off_a_backfill_into_the_same_cloudflare_store(
     assert len(stored) == 4, log[-3000:]
     assert cf.uploads == 4
     for row in stored:
-        assert row["image_url"] == (f"https://imagedelivery.net/{ACCOUNT_HASH}/"
-                                    f"{row['storage_path']}/thumbnail")
+        assert row["image_url"] == (
+            f"https://imagedelivery.net/{ACCOUNT_HASH}/{row['storage_path']}/thumbnail"
+        )
         assert set(loads_json(row["variants"])) == {"public", "thumbnail"}  # Cloudflare's
     assert TOKEN not in log

@@ -46,8 +46,13 @@ def cf() -> Iterator[FakeCloudflare]:
 def _store(
     cf: FakeCloudflare, token: str = TOKEN, uri: str = URI, **settings: Any
 ) -> CloudflareImagesStore:
-    values = {"CF_IMAGES_API_URL": cf.api_url, "CF_IMAGES_ACCOUNT_HASH": ACCOUNT_HASH,
-              "NUKE_BACKOFF_BASE": 0.01, "NUKE_BACKOFF_MAX": 0.05, **settings}
+    values = {
+        "CF_IMAGES_API_URL": cf.api_url,
+        "CF_IMAGES_ACCOUNT_HASH": ACCOUNT_HASH,
+        "NUKE_BACKOFF_BASE": 0.01,
+        "NUKE_BACKOFF_MAX": 0.05,
+        **settings,
+    }
     return CloudflareImagesStore.from_settings(uri, Settings(values), {"CF_IMAGES_TOKEN": token})
 
 
@@ -57,16 +62,30 @@ def _store(
 def test_every_good_image_uploaded_once_with_metadata_then_rerun_uploads_nothing(
     cf: FakeCloudflare,
 ) -> None:
-    good = ["hopper.jpg", "hopper.webp", "transparent.png", "hopper.avif", "chi.gif",
-            "hopper_orientation_6.jpg", "pil_sample_cmyk.jpg"]
+    good = [
+        "hopper.jpg",
+        "hopper.webp",
+        "transparent.png",
+        "hopper.avif",
+        "chi.gif",
+        "hopper_orientation_6.jpg",
+        "pil_sample_cmyk.jpg",
+    ]
     files = {name: (IMAGES / name).read_bytes() for name in good}
     store = _store(cf)
 
     def put(name: str) -> Any:
         path = f"veh-1/{hashlib.sha1(name.encode()).hexdigest()}.{name.rsplit('.', 1)[1]}"
-        return store.upload(path, files[name], "image/jpeg", metadata={
-            "vehicle_id": "veh-1", "organization_id": "org-9",
-            "source_url": f"https://dealer.example/img/{name}"})
+        return store.upload(
+            path,
+            files[name],
+            "image/jpeg",
+            metadata={
+                "vehicle_id": "veh-1",
+                "organization_id": "org-9",
+                "source_url": f"https://dealer.example/img/{name}",
+            },
+        )
 
     with ThreadPoolExecutor(4) as pool:
         first = dict(zip(good, pool.map(put, good), strict=True))
@@ -76,7 +95,8 @@ def test_every_good_image_uploaded_once_with_metadata_then_rerun_uploads_nothing
         stored = cf.images[result.image_id]
         assert stored.data == files[name]  # the original, as it came
         assert stored.meta == {
-            "vehicle_id": "veh-1", "organization_id": "org-9",
+            "vehicle_id": "veh-1",
+            "organization_id": "org-9",
             "source_url": f"https://dealer.example/img/{name}",
             "sha256": hashlib.sha256(files[name]).hexdigest(),
         }
@@ -124,8 +144,7 @@ def test_rejected_upload_raises_storage_rejected_with_code_and_message(
 
 def test_bad_ids_are_refused_before_any_request(cf: FakeCloudflare) -> None:
     store = _store(cf)
-    for path in ("", "/v/a.jpg", "v/a.jpg?x=1", "0b4c2f4e-1111-4a4a-8a8a-123456789abc",
-                 "x" * 1025):
+    for path in ("", "/v/a.jpg", "v/a.jpg?x=1", "0b4c2f4e-1111-4a4a-8a8a-123456789abc", "x" * 1025):
         with pytest.raises(CloudflareImagesError) as info:
             store.upload(path, _jpeg(), "image/jpeg")
         assert info.value.reason == "storage_rejected"
@@ -200,7 +219,8 @@ def test_429_retry_after_is_honoured_and_pauses_every_thread(cf: FakeCloudflare)
 def test_retry_after_is_capped(cf: FakeCloudflare) -> None:
     slept: list[float] = []
     store = CloudflareImagesStore(
-        _store(cf, NUKE_RETRY_AFTER_MAX=0.2).config, sleep=_recording_sleep(slept))
+        _store(cf, NUKE_RETRY_AFTER_MAX=0.2).config, sleep=_recording_sleep(slept)
+    )
     cf.fail_next(429, {"Retry-After": "3600"})
     started = time.monotonic()
     assert store.upload("v/a.jpg", _jpeg(), "image/jpeg").uploaded
@@ -209,8 +229,9 @@ def test_retry_after_is_capped(cf: FakeCloudflare) -> None:
 
 def test_5xx_retried_with_backoff_then_given_up_as_transient(cf: FakeCloudflare) -> None:
     slept: list[float] = []
-    config = _store(cf, NUKE_BACKOFF_BASE=0.01, NUKE_BACKOFF_MAX=0.03,
-                    CF_IMAGES_RETRY_TIMES=3).config
+    config = _store(
+        cf, NUKE_BACKOFF_BASE=0.01, NUKE_BACKOFF_MAX=0.03, CF_IMAGES_RETRY_TIMES=3
+    ).config
     store = CloudflareImagesStore(config, sleep=lambda s: slept.append(s))
     cf.fail_next(500, times=2)
     assert store.upload("v/a.jpg", _jpeg(), "image/jpeg").uploaded
@@ -228,8 +249,13 @@ def test_connection_errors_retried_then_storage(caplog: pytest.LogCaptureFixture
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings({"CF_IMAGES_API_URL": f"http://127.0.0.1:{port}/client/v4",
-                         "CF_IMAGES_ACCOUNT_HASH": ACCOUNT_HASH, "CF_IMAGES_RETRY_TIMES": 2})
+    settings = Settings(
+        {
+            "CF_IMAGES_API_URL": f"http://127.0.0.1:{port}/client/v4",
+            "CF_IMAGES_ACCOUNT_HASH": ACCOUNT_HASH,
+            "CF_IMAGES_RETRY_TIMES": 2,
+        }
+    )
     config = CloudflareImagesConfig.from_settings(URI, settings, {"CF_IMAGES_TOKEN": TOKEN})
     slept: list[float] = []
     store = CloudflareImagesStore(config, sleep=lambda s: slept.append(s))
@@ -350,14 +376,11 @@ def test_retry_after_header_name_is_case_insensitive(cf: FakeCloudflare) -> None
         ("s3://bucket", {}, {"CF_IMAGES_TOKEN": TOKEN}, "IMAGES_STORE"),
         (URI, {}, {}, "CF_IMAGES_TOKEN is not set"),
         (URI, {"CF_IMAGES_TOKEN": TOKEN}, {"CF_IMAGES_TOKEN": TOKEN}, "environment only"),
-        (URI, {"CF_IMAGES_ACCOUNT_HASH": ""}, {"CF_IMAGES_TOKEN": TOKEN},
-         "CF_IMAGES_ACCOUNT_HASH"),
+        (URI, {"CF_IMAGES_ACCOUNT_HASH": ""}, {"CF_IMAGES_TOKEN": TOKEN}, "CF_IMAGES_ACCOUNT_HASH"),
         (URI, {"CF_IMAGES_RATE_LIMIT": 0}, {"CF_IMAGES_TOKEN": TOKEN}, "CF_IMAGES_RATE_LIMIT"),
         (URI, {"CF_IMAGES_RATE_PERIOD": "soon"}, {"CF_IMAGES_TOKEN": TOKEN}, "settings"),
-        (URI, {"CF_IMAGES_CONCURRENCY": 0}, {"CF_IMAGES_TOKEN": TOKEN},
-         "CF_IMAGES_CONCURRENCY"),
-        (URI, {"CF_IMAGES_API_URL": "ftp://x"}, {"CF_IMAGES_TOKEN": TOKEN},
-         "CF_IMAGES_API_URL"),
+        (URI, {"CF_IMAGES_CONCURRENCY": 0}, {"CF_IMAGES_TOKEN": TOKEN}, "CF_IMAGES_CONCURRENCY"),
+        (URI, {"CF_IMAGES_API_URL": "ftp://x"}, {"CF_IMAGES_TOKEN": TOKEN}, "CF_IMAGES_API_URL"),
         (URI, {"CF_IMAGES_VARIANT": "a b"}, {"CF_IMAGES_TOKEN": TOKEN}, "CF_IMAGES_VARIANT"),
         (URI, {}, {"CF_IMAGES_TOKEN": "two words"}, "CF_IMAGES_TOKEN has spaces"),
     ],
@@ -374,13 +397,17 @@ def test_bad_configuration_is_refused_naming_the_setting(
 
 def test_defaults_and_account_hash_from_environment() -> None:
     config = CloudflareImagesConfig.from_settings(
-        URI, Settings(), {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh"})
+        URI, Settings(), {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh"}
+    )
     assert (config.account_hash, config.variant) == ("h4sh", "public")
     project = Settings()
     project.setmodule("nuke_crawl.settings")
-    assert CloudflareImagesConfig.from_settings(
-        URI, project, {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh"}
-    ) == config  # settings.py lists the same defaults
+    assert (
+        CloudflareImagesConfig.from_settings(
+            URI, project, {"CF_IMAGES_TOKEN": TOKEN, "CF_IMAGES_ACCOUNT_HASH": "h4sh"}
+        )
+        == config
+    )  # settings.py lists the same defaults
     assert (config.rate_limit, config.rate_period, config.concurrency) == (1200, 300.0, 8)
     assert config.api_url == "https://api.cloudflare.com/client/v4"
 
@@ -396,15 +423,23 @@ def test_token_never_in_logs_reprs_or_errors(
         store.upload("v/a.jpg", _jpeg(), "image/jpeg")
         store.upload("v/a.jpg", _jpeg(), "image/jpeg")
         errors = []
-        for call in (lambda: store.upload("v/x.jpg", b"junk", "image/jpeg"),
-                     lambda: store.read("v/none.jpg"),
-                     lambda: _store(cf, token="cf-other-secret-99").probe()):
+        for call in (
+            lambda: store.upload("v/x.jpg", b"junk", "image/jpeg"),
+            lambda: store.read("v/none.jpg"),
+            lambda: _store(cf, token="cf-other-secret-99").probe(),
+        ):
             with pytest.raises(CloudflareImagesError) as info:
                 call()
             errors.append(info.value)
     assert store.counts["retries"] == 2
-    texts = [caplog.text, repr(store), repr(store.config), str(store.config),
-             *(str(e) for e in errors), *(repr(e) for e in errors)]
+    texts = [
+        caplog.text,
+        repr(store),
+        repr(store.config),
+        str(store.config),
+        *(str(e) for e in errors),
+        *(repr(e) for e in errors),
+    ]
     for text in texts:
         assert TOKEN not in text and "cf-other-secret-99" not in text
     assert "Cloudflare Images" in caplog.text  # the retries were logged, without the token
@@ -415,8 +450,14 @@ def test_token_never_in_logs_reprs_or_errors(
 def test_errors_survive_pickling() -> None:
     import pickle
 
-    error = CloudflareImagesError("storage_rejected", "no", status=415, code=5415,
-                                  api_message="bad")
+    error = CloudflareImagesError(
+        "storage_rejected", "no", status=415, code=5415, api_message="bad"
+    )
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.reason, copy.detail, copy.status, copy.code, copy.api_message) == (
-        "storage_rejected", "no", 415, 5415, "bad")
+        "storage_rejected",
+        "no",
+        415,
+        5415,
+        "bad",
+    )

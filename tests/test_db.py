@@ -17,11 +17,14 @@ from nuke_crawl.db import (
 )
 
 
-def _rec(org_id: str, url: str, images: list[str] | None = None, **fields: object) -> store.VehicleRecord:
+def _rec(
+    org_id: str, url: str, images: list[str] | None = None, **fields: object
+) -> store.VehicleRecord:
     base = {"year": 2015, "make": "Ford", "model": "Mustang", "asking_price": Decimal(18995)}
     base.update(fields)
-    return store.VehicleRecord(org_id, url, base, images if images is not None else [
-        f"{url}/1.jpg", f"{url}/2.jpg"])
+    return store.VehicleRecord(
+        org_id, url, base, images if images is not None else [f"{url}/1.jpg", f"{url}/2.jpg"]
+    )
 
 
 def test_migrate_is_idempotent_and_versioned(db_url: str) -> None:
@@ -39,7 +42,8 @@ def test_migrate_is_idempotent_and_versioned(db_url: str) -> None:
 def _index_names(database: Database) -> set[str]:
     if database.dialect == "postgresql":
         rows = database.fetchall(
-            "SELECT indexname AS name FROM pg_indexes WHERE schemaname = current_schema()")
+            "SELECT indexname AS name FROM pg_indexes WHERE schemaname = current_schema()"
+        )
     else:
         rows = database.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")
     return {r["name"] for r in rows}
@@ -72,13 +76,16 @@ def test_migration_7_adds_currency_and_sold_price_to_an_older_vehicles_table(db_
     for name, _, _ in MONEY_COLUMNS:
         database.execute(f"ALTER TABLE vehicles DROP COLUMN {name}")
     database.execute("DELETE FROM nuke_schema_migrations WHERE version = 7")
-    database.execute("INSERT INTO vehicles (id, make) VALUES (?, ?)",
-                     ["6f1c3f2e-2b1d-4f0e-9d57-0d6f4f1f2a12", "Toyota"])
+    database.execute(
+        "INSERT INTO vehicles (id, make) VALUES (?, ?)",
+        ["6f1c3f2e-2b1d-4f0e-9d57-0d6f4f1f2a12", "Toyota"],
+    )
     assert not {"currency", "sold_price"} & database.columns("vehicles")
     assert migrate(database) == [7]
     assert {"currency", "sold_price"} <= database.columns("vehicles")
-    database.execute("UPDATE vehicles SET currency = ?, sold_price = ? WHERE make = ?",
-                     ["ZAR", 139900, "Toyota"])
+    database.execute(
+        "UPDATE vehicles SET currency = ?, sold_price = ? WHERE make = ?", ["ZAR", 139900, "Toyota"]
+    )
     row = database.fetchone("SELECT make, currency, sold_price FROM vehicles")
     assert row is not None and (row["currency"], float(row["sold_price"])) == ("ZAR", 139900.0)
     assert migrate(database) == []  # idempotent
@@ -89,8 +96,10 @@ def test_migrate_adds_missing_columns_to_an_existing_platform_table(db_url: str)
     database = Database(db_url)
     uuid_type = "uuid" if database.dialect == "postgresql" else "TEXT"
     database.execute(f"CREATE TABLE businesses (id {uuid_type} PRIMARY KEY, business_name text)")
-    database.execute("INSERT INTO businesses (id, business_name) VALUES (?, ?)",
-                     ["6f1c3f2e-2b1d-4f0e-9d57-0d6f4f1f2a11", "Old Dealer"])
+    database.execute(
+        "INSERT INTO businesses (id, business_name) VALUES (?, ?)",
+        ["6f1c3f2e-2b1d-4f0e-9d57-0d6f4f1f2a11", "Old Dealer"],
+    )
     migrate(database)
     assert {"website", "metadata", "is_public", "created_at"} <= database.columns("businesses")
     assert database.scalar("SELECT business_name FROM businesses") == "Old Dealer"
@@ -112,8 +121,9 @@ def test_postgres_password_is_not_in_error_messages() -> None:
 def test_add_organization_finds_by_website(db: Database) -> None:
     org, created = store.add_organization(db, "https://www.dealer.example/", name="Dealer")
     assert created
-    again, created2 = store.add_organization(db, "http://dealer.example/inventory",
-                                             metadata={"render_js": True})
+    again, created2 = store.add_organization(
+        db, "http://dealer.example/inventory", metadata={"render_js": True}
+    )
     assert not created2 and again.id == org.id
     assert again.metadata == {"render_js": True}
     other, created3 = store.add_organization(db, "https://dealer.example.net/")
@@ -154,8 +164,10 @@ def test_images_positions_primary_and_no_duplicates(db: Database) -> None:
     urls = [f"https://img.example/{i}.jpg" for i in range(4)]
     store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", urls[:3])])
     store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", urls)])
-    rows = db.fetchall("SELECT image_url, source_url, position, is_primary, is_external "
-                       "FROM vehicle_images ORDER BY position")
+    rows = db.fetchall(
+        "SELECT image_url, source_url, position, is_primary, is_external "
+        "FROM vehicle_images ORDER BY position"
+    )
     assert [r["image_url"] for r in rows] == urls
     assert all(r["source_url"] == r["image_url"] and r["is_external"] for r in rows)
     assert [bool(r["is_primary"]) for r in rows] == [True, False, False, False]
@@ -168,8 +180,13 @@ def test_one_vehicle_twice_in_a_batch_gets_each_image_once(db: Database) -> None
     # record of the same listing must still see the first one's images.
     org, _ = store.add_organization(db, "https://d.example")
     urls = [f"https://img.example/{i}.jpg" for i in range(4)]
-    outcomes = store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", urls[:3]),
-                                          _rec(org.id, "https://d.example/v", urls[1:])])
+    outcomes = store.upsert_vehicles(
+        db,
+        [
+            _rec(org.id, "https://d.example/v", urls[:3]),
+            _rec(org.id, "https://d.example/v", urls[1:]),
+        ],
+    )
     assert outcomes == ["created", "updated"]
     rows = db.fetchall("SELECT image_url, is_primary FROM vehicle_images")
     assert sorted(r["image_url"] for r in rows) == urls
@@ -182,8 +199,11 @@ def _state(db: Database) -> list[tuple[object, ...]]:
     images = db.fetchall("SELECT vehicle_id, image_url, position, is_primary FROM vehicle_images")
     return sorted(
         [("v", v["discovery_url"], v["vin"], float(v["asking_price"])) for v in vehicles]
-        + [("i", urls[i["vehicle_id"]], i["image_url"], i["position"], bool(i["is_primary"]))
-           for i in images])
+        + [
+            ("i", urls[i["vehicle_id"]], i["image_url"], i["position"], bool(i["is_primary"]))
+            for i in images
+        ]
+    )
 
 
 def test_a_batch_gives_what_its_records_one_by_one_give(db: Database, tmp_path) -> None:
@@ -196,9 +216,14 @@ def test_a_batch_gives_what_its_records_one_by_one_give(db: Database, tmp_path) 
     try:
         for database in (db, other_db):  # the same vehicles already stored in both
             org, _ = store.add_organization(database, "https://d.example")
-            store.upsert_vehicles(database, [_rec(org.id, "https://d.example/old"),
-                                             _rec(org.id, "https://d.example/vin", vin=vin_a),
-                                             _rec(org.id, "https://d.example/vin2", vin=vin_d)])
+            store.upsert_vehicles(
+                database,
+                [
+                    _rec(org.id, "https://d.example/old"),
+                    _rec(org.id, "https://d.example/vin", vin=vin_a),
+                    _rec(org.id, "https://d.example/vin2", vin=vin_d),
+                ],
+            )
 
         def batch(org_id: str) -> list[store.VehicleRecord]:
             return [
@@ -218,8 +243,21 @@ def test_a_batch_gives_what_its_records_one_by_one_give(db: Database, tmp_path) 
         together = store.upsert_vehicles(db, batch(org_id))
         other_org = store.add_organization(other_db, "https://d.example")[0].id
         alone = [store.upsert_vehicles(other_db, [r])[0] for r in batch(other_org)]
-        assert together == alone == ["updated", "created", "updated", "updated", "updated",
-                                     "created", "updated", "updated", "created"]
+        assert (
+            together
+            == alone
+            == [
+                "updated",
+                "created",
+                "updated",
+                "updated",
+                "updated",
+                "created",
+                "updated",
+                "updated",
+                "created",
+            ]
+        )
         assert _state(db) == _state(other_db)
         assert db.scalar("SELECT COUNT(*) FROM vehicles") == 6
     finally:
@@ -230,8 +268,10 @@ def test_downloaded_images_are_never_turned_back_into_external_records(db: Datab
     org, _ = store.add_organization(db, "https://d.example")
     url = "https://img.example/1.jpg"
     store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", [url])])
-    db.execute("UPDATE vehicle_images SET is_external = false, storage_path = 'v/1.jpg', "
-               "image_url = 'https://cdn.example/v/1.jpg'")
+    db.execute(
+        "UPDATE vehicle_images SET is_external = false, storage_path = 'v/1.jpg', "
+        "image_url = 'https://cdn.example/v/1.jpg'"
+    )
     store.upsert_vehicles(db, [_rec(org.id, "https://d.example/v", [url])])
     rows = db.fetchall("SELECT is_external, storage_path FROM vehicle_images")
     assert len(rows) == 1 and not rows[0]["is_external"] and rows[0]["storage_path"] == "v/1.jpg"
@@ -247,13 +287,21 @@ def test_external_image_records_can_be_turned_off(db: Database) -> None:
 
 def test_sold_vehicle_is_linked_as_past_and_incomplete_one_is_not_public(db: Database) -> None:
     org, _ = store.add_organization(db, "https://d.example")
-    store.upsert_vehicles(db, [
-        _rec(org.id, "https://d.example/sold", sale_status="sold"),
-        _rec(org.id, "https://d.example/nomodel", model=None),
-    ])
-    assert db.scalar("SELECT status FROM organization_vehicles ov JOIN vehicles v "
-                     "ON v.id = ov.vehicle_id WHERE v.discovery_url = ?",
-                     ["https://d.example/sold"]) == "past"
+    store.upsert_vehicles(
+        db,
+        [
+            _rec(org.id, "https://d.example/sold", sale_status="sold"),
+            _rec(org.id, "https://d.example/nomodel", model=None),
+        ],
+    )
+    assert (
+        db.scalar(
+            "SELECT status FROM organization_vehicles ov JOIN vehicles v "
+            "ON v.id = ov.vehicle_id WHERE v.discovery_url = ?",
+            ["https://d.example/sold"],
+        )
+        == "past"
+    )
     assert db.scalar("SELECT COUNT(*) FROM vehicles WHERE is_public = true") == 1
 
 
@@ -272,20 +320,28 @@ def test_a_bad_record_does_not_lose_its_batch(db: Database) -> None:
 def test_select_organizations_pages_and_filters(db: Database) -> None:
     orgs = []
     for i in range(5):
-        org, _ = store.add_organization(db, f"https://d{i}.example", business_type="dealer"
-                                        if i % 2 == 0 else "auction")
+        org, _ = store.add_organization(
+            db, f"https://d{i}.example", business_type="dealer" if i % 2 == 0 else "auction"
+        )
         orgs.append(org)
-        db.execute("UPDATE businesses SET created_at = ? WHERE id = ?",
-                   [f"2024-01-0{i + 1}T00:00:00.000000Z" if db.dialect == "sqlite"
-                    else f"2024-01-0{i + 1}T00:00:00Z", org.id])
+        db.execute(
+            "UPDATE businesses SET created_at = ? WHERE id = ?",
+            [
+                f"2024-01-0{i + 1}T00:00:00.000000Z"
+                if db.dialect == "sqlite"
+                else f"2024-01-0{i + 1}T00:00:00Z",
+                org.id,
+            ],
+        )
     store.upsert_vehicles(db, [_rec(orgs[1].id, "https://d1.example/v")])
     page = store.select_organizations(db, threshold=1, limit=3, offset=0)
     assert page.page_size == 3 and page.total == 5
     assert [o.id for o in page.organizations] == [orgs[0].id, orgs[2].id]
     page2 = store.select_organizations(db, threshold=1, limit=3, offset=3)
     assert [o.id for o in page2.organizations] == [orgs[3].id, orgs[4].id]
-    assert [o.id for o in store.select_organizations(db, threshold=2, limit=10).organizations] \
-        == [o.id for o in orgs]
+    assert [o.id for o in store.select_organizations(db, threshold=2, limit=10).organizations] == [
+        o.id for o in orgs
+    ]
     auctions = store.select_organizations(db, threshold=10, limit=10, business_type="auction")
     assert {o.id for o in auctions.organizations} == {orgs[1].id, orgs[3].id}
     one = store.select_organizations(db, threshold=10, limit=10, organization_id=orgs[4].id)
@@ -296,8 +352,9 @@ def test_select_organizations_pages_and_filters(db: Database) -> None:
     assert orgs[1].id in {o.id for o in resumed}
     assert next(o for o in resumed if o.id == orgs[1].id).resume
     store.record_crawl_result(db, orgs[1].id, {"pages": 1}, None, finished=True)
-    assert orgs[1].id not in {o.id for o in store.select_organizations(
-        db, threshold=1, limit=10).organizations}
+    assert orgs[1].id not in {
+        o.id for o in store.select_organizations(db, threshold=1, limit=10).organizations
+    }
     meta = store.get_organization(db, orgs[1].id).metadata  # type: ignore[union-attr]
     assert meta["last_crawl"] == {"pages": 1} and meta["last_error"] is None
     assert meta["last_extracted_at"]
@@ -306,8 +363,9 @@ def test_select_organizations_pages_and_filters(db: Database) -> None:
 def test_status_counts(db: Database) -> None:
     org, _ = store.add_organization(db, "https://d.example")
     store.add_organization(db, "https://e.example")
-    store.upsert_vehicles(db, [_rec(org.id, "https://d.example/a"),
-                               _rec(org.id, "https://d.example/b", images=[])])
+    store.upsert_vehicles(
+        db, [_rec(org.id, "https://d.example/a"), _rec(org.id, "https://d.example/b", images=[])]
+    )
     counts = store.status_counts(db)
     assert counts["organizations"] == 2 and counts["organizations_extracted"] == 1
     assert counts["public_vehicles"] == 2 and counts["vehicles_with_image_urls"] == 1
@@ -344,12 +402,22 @@ def test_bulk_rows_convert_only_what_needs_it(db_url: str) -> None:
     database = Database(db_url)
     migrate(database)
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    rows = [[f"00000000-0000-4000-8000-00000000000{i}", None, f"https://bulk.example/{i}",
-             Json({"n": i}) if i else None, when] for i in range(3)]
-    database.insert_rows("vehicles", ("id", "vin", "discovery_url", "origin_metadata",
-                                      "created_at"), rows)
-    got = database.fetchall("SELECT discovery_url, origin_metadata, created_at FROM vehicles "
-                            "ORDER BY discovery_url")
+    rows = [
+        [
+            f"00000000-0000-4000-8000-00000000000{i}",
+            None,
+            f"https://bulk.example/{i}",
+            Json({"n": i}) if i else None,
+            when,
+        ]
+        for i in range(3)
+    ]
+    database.insert_rows(
+        "vehicles", ("id", "vin", "discovery_url", "origin_metadata", "created_at"), rows
+    )
+    got = database.fetchall(
+        "SELECT discovery_url, origin_metadata, created_at FROM vehicles ORDER BY discovery_url"
+    )
     assert [loads_json(r["origin_metadata"]) for r in got] == [None, {"n": 1}, {"n": 2}]
     assert all(str(r["created_at"]).startswith("2026-01-02") for r in got)
     assert rows[1][3] == Json({"n": 1})  # the caller's rows are left as they were

@@ -76,8 +76,15 @@ def jsonld_cars(html, base_url):
 def demos():
     """One noisy deployment per style, photos on a separate image host."""
     running = {
-        style: launch(style, n_vehicles=14, per_page=6, images_per_vehicle=3, noise=True,
-                      seed=7, slow_seconds=1.0)
+        style: launch(
+            style,
+            n_vehicles=14,
+            per_page=6,
+            images_per_vehicle=3,
+            noise=True,
+            seed=7,
+            slow_seconds=1.0,
+        )
         for style in STYLES
     }
     yield running
@@ -123,10 +130,18 @@ def test_generated_vehicles_are_realistic_and_deterministic():
 
 
 def test_build_site_is_deterministic_and_lazy():
-    a = build_site("jsonld", n_vehicles=5000, images_per_vehicle=20,
-                   image_base_urls=["http://127.0.0.2:1", "http://127.0.0.3:1"])
-    b = build_site("jsonld", n_vehicles=5000, images_per_vehicle=20,
-                   image_base_urls=["http://127.0.0.2:1", "http://127.0.0.3:1"])
+    a = build_site(
+        "jsonld",
+        n_vehicles=5000,
+        images_per_vehicle=20,
+        image_base_urls=["http://127.0.0.2:1", "http://127.0.0.3:1"],
+    )
+    b = build_site(
+        "jsonld",
+        n_vehicles=5000,
+        images_per_vehicle=20,
+        image_base_urls=["http://127.0.0.2:1", "http://127.0.0.3:1"],
+    )
     assert a.vehicles == b.vehicles
     path = a.vehicles[4321]["path"]
     assert a[path].body == b[path].body
@@ -160,8 +175,11 @@ def test_inventory_pagination_reaches_every_vehicle(demos, style):
     home = text(demo.url + "/")
     assert f'href="{demo.site.pages["inventory"]}"' in home
     pages, links = _crawl_inventory(demo)
-    assert [urllib.parse.urlsplit(p).path + ("?" + urllib.parse.urlsplit(p).query
-            if urllib.parse.urlsplit(p).query else "") for p in pages] == demo.site.inventory_pages
+    assert [
+        urllib.parse.urlsplit(p).path
+        + ("?" + urllib.parse.urlsplit(p).query if urllib.parse.urlsplit(p).query else "")
+        for p in pages
+    ] == demo.site.inventory_pages
     assert len(pages) == 3  # 14 + 4 noise cards, 6 per page
     expected = {v["path"] for v in demo.site.vehicles}
     expected |= {demo.site.pages["missing_year_make"], demo.site.pages["error_500"]}
@@ -183,15 +201,22 @@ def test_jsonld_detail_pages_match_ground_truth(demos):
         assert car["brand"]["name"] == v["make"] and car["model"] == v["model"]
         assert car["vehicleModelDate"] == str(v["year"])
         assert car["vehicleConfiguration"] == v["trim"]
-        assert car["mileageFromOdometer"] == {"@type": "QuantitativeValue",
-                                              "value": v["mileage"], "unitCode": "SMI"}
+        assert car["mileageFromOdometer"] == {
+            "@type": "QuantitativeValue",
+            "value": v["mileage"],
+            "unitCode": "SMI",
+        }
         assert car["offers"]["price"] == str(v["price"])
         assert car["offers"]["priceCurrency"] == "USD"
         sold = v["sale_status"] == "sold"
         assert car["offers"]["availability"].endswith("SoldOut" if sold else "InStock")
         assert ('<span class="badge sold">SOLD</span>' in html) == sold
-        for key, field in [("color", "color"), ("bodyType", "body_style"),
-                           ("fuelType", "fuel_type"), ("vehicleTransmission", "transmission")]:
+        for key, field in [
+            ("color", "color"),
+            ("bodyType", "body_style"),
+            ("fuelType", "fuel_type"),
+            ("vehicleTransmission", "transmission"),
+        ]:
             assert car[key] == v[field]
         assert car["image"] == v["image_urls"]
         gallery = re.findall(r'<img src="(http[^"]+)"', html)
@@ -211,8 +236,9 @@ def test_microdata_detail_pages(demos):
     html = text(v["url"])
     assert "application/ld+json" not in html
     assert 'itemscope itemtype="https://schema.org/Car"' in html
-    (car,) = extruct.extract(html, base_url=demo.url, syntaxes=["microdata"],
-                             uniform=True)["microdata"]
+    (car,) = extruct.extract(html, base_url=demo.url, syntaxes=["microdata"], uniform=True)[
+        "microdata"
+    ]
     assert car["@type"] == "Car"
     assert car["vehicleIdentificationNumber"] == v["vin"]
     assert car["brand"]["name"] == v["make"]
@@ -233,8 +259,10 @@ def test_plain_detail_pages_have_no_structured_data(demos):
         assert "ld+json" not in html and "itemscope" not in html
         assert f"<h1>{v['title']}</h1>".replace("'", "&#x27;") in html
         shown_vin = v["vin"] or v["shown_vin"]
-        assert (f"<th>VIN</th><td>{shown_vin}</td>" in html
-                or f"<dt>VIN</dt><dd>{shown_vin}</dd>" in html)
+        assert (
+            f"<th>VIN</th><td>{shown_vin}</td>" in html
+            or f"<dt>VIN</dt><dd>{shown_vin}</dd>" in html
+        )
         forms.add("table" if "<table" in html else "dl")
         for label in ("Price", "Mileage", "Exterior Color", "Transmission", "Stock #"):
             assert f">{label}</t" in html or f">{label}</d" in html
@@ -293,10 +321,22 @@ def test_js_detail_renders_in_chromium(demos):
     demo = demos["js"]
     v = demo.site.vehicles[0]
     dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=3000", "--dump-dom", v["url"]],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            v["url"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     (car,) = jsonld_cars(dom, demo.url)
     assert car["vehicleIdentificationNumber"] == v["vin"]
@@ -323,17 +363,21 @@ def test_noise_pages(demos, style):
     assert fetch(demo.url_for(pages["error_500"]))[0] == 500
     missing = text(demo.url_for(pages["missing_year_make"]))
     assert "Beautiful Convertible" in missing
-    assert not re.search(r"\b(19[6-9]\d|20[0-2]\d)\b", missing.split("<main>")[1].split("</main>")[0])
+    assert not re.search(
+        r"\b(19[6-9]\d|20[0-2]\d)\b", missing.split("<main>")[1].split("</main>")[0]
+    )
     assert text(demo.url + pages["about"])
     sold = [v for v in site.vehicles if v["noise"] == "sold"]
     assert len(sold) == 1 and sold[0]["sale_status"] == "sold"
     assert "SOLD" in text(sold[0]["url"])
     assert len(site.vehicles) == 16
     detail = text(site.vehicles[0]["url"])
-    for src, content_type in [("/static/logo.png", "image/png"),
-                              ("/static/icons/phone-32.png", "image/png"),
-                              ("/t.gif?e=pageview", "image/gif"),
-                              ("/static/badges/carfax.svg", "image/svg+xml")]:
+    for src, content_type in [
+        ("/static/logo.png", "image/png"),
+        ("/static/icons/phone-32.png", "image/png"),
+        ("/t.gif?e=pageview", "image/gif"),
+        ("/static/badges/carfax.svg", "image/svg+xml"),
+    ]:
         assert f'src="{src}"' in detail
         status, headers, _ = fetch(demo.url + src)
         assert status == 200 and headers["Content-Type"] == content_type
@@ -473,8 +517,9 @@ def test_images_spread_over_loopback_hosts():
     with launch("jsonld", n_vehicles=3, images_per_vehicle=4, image_hosts=3) as demo:
         hosts = {urllib.parse.urlsplit(u).hostname for u in demo.image_urls}
         assert len(set(demo.image_urls)) == 3
-        used = {urllib.parse.urlsplit(u).netloc for v in demo.site.vehicles
-                for u in v["image_urls"]}
+        used = {
+            urllib.parse.urlsplit(u).netloc for v in demo.site.vehicles for u in v["image_urls"]
+        }
         assert used == {urllib.parse.urlsplit(u).netloc for u in demo.image_urls}
         if sys.platform == "linux":
             assert hosts == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
@@ -536,9 +581,24 @@ def test_throughput_500_requests_over_8_threads(demos):
 def test_cli_prints_the_url_first(tmp_path):
     url_file = tmp_path / "url"
     process = subprocess.Popen(
-        [sys.executable, "-m", "nuke_crawl.demo", "serve", "--style", "plain", "--vehicles",
-         "3", "--noise", "--image-hosts", "1", "--url-file", str(url_file)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "nuke_crawl.demo",
+            "serve",
+            "--style",
+            "plain",
+            "--vehicles",
+            "3",
+            "--noise",
+            "--image-hosts",
+            "1",
+            "--url-file",
+            str(url_file),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         first = process.stdout.readline().strip()

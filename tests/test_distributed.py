@@ -68,20 +68,42 @@ def rows(db_url: str, sql: str, params: list[Any] | None = None) -> list[dict[st
 
 
 def redis_args(ns: str, url: str = REDIS) -> list[str]:
-    return ["-s", f"NUKE_REDIS_URL={url}", "-s", f"NUKE_REDIS_NAMESPACE={ns}",
-            "-s", "NUKE_REDIS_HEARTBEAT=0.3", "-s", "NUKE_REDIS_WORKER_TIMEOUT=2"]
+    return [
+        "-s",
+        f"NUKE_REDIS_URL={url}",
+        "-s",
+        f"NUKE_REDIS_NAMESPACE={ns}",
+        "-s",
+        "NUKE_REDIS_HEARTBEAT=0.3",
+        "-s",
+        "NUKE_REDIS_WORKER_TIMEOUT=2",
+    ]
 
 
 def enqueue(db_url: str, ns: str, *args: str, url: str = REDIS) -> subprocess.CompletedProcess[str]:
-    proc = run_scrapy(["org-enqueue", *args, "-s", f"NUKE_REDIS_URL={url}",
-                       "-s", f"NUKE_REDIS_NAMESPACE={ns}"], db_url)
+    proc = run_scrapy(
+        ["org-enqueue", *args, "-s", f"NUKE_REDIS_URL={url}", "-s", f"NUKE_REDIS_NAMESPACE={ns}"],
+        db_url,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def worker(db_url: str, ns: str, log: Path, *extra: str, url: str = REDIS) -> subprocess.Popen[Any]:
-    args = [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "from_queue=1",
-            "-a", "exit_when_empty=1", *redis_args(ns, url), *FAST, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "org",
+        "-a",
+        "from_queue=1",
+        "-a",
+        "exit_when_empty=1",
+        *redis_args(ns, url),
+        *FAST,
+        *extra,
+    ]
     out = log.open("w")
     return subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url), stdout=out, stderr=out)
 
@@ -95,26 +117,40 @@ def wait_all(procs: list[subprocess.Popen[Any]], timeout: float = 120) -> list[i
 
 
 def logs(tmp_path: Path) -> str:
-    return "\n".join(f"== {p.name}\n{p.read_text()[-4000:]}"
-                     for p in sorted(tmp_path.glob("*.log")))
+    return "\n".join(
+        f"== {p.name}\n{p.read_text()[-4000:]}" for p in sorted(tmp_path.glob("*.log"))
+    )
 
 
 def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
-    pg_url: str, ns: str, tmp_path: Path,
+    pg_url: str,
+    ns: str,
+    tmp_path: Path,
 ) -> None:
     # one large site and two small ones; each worker takes one organization at a time
-    sites = [CountingApp(build_site(style, n_vehicles=n, per_page=5, images_per_vehicle=2,
-                                    seed=3), delay=0.05)
-             for style, n in (("jsonld", 40), ("microdata", 8), ("plain", 8))]
+    sites = [
+        CountingApp(
+            build_site(style, n_vehicles=n, per_page=5, images_per_vehicle=2, seed=3), delay=0.05
+        )
+        for style, n in (("jsonld", 40), ("microdata", 8), ("plain", 8))
+    ]
     servers = [serve(site) for site in sites]
     try:
         org_ids = [add_org(pg_url, s.url, name=f"Dealer {i}") for i, s in enumerate(servers)]
         proc = enqueue(pg_url, ns, "-a", "threshold=1")
         assert "enqueued 3 organizations" in proc.stdout, proc.stdout
-        procs = [worker(pg_url, ns, tmp_path / f"w{i}.log",
-                        "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
-                        "-s", "NUKE_REDIS_ORGS_PER_WORKER=1")
-                 for i in range(3)]
+        procs = [
+            worker(
+                pg_url,
+                ns,
+                tmp_path / f"w{i}.log",
+                "-s",
+                "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+                "-s",
+                "NUKE_REDIS_ORGS_PER_WORKER=1",
+            )
+            for i in range(3)
+        ]
         assert wait_all(procs) == [0, 0, 0], logs(tmp_path)
         text = logs(tmp_path)
         assert "Traceback" not in text, text
@@ -129,14 +165,18 @@ def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
             assert counting.most <= 2, counting.most
         # every organization finished once, with the counts of all workers added up
         for org_id, n in zip(org_ids, (40, 8, 8), strict=True):
-            crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?",
-                         [org_id])[0]
+            crawl = rows(
+                pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?", [org_id]
+            )[0]
             assert crawl["finished_at"] is not None
             summary = loads_json(crawl["summary"])
             assert summary["vehicles_found"] == n and summary["created"] == n, summary
         # the large site's pages were shared between workers
-        shares = [int(m.group(1)) for log in tmp_path.glob("w*.log") for m in re.finditer(
-            rf"'nuke/org/{org_ids[0]}/pages': (\d+)", log.read_text())]
+        shares = [
+            int(m.group(1))
+            for log in tmp_path.glob("w*.log")
+            for m in re.finditer(rf"'nuke/org/{org_ids[0]}/pages': (\d+)", log.read_text())
+        ]
         assert sum(shares) == 49 and len([n for n in shares if n]) >= 2, shares
     finally:
         for server in servers:
@@ -146,8 +186,7 @@ def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
 def test_redis_unreachable_at_start_is_one_clear_line_and_exit_1(pg_url: str, ns: str) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     add_org(pg_url, "https://dealer.example")
-    proc = run_scrapy(["crawl", "org", "-a", "from_queue=1", *redis_args(ns, dead), *FAST],
-                      pg_url)
+    proc = run_scrapy(["crawl", "org", "-a", "from_queue=1", *redis_args(ns, dead), *FAST], pg_url)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if " ERROR: " in line]
@@ -156,16 +195,19 @@ def test_redis_unreachable_at_start_is_one_clear_line_and_exit_1(pg_url: str, ns
     assert proc.returncode == 2 and "is unreachable" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     # and the password of a URL is never shown
-    proc = run_scrapy(["org-enqueue", "-s",
-                       f"NUKE_REDIS_URL=redis://user:s3cret@127.0.0.1:{free_port()}/0"], pg_url)
+    proc = run_scrapy(
+        ["org-enqueue", "-s", f"NUKE_REDIS_URL=redis://user:s3cret@127.0.0.1:{free_port()}/0"],
+        pg_url,
+    )
     assert proc.returncode == 2 and "s3cret" not in proc.stderr and "***" in proc.stderr
 
 
 def test_from_queue_needs_redis_and_org_enqueue_checks_its_arguments(sqlite_url: str) -> None:
     proc = run_scrapy(["crawl", "org", "-a", "from_queue=1", *FAST], sqlite_url)
     assert proc.returncode == 1 and "from_queue=1 needs NUKE_REDIS_URL" in proc.stderr
-    proc = run_scrapy(["org-enqueue", "-a", "threshold=0", "-s", f"NUKE_REDIS_URL={REDIS}"],
-                      sqlite_url)
+    proc = run_scrapy(
+        ["org-enqueue", "-a", "threshold=0", "-s", f"NUKE_REDIS_URL={REDIS}"], sqlite_url
+    )
     assert proc.returncode == 2 and "threshold" in proc.stderr and "at least 1" in proc.stderr
     proc = run_scrapy(["org-enqueue", "-a", "url=https://x.example"], sqlite_url)
     assert proc.returncode == 2 and "unknown argument 'url'" in proc.stderr
@@ -174,7 +216,8 @@ def test_from_queue_needs_redis_and_org_enqueue_checks_its_arguments(sqlite_url:
 
 
 def test_org_enqueue_selects_like_crawl_org_and_never_queues_twice(
-    pg_url: str, ns: str,
+    pg_url: str,
+    ns: str,
 ) -> None:
     ids = [add_org(pg_url, f"https://d{i}.example", name=f"D{i}") for i in range(5)]
     proc = enqueue(pg_url, ns, "-a", "limit=3")
@@ -255,9 +298,18 @@ def test_a_sigkilled_worker_loses_nothing(pg_url: str, ns: str, tmp_path: Path) 
     with serve(SlowDetails(site, 0.3)) as server:
         org_id = add_org(pg_url, server.url)
         enqueue(pg_url, ns)
-        procs = [worker(pg_url, ns, tmp_path / f"w{i}.log", "-s", "NUKE_DB_BATCH_SIZE=3",
-                        "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3")
-                 for i in range(3)]
+        procs = [
+            worker(
+                pg_url,
+                ns,
+                tmp_path / f"w{i}.log",
+                "-s",
+                "NUKE_DB_BATCH_SIZE=3",
+                "-s",
+                "CONCURRENT_REQUESTS_PER_DOMAIN=3",
+            )
+            for i in range(3)
+        ]
         stored = wait_for_vehicles(pg_url, 6)
         victim = holding_requests(ns, procs)
         victim.send_signal(signal.SIGKILL)
@@ -269,8 +321,11 @@ def test_a_sigkilled_worker_loses_nothing(pg_url: str, ns: str, tmp_path: Path) 
         enqueue(pg_url, ns, "-a", "threshold=1")
         assert wait_all([worker(pg_url, ns, tmp_path / "rerun.log")]) == [0], logs(tmp_path)
         assert_complete(pg_url, site, org_id)
-        requeued = sum(int(m.group(1)) for log in tmp_path.glob("w*.log")
-                       for m in re.finditer(r"'nuke/redis/requeued': (\d+)", log.read_text()))
+        requeued = sum(
+            int(m.group(1))
+            for log in tmp_path.glob("w*.log")
+            for m in re.finditer(r"'nuke/redis/requeued': (\d+)", log.read_text())
+        )
         assert requeued >= 1  # the survivors took back what the killed worker held
 
 
@@ -283,8 +338,17 @@ def test_a_stopped_worker_returns_what_it_cut_short(pg_url: str, ns: str, tmp_pa
         org_id = add_org(pg_url, server.url)
         enqueue(pg_url, ns)
         # no retries: a download cut short reaches the spider as a failure
-        first = worker(pg_url, ns, tmp_path / "w0.log", "-s", "NUKE_DB_BATCH_SIZE=3",
-                       "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3", "-s", "RETRY_TIMES=0")
+        first = worker(
+            pg_url,
+            ns,
+            tmp_path / "w0.log",
+            "-s",
+            "NUKE_DB_BATCH_SIZE=3",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=3",
+            "-s",
+            "RETRY_TIMES=0",
+        )
         stored = wait_for_vehicles(pg_url, 3)
         slow.delay = 8.0  # the pages in flight now outlast the stop's grace: cut short
         time.sleep(0.5)
@@ -293,14 +357,16 @@ def test_a_stopped_worker_returns_what_it_cut_short(pg_url: str, ns: str, tmp_pa
         assert wait_all([first], timeout=30) == [0], logs(tmp_path)
         assert 3 <= stored < 30, stored
         assert "Traceback" not in logs(tmp_path)
-        crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?",
-                     [org_id])[0]
+        crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?", [org_id])[0]
         assert crawl["finished_at"] is None  # not all of it was done
         client = redis.Redis.from_url(REDIS)
         try:
             assert client.zcard(f"{ns}:org:requests") >= 1  # the cut-short requests, back
-            assert not any(client.hlen(key) for key in client.scan_iter(f"{ns}:inflight:*")
-                           if not key.endswith(b":score"))  # nothing left leased
+            assert not any(
+                client.hlen(key)
+                for key in client.scan_iter(f"{ns}:inflight:*")
+                if not key.endswith(b":score")
+            )  # nothing left leased
             assert int(client.get(f"{ns}:org:{org_id}:pending") or 0) >= 1
         finally:
             client.close()
@@ -314,10 +380,21 @@ def test_a_stopped_worker_returns_what_it_cut_short(pg_url: str, ns: str, tmp_pa
 def private_redis(tmp_path: Path) -> tuple[subprocess.Popen[Any], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
-         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -332,7 +409,8 @@ def private_redis(tmp_path: Path) -> tuple[subprocess.Popen[Any], str]:
 
 
 def test_redis_lost_mid_run_stops_cleanly_and_a_later_run_completes(
-    pg_url: str, tmp_path: Path,
+    pg_url: str,
+    tmp_path: Path,
 ) -> None:
     ns = "nuke"
     site = build_site("jsonld", n_vehicles=24, per_page=8, images_per_vehicle=1, seed=9)
@@ -351,15 +429,17 @@ def test_redis_lost_mid_run_stops_cleanly_and_a_later_run_completes(
             assert "Traceback" not in text, text[-3000:]
             assert "was lost" in text and "a later run resumes" in text
             assert stored < 24
-            crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?",
-                         [org_id])[0]
+            crawl = rows(
+                pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?", [org_id]
+            )[0]
             assert crawl["finished_at"] is None  # not finished: selected again
             # Redis back, empty (nothing was saved): the database says what is left
             redis_proc, url = private_redis(tmp_path)
             proc_out = enqueue(pg_url, ns, "-a", "threshold=1", url=url)
             assert "enqueued 1 organizations" in proc_out.stdout
-            assert wait_all([worker(pg_url, ns, tmp_path / "again.log", url=url)]) == [0], \
-                logs(tmp_path)
+            assert wait_all([worker(pg_url, ns, tmp_path / "again.log", url=url)]) == [0], logs(
+                tmp_path
+            )
             assert "Resuming" in (tmp_path / "again.log").read_text() or True
             assert_complete(pg_url, site, org_id)
     finally:
@@ -373,19 +453,26 @@ class Node:
     def __init__(self, home: Path, env: dict[str, str]) -> None:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in env.items() if k not in ("PYTHONPATH",
-                                                              "SCRAPY_SETTINGS_MODULE")}
+        self.env = {
+            k: v for k, v in env.items() if k not in ("PYTHONPATH", "SCRAPY_SETTINGS_MODULE")
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Node:
         self.home.mkdir(parents=True)
         conf = (REPO / "scrapyd.conf").read_text().replace("6800", str(self.port))
-        (self.home / "scrapyd.conf").write_text(conf.replace("poll_interval = 1.0",
-                                                             "poll_interval = 0.2"))
+        (self.home / "scrapyd.conf").write_text(
+            conf.replace("poll_interval = 1.0", "poll_interval = 0.2")
+        )
         out = (self.home / "scrapyd.out").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scrapyd", "--nodaemon", "--pidfile="], cwd=self.home,
-            env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "scrapyd", "--nodaemon", "--pidfile="],
+            cwd=self.home,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(150):
             try:
                 if self.call("daemonstatus.json")["status"] == "ok":
@@ -426,21 +513,26 @@ class Node:
         raise AssertionError(self.logs())
 
     def logs(self) -> str:
-        return "\n".join(f"== {p}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted((self.home / ".scrapyd" / "logs").rglob("*.log")))
+        return "\n".join(
+            f"== {p}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted((self.home / ".scrapyd" / "logs").rglob("*.log"))
+        )
 
 
 @pytest.mark.slow
 def test_two_scrapyd_nodes_deployed_from_a_fresh_copy_share_the_crawl_and_the_images(
-    pg_url: str, ns: str, tmp_path: Path,
+    pg_url: str,
+    ns: str,
+    tmp_path: Path,
 ) -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
     # a fresh copy of the project's tracked files, deployed with scrapyd-deploy to both
     clone = tmp_path / "clone"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if (REPO / name).is_file():
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
@@ -448,13 +540,23 @@ def test_two_scrapyd_nodes_deployed_from_a_fresh_copy_share_the_crawl_and_the_im
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     moto.start()
     endpoint = f"http://127.0.0.1:{moto._server.server_port}"
-    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-             "AWS_DEFAULT_REGION": "us-east-1"}
-    env = {**os.environ, **creds, "DATABASE_URL": pg_url, "NUKE_ALLOW_PRIVATE_NETWORKS": "1",
-           "NUKE_REDIS_URL": REDIS}
+    creds = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    env = {
+        **os.environ,
+        **creds,
+        "DATABASE_URL": pg_url,
+        "NUKE_ALLOW_PRIVATE_NETWORKS": "1",
+        "NUKE_REDIS_URL": REDIS,
+    }
     nodes = [Node(tmp_path / f"node{i}", env) for i in range(2)]
-    demos = [launch(style, n_vehicles=10, per_page=5, images_per_vehicle=1, image_hosts=0,
-                    seed=11) for style in ("jsonld", "microdata")]
+    demos = [
+        launch(style, n_vehicles=10, per_page=5, images_per_vehicle=1, image_hosts=0, seed=11)
+        for style in ("jsonld", "microdata")
+    ]
     try:
         for node in nodes:
             node.start()
@@ -464,14 +566,20 @@ def test_two_scrapyd_nodes_deployed_from_a_fresh_copy_share_the_crawl_and_the_im
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(clone)]
         for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "fresh"]):
             subprocess.run([*git, *step], check=True, capture_output=True)
-        deploy = subprocess.run([str(Path(sys.executable).with_name("scrapyd-deploy")), "-a"],
-                                cwd=clone, capture_output=True, text=True, timeout=120,
-                                check=False)
+        deploy = subprocess.run(
+            [str(Path(sys.executable).with_name("scrapyd-deploy")), "-a"],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         assert deploy.stdout.count('"status": "ok"') == 2, deploy.stdout
         # the build left nothing git would pick up (build/, *.egg-info are ignored)
-        status = subprocess.run([*git, "status", "--porcelain"], capture_output=True,
-                                text=True, check=True).stdout
+        status = subprocess.run(
+            [*git, "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout
         assert status == "", status
         for node in nodes:
             assert "org" in node.call("listspiders.json?project=nuke_crawl")["spiders"]
@@ -479,31 +587,47 @@ def test_two_scrapyd_nodes_deployed_from_a_fresh_copy_share_the_crawl_and_the_im
         for i, demo in enumerate(demos):
             add_org(pg_url, demo.url, name=f"Dealer {i}")
         enqueue(pg_url, ns)
-        fast = {"NUKE_REDIS_NAMESPACE": ns, "NUKE_REDIS_HEARTBEAT": "0.3",
-                "NUKE_REDIS_ORGS_PER_WORKER": "1", "AUTOTHROTTLE_START_DELAY": "0.01",
-                "NUKE_DB_BATCH_WAIT": "0.05", "DOWNLOAD_TIMEOUT": "10"}
+        fast = {
+            "NUKE_REDIS_NAMESPACE": ns,
+            "NUKE_REDIS_HEARTBEAT": "0.3",
+            "NUKE_REDIS_ORGS_PER_WORKER": "1",
+            "AUTOTHROTTLE_START_DELAY": "0.01",
+            "NUKE_DB_BATCH_WAIT": "0.05",
+            "DOWNLOAD_TIMEOUT": "10",
+        }
         for node in nodes:
             node.schedule("org", fast, from_queue="1", exit_when_empty="1")
         for node in nodes:
             node.wait(1)
         stored = rows(pg_url, "SELECT discovery_url FROM vehicles")
-        assert len(stored) == 20 and len({r["discovery_url"] for r in stored}) == 20, \
+        assert len(stored) == 20 and len({r["discovery_url"] for r in stored}) == 20, (
             nodes[0].logs() + nodes[1].logs()
+        )
         for node in nodes:  # both nodes took an organization
             assert "'nuke/redis/orgs_adopted': 1" in node.logs(), node.logs()
 
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         s3.create_bucket(Bucket="photos")
-        images = {"IMAGES_STORE": "s3://photos/v", "AWS_ENDPOINT_URL": endpoint,
-                  "NUKE_IMAGES_PUBLIC_URL": "", "AUTOTHROTTLE_START_DELAY": "0.01"}
+        images = {
+            "IMAGES_STORE": "s3://photos/v",
+            "AWS_ENDPOINT_URL": endpoint,
+            "NUKE_IMAGES_PUBLIC_URL": "",
+            "AUTOTHROTTLE_START_DELAY": "0.01",
+        }
         for node in nodes:
             node.schedule("image_backfill", images, limit="10")
         for node in nodes:
             node.wait(2)
         photos = rows(pg_url, "SELECT storage_path, is_external FROM vehicle_images")
-        assert len(photos) == 20 and not any(p["is_external"] for p in photos), \
+        assert len(photos) == 20 and not any(p["is_external"] for p in photos), (
             nodes[0].logs() + nodes[1].logs()
+        )
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="photos")["Contents"]}
         assert {f"v/{p['storage_path']}" for p in photos} <= keys
         assert len({p["storage_path"] for p in photos}) == 20
@@ -545,12 +669,21 @@ def wait_for_workers(ns: str, count: int, timeout: float = 60) -> None:
 def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Path) -> None:
     """Two workers on one site with DOWNLOAD_DELAY=0.3: the site never sees two requests
     closer than that, though both workers fetch its pages."""
-    site = Arrivals(build_site("jsonld", n_vehicles=12, per_page=6, images_per_vehicle=1,
-                               seed=2))
+    site = Arrivals(build_site("jsonld", n_vehicles=12, per_page=6, images_per_vehicle=1, seed=2))
     with serve(site) as server:
         org_id = add_org(pg_url, server.url)
-        procs = [worker(pg_url, ns, tmp_path / f"w{i}.log", "-s", "DOWNLOAD_DELAY=0.3",
-                        "-s", "RANDOMIZE_DOWNLOAD_DELAY=0") for i in range(2)]
+        procs = [
+            worker(
+                pg_url,
+                ns,
+                tmp_path / f"w{i}.log",
+                "-s",
+                "DOWNLOAD_DELAY=0.3",
+                "-s",
+                "RANDOMIZE_DOWNLOAD_DELAY=0",
+            )
+            for i in range(2)
+        ]
         wait_for_workers(ns, 2)  # both up before there is work: both get some
         client = redis.Redis.from_url(REDIS)
         assert enqueue_organizations(client, f"{ns}:org:queue", [org_id]) == 1
@@ -559,7 +692,11 @@ def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Pat
         assert_complete(pg_url, site.site, org_id)
     gaps = [b - a for a, b in zip(site.times, site.times[1:], strict=False)]
     assert len(site.times) >= 15 and min(gaps) >= 0.28, sorted(gaps)[:5]
-    shares = [sum(int(m.group(1)) for m in re.finditer(r"'downloader/request_count': (\d+)",
-                                                      log.read_text()))
-              for log in tmp_path.glob("w*.log")]
+    shares = [
+        sum(
+            int(m.group(1))
+            for m in re.finditer(r"'downloader/request_count': (\d+)", log.read_text())
+        )
+        for log in tmp_path.glob("w*.log")
+    ]
     assert all(shares), shares

@@ -16,14 +16,19 @@ import pytest
 from bench.corpus_report import FALLBACK_URLS, extract_entry, is_junk, score_page
 from nuke_crawl.extraction import extract_page, is_valid_vin
 
-SHARED = Path(os.environ.get("NUKE_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
+SHARED = Path(
+    os.environ.get("NUKE_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared"
+)
 CORPUS = SHARED / "corpus" / "pages"
 MANIFEST = CORPUS / "MANIFEST.json"
 
 
 def _manifest() -> dict:
     if not MANIFEST.is_file():
-        pytest.fail(f"corpus manifest not found at {MANIFEST}; set NUKE_SHARED_DIR to the directory holding corpus/", pytrace=False)
+        pytest.fail(
+            f"corpus manifest not found at {MANIFEST}; set NUKE_SHARED_DIR to the directory holding corpus/",
+            pytrace=False,
+        )
     return json.loads(MANIFEST.read_text())
 
 
@@ -90,6 +95,7 @@ def _check_vdp(name: str, gt: dict, r) -> None:
 
 
 # --- detail pages -------------------------------------------------------------------------
+
 
 def test_craigslist_vdp():
     name = "craigslist-ctd-2019-chevrolet-colorado-lt.html"
@@ -181,6 +187,7 @@ def test_autorevo_vdp_with_similar_vehicles_decoys():
 
 # --- results pages -----------------------------------------------------------------------
 
+
 def test_craigslist_search_results_without_links():
     name = "craigslist-newyork-cta-search-results.html"
     gt = _manifest_entry(name)["ground_truth"]
@@ -229,7 +236,9 @@ def test_dealercenter_inventory_rendered_twice():
     for item, want in zip(r.listings, gt["vehicles"]):
         assert item.vin == want["vin"]
         assert item.title == want["title"]
-        assert item.asking_price == (Decimal(want["price"]) if want.get("price") is not None else None)
+        assert item.asking_price == (
+            Decimal(want["price"]) if want.get("price") is not None else None
+        )
         assert item.mileage == want["mileage"]
     assert r.listings[0].url == "https://www.usautosofdallas.com" + gt["vehicles"][0]["vdp"]
     assert r.next_pages == ["https://www.usautosofdallas.com/inventory/?page_no=2"]
@@ -311,6 +320,7 @@ def test_no_invented_fields(name):
 
 # --- every field of every page's truth ------------------------------------------------------
 
+
 class KnownWrong(Exception):
     """Only fields listed in KNOWN_WRONG are wrong on this page."""
 
@@ -319,22 +329,29 @@ class KnownWrong(Exception):
 # until its entry is removed, and a field going wrong that is not listed here fails outright.
 KNOWN_WRONG: dict[str, dict[str, str]] = {
     "marketplace-autotempest-2023-toyota-camry-se.html": {
-        "photos": "4 marketing slides interleaved in the gallery are kept"},
+        "photos": "4 marketing slides interleaved in the gallery are kept"
+    },
     "marketplace-olx-br-2012-hyundai-ix35.html": {
         "trim": "the state's FIPE version string, not the ad title's 'GLS AUT'",
-        "photos": "thumbnails of related ads kept with the gallery"},
+        "photos": "thumbnails of related ads kept with the gallery",
+    },
     "inventory-olx-br-autos-e-pecas-mixed.html": {
         f: "'Vendo' (no make) is the only card of its region's path template: no link found"
-        for f in ("card4.link", "card4.price", "card4.mileage", "card4.year")},
+        for f in ("card4.link", "card4.price", "card4.mileage", "card4.year")
+    },
     "inventory-iseecars-ford-crown-victoria-ajax-fragment.html": {
-        "card5.vin": "the unpriced card is not matched (matching needs a title or URL)"},
+        "card5.vin": "the unpriced card is not matched (matching needs a title or URL)"
+    },
     "marketplace-carfax-2017-mercedes-benz-cla-250.html": {
-        "photos": "photos only in the embedded mobx state"},
+        "photos": "photos only in the embedded mobx state"
+    },
     "marketplace-carscom-2018-chevrolet-malibu-lt-new.html": {
         "photos": "25 photos only in the embedded listing state",
-        "location": "dealer address not read"},
+        "location": "dealer address not read",
+    },
     "inventory-ksl-classifieds-bike-search-mixed.html": {
-        "card0.price": "the title's year taken for the price"},
+        "card0.price": "the title's year taken for the price"
+    },
 }
 
 
@@ -346,7 +363,9 @@ def _param(name: str):
     for f, why in known.items():
         by_reason.setdefault(why, []).append(f)
     reason = "; ".join(f"{','.join(fs)}: {why}" for why, fs in by_reason.items())
-    return pytest.param(name, marks=pytest.mark.xfail(raises=KnownWrong, strict=True, reason=reason))
+    return pytest.param(
+        name, marks=pytest.mark.xfail(raises=KnownWrong, strict=True, reason=reason)
+    )
 
 
 _SCORED: dict[str, object] = {}

@@ -53,8 +53,11 @@ def test_refused_website_names_the_settings_that_allow_it(sqlite_url: str) -> No
     site = Counting({"/": (200, {}, b"<html><body>home</body></html>")})
     with serve(site) as server:
         org_id = add_org(sqlite_url, server.url)
-        proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], sqlite_url,
-                          NUKE_ALLOW_PRIVATE_NETWORKS="0")
+        proc = run_scrapy(
+            ["crawl", "org", "-a", "threshold=1", *FAST],
+            sqlite_url,
+            NUKE_ALLOW_PRIVATE_NETWORKS="0",
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert site.hits == []
     assert "website refused by the private-network guard" in proc.stderr
@@ -69,20 +72,22 @@ def test_refused_website_names_the_settings_that_allow_it(sqlite_url: str) -> No
 
 
 def _stats(stderr: str) -> str:
-    return stderr[stderr.rfind("Dumping Scrapy stats"):]
+    return stderr[stderr.rfind("Dumping Scrapy stats") :]
 
 
 @pytest.mark.browser
 def test_browser_requests_to_a_blocked_port_are_aborted(sqlite_url: str) -> None:
-    blocked = Counting({
-        "/style.css": (200, {"Content-Type": "text/css"}, b"body{color:red}"),
-        "/script.js": (200, {"Content-Type": "application/javascript"}, b"var a=1;"),
-        "/img.png": (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n"),
-        "/frame.html": (200, {}, b"<html><body>frame</body></html>"),
-        "/fetch": (200, {}, b"{}"),
-        "/xhr": (200, {}, b"{}"),
-        "/landing": (200, {}, b"<html><body>landing</body></html>"),
-    })
+    blocked = Counting(
+        {
+            "/style.css": (200, {"Content-Type": "text/css"}, b"body{color:red}"),
+            "/script.js": (200, {"Content-Type": "application/javascript"}, b"var a=1;"),
+            "/img.png": (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n"),
+            "/frame.html": (200, {}, b"<html><body>frame</body></html>"),
+            "/fetch": (200, {}, b"{}"),
+            "/xhr": (200, {}, b"{}"),
+            "/landing": (200, {}, b"<html><body>landing</body></html>"),
+        }
+    )
     with serve(blocked) as b:
         page = f"""<html><head><link rel="stylesheet" href="{b.url}/style.css">
 <script src="{b.url}/script.js"></script></head>
@@ -98,9 +103,20 @@ var x = new XMLHttpRequest(); x.open("GET", "{b.url}/xhr"); x.send();</script>
             add_org(sqlite_url, a2.url, render_js=True)
             allowed = f"127.0.0.1:{a1.port},127.0.0.1:{a2.port}"
             proc = run_scrapy(
-                ["crawl", "org", "-a", "threshold=1", "-s", "NUKE_PROBE_COMMON_PATHS=0",
-                 "-s", f"NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS={allowed}", *FAST],
-                sqlite_url, timeout=240, NUKE_ALLOW_PRIVATE_NETWORKS="0",
+                [
+                    "crawl",
+                    "org",
+                    "-a",
+                    "threshold=1",
+                    "-s",
+                    "NUKE_PROBE_COMMON_PATHS=0",
+                    "-s",
+                    f"NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS={allowed}",
+                    *FAST,
+                ],
+                sqlite_url,
+                timeout=240,
+                NUKE_ALLOW_PRIVATE_NETWORKS="0",
             )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "/" in home.hits and "/" in redirecting.hits  # both pages went to the browser
@@ -111,7 +127,9 @@ var x = new XMLHttpRequest(); x.open("GET", "{b.url}/xhr"); x.send();</script>
     refused = int(stats.split("'nuke/netguard/browser/refused': ", 1)[1].split(",", 1)[0])
     assert refused >= 7, stats
     assert "Browser: refusing requests to 127.0.0.1 (loopback)" in proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr[proc.stderr.find("Traceback") - 2000:][:5000]
+    assert "Traceback" not in proc.stderr, proc.stderr[proc.stderr.find("Traceback") - 2000 :][
+        :5000
+    ]
 
 
 # 15. What the operator sees
@@ -128,9 +146,13 @@ def test_status_on_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path: P
 
 def test_status_into_a_closed_pipe_ends_without_a_traceback(sqlite_url: str) -> None:
     assert run_scrapy(["migrate"], sqlite_url).returncode == 0
-    child = subprocess.Popen([sys.executable, "-m", "scrapy", "status"], cwd=REPO,
-                             env=scrapy_env(sqlite_url), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scrapy", "status"],
+        cwd=REPO,
+        env=scrapy_env(sqlite_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert child.stdout is not None and child.stderr is not None
     child.stdout.close()  # the reader is gone before anything is written (`| head`)
     err = child.stderr.read().decode()
@@ -153,8 +175,9 @@ def test_image_priority_for_an_unknown_organization_says_so(db_url: str) -> None
 # 10. org-import keeps going past bad rows
 
 
-def test_org_import_skips_each_bad_row_with_its_line_and_reason(db_url: str,
-                                                               tmp_path: Path) -> None:
+def test_org_import_skips_each_bad_row_with_its_line_and_reason(
+    db_url: str, tmp_path: Path
+) -> None:
     lines = [
         b"website,name,type,inventory_url,render_js",
         b"https://one.example,One,,,",
@@ -183,8 +206,9 @@ def test_org_import_skips_each_bad_row_with_its_line_and_reason(db_url: str,
     assert "line 9: skipped: argument website='call us 555-1234'" in err
     assert "line 10: skipped: argument website='N/A'" in err
     database = Database(db_url)
-    names = sorted(r["business_name"] for r in database.fetchall(
-        "SELECT business_name FROM businesses"))
+    names = sorted(
+        r["business_name"] for r in database.fetchall("SELECT business_name FROM businesses")
+    )
     database.close()
     assert names == ["Four", "One", "Three"]
 
@@ -198,10 +222,15 @@ def _site(n: int = 2) -> Counting:
         "/": (200, {}, f"<html><body><h1>Fixture</h1>{links}</body></html>".encode()),
     }
     for i in range(n):
-        pages[f"/vehicle/{i}"] = (200, {}, (
-            f"<html><head><title>2001 Porsche 911 Carrera {i}</title></head><body>"
-            f"<h1>2001 Porsche 911 Carrera</h1><p class='price'>$40,00{i}</p>"
-            f"<p>Mileage: 5{i},000 miles</p></body></html>").encode())
+        pages[f"/vehicle/{i}"] = (
+            200,
+            {},
+            (
+                f"<html><head><title>2001 Porsche 911 Carrera {i}</title></head><body>"
+                f"<h1>2001 Porsche 911 Carrera</h1><p class='price'>$40,00{i}</p>"
+                f"<p>Mileage: 5{i},000 miles</p></body></html>"
+            ).encode(),
+        )
     return Counting(pages)
 
 
@@ -225,8 +254,9 @@ def test_bad_metadata_is_recorded_on_its_organization_and_the_run_goes_on(
         migrate(database)
         bad_org, _ = store.add_organization(database, bad.url, name="Bad Motors")
         good_org, _ = store.add_organization(database, good.url, name="Good Motors")
-        database.execute("UPDATE businesses SET metadata = ? WHERE id = ?",
-                         [json.dumps(metadata), bad_org.id])
+        database.execute(
+            "UPDATE businesses SET metadata = ? WHERE id = ?", [json.dumps(metadata), bad_org.id]
+        )
         database.close()
         proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], sqlite_url)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -235,8 +265,9 @@ def test_bad_metadata_is_recorded_on_its_organization_and_the_run_goes_on(
     assert "/vehicle/0" in good_site.hits and "/vehicle/1" in good_site.hits
     database = Database(sqlite_url)
     raw = database.scalar("SELECT metadata FROM businesses WHERE id = ?", [bad_org.id])
-    good_count = database.scalar("SELECT COUNT(*) FROM organization_vehicles "
-                                 "WHERE organization_id = ?", [good_org.id])
+    good_count = database.scalar(
+        "SELECT COUNT(*) FROM organization_vehicles WHERE organization_id = ?", [good_org.id]
+    )
     database.close()
     meta = json.loads(raw) if isinstance(raw, str) else raw
     assert meta["last_error"].startswith(f"invalid_metadata: invalid metadata: {field}: ")
@@ -270,7 +301,8 @@ def test_a_website_that_is_not_a_url_is_refused_and_recorded_once(db_url: str) -
         database.execute(
             "INSERT INTO businesses (id, business_name, website, is_public, metadata, "
             "created_at, updated_at) VALUES (?, ?, ?, true, ?, ?, ?)",
-            [org_id, website, website, "{}", database.now(), database.now()])
+            [org_id, website, website, "{}", database.now(), database.now()],
+        )
         ids.append(org_id)
     database.close()
     proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], db_url)
@@ -279,8 +311,7 @@ def test_a_website_that_is_not_a_url_is_refused_and_recorded_once(db_url: str) -
     assert "Retrying" not in proc.stderr and "https://n/" not in proc.stderr
     for org_id, website in zip(ids, ("call us 555-1234", "N/A"), strict=True):
         meta = org_metadata(db_url, org_id)
-        assert meta["last_error"] == (
-            f"invalid_website: website {website!r} is not an http(s) URL")
+        assert meta["last_error"] == (f"invalid_website: website {website!r} is not an http(s) URL")
         assert proc.stderr.count(f"Organization {website} not crawled") == 1
     assert "'nuke/orgs/invalid_website': 2" in proc.stderr
 
@@ -289,13 +320,15 @@ def test_a_website_that_is_not_a_url_is_refused_and_recorded_once(db_url: str) -
 def test_a_dead_host_of_a_render_js_organization_is_one_line(sqlite_url: str) -> None:
     url = dead_url()
     add_org(sqlite_url, url, render_js=True)
-    proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST],
-                      sqlite_url, timeout=240)
+    proc = run_scrapy(["crawl", "org", "-a", "threshold=1", *FAST], sqlite_url, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "Starting the browser" in proc.stderr
-    lines = [line for line in proc.stderr.splitlines()
-             if ("WARNING" in line or "ERROR" in line) and "ERR_CONNECTION_REFUSED" in line]
+    lines = [
+        line
+        for line in proc.stderr.splitlines()
+        if ("WARNING" in line or "ERROR" in line) and "ERR_CONNECTION_REFUSED" in line
+    ]
     assert len(lines) == 1, lines
     assert "website unreachable" in lines[0]
 
@@ -317,7 +350,8 @@ def test_migrate_gives_platform_defaults_and_adds_missing_ones_without_touching_
         database.execute(
             "INSERT INTO organization_vehicles (organization_id, vehicle_id, "
             "relationship_type, status) VALUES (?, ?, 'seller', 'active')",
-            [org_id, vehicle_id])
+            [org_id, vehicle_id],
+        )
         row = database.fetchone("SELECT id, created_at, updated_at FROM organization_vehicles")
         assert row is not None and all(row.values()), row
         # an existing table without the defaults (an older schema): added, data untouched
@@ -332,11 +366,14 @@ def test_migrate_gives_platform_defaults_and_adds_missing_ones_without_touching_
     database = Database(pg_url)
     try:
         assert database.fetchall("SELECT * FROM organization_vehicles") == before
-        defaults = {(r["table_name"], r["column_name"]): r["column_default"]
-                    for r in database.fetchall(
-                        "SELECT table_name, column_name, column_default FROM "
-                        "information_schema.columns WHERE table_schema = current_schema() "
-                        "AND column_name IN ('id', 'created_at', 'updated_at')")}
+        defaults = {
+            (r["table_name"], r["column_name"]): r["column_default"]
+            for r in database.fetchall(
+                "SELECT table_name, column_name, column_default FROM "
+                "information_schema.columns WHERE table_schema = current_schema() "
+                "AND column_name IN ('id', 'created_at', 'updated_at')"
+            )
+        }
     finally:
         database.close()
     assert defaults[("organization_vehicles", "id")] == "gen_random_uuid()"
@@ -416,14 +453,17 @@ def test_the_browsers_proxy_tunnels_and_forwards_for_an_allowed_host(monkeypatch
     site = Counting({"/a": (200, {}, b"page a"), "/b": (200, {}, b"page b")})
 
     async def main(port: int) -> tuple[bytes, bytes]:
-        crawler = get_crawler(settings_dict={
-            "NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS": [f"127.0.0.1:{port}"]})
+        crawler = get_crawler(
+            settings_dict={"NUKE_PRIVATE_NETWORKS_ALLOW_HOSTS": [f"127.0.0.1:{port}"]}
+        )
         proxy = CheckingProxy(BrowserRequestGuard(crawler))
         await proxy.start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-            writer.write(f"GET http://127.0.0.1:{port}/a HTTP/1.1\r\nHost: x\r\n"
-                         "Proxy-Connection: keep-alive\r\n\r\n".encode())
+            writer.write(
+                f"GET http://127.0.0.1:{port}/a HTTP/1.1\r\nHost: x\r\n"
+                "Proxy-Connection: keep-alive\r\n\r\n".encode()
+            )
             forwarded = await asyncio.wait_for(reader.read(), 10)
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)

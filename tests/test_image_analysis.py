@@ -51,12 +51,23 @@ def openai_env(server: FakeOpenAI, key: str = API_KEY) -> dict[str, str]:
     return {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": server.url + "/v1"}
 
 
-def analyse(db_url: str, *args: str, env: dict[str, str] | None = None,
-            ok: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def analyse(
+    db_url: str, *args: str, env: dict[str, str] | None = None, ok: bool = True, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     proc = run_scrapy(
-        ["crawl", "image_analysis", *args, *FAST, "-s", "NUKE_OPENAI_BACKOFF_BASE=0.05",
-         "-s", "NUKE_ANALYSIS_RETRY_BACKOFF=0"],
-        db_url, timeout=timeout, **(env or {}),
+        [
+            "crawl",
+            "image_analysis",
+            *args,
+            *FAST,
+            "-s",
+            "NUKE_OPENAI_BACKOFF_BASE=0.05",
+            "-s",
+            "NUKE_ANALYSIS_RETRY_BACKOFF=0",
+        ],
+        db_url,
+        timeout=timeout,
+        **(env or {}),
     )
     if ok:
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -79,29 +90,38 @@ class Fixture:
     def vehicle(self, title: str, images: list[str], vin: str | None = None) -> str:
         self.n += 1
         rec = store.VehicleRecord(
-            self.org.id, f"https://dealer.example/v/{self.n}",
+            self.org.id,
+            f"https://dealer.example/v/{self.n}",
             {"title": title, "year": 1969, "make": "Chevrolet", "model": "Camaro", "vin": vin},
             image_urls=[u if "://" in u else f"{self.host}{u}" for u in images],
         )
         store.upsert_vehicles(self.db, [rec])
-        return str(self.db.scalar("SELECT id FROM vehicles WHERE discovery_url = ?",
-                                  [rec.discovery_url]))
+        return str(
+            self.db.scalar("SELECT id FROM vehicles WHERE discovery_url = ?", [rec.discovery_url])
+        )
 
     def store_file(self, vehicle_id: str, data: bytes, name: str = "stored.jpg") -> str:
         """Record a stored (downloaded) image of the vehicle, its file under IMAGES_STORE."""
         path = f"{vehicle_id}/{name}"
         (self.store_dir / vehicle_id).mkdir(parents=True, exist_ok=True)
         (self.store_dir / path).write_bytes(data)
-        image_id = str(self.db.scalar("SELECT id FROM vehicle_images WHERE vehicle_id = ? "
-                                      "ORDER BY position LIMIT 1", [vehicle_id]))
-        self.db.execute("UPDATE vehicle_images SET is_external = false, storage_path = ?, "
-                        "image_url = ?, mime_type = 'image/jpeg' WHERE id = ?",
-                        [path, (self.store_dir / path).as_uri(), image_id])
+        image_id = str(
+            self.db.scalar(
+                "SELECT id FROM vehicle_images WHERE vehicle_id = ? ORDER BY position LIMIT 1",
+                [vehicle_id],
+            )
+        )
+        self.db.execute(
+            "UPDATE vehicle_images SET is_external = false, storage_path = ?, "
+            "image_url = ?, mime_type = 'image/jpeg' WHERE id = ?",
+            [path, (self.store_dir / path).as_uri(), image_id],
+        )
         return image_id
 
     def images(self, vehicle_id: str) -> list[dict[str, Any]]:
-        rows = self.db.fetchall("SELECT * FROM vehicle_images WHERE vehicle_id = ? "
-                                "ORDER BY position", [vehicle_id])
+        rows = self.db.fetchall(
+            "SELECT * FROM vehicle_images WHERE vehicle_id = ? ORDER BY position", [vehicle_id]
+        )
         for row in rows:
             row["ai_scan_metadata"] = loads_json(row["ai_scan_metadata"])
         return rows
@@ -109,8 +129,9 @@ class Fixture:
     def count(self, table: str, vehicle_id: str | None = None) -> int:
         if vehicle_id is None:
             return int(self.db.scalar(f"SELECT COUNT(*) FROM {table}") or 0)
-        return int(self.db.scalar(f"SELECT COUNT(*) FROM {table} WHERE vehicle_id = ?",
-                                  [vehicle_id]) or 0)
+        return int(
+            self.db.scalar(f"SELECT COUNT(*) FROM {table} WHERE vehicle_id = ?", [vehicle_id]) or 0
+        )
 
     def vin(self, vehicle_id: str) -> str | None:
         return self.db.scalar("SELECT vin FROM vehicles WHERE id = ?", [vehicle_id])
@@ -140,8 +161,9 @@ def jpeg(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
         return out.getvalue()
 
 
-def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analysis_end_to_end(
+    fx: Fixture, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = fx.vehicle("1969 Camaro SS", ["/img/a1.jpg", "/img/a2.jpg", "/img/a3.jpg"])
     stored_id = fx.store_file(good, jpeg())
     spid = fx.vehicle("scenario=spid glovebox", ["/img/s1.jpg"])
@@ -153,8 +175,14 @@ def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
     fake_openai.retry_after = 0.2
     fake_openai.script("rate_limit", "server_error")
 
-    proc = analyse(fx.db_url, "-a", "providers=local,openai", "-a", "concurrency=4",
-                   env=openai_env(fake_openai))
+    proc = analyse(
+        fx.db_url,
+        "-a",
+        "providers=local,openai",
+        "-a",
+        "concurrency=4",
+        env=openai_env(fake_openai),
+    )
     log = proc.stderr
 
     # the good vehicle: every image analysed, findings in the four tables
@@ -167,11 +195,15 @@ def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
     assert meta["local"]["data"]["dhash_hex"]
     assert fx.count("component_conditions", good) == 3 * 2
     assert fx.count("paint_quality_assessments", good) == 3 * 2
-    tags = fx.db.fetchall("SELECT tag_name, tag_type, confidence FROM image_tags "
-                          "WHERE vehicle_id = ?", [good])
+    tags = fx.db.fetchall(
+        "SELECT tag_name, tag_type, confidence FROM image_tags WHERE vehicle_id = ?", [good]
+    )
     assert ("Rally wheel", "part") in {(t["tag_name"], t["tag_type"]) for t in tags}
-    comp = fx.db.fetchone("SELECT * FROM component_conditions WHERE vehicle_id = ? AND "
-                          "component_name = 'left rocker panel' LIMIT 1", [good])
+    comp = fx.db.fetchone(
+        "SELECT * FROM component_conditions WHERE vehicle_id = ? AND "
+        "component_name = 'left rocker panel' LIMIT 1",
+        [good],
+    )
     assert comp is not None and comp["condition_rating"] == 3 and bool(comp["needs_attention"])
     assert loads_json(comp["damage_types"]) == ["rust"]
     assert comp["detected_by_model"] == "gpt-4o-mini"
@@ -186,12 +218,17 @@ def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
     sheet = fx.db.fetchone("SELECT * FROM vehicle_spid_data WHERE vehicle_id = ?", [spid])
     assert sheet is not None and sheet["vin"] == SPID_VIN and sheet["model_code"] == "1YY07"
     assert "L98" in loads_json(sheet["rpo_codes"]) and "TOOLONG" not in loads_json(
-        sheet["rpo_codes"])
+        sheet["rpo_codes"]
+    )
     assert fx.vin(spid) == SPID_VIN
 
     # failures: recorded with their reason, nothing half-written
-    for vehicle, reason in ((malformed, "malformed_output"), (refusal, "refused"),
-                            (broken, "invalid_image"), (missing, "http_404")):
+    for vehicle, reason in (
+        (malformed, "malformed_output"),
+        (refusal, "refused"),
+        (broken, "invalid_image"),
+        (missing, "http_404"),
+    ):
         (row,) = fx.images(vehicle)
         assert row["ai_last_scanned"] is None, vehicle
         assert row["ai_processing_status"] == "failed"
@@ -231,9 +268,16 @@ def test_analysis_end_to_end(fx: Fixture, fake_openai: FakeOpenAI,
     assert fx.count("vehicle_spid_data") == 2
 
 
-SNAPSHOT_TABLES = ("vehicle_images", "vehicles", "image_tags", "component_conditions",
-                   "paint_quality_assessments", "vehicle_spid_data", "businesses",
-                   "organization_vehicles")
+SNAPSHOT_TABLES = (
+    "vehicle_images",
+    "vehicles",
+    "image_tags",
+    "component_conditions",
+    "paint_quality_assessments",
+    "vehicle_spid_data",
+    "businesses",
+    "organization_vehicles",
+)
 
 
 def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
@@ -241,17 +285,25 @@ def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
     return {t: db.fetchall(f"SELECT * FROM {t} ORDER BY id") for t in SNAPSHOT_TABLES}
 
 
-def test_dry_run_calls_no_provider_and_writes_nothing(fx: Fixture,
-                                                      fake_openai: FakeOpenAI) -> None:
+def test_dry_run_calls_no_provider_and_writes_nothing(fx: Fixture, fake_openai: FakeOpenAI) -> None:
     first = fx.vehicle("Dry one", ["/img/d1.jpg", "/img/d2.jpg", "/img/d3.jpg"])
     fx.store_file(first, jpeg())
     other_org, _ = store.add_organization(fx.db, "https://other.example", name="Other Motors")
-    store.upsert_vehicles(fx.db, [store.VehicleRecord(
-        other_org.id, "https://other.example/v/1", {"title": "Dry two", "year": 1970},
-        image_urls=[f"{fx.host}/img/o1.jpg"])])
+    store.upsert_vehicles(
+        fx.db,
+        [
+            store.VehicleRecord(
+                other_org.id,
+                "https://other.example/v/1",
+                {"title": "Dry two", "year": 1970},
+                image_urls=[f"{fx.host}/img/o1.jpg"],
+            )
+        ],
+    )
     before = snapshot(fx.db)
-    proc = analyse(fx.db_url, "-a", "dry_run=1", "-a", "providers=local,openai",
-                   env=openai_env(fake_openai))
+    proc = analyse(
+        fx.db_url, "-a", "dry_run=1", "-a", "providers=local,openai", env=openai_env(fake_openai)
+    )
     log = proc.stderr
     # no provider call at all: no preflight, no chat request
     assert fake_openai.chat_requests == 0 and fake_openai.model_requests == 0
@@ -281,8 +333,10 @@ def test_rekognition_through_moto(fx: Fixture, tmp_path: Path) -> None:
         host, port = server.get_host_and_port()
         vehicle = fx.vehicle("Labels", ["/img/k1.jpg"])
         env = {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_ENDPOINT_URL_REKOGNITION": f"http://{host}:{port}",
             "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
             "AWS_CONFIG_FILE": str(tmp_path / "none"),
@@ -293,10 +347,12 @@ def test_rekognition_through_moto(fx: Fixture, tmp_path: Path) -> None:
     (row,) = fx.images(vehicle)
     assert row["ai_processing_status"] == "completed"
     assert set(row["ai_scan_metadata"]) == {"local", "rekognition"}
-    tags = fx.db.fetchall("SELECT ai_detection_data FROM image_tags WHERE vehicle_id = ?",
-                          [vehicle])
-    assert any((loads_json(t["ai_detection_data"]) or {}).get("provider") == "rekognition"
-               for t in tags)
+    tags = fx.db.fetchall(
+        "SELECT ai_detection_data FROM image_tags WHERE vehicle_id = ?", [vehicle]
+    )
+    assert any(
+        (loads_json(t["ai_detection_data"]) or {}).get("provider") == "rekognition" for t in tags
+    )
 
 
 def test_check_reports_auth_failure(sqlite_url: str, fake_openai: FakeOpenAI) -> None:
@@ -310,21 +366,25 @@ def test_check_reports_auth_failure(sqlite_url: str, fake_openai: FakeOpenAI) ->
     lines = {line.split()[0]: line.split()[1:] for line in command.stdout.splitlines()}
     assert lines["local"][0] == "OK"
     assert lines["openai"][:2] == ["FAILED", "auth_failed:"]
-    good = run_scrapy(["analyze-check", "--providers", "openai"], sqlite_url,
-                      **openai_env(fake_openai))
+    good = run_scrapy(
+        ["analyze-check", "--providers", "openai"], sqlite_url, **openai_env(fake_openai)
+    )
     assert good.returncode == 0 and "OK" in good.stdout
     # a run refuses to start with a broken key: nothing is claimed
     run = analyse(sqlite_url, env=env, ok=False)
     assert run.returncode == 1 and "provider check failed" in run.stderr
 
 
-@pytest.mark.parametrize("args, name", [
-    (["-a", "providers=local,gpt"], "providers"),
-    (["-a", "limit=0"], "limit"),
-    (["-a", "concurrency=many"], "concurrency"),
-    (["-a", "vehicle_id=42"], "vehicle_id"),
-    (["-a", "colour=red"], "colour"),
-])
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["-a", "providers=local,gpt"], "providers"),
+        (["-a", "limit=0"], "limit"),
+        (["-a", "concurrency=many"], "concurrency"),
+        (["-a", "vehicle_id=42"], "vehicle_id"),
+        (["-a", "colour=red"], "colour"),
+    ],
+)
 def test_bad_arguments_refused(sqlite_url: str, args: list[str], name: str) -> None:
     proc = run_scrapy(["crawl", "image_analysis", *args], sqlite_url)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -334,9 +394,17 @@ def test_bad_arguments_refused(sqlite_url: str, args: list[str], name: str) -> N
 
 def test_claims_do_not_overlap(db: Database) -> None:
     org, _ = store.add_organization(db, "https://lease.example")
-    store.upsert_vehicles(db, [store.VehicleRecord(
-        org.id, "https://lease.example/v/1", {"title": "x"},
-        image_urls=[f"https://img.example/{i}.jpg" for i in range(5)])])
+    store.upsert_vehicles(
+        db,
+        [
+            store.VehicleRecord(
+                org.id,
+                "https://lease.example/v/1",
+                {"title": "x"},
+                image_urls=[f"https://img.example/{i}.jpg" for i in range(5)],
+            )
+        ],
+    )
     sel = analysis.Selection()
     first = analysis.claim_batch(db, sel, "a", 3, 600)
     second = analysis.claim_batch(db, sel, "b", 3, 600)
@@ -361,8 +429,7 @@ def _image_hits(host: ImageHost) -> int:
     return sum(n for path, n in host.hits.items() if path != "/robots.txt")
 
 
-def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path,
-                                    fake_openai: FakeOpenAI) -> None:
+def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     """image_backfill stores into s3://bucket/prefix (moto's server); image_analysis with
     the same IMAGES_STORE and AWS_ENDPOINT_URL reads those objects, not the vendor URLs."""
     import boto3
@@ -377,18 +444,38 @@ def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path,
     try:
         host, port = moto.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                 "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-                 "AWS_CONFIG_FILE": str(tmp_path / "none")}
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        creds = {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         s3.create_bucket(Bucket="photos")
-        seed(db_url, [("http://dealer.example/s3a", [f"{running.url}/img/s{i}.jpg"
-                                                     for i in range(3)]),
-                      ("http://dealer.example/s3b", [f"{running.url}/img/t0.jpg"])])
-        backfill = crawl(db_url, "s3://photos/vehicles", "-s", f"AWS_ENDPOINT_URL={endpoint}",
-                         "-s", "NUKE_IMAGES_PUBLIC_URL=", **creds)
+        seed(
+            db_url,
+            [
+                ("http://dealer.example/s3a", [f"{running.url}/img/s{i}.jpg" for i in range(3)]),
+                ("http://dealer.example/s3b", [f"{running.url}/img/t0.jpg"]),
+            ],
+        )
+        backfill = crawl(
+            db_url,
+            "s3://photos/vehicles",
+            "-s",
+            f"AWS_ENDPOINT_URL={endpoint}",
+            "-s",
+            "NUKE_IMAGES_PUBLIC_URL=",
+            **creds,
+        )
         assert backfill.returncode == 0, backfill.stderr[-3000:]
         db = Database(db_url)
         try:
@@ -401,10 +488,16 @@ def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path,
         hits = _image_hits(vendor)
         assert hits >= 4
 
-        proc = analyse(db_url, "-a", "providers=local,openai",
-                       "-s", "IMAGES_STORE=s3://photos/vehicles",
-                       "-s", f"AWS_ENDPOINT_URL={endpoint}",
-                       env={**creds, **openai_env(fake_openai)})
+        proc = analyse(
+            db_url,
+            "-a",
+            "providers=local,openai",
+            "-s",
+            "IMAGES_STORE=s3://photos/vehicles",
+            "-s",
+            f"AWS_ENDPOINT_URL={endpoint}",
+            env={**creds, **openai_env(fake_openai)},
+        )
     finally:
         running.stop()
         moto.stop()
@@ -417,8 +510,9 @@ def test_stored_copies_read_from_s3(db_url: str, tmp_path: Path,
     finally:
         db.close()
     assert [r["ai_processing_status"] for r in done] == ["completed"] * 4
-    assert all((loads_json(r["ai_scan_metadata"]) or {})["local"]["data"]["width"] == 640
-               for r in done)
+    assert all(
+        (loads_json(r["ai_scan_metadata"]) or {})["local"]["data"]["width"] == 640 for r in done
+    )
 
 
 @pytest.mark.postgres
@@ -430,47 +524,86 @@ def test_two_runs_at_once_analyse_each_image_once(pg_url: str, tmp_path: Path) -
     fixture = Fixture(pg_url, "http://unused.example", tmp_path / "images")
     try:
         for v in range(vehicles):
-            fixture.vehicle(f"Race {v}", [f"https://img.example/{v}/{i}.jpg"
-                                          for i in range(per_vehicle)])
+            fixture.vehicle(
+                f"Race {v}", [f"https://img.example/{v}/{i}.jpg" for i in range(per_vehicle)]
+            )
         rows = fixture.db.fetchall("SELECT id, vehicle_id FROM vehicle_images")
         for row in rows:  # every image a stored file with bytes of its own
             path = f"{row['vehicle_id']}/{row['id']}.jpg"
             (fixture.store_dir / row["vehicle_id"]).mkdir(parents=True, exist_ok=True)
             (fixture.store_dir / path).write_bytes(
-                image_bytes(str(row["id"]), width=320, height=240, unique=True))
-            fixture.db.execute("UPDATE vehicle_images SET is_external = false, storage_path = ?,"
-                               " mime_type = 'image/jpeg' WHERE id = ?", [path, row["id"]])
+                image_bytes(str(row["id"]), width=320, height=240, unique=True)
+            )
+            fixture.db.execute(
+                "UPDATE vehicle_images SET is_external = false, storage_path = ?,"
+                " mime_type = 'image/jpeg' WHERE id = ?",
+                [path, row["id"]],
+            )
         total = len(rows)
         assert total == vehicles * per_vehicle
         with FakeOpenAI(latency=0.15) as server:
-            cmd = [sys.executable, "-m", "scrapy", "crawl", "image_analysis",
-                   "-a", "providers=local,openai", "-a", "concurrency=4", *FAST,
-                   "-s", f"IMAGES_STORE={fixture.store_dir}",
-                   "-s", "NUKE_ANALYSIS_BATCH_SIZE=4"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "scrapy",
+                "crawl",
+                "image_analysis",
+                "-a",
+                "providers=local,openai",
+                "-a",
+                "concurrency=4",
+                *FAST,
+                "-s",
+                f"IMAGES_STORE={fixture.store_dir}",
+                "-s",
+                "NUKE_ANALYSIS_BATCH_SIZE=4",
+            ]
             env = scrapy_env(pg_url, **openai_env(server))
-            procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            procs = [
+                subprocess.Popen(
+                    cmd,
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
             logs = [p.communicate(timeout=180)[1] for p in procs]
             for proc, log in zip(procs, logs, strict=True):
                 assert proc.returncode == 0, log[-4000:]
                 assert "Traceback" not in log, log[-4000:]
             seen = dict(server.images_seen)
             chat_requests = server.chat_requests
-        done = [int(re.search(r"Image analysis finished \(\w+\): (\d+) images", log).group(1))
-                if "Image analysis finished" in log else 0 for log in logs]
+        done = [
+            int(re.search(r"Image analysis finished \(\w+\): (\d+) images", log).group(1))
+            if "Image analysis finished" in log
+            else 0
+            for log in logs
+        ]
         assert sum(done) == total and min(done) > 0, done  # both really worked
         # every image sent to the model exactly once
         assert len(seen) == total and set(seen.values()) == {1}, seen
         assert chat_requests == total
         db = fixture.db
         assert db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL") == 0
-        assert db.scalar("SELECT COUNT(*) FROM vehicle_images WHERE ai_lease_owner IS NOT NULL "
-                         "OR ai_attempts <> 1") == 0
-        for table, key, per_image in (("component_conditions", "component_name", 2),
-                                      ("paint_quality_assessments", "panel_name", 2),
-                                      ("image_tags", "tag_name", None)):
-            dupes = db.fetchall(f"SELECT image_id, {key}, COUNT(*) AS n FROM {table} "
-                                f"GROUP BY image_id, {key} HAVING COUNT(*) > 1")
+        assert (
+            db.scalar(
+                "SELECT COUNT(*) FROM vehicle_images WHERE ai_lease_owner IS NOT NULL "
+                "OR ai_attempts <> 1"
+            )
+            == 0
+        )
+        for table, key, per_image in (
+            ("component_conditions", "component_name", 2),
+            ("paint_quality_assessments", "panel_name", 2),
+            ("image_tags", "tag_name", None),
+        ):
+            dupes = db.fetchall(
+                f"SELECT image_id, {key}, COUNT(*) AS n FROM {table} "
+                f"GROUP BY image_id, {key} HAVING COUNT(*) > 1"
+            )
             assert dupes == [], (table, dupes)
             if per_image:
                 assert db.scalar(f"SELECT COUNT(*) FROM {table}") == total * per_image

@@ -35,8 +35,14 @@ STOP_WITHIN = 10.0
 
 def _popen(spider: str, db_url: str, *args: str, **env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider, *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=scrapy_env(db_url, **env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=scrapy_env(db_url, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(check: Any, timeout: float = 60) -> None:
@@ -57,8 +63,9 @@ def _stop(proc: subprocess.Popen[str], signame: str) -> tuple[float, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        raise AssertionError(f"still running {STOP_WITHIN + 20:.0f} s after {signame}:\n"
-                             + err[-3000:]) from None
+        raise AssertionError(
+            f"still running {STOP_WITHIN + 20:.0f} s after {signame}:\n" + err[-3000:]
+        ) from None
     return time.monotonic() - sent, err
 
 
@@ -75,12 +82,22 @@ def _photo_hits(host: ImageHost) -> dict[str, int]:
 
 
 def _backfill_args(out: Path) -> list[str]:
-    return [*FAST, "-s", f"IMAGES_STORE={out}", "-s", "DOWNLOAD_TIMEOUT=30",
-            "-a", "limit=1000", "-a", "batch_size=5"]
+    return [
+        *FAST,
+        "-s",
+        f"IMAGES_STORE={out}",
+        "-s",
+        "DOWNLOAD_TIMEOUT=30",
+        "-a",
+        "limit=1000",
+        "-a",
+        "batch_size=5",
+    ]
 
 
-def _check_stopped_backfill(db_url: str, out: Path, host: SlowHost, urls: set[str],
-                            stored_before: int) -> None:
+def _check_stopped_backfill(
+    db_url: str, out: Path, host: SlowHost, urls: set[str], stored_before: int
+) -> None:
     rows = images(db_url)
     _assert_consistent(rows, urls, out)
     stored = [r for r in rows if r["storage_path"]]
@@ -94,7 +111,12 @@ def _check_stopped_backfill(db_url: str, out: Path, host: SlowHost, urls: set[st
     before = _photo_hits(host)
     again = subprocess.run(
         [sys.executable, "-m", "scrapy", "crawl", "image_backfill", *_backfill_args(out)],
-        cwd=REPO, env=scrapy_env(db_url), capture_output=True, text=True, timeout=120)
+        cwd=REPO,
+        env=scrapy_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     rows = images(db_url)
     _assert_consistent(rows, urls, out)
@@ -111,8 +133,13 @@ def test_backfill_stops_within_10s_of_one_sigint(db_url: str, tmp_path: Path) ->
     with serve(host) as server:
         n, per = 30, 4
         urls = {f"{server.url}/img/s{i}-{j}.jpg" for i in range(n) for j in range(per)}
-        seed(db_url, [(f"{LISTING}{i}", [f"{server.url}/img/s{i}-{j}.jpg" for j in range(per)])
-                      for i in range(n)])
+        seed(
+            db_url,
+            [
+                (f"{LISTING}{i}", [f"{server.url}/img/s{i}-{j}.jpg" for j in range(per)])
+                for i in range(n)
+            ],
+        )
         out = tmp_path / "images"
         proc = _popen("image_backfill", db_url, *_backfill_args(out))
         _wait_for(lambda: sum(1 for r in images(db_url) if r["storage_path"]) >= 4)
@@ -145,19 +172,39 @@ def test_backfill_cancelled_through_scrapyd(sqlite_url: str, tmp_path: Path, sig
     with serve(host) as server, Scrapyd(tmp_path / "scrapyd", scrapy_env("")) as scrapyd:
         n, per = 30, 4
         urls = {f"{server.url}/img/c{i}-{j}.jpg" for i in range(n) for j in range(per)}
-        seed(sqlite_url, [(f"{LISTING}{i}", [f"{server.url}/img/c{i}-{j}.jpg"
-                                             for j in range(per)]) for i in range(n)])
+        seed(
+            sqlite_url,
+            [
+                (f"{LISTING}{i}", [f"{server.url}/img/c{i}-{j}.jpg" for j in range(per)])
+                for i in range(n)
+            ],
+        )
         out = tmp_path / "images"
-        settings = [("setting", f"DATABASE_URL={sqlite_url}"), ("setting", f"IMAGES_STORE={out}"),
-                    ("setting", "AUTOTHROTTLE_ENABLED=0"), ("setting", "DOWNLOAD_TIMEOUT=30"),
-                    ("setting", "NUKE_ALLOW_PRIVATE_NETWORKS=1")]
-        job = _scrapyd_post(scrapyd, "schedule.json", [
-            ("project", PROJECT), ("spider", "image_backfill"), ("limit", "1000"),
-            ("batch_size", "5"), *settings])["jobid"]
+        settings = [
+            ("setting", f"DATABASE_URL={sqlite_url}"),
+            ("setting", f"IMAGES_STORE={out}"),
+            ("setting", "AUTOTHROTTLE_ENABLED=0"),
+            ("setting", "DOWNLOAD_TIMEOUT=30"),
+            ("setting", "NUKE_ALLOW_PRIVATE_NETWORKS=1"),
+        ]
+        job = _scrapyd_post(
+            scrapyd,
+            "schedule.json",
+            [
+                ("project", PROJECT),
+                ("spider", "image_backfill"),
+                ("limit", "1000"),
+                ("batch_size", "5"),
+                *settings,
+            ],
+        )["jobid"]
         _wait_for(lambda: sum(1 for r in images(sqlite_url) if r["storage_path"]) >= 4)
         stored_before = sum(1 for r in images(sqlite_url) if r["storage_path"])
-        answer = _scrapyd_post(scrapyd, "cancel.json", [("project", PROJECT), ("job", job)]
-                               + ([("signal", sig)] if sig else []))
+        answer = _scrapyd_post(
+            scrapyd,
+            "cancel.json",
+            [("project", PROJECT), ("job", job)] + ([("signal", sig)] if sig else []),
+        )
         assert answer["status"] == "ok", answer
         sent = time.monotonic()
         while time.monotonic() - sent < STOP_WITHIN + 20:
@@ -174,8 +221,10 @@ def test_backfill_cancelled_through_scrapyd(sqlite_url: str, tmp_path: Path, sig
 def test_analysis_stops_within_10s_of_one_sigterm(db_url: str, tmp_path: Path) -> None:
     from tests.test_image_analysis import Fixture
 
-    with serve(ImageHost(width=640, height=480)) as server, \
-            FakeOpenAI(default="slow", slow_seconds=60) as openai:
+    with (
+        serve(ImageHost(width=640, height=480)) as server,
+        FakeOpenAI(default="slow", slow_seconds=60) as openai,
+    ):
         fx = Fixture(db_url, server.url, tmp_path / "images")
         try:
             for i in range(6):
@@ -192,8 +241,7 @@ def test_analysis_stops_within_10s_of_one_sigterm(db_url: str, tmp_path: Path) -
         assert "Traceback" not in err, err[-3000:]
         assert "Received SIGTERM" in err and "abandoned and left for the next run" in err
         assert "Released " in err
-        rows = _rows(db_url, "SELECT ai_last_scanned, ai_error, ai_lease_owner FROM "
-                             "vehicle_images")
+        rows = _rows(db_url, "SELECT ai_last_scanned, ai_error, ai_lease_owner FROM vehicle_images")
         assert len(rows) == 24
         assert all(r["ai_lease_owner"] is None for r in rows)
         assert all(r["ai_error"] is None and r["ai_last_scanned"] is None for r in rows)
@@ -202,8 +250,12 @@ def test_analysis_stops_within_10s_of_one_sigterm(db_url: str, tmp_path: Path) -
         calls = openai.chat_requests
         again = subprocess.run(
             [sys.executable, "-m", "scrapy", "crawl", "image_analysis", *args],
-            cwd=REPO, env=scrapy_env(db_url, **env), capture_output=True, text=True,
-            timeout=120)
+            cwd=REPO,
+            env=scrapy_env(db_url, **env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         rows = _rows(db_url, "SELECT ai_last_scanned FROM vehicle_images")
         assert all(r["ai_last_scanned"] is not None for r in rows)
@@ -236,10 +288,25 @@ def test_cannot_start_is_the_last_line_of_ours(spider: str, tmp_path: Path) -> N
     stop or release line: the run never started."""
     db_url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
     result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"IMAGES_STORE={tmp_path}",
-         "-a", "providers=local"] if spider == "image_analysis" else
-        [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"IMAGES_STORE={tmp_path}"],
-        cwd=REPO, env=scrapy_env(db_url), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            spider,
+            "-s",
+            f"IMAGES_STORE={tmp_path}",
+            "-a",
+            "providers=local",
+        ]
+        if spider == "image_analysis"
+        else [sys.executable, "-m", "scrapy", "crawl", spider, "-s", f"IMAGES_STORE={tmp_path}"],
+        cwd=REPO,
+        env=scrapy_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     after = result.stderr.split("Cannot start: cannot connect to PostgreSQL", 1)[1]

@@ -564,7 +564,7 @@ def test_no_global_state_changes() -> None:
             process_image(_read(name), max_pixels=200_000_000)
         except ImageRejected:
             pass
-    assert Image.MAX_IMAGE_PIXELS == max_pixels
+    assert max_pixels == Image.MAX_IMAGE_PIXELS
     assert ImageFile.LOAD_TRUNCATED_IMAGES is truncated is False
     assert list(warnings.filters) == filters
     assert "HEIF" not in Image.OPEN  # pillow-heif is used directly, never registered

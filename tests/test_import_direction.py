@@ -55,16 +55,30 @@ def _under(name: str, prefix: str) -> bool:
 
 #: (modules the rule is about, modules they must not import, why)
 RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
-    (("nuke_crawl.spiders",), ("nuke_crawl.pipelines",),
-     "a spider imports no pipeline (items: nuke_crawl.items)"),
-    (("nuke_crawl.extensions", "nuke_crawl.commands", "nuke_crawl.pipelines"),
-     ("nuke_crawl.spiders",),
-     "extensions, commands and pipelines import no spider (arguments: nuke_crawl.params)"),
-    (("nuke_crawl.db", "nuke_crawl.extraction", "nuke_crawl.storage",
-      "nuke_crawl.workers.pool", "nuke_crawl.workers.process", "nuke_crawl.params",
-      "nuke_crawl.imaging", "nuke_crawl.pipelines._imageworker"),
-     ("scrapy", "twisted"),
-     "this room runs outside a crawl too: no Scrapy, no Twisted"),
+    (
+        ("nuke_crawl.spiders",),
+        ("nuke_crawl.pipelines",),
+        "a spider imports no pipeline (items: nuke_crawl.items)",
+    ),
+    (
+        ("nuke_crawl.extensions", "nuke_crawl.commands", "nuke_crawl.pipelines"),
+        ("nuke_crawl.spiders",),
+        "extensions, commands and pipelines import no spider (arguments: nuke_crawl.params)",
+    ),
+    (
+        (
+            "nuke_crawl.db",
+            "nuke_crawl.extraction",
+            "nuke_crawl.storage",
+            "nuke_crawl.workers.pool",
+            "nuke_crawl.workers.process",
+            "nuke_crawl.params",
+            "nuke_crawl.imaging",
+            "nuke_crawl.pipelines._imageworker",
+        ),
+        ("scrapy", "twisted"),
+        "this room runs outside a crawl too: no Scrapy, no Twisted",
+    ),
 ]
 
 
@@ -87,8 +101,7 @@ def _modules() -> Iterator[tuple[Path, str]]:
 def test_no_module_imports_against_the_rooms_direction() -> None:
     found = []
     for path, module in _modules():
-        found += violations(path.read_text(encoding="utf-8"), module,
-                            path.name == "__init__.py")
+        found += violations(path.read_text(encoding="utf-8"), module, path.name == "__init__.py")
     assert not found, "\n".join(found)
 
 
@@ -100,23 +113,37 @@ def test_the_rooms_exist() -> None:
             assert any(_under(name, room) for name in names), room
 
 
-@pytest.mark.parametrize(("source", "module", "message"), [
-    ("from nuke_crawl.pipelines.images import ImageFailed", "nuke_crawl.spiders.x",
-     "imports nuke_crawl.pipelines.images"),
-    ("from ..pipelines import images", "nuke_crawl.spiders.x", "imports nuke_crawl.pipelines"),
-    ("def f():\n    import nuke_crawl.spiders.org\n", "nuke_crawl.extensions.x",
-     "nuke_crawl.extensions.x:2 imports nuke_crawl.spiders.org"),
-    ("from nuke_crawl import spiders", "nuke_crawl.commands.x", "imports nuke_crawl.spiders"),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from scrapy import Spider\n",
-     "nuke_crawl.db.store", "imports scrapy"),
-    ("from twisted.internet import reactor", "nuke_crawl.workers.pool", "imports twisted"),
-])
+@pytest.mark.parametrize(
+    ("source", "module", "message"),
+    [
+        (
+            "from nuke_crawl.pipelines.images import ImageFailed",
+            "nuke_crawl.spiders.x",
+            "imports nuke_crawl.pipelines.images",
+        ),
+        ("from ..pipelines import images", "nuke_crawl.spiders.x", "imports nuke_crawl.pipelines"),
+        (
+            "def f():\n    import nuke_crawl.spiders.org\n",
+            "nuke_crawl.extensions.x",
+            "nuke_crawl.extensions.x:2 imports nuke_crawl.spiders.org",
+        ),
+        ("from nuke_crawl import spiders", "nuke_crawl.commands.x", "imports nuke_crawl.spiders"),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from scrapy import Spider\n",
+            "nuke_crawl.db.store",
+            "imports scrapy",
+        ),
+        ("from twisted.internet import reactor", "nuke_crawl.workers.pool", "imports twisted"),
+    ],
+)
 def test_the_check_finds_a_wrong_way_import(source: str, module: str, message: str) -> None:
     assert any(message in problem for problem in violations(source, module))
 
 
 def test_the_check_allows_the_right_direction() -> None:
-    source = ("from nuke_crawl.items import VehicleImagesItem\n"
-              "from nuke_crawl.params import SpiderArgs\nimport scrapy\n")
+    source = (
+        "from nuke_crawl.items import VehicleImagesItem\n"
+        "from nuke_crawl.params import SpiderArgs\nimport scrapy\n"
+    )
     assert violations(source, "nuke_crawl.spiders.x") == []
     assert violations("from nuke_crawl.db import store", "nuke_crawl.pipelines.x") == []

@@ -353,9 +353,7 @@ def test_guard_url_resolves(monkeypatch):
             await guard_url("http://127.0.0.1/"),  # literal: no lookup
         )
 
-    assert asyncio.run(main()) == (
-        "private", "private", None, "unresolved", "scheme", "loopback"
-    )
+    assert asyncio.run(main()) == ("private", "private", None, "unresolved", "scheme", "loopback")
     assert looked_up == ["images.example", "cdn.example", "no-such-host.invalid"]
 
 
@@ -400,8 +398,12 @@ def test_a_name_that_failed_to_resolve_is_never_fetched():
     """Issue 12, item 6: the guard's lookup fails, the downloader's would give 127.0.0.1."""
     with _Server({"/a": [OK]}) as server:
         url = f"http://rebind.test:{server.port}/a"
-        result = crawl("UrlsSpider", settings={"RETRY_TIMES": 1},
-                       dns={"rebind.test": ["fail", "127.0.0.1"]}, urls=[url])
+        result = crawl(
+            "UrlsSpider",
+            settings={"RETRY_TIMES": 1},
+            dns={"rebind.test": ["fail", "127.0.0.1"]},
+            urls=[url],
+        )
     assert server.hits == []
     assert result.stats["nuke/netguard/unresolved"] == 1
     # the retry was resolved and checked again
@@ -413,8 +415,12 @@ def test_the_downloader_connects_to_the_address_the_guard_checked():
     """A second DNS answer (a rebinding to 127.0.0.1) never reaches the downloader."""
     with _Server({"/a": [OK]}) as server:
         url = f"http://pinned.test:{server.port}/a"
-        result = crawl("UrlsSpider", settings={"RETRY_TIMES": 0, "DOWNLOAD_TIMEOUT": 3},
-                       dns={"pinned.test": ["93.184.215.14", "127.0.0.1"]}, urls=[url])
+        result = crawl(
+            "UrlsSpider",
+            settings={"RETRY_TIMES": 0, "DOWNLOAD_TIMEOUT": 3},
+            dns={"pinned.test": ["93.184.215.14", "127.0.0.1"]},
+            urls=[url],
+        )
     assert server.hits == []
     (record,) = result.records
     assert "error" in record, record

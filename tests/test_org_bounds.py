@@ -35,13 +35,20 @@ RSS_LIMIT = 300 * MB
 
 
 def vehicle_page(n: int) -> bytes:
-    data = {"@context": "https://schema.org", "@type": "Car", "name": f"2015 Ford Mustang GT {n}",
-            "vehicleModelDate": "2015", "brand": {"@type": "Brand", "name": "Ford"},
-            "model": "Mustang",
-            "offers": {"@type": "Offer", "price": str(20000 + n), "priceCurrency": "USD"}}
-    return (f"<html><head><title>2015 Ford Mustang GT</title><script type='application/ld+json'>"
-            f"{json.dumps(data)}</script></head><body><h1>2015 Ford Mustang GT</h1>"
-            f"<p>Price $ {20000 + n}</p></body></html>").encode()
+    data = {
+        "@context": "https://schema.org",
+        "@type": "Car",
+        "name": f"2015 Ford Mustang GT {n}",
+        "vehicleModelDate": "2015",
+        "brand": {"@type": "Brand", "name": "Ford"},
+        "model": "Mustang",
+        "offers": {"@type": "Offer", "price": str(20000 + n), "priceCurrency": "USD"},
+    }
+    return (
+        f"<html><head><title>2015 Ford Mustang GT</title><script type='application/ld+json'>"
+        f"{json.dumps(data)}</script></head><body><h1>2015 Ford Mustang GT</h1>"
+        f"<p>Price $ {20000 + n}</p></body></html>"
+    ).encode()
 
 
 def vehicle_path(n: int) -> str:
@@ -49,24 +56,31 @@ def vehicle_path(n: int) -> str:
 
 
 def inventory_page(vehicles: Iterator[int] | range | list[int], next_pages: list[int]) -> bytes:
-    cars = "".join(f'<li><a href="{vehicle_path(i)}">2015 Ford Mustang GT</a></li>'
-                   for i in vehicles)
+    cars = "".join(
+        f'<li><a href="{vehicle_path(i)}">2015 Ford Mustang GT</a></li>' for i in vehicles
+    )
     rel = f'<link rel="next" href="/inventory?page={next_pages[0]}">' if next_pages else ""
     pages = " ".join(f'<a href="/inventory?page={n}">{n}</a>' for n in next_pages)
-    return (f"<html><head><title>Inventory</title>{rel}</head><body><h1>Used cars</h1>"
-            f"<ul>{cars}</ul><nav>{pages}</nav></body></html>").encode()
+    return (
+        f"<html><head><title>Inventory</title>{rel}</head><body><h1>Used cars</h1>"
+        f"<ul>{cars}</ul><nav>{pages}</nav></body></html>"
+    ).encode()
 
 
 def urlset(urls: list[str]) -> bytes:
     body = "".join(f"<url><loc>{u}</loc></url>" for u in urls)
-    return (f'<?xml version="1.0" encoding="UTF-8"?><urlset '
-            f'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>').encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><urlset '
+        f'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>'
+    ).encode()
 
 
 def sitemapindex(urls: list[str]) -> bytes:
     body = "".join(f"<sitemap><loc>{u}</loc></sitemap>" for u in urls)
-    return (f'<?xml version="1.0" encoding="UTF-8"?><sitemapindex '
-            f'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</sitemapindex>').encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><sitemapindex '
+        f'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</sitemapindex>'
+    ).encode()
 
 
 XML = "application/xml"
@@ -94,9 +108,10 @@ class HostileSite:
         if request.path.startswith("/vehicle/"):
             return Response(body=vehicle_page(int(request.path.split("/")[2])))
         if request.path == "/robots.txt":
-            return Response(content_type="text/plain",
-                            body=f"User-agent: *\nAllow: /\nSitemap: {self.url}/sitemap.xml\n"
-                            .encode())
+            return Response(
+                content_type="text/plain",
+                body=f"User-agent: *\nAllow: /\nSitemap: {self.url}/sitemap.xml\n".encode(),
+            )
         answer = self.pages(request.path, request.query, self.url)
         return answer if answer is not None else Response(404, body=b"not found")
 
@@ -144,15 +159,21 @@ def crawl(db_url: str, tmp_path: Path, *args: str, timeout: float = 90) -> Run:
     with log.open("w") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "threshold=1", *FAST, *args],
-            cwd=REPO, env=scrapy_env(db_url), stdout=out, stderr=out)
+            cwd=REPO,
+            env=scrapy_env(db_url),
+            stdout=out,
+            stderr=out,
+        )
         peak = 0
         while child.poll() is None:
             peak = max(peak, tree_rss(child.pid))
             if time.monotonic() - started > timeout:
                 child.kill()
                 child.wait()
-                pytest.fail(f"the crawl did not end by itself within {timeout} s "
-                            f"(peak {peak // MB} MB): {log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"the crawl did not end by itself within {timeout} s "
+                    f"(peak {peak // MB} MB): {log.read_text()[-3000:]}"
+                )
             time.sleep(0.1)
     text = log.read_text()
     assert child.returncode == 0, text[-3000:]
@@ -193,8 +214,7 @@ def page_number(query: str) -> int:
 # -- item 2: endless pagination ----------------------------------------------------------
 
 
-def test_endless_pagination_stops_and_fetches_its_vehicles(sqlite_url: str,
-                                                           tmp_path: Path) -> None:
+def test_endless_pagination_stops_and_fetches_its_vehicles(sqlite_url: str, tmp_path: Path) -> None:
     """``?page=N`` whose rel=next always points to N+1, every page the same two
     vehicles: page 2 adds no vehicle, so the chain ends there."""
 
@@ -217,7 +237,8 @@ def test_endless_pagination_stops_and_fetches_its_vehicles(sqlite_url: str,
 
 
 def test_pagination_that_keeps_finding_vehicles_stops_at_the_page_cap(
-    sqlite_url: str, tmp_path: Path,
+    sqlite_url: str,
+    tmp_path: Path,
 ) -> None:
     """Every page adds two new vehicles, forever: NUKE_ORG_MAX_PAGES ends it."""
 
@@ -264,8 +285,11 @@ def test_pagination_flood_fetches_the_vehicles_first(sqlite_url: str, tmp_path: 
     assert sum(site.page_hits().values()) == 1 + MAX_NEXT_PAGES_PER_PAGE
     assert max(site.page_hits().values()) == 1
     # detail pages before more pagination (a few requests may cross on the wire)
-    first_page = next(i for i, t in enumerate(site.order) if t.startswith("/inventory?page=")
-                      and t != "/inventory?page=1")
+    first_page = next(
+        i
+        for i, t in enumerate(site.order)
+        if t.startswith("/inventory?page=") and t != "/inventory?page=1"
+    )
     assert sum(1 for t in site.order[:first_page] if t.startswith("/vehicle/")) >= 190
     summary = last_crawl(sqlite_url, org_id)
     assert summary["pagination_stopped"] == MAX_NEXT_PAGES_PER_PAGE
@@ -273,8 +297,7 @@ def test_pagination_flood_fetches_the_vehicles_first(sqlite_url: str, tmp_path: 
     assert run.peak_rss < RSS_LIMIT, run.peak_rss // MB
 
 
-def test_pagination_flood_beyond_max_vehicles_stops_there(sqlite_url: str,
-                                                          tmp_path: Path) -> None:
+def test_pagination_flood_beyond_max_vehicles_stops_there(sqlite_url: str, tmp_path: Path) -> None:
     """5,000 vehicle links and 5,000 page links, max_vehicles=30: 30 vehicles are
     fetched, no pagination is followed (no more vehicles would be taken), and the cap
     is recorded."""
@@ -293,8 +316,7 @@ def test_pagination_flood_beyond_max_vehicles_stops_there(sqlite_url: str,
     assert run.peak_rss < RSS_LIMIT, run.peak_rss // MB
 
 
-def test_the_issues_pagination_flood_stays_under_300_mb(sqlite_url: str,
-                                                        tmp_path: Path) -> None:
+def test_the_issues_pagination_flood_stays_under_300_mb(sqlite_url: str, tmp_path: Path) -> None:
     """The issue's case: one 6 MB page with 50,000 vehicle links and 50,000 ``?page=N``
     links. The 500 vehicles ``max_vehicles`` allows are fetched, no pagination (no
     more vehicles would be taken), the cap recorded, and the process tree (crawler and
@@ -322,18 +344,24 @@ def test_the_issues_pagination_flood_stays_under_300_mb(sqlite_url: str,
 
 
 @pytest.mark.parametrize("copies", [1, 50])
-def test_sitemap_index_that_lists_itself_is_read_once(sqlite_url: str, tmp_path: Path,
-                                                      copies: int) -> None:
+def test_sitemap_index_that_lists_itself_is_read_once(
+    sqlite_url: str, tmp_path: Path, copies: int
+) -> None:
     def pages(path: str, query: str, base: str) -> Response | None:
         if path == "/":
-            return Response(body=b"<html><head><title>Welcome</title></head><body><h1>Hello"
-                                 b"</h1><p>We sell cars.</p></body></html>")
+            return Response(
+                body=b"<html><head><title>Welcome</title></head><body><h1>Hello"
+                b"</h1><p>We sell cars.</p></body></html>"
+            )
         if path == "/sitemap.xml":  # itself, `copies` times, and the vehicles' sitemap
-            return Response(content_type=XML, body=sitemapindex(
-                [f"{base}/sitemap.xml"] * copies + [f"{base}/vehicles.xml"]))
+            return Response(
+                content_type=XML,
+                body=sitemapindex([f"{base}/sitemap.xml"] * copies + [f"{base}/vehicles.xml"]),
+            )
         if path == "/vehicles.xml":
-            return Response(content_type=XML,
-                            body=urlset([base + vehicle_path(i) for i in range(3)]))
+            return Response(
+                content_type=XML, body=urlset([base + vehicle_path(i) for i in range(3)])
+            )
         return None
 
     site = HostileSite(pages)
@@ -350,21 +378,24 @@ def test_sitemap_index_that_lists_itself_is_read_once(sqlite_url: str, tmp_path:
 def _sitemap_site(shape: str) -> Callable[[str, str, str], Response | None]:
     def pages(path: str, query: str, base: str) -> Response | None:
         if path == "/":
-            return Response(body=b"<html><head><title>Welcome</title></head><body>"
-                                 b"<h1>Hello</h1></body></html>")
+            return Response(
+                body=b"<html><head><title>Welcome</title></head><body><h1>Hello</h1></body></html>"
+            )
         if shape == "nested" and path.endswith(".xml"):
             # /sitemap.xml -> /s/1.xml -> /s/2.xml -> ... each a new index, forever
             n = 0 if path == "/sitemap.xml" else int(path.split("/")[-1].split(".")[0])
             return Response(content_type=XML, body=sitemapindex([f"{base}/s/{n + 1}.xml"]))
         if shape == "many" and path == "/sitemap.xml":
-            return Response(content_type=XML,
-                            body=sitemapindex([f"{base}/s/{n}.xml" for n in range(1, 101)]))
+            return Response(
+                content_type=XML, body=sitemapindex([f"{base}/s/{n}.xml" for n in range(1, 101)])
+            )
         if shape == "many" and path.startswith("/s/"):
             n = int(path.split("/")[-1].split(".")[0])
             return Response(content_type=XML, body=urlset([base + vehicle_path(n)]))
         if shape == "long" and path == "/sitemap.xml":
-            return Response(content_type=XML,
-                            body=urlset([base + vehicle_path(i) for i in range(100)]))
+            return Response(
+                content_type=XML, body=urlset([base + vehicle_path(i) for i in range(100)])
+            )
         return None
 
     return pages
@@ -381,8 +412,15 @@ def _sitemap_site(shape: str) -> Callable[[str, str, str], Response | None]:
         ("long", "NUKE_ORG_MAX_SITEMAP_ENTRIES=10", {"sitemap_entries": 10}, 1, 10),
     ],
 )
-def test_sitemap_caps(sqlite_url: str, tmp_path: Path, shape: str, setting: str,
-                      cap: dict[str, int], sitemap_hits: int, vehicles: int) -> None:
+def test_sitemap_caps(
+    sqlite_url: str,
+    tmp_path: Path,
+    shape: str,
+    setting: str,
+    cap: dict[str, int],
+    sitemap_hits: int,
+    vehicles: int,
+) -> None:
     site = HostileSite(_sitemap_site(shape))
     with serve(site) as server:
         org_id = add_org(sqlite_url, server.url)
@@ -398,6 +436,5 @@ def test_a_bad_cap_setting_is_refused_without_a_traceback(sqlite_url: str) -> No
 
     proc = run_scrapy(["crawl", "org", "-s", "NUKE_ORG_MAX_PAGES=lots"], sqlite_url, timeout=60)
     assert proc.returncode == 1
-    assert "Cannot start: setting NUKE_ORG_MAX_PAGES='lots': expected a whole number" \
-        in proc.stderr
+    assert "Cannot start: setting NUKE_ORG_MAX_PAGES='lots': expected a whole number" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -51,15 +51,16 @@ class Sites:
 
 @pytest.fixture
 def sites(sqlite_url: str) -> Iterator[Sites]:
-    with launch("jsonld", n_vehicles=3, per_page=10, images_per_vehicle=1,
-                image_hosts=0) as fast, \
-            launch("jsonld", n_vehicles=8, per_page=10, images_per_vehicle=1,
-                   image_hosts=0) as slow_demo:
+    with (
+        launch("jsonld", n_vehicles=3, per_page=10, images_per_vehicle=1, image_hosts=0) as fast,
+        launch(
+            "jsonld", n_vehicles=8, per_page=10, images_per_vehicle=1, image_hosts=0
+        ) as slow_demo,
+    ):
         sites = Sites(SlowDetails(fast, 0.0), SlowDetails(slow_demo, 60.0))
         # the demo sites build absolute links from the Host header: they stay on these;
         # two addresses, so that each site is its own download slot, as on the Internet
-        with serve(sites.fast) as fast_server, \
-                serve(sites.slow, host="127.0.0.2") as slow_server:
+        with serve(sites.fast) as fast_server, serve(sites.slow, host="127.0.0.2") as slow_server:
             database = Database(sqlite_url)
             migrate(database)
             store.add_organization(database, fast_server.url, name="Fast Motors")
@@ -72,8 +73,12 @@ def start(db_url: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
     out = log.open("w")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "threshold=1", *FAST,
-             *args], cwd=REPO, env=scrapy_env(db_url), stdout=out, stderr=out)
+            [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "threshold=1", *FAST, *args],
+            cwd=REPO,
+            env=scrapy_env(db_url),
+            stdout=out,
+            stderr=out,
+        )
     finally:
         out.close()
 
@@ -84,10 +89,15 @@ def crawl_rows(db_url: str) -> dict[str, dict[str, object]]:
     try:
         rows = database.fetchall(
             "SELECT b.business_name, b.metadata, c.finished_at FROM businesses b "
-            "LEFT JOIN nuke_org_crawls c ON c.organization_id = b.id")
-        return {r["business_name"]: {"finished_at": r["finished_at"],
-                                     "last_crawl": (loads_json(r["metadata"]) or {})
-                                     .get("last_crawl")} for r in rows}
+            "LEFT JOIN nuke_org_crawls c ON c.organization_id = b.id"
+        )
+        return {
+            r["business_name"]: {
+                "finished_at": r["finished_at"],
+                "last_crawl": (loads_json(r["metadata"]) or {}).get("last_crawl"),
+            }
+            for r in rows
+        }
     finally:
         database.close()
 
@@ -104,7 +114,10 @@ def stored(db_url: str) -> int:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_one_signal_stops_the_crawl_within_10_s_and_the_next_run_finishes(
-    sqlite_url: str, sites: Sites, tmp_path: Path, signum: int,
+    sqlite_url: str,
+    sites: Sites,
+    tmp_path: Path,
+    signum: int,
 ) -> None:
     log = tmp_path / "stopped.log"
     child = start(sqlite_url, log, "-s", "NUKE_PROGRESS_INTERVAL=1")
@@ -149,12 +162,15 @@ def test_one_signal_stops_the_crawl_within_10_s_and_the_next_run_finishes(
 
 
 def test_progress_lines_and_each_summary_as_its_organization_finishes(
-    sqlite_url: str, sites: Sites, tmp_path: Path,
+    sqlite_url: str,
+    sites: Sites,
+    tmp_path: Path,
 ) -> None:
     sites.slow.delay = 0.6  # 8 vehicle pages, 2 at a time: a few seconds
     log = tmp_path / "progress.log"
-    child = start(sqlite_url, log, "-s", "NUKE_PROGRESS_INTERVAL=1",
-                  "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2")
+    child = start(
+        sqlite_url, log, "-s", "NUKE_PROGRESS_INTERVAL=1", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2"
+    )
     assert child.wait(timeout=120) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
@@ -165,14 +181,18 @@ def test_progress_lines_and_each_summary_as_its_organization_finishes(
 
     progress = [line for line in lines if "Progress: " in line]
     assert progress, text[-3000:]
-    assert re.search(r"Progress: \d of 2 organizations done, \d+ pages, \d+ vehicles found, "
-                     r"[\d.]+ pages/s, ETA (unknown|\d+s|\d+m\d\ds)", progress[0]), progress
+    assert re.search(
+        r"Progress: \d of 2 organizations done, \d+ pages, \d+ vehicles found, "
+        r"[\d.]+ pages/s, ETA (unknown|\d+s|\d+m\d\ds)",
+        progress[0],
+    ), progress
     # the fast organization's summary comes while the slow one is still crawled:
     # before a progress line that counts it, and before the close (the last one's
     # may come with the close)
     fast = first(r"Organization Fast Motors: \d+ pages, 3 vehicles found, 3 created")
-    assert fast < first(r"Progress: 1 of 2 organizations done") < first(
-        r"Closing spider \(finished\)")
+    assert (
+        fast < first(r"Progress: 1 of 2 organizations done") < first(r"Closing spider \(finished\)")
+    )
     # each summary once
     assert sum("Organization Fast Motors:" in line for line in lines) == 1
     assert sum("Organization Slow Motors:" in line for line in lines) == 1
@@ -182,8 +202,9 @@ def test_progress_lines_and_each_summary_as_its_organization_finishes(
     assert stored(sqlite_url) == 11
 
 
-def test_no_progress_lines_when_the_interval_is_0(sqlite_url: str, sites: Sites,
-                                                   tmp_path: Path) -> None:
+def test_no_progress_lines_when_the_interval_is_0(
+    sqlite_url: str, sites: Sites, tmp_path: Path
+) -> None:
     sites.slow.delay = 0.0
     log = tmp_path / "quiet.log"
     child = start(sqlite_url, log, "-s", "NUKE_PROGRESS_INTERVAL=0")

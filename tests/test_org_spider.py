@@ -92,8 +92,9 @@ def assert_matches_ground_truth(demo: Demo, rows: list[dict[str, Any]]) -> None:
 @pytest.fixture
 def site(request: pytest.FixtureRequest) -> Iterator[Demo]:
     style = getattr(request, "param", "jsonld")
-    with launch(style, n_vehicles=14, per_page=5, images_per_vehicle=4, noise=True,
-                image_hosts=1) as demo:
+    with launch(
+        style, n_vehicles=14, per_page=5, images_per_vehicle=4, noise=True, image_hosts=1
+    ) as demo:
         yield demo
 
 
@@ -108,10 +109,12 @@ def test_crawl_each_site_style(site: Demo, db_url: str) -> None:
     assert "Starting download handler" not in proc.stderr  # scrapy-playwright's own
     # one external image row per image URL, in page order, primary first
     n_images = sum(len(v["image_urls"]) for v in site.site.vehicles)
-    assert scalar(db_url, "SELECT COUNT(*) FROM vehicle_images WHERE is_external = true") \
-        == n_images
-    assert scalar(db_url, "SELECT COUNT(*) FROM vehicle_images WHERE is_primary = true") \
-        == len(rows)
+    assert (
+        scalar(db_url, "SELECT COUNT(*) FROM vehicle_images WHERE is_external = true") == n_images
+    )
+    assert scalar(db_url, "SELECT COUNT(*) FROM vehicle_images WHERE is_primary = true") == len(
+        rows
+    )
     # noise: the blog post is not a vehicle, the 500 page is counted as an error
     meta = org_metadata(db_url, org_id)
     summary = meta["last_crawl"]
@@ -120,13 +123,26 @@ def test_crawl_each_site_style(site: Demo, db_url: str) -> None:
     # the card "Beautiful Convertible - Must See!" links like its neighbours: its page
     # is fetched, has no year or make, and is skipped for that reason, not stored
     assert summary["skipped"].get("missing_year_make") == 1
-    assert scalar(db_url, "SELECT COUNT(*) FROM vehicles WHERE discovery_url LIKE ?",
-                  [f"%{site.site.pages['missing_year_make']}"]) == 0
+    assert (
+        scalar(
+            db_url,
+            "SELECT COUNT(*) FROM vehicles WHERE discovery_url LIKE ?",
+            [f"%{site.site.pages['missing_year_make']}"],
+        )
+        == 0
+    )
     assert summary["errors"] >= 1  # the detail page that answers 500
     assert meta["last_error"] is None and meta["last_extracted_at"]
     sold = site.site.pages["sold"]
-    assert scalar(db_url, "SELECT ov.status FROM organization_vehicles ov JOIN vehicles v ON "
-                  "v.id = ov.vehicle_id WHERE v.listing_url LIKE ?", [f"%{sold}"]) == "past"
+    assert (
+        scalar(
+            db_url,
+            "SELECT ov.status FROM organization_vehicles ov JOIN vehicles v ON "
+            "v.id = ov.vehicle_id WHERE v.listing_url LIKE ?",
+            [f"%{sold}"],
+        )
+        == "past"
+    )
     # no image was downloaded in this phase
     for host in site.image_hosts:
         assert host.hits.total() == 0
@@ -158,8 +174,9 @@ def test_playwright_is_imported_only_for_a_page_that_needs_it() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('playwright', "
         "'scrapy_playwright.handler'))))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -179,41 +196,47 @@ def test_javascript_site_is_rendered_through_chromium(site: Demo, db_url: str) -
 
 
 def test_threshold_limit_offset_and_a_dead_site(db_url: str) -> None:
-    with launch("jsonld", n_vehicles=3, per_page=10, images_per_vehicle=1,
-                image_hosts=0) as alive:
+    with launch("jsonld", n_vehicles=3, per_page=10, images_per_vehicle=1, image_hosts=0) as alive:
         database = Database(db_url)
         migrate(database)
         dead_org, _ = store.add_organization(database, dead_url(), name="Dead Motors")
         alive_org, _ = store.add_organization(database, alive.url, name="Alive Motors")
         third, _ = store.add_organization(database, "https://third.invalid", name="Third")
         for i, org in enumerate((dead_org, alive_org, third)):
-            database.execute("UPDATE businesses SET created_at = ? WHERE id = ?",
-                             [database.ts(__import__("datetime").datetime(2024, 1, i + 1)),
-                              org.id])
+            database.execute(
+                "UPDATE businesses SET created_at = ? WHERE id = ?",
+                [database.ts(__import__("datetime").datetime(2024, 1, i + 1)), org.id],
+            )
         database.close()
         proc = crawl(db_url, "-a", "limit=2", "-a", "threshold=1")
         assert "Next: scrapy crawl org -a threshold=1 -a limit=2 -a offset=2" in proc.stderr
         dead_meta = org_metadata(db_url, dead_org.id)
-        assert "Connection" in (dead_meta["last_error"] or "") or "refused" in (
-            dead_meta["last_error"] or "").lower(), dead_meta
+        assert (
+            "Connection" in (dead_meta["last_error"] or "")
+            or "refused" in (dead_meta["last_error"] or "").lower()
+        ), dead_meta
         assert len(vehicles(db_url)) == 3
         assert "last_crawl" not in org_metadata(db_url, third.id)
         # Alive now has 3 active vehicles: threshold=3 skips it, threshold=4 does not.
-        proc = crawl(db_url, "-a", "limit=2", "-a", "threshold=3", "-a",
-                     f"organization_id={alive_org.id}")
+        proc = crawl(
+            db_url, "-a", "limit=2", "-a", "threshold=3", "-a", f"organization_id={alive_org.id}"
+        )
         assert "Selected 0 of 1" in proc.stderr
         proc = crawl(db_url, "-a", "limit=5", "-a", "offset=2", "-a", "threshold=1")
         assert "No more organizations after this page" in proc.stderr
 
 
 def test_url_argument_creates_the_organization_and_dry_run_writes_nothing(
-    db_url: str, site: Demo,
+    db_url: str,
+    site: Demo,
 ) -> None:
     proc = crawl(db_url, "-a", f"url={site.url}", "-a", "dry_run=1", "-a", "max_vehicles=3")
     assert "vehicles found" in proc.stderr
     database = Database(db_url)
-    assert not database.table_exists("vehicles") or database.scalar(
-        "SELECT COUNT(*) FROM vehicles") == 0
+    assert (
+        not database.table_exists("vehicles")
+        or database.scalar("SELECT COUNT(*) FROM vehicles") == 0
+    )
     database.close()
     crawl(db_url, "-a", f"url={site.url}", "-a", "max_vehicles=3")
     assert len(vehicles(db_url)) == 3
@@ -231,8 +254,9 @@ def test_url_argument_creates_the_organization_and_dry_run_writes_nothing(
         ("colour=red", "unknown argument(s) for spider 'org': colour"),
     ],
 )
-def test_bad_arguments_are_refused_before_any_request(sqlite_url: str, arg: str,
-                                                      message: str) -> None:
+def test_bad_arguments_are_refused_before_any_request(
+    sqlite_url: str, arg: str, message: str
+) -> None:
     proc = run_scrapy(["crawl", "org", "-a", arg], sqlite_url, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr
@@ -265,18 +289,33 @@ class SlowSite:
 
 
 def test_jobdir_crawl_killed_with_sigkill_resumes_without_loss_or_duplicates(
-    db_url: str, tmp_path: Path,
+    db_url: str,
+    tmp_path: Path,
 ) -> None:
-    with launch("jsonld", n_vehicles=30, per_page=10, images_per_vehicle=3,
-                image_hosts=0) as demo, serve(SlowSite(demo, 0.4)) as slow:
+    with (
+        launch("jsonld", n_vehicles=30, per_page=10, images_per_vehicle=3, image_hosts=0) as demo,
+        serve(SlowSite(demo, 0.4)) as slow,
+    ):
         # the site builds its absolute links from the Host header
         add_org(db_url, slow.url)
-        args = [sys.executable, "-m", "scrapy", "crawl", "org", "-a", "threshold=1",
-                "-s", f"JOBDIR={tmp_path / 'job'}", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
-                "-s", "NUKE_DB_BATCH_SIZE=5", *FAST]
+        args = [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "org",
+            "-a",
+            "threshold=1",
+            "-s",
+            f"JOBDIR={tmp_path / 'job'}",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+            "-s",
+            "NUKE_DB_BATCH_SIZE=5",
+            *FAST,
+        ]
         log = (tmp_path / "killed.log").open("w")
-        child = subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url),
-                                 stdout=log, stderr=log)
+        child = subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url), stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         stored = 0
         while time.monotonic() < deadline:
@@ -305,16 +344,27 @@ def test_commands_migrate_org_add_import_and_status(db_url: str, tmp_path: Path)
     proc = run_scrapy(["migrate"], db_url)
     assert proc.returncode == 0 and "schema version 0 ->" in proc.stdout
     assert "schema is current" in run_scrapy(["migrate"], db_url).stdout
-    proc = run_scrapy(["org-add", "https://www.dealer.example", "--name", "Dealer",
-                       "--inventory-url", "https://www.dealer.example/used/", "--render-js"],
-                      db_url)
+    proc = run_scrapy(
+        [
+            "org-add",
+            "https://www.dealer.example",
+            "--name",
+            "Dealer",
+            "--inventory-url",
+            "https://www.dealer.example/used/",
+            "--render-js",
+        ],
+        db_url,
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("added "), proc.stderr
     assert run_scrapy(["org-add", "dealer.example"], db_url).stdout.startswith("exists ")
     csv = tmp_path / "orgs.csv"
-    csv.write_text("website,name,type,inventory_url,render_js\n"
-                   "https://a.example,A,auction,,\n"
-                   "not a url,B,,,\n"
-                   "https://c.example,C,,https://c.example/stock,yes\n")
+    csv.write_text(
+        "website,name,type,inventory_url,render_js\n"
+        "https://a.example,A,auction,,\n"
+        "not a url,B,,,\n"
+        "https://c.example,C,,https://c.example/stock,yes\n"
+    )
     proc = run_scrapy(["org-import", str(csv)], db_url)
     assert proc.returncode == 1
     assert "imported 2 new, 0 already present, 1 skipped" in proc.stdout
@@ -323,12 +373,15 @@ def test_commands_migrate_org_add_import_and_status(db_url: str, tmp_path: Path)
     figures = json.loads(proc.stdout)
     assert figures["organizations"] == 3 and figures["public_vehicles"] == 0
     assert {"totalVehicles", "needingProcessing", "fullyProcessed", "partiallyProcessed"} <= set(
-        figures["image_backfill"])
+        figures["image_backfill"]
+    )
     assert "images_analysed" in figures["image_analysis"]
     database = Database(db_url)
     org = store.find_organization_by_website(database, "https://c.example")
-    assert org is not None and org.metadata == {"inventory_url": "https://c.example/stock",
-                                                "render_js": True}
+    assert org is not None and org.metadata == {
+        "inventory_url": "https://c.example/stock",
+        "render_js": True,
+    }
     database.close()
     text = run_scrapy(["status"], db_url).stdout
     assert "Organizations:" in text and "Images never analysed:" in text
@@ -346,20 +399,35 @@ def test_user_agent_is_honest_and_configurable(sqlite_url: str) -> None:
             return Response(404, body=b"nothing here")
 
     with serve(App()) as server:
-        crawl(sqlite_url, "-a", f"url={server.url}", "-a", "max_vehicles=1",
-              "-s", "NUKE_PROBE_COMMON_PATHS=0")
+        crawl(
+            sqlite_url,
+            "-a",
+            f"url={server.url}",
+            "-a",
+            "max_vehicles=1",
+            "-s",
+            "NUKE_PROBE_COMMON_PATHS=0",
+        )
         assert seen and all(ua.startswith("nuke_crawl/") for ua in seen), seen
         seen.clear()
-        crawl(sqlite_url, "-a", f"url={server.url}", "-s", "NUKE_USER_AGENT=AcmeBot/2.0",
-              "-s", "NUKE_PROBE_COMMON_PATHS=0")
+        crawl(
+            sqlite_url,
+            "-a",
+            f"url={server.url}",
+            "-s",
+            "NUKE_USER_AGENT=AcmeBot/2.0",
+            "-s",
+            "NUKE_PROBE_COMMON_PATHS=0",
+        )
         assert seen and set(seen) == {"AcmeBot/2.0"}, seen
 
 
 def test_per_domain_concurrency_holds_when_a_page_yields_many_links(sqlite_url: str) -> None:
     """An inventory page yields its 12 vehicle links at once; the site still never
     sees more than CONCURRENT_REQUESTS_PER_DOMAIN requests at a time."""
-    counting = CountingApp(build_site("jsonld", n_vehicles=12, per_page=12,
-                                      images_per_vehicle=1), delay=0.2)
+    counting = CountingApp(
+        build_site("jsonld", n_vehicles=12, per_page=12, images_per_vehicle=1), delay=0.2
+    )
     server = serve(counting)
     try:
         add_org(sqlite_url, server.url)

@@ -68,8 +68,14 @@ print("ok")
 
 def test_a_running_engine_has_the_loop_promptclose_pokes() -> None:
     # nuke_crawl/extensions/promptclose.py: engine_nextcall() reads engine._slot.nextcall
-    proc = subprocess.run([sys.executable, "-c", _ENGINE_CHECK], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENGINE_CHECK],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (
         "Scrapy's engine no longer has _slot.nextcall while running: update "
         f"engine_nextcall() in nuke_crawl/extensions/promptclose.py\n{proc.stderr}"

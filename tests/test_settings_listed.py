@@ -22,10 +22,24 @@ PACKAGE = Path(project.__file__).parent
 
 #: NUKE_* names that are environment variables of the worker processes, not settings.
 # read from the environment (or refused as a setting: a secret, CF_IMAGES_TOKEN)
-ENVIRONMENT_ONLY = frozenset({"NUKE_WORKER_SYS_PATH", "NUKE_WORKER_GC_THRESHOLD", "CF_IMAGES_TOKEN"})
+ENVIRONMENT_ONLY = frozenset(
+    {"NUKE_WORKER_SYS_PATH", "NUKE_WORKER_GC_THRESHOLD", "CF_IMAGES_TOKEN"}
+)
 OWN_PREFIXES = ("NUKE_", "CF_")
-GETTERS = frozenset({"get", "getint", "getbool", "getfloat", "getlist", "getdict",
-                     "getdictorlist", "getpriority", "getwithbase", "__getitem__"})
+GETTERS = frozenset(
+    {
+        "get",
+        "getint",
+        "getbool",
+        "getfloat",
+        "getlist",
+        "getdict",
+        "getdictorlist",
+        "getpriority",
+        "getwithbase",
+        "__getitem__",
+    }
+)
 
 
 def _listed(name: str) -> bool:
@@ -33,18 +47,26 @@ def _listed(name: str) -> bool:
 
 
 def _own_name(value: object) -> bool:
-    return (isinstance(value, str) and value.startswith(OWN_PREFIXES)
-            and value.replace("_", "").isalnum() and value.isupper())
+    return (
+        isinstance(value, str)
+        and value.startswith(OWN_PREFIXES)
+        and value.replace("_", "").isalnum()
+        and value.isupper()
+    )
 
 
 def _settings_reads(tree: ast.AST) -> Iterator[tuple[ast.Call, str]]:
     """``<...settings>.get*("NAME", ...)`` calls with a constant name."""
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in GETTERS
-                and ast.unparse(node.func.value).split(".")[-1].endswith("settings")
-                and node.args and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in GETTERS
+            and ast.unparse(node.func.value).split(".")[-1].endswith("settings")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             yield node, node.args[0].value
 
 
@@ -61,19 +83,29 @@ def problems(source: str, where: str) -> list[str]:
     tree = ast.parse(source)
     found = []
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Constant) and _own_name(node.value)
-                and not _listed(node.value) and node.value not in ENVIRONMENT_ONLY):
+        if (
+            isinstance(node, ast.Constant)
+            and _own_name(node.value)
+            and not _listed(node.value)
+            and node.value not in ENVIRONMENT_ONLY
+        ):
             found.append(f"{where}:{node.lineno}: {node.value} is not in settings.py")
     for call, name in _settings_reads(tree):
         # an environment-only name is looked up in the settings only to refuse it there
-        if (not _listed(name) and not hasattr(scrapy_defaults, name)
-                and name not in ENVIRONMENT_ONLY):
-            found.append(f"{where}:{call.lineno}: setting {name} is neither the project's "
-                         "nor Scrapy's")
+        if (
+            not _listed(name)
+            and not hasattr(scrapy_defaults, name)
+            and name not in ENVIRONMENT_ONLY
+        ):
+            found.append(
+                f"{where}:{call.lineno}: setting {name} is neither the project's nor Scrapy's"
+            )
         default = call.args[1] if len(call.args) > 1 else None
         if default is not None and _is_literal(default) and _listed(name):
-            found.append(f"{where}:{call.lineno}: {name} read with a literal default "
-                         f"({ast.unparse(default)}); use defaults.{name}")
+            found.append(
+                f"{where}:{call.lineno}: {name} read with a literal default "
+                f"({ast.unparse(default)}); use defaults.{name}"
+            )
     return found
 
 
@@ -94,15 +126,25 @@ def test_the_environment_only_names_are_not_settings() -> None:
     assert not [name for name in ENVIRONMENT_ONLY if _listed(name)]
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ('x = settings.getint("NUKE_NOT_A_SETTING", 3)', "NUKE_NOT_A_SETTING is not in settings.py"),
-    ('NAME = "CF_NOWHERE"', "CF_NOWHERE is not in settings.py"),
-    ('x = crawler.settings.getfloat("NUKE_BACKOFF_MAX", 60.0)',
-     "NUKE_BACKOFF_MAX read with a literal default (60.0); use defaults.NUKE_BACKOFF_MAX"),
-    ('x = self.settings.getdict("NUKE_IMAGE_VARIANTS", {"thumb": (1, 2)})',
-     "NUKE_IMAGE_VARIANTS read with a literal default"),
-    ('x = settings.get("MY_OWN_THING")', "setting MY_OWN_THING is neither"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            'x = settings.getint("NUKE_NOT_A_SETTING", 3)',
+            "NUKE_NOT_A_SETTING is not in settings.py",
+        ),
+        ('NAME = "CF_NOWHERE"', "CF_NOWHERE is not in settings.py"),
+        (
+            'x = crawler.settings.getfloat("NUKE_BACKOFF_MAX", 60.0)',
+            "NUKE_BACKOFF_MAX read with a literal default (60.0); use defaults.NUKE_BACKOFF_MAX",
+        ),
+        (
+            'x = self.settings.getdict("NUKE_IMAGE_VARIANTS", {"thumb": (1, 2)})',
+            "NUKE_IMAGE_VARIANTS read with a literal default",
+        ),
+        ('x = settings.get("MY_OWN_THING")', "setting MY_OWN_THING is neither"),
+    ],
+)
 def test_the_check_finds_what_it_looks_for(source: str, message: str) -> None:
     assert any(message in problem for problem in problems(source, "x.py"))
 

@@ -12,19 +12,26 @@ def test_org_arguments_are_typed_with_their_defaults() -> None:
     args = OrgArgs.parse({"limit": "3", "dry_run": "yes", "url": "example.com"}, "org")
     assert (args.limit, args.dry_run, args.url) == (3, True, "https://example.com")
     assert (args.threshold, args.offset, args.max_vehicles, args.business_type) == (
-        10, 0, 500, None)
+        10,
+        0,
+        500,
+        None,
+    )
     with pytest.raises(AttributeError):
         args.limit = 4  # type: ignore[misc]  # frozen
     assert args.as_dict()["limit"] == 3
     assert "limit (10): organizations per page" in OrgArgs.describe()
 
 
-@pytest.mark.parametrize(("given", "message"), [
-    ({"limit": "0"}, "argument limit='0': must be at least 1"),
-    ({"offset": "x"}, "argument offset='x': expected a whole number"),
-    ({"organization_id": "nope"}, "argument organization_id='nope': expected a UUID"),
-    ({"colour": "red"}, "unknown argument(s) for spider 'org': colour"),
-])
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"limit": "0"}, "argument limit='0': must be at least 1"),
+        ({"offset": "x"}, "argument offset='x': expected a whole number"),
+        ({"organization_id": "nope"}, "argument organization_id='nope': expected a UUID"),
+        ({"colour": "red"}, "unknown argument(s) for spider 'org': colour"),
+    ],
+)
 def test_a_bad_org_argument_is_refused_by_name(given: dict[str, str], message: str) -> None:
     with pytest.raises(ArgumentError) as refused:
         OrgArgs.parse(given, "org")
@@ -46,33 +53,45 @@ def test_image_spiders_arguments_are_typed_and_parsed_once() -> None:
     from nuke_crawl.spiders.image_analysis import AnalysisArgs, ImageAnalysisSpider
     from nuke_crawl.spiders.image_backfill import BackfillArgs, ImageBackfillSpider
 
-    args = BackfillArgs.parse({"limit": "5", "created_after": "2026-01-31T12:00:00Z",
-                               "min_priority": "-3"}, "image_backfill")
+    args = BackfillArgs.parse(
+        {"limit": "5", "created_after": "2026-01-31T12:00:00Z", "min_priority": "-3"},
+        "image_backfill",
+    )
     assert (args.limit, args.batch_size, args.max_images, args.min_priority) == (5, 10, 20, -3)
     assert args.created_after == datetime(2026, 1, 31, 12, tzinfo=UTC)
     assert not args.dry_run and not args.retry_failed
     spider = ImageBackfillSpider(**{PARSED: args, "limit": "not parsed again"})
     assert spider.args is args
-    assert ImageBackfillSpider(limit="5", created_after="2026-01-31T12:00:00Z",
-                               min_priority="-3", _job="abc").args == args
+    assert (
+        ImageBackfillSpider(
+            limit="5", created_after="2026-01-31T12:00:00Z", min_priority="-3", _job="abc"
+        ).args
+        == args
+    )
 
-    parsed = AnalysisArgs.parse({"providers": "local,local", "check": "1"},
-                                "image_analysis")
+    parsed = AnalysisArgs.parse({"providers": "local,local", "check": "1"}, "image_analysis")
     assert (parsed.limit, parsed.providers, parsed.check, parsed.image_ids) == (
-        1000, ("local",), True, ())
+        1000,
+        ("local",),
+        True,
+        (),
+    )
     assert ImageAnalysisSpider(**{PARSED: parsed}).args is parsed
     assert "limit (100): vehicles to process in this run" in BackfillArgs.describe()
 
 
-@pytest.mark.parametrize(("spider", "given", "message"), [
-    ("image_backfill", {"limit": "0"}, "argument limit='0': must be at least 1"),
-    ("image_backfill", {"created_after": "soon"}, "created_after='soon': expected an ISO"),
-    ("image_backfill", {"colour": "red"}, "unknown argument(s) for spider 'image_backfill'"),
-    ("image_analysis", {"providers": "magic"}, "unknown provider(s) magic"),
-    ("image_analysis", {"vehicle_ids": "1,2"}, "argument vehicle_ids='1': expected a UUID"),
-    ("image_analysis", {"concurrency": "0"}, "argument concurrency='0': must be at least 1"),
-    ("image_analysis", {"image_ids": " , "}, "argument image_ids: expected a comma list"),
-])
+@pytest.mark.parametrize(
+    ("spider", "given", "message"),
+    [
+        ("image_backfill", {"limit": "0"}, "argument limit='0': must be at least 1"),
+        ("image_backfill", {"created_after": "soon"}, "created_after='soon': expected an ISO"),
+        ("image_backfill", {"colour": "red"}, "unknown argument(s) for spider 'image_backfill'"),
+        ("image_analysis", {"providers": "magic"}, "unknown provider(s) magic"),
+        ("image_analysis", {"vehicle_ids": "1,2"}, "argument vehicle_ids='1': expected a UUID"),
+        ("image_analysis", {"concurrency": "0"}, "argument concurrency='0': must be at least 1"),
+        ("image_analysis", {"image_ids": " , "}, "argument image_ids: expected a comma list"),
+    ],
+)
 def test_a_bad_image_spider_argument_is_refused_by_name(
     spider: str, given: dict[str, str], message: str
 ) -> None:

@@ -39,13 +39,33 @@ def image_hits(host: ImageHost) -> int:
     return sum(n for path, n in host.hits.items() if path.startswith("/img/"))
 
 
-def backfill(db_url: str, store: str, *args: str, prefix: list[str] | None = None,
-             **env: str) -> subprocess.CompletedProcess[str]:
-    cmd = [*(prefix or []), sys.executable, "-m", "scrapy", "crawl", "image_backfill", *FAST,
-           "-s", "AUTOTHROTTLE_ENABLED=0", "-s", f"IMAGES_STORE={store}",
-           "-s", "NUKE_IMAGE_PROCESSES=0", *args]
-    return subprocess.run(cmd, cwd=REPO, env=scrapy_env(db_url, **env), capture_output=True,
-                          text=True, timeout=float(os.environ.get("CF_T", "120")))
+def backfill(
+    db_url: str, store: str, *args: str, prefix: list[str] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        *(prefix or []),
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "image_backfill",
+        *FAST,
+        "-s",
+        "AUTOTHROTTLE_ENABLED=0",
+        "-s",
+        f"IMAGES_STORE={store}",
+        "-s",
+        "NUKE_IMAGE_PROCESSES=0",
+        *args,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=scrapy_env(db_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=float(os.environ.get("CF_T", "120")),
+    )
 
 
 def rows(db_url: str) -> list[dict[str, Any]]:
@@ -59,8 +79,9 @@ def rows(db_url: str) -> list[dict[str, Any]]:
 def leases(db_url: str) -> list[Any]:
     db = Database(db_url)
     try:
-        return [r["images_lease_owner"] for r in db.fetchall(
-            "SELECT images_lease_owner FROM vehicles")]
+        return [
+            r["images_lease_owner"] for r in db.fetchall("SELECT images_lease_owner FROM vehicles")
+        ]
     finally:
         db.close()
 
@@ -88,8 +109,7 @@ def assert_untouched(db_url: str, host: ImageHost) -> None:
     assert set(leases(db_url)) == {None}
 
 
-def test_store_that_cannot_be_created(sqlite_url: str, host: ImageHost,
-                                      tmp_path: Path) -> None:
+def test_store_that_cannot_be_created(sqlite_url: str, host: ImageHost, tmp_path: Path) -> None:
     # a folder under a regular file cannot be made, by root either
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file")
@@ -129,10 +149,15 @@ def test_missing_s3_bucket(sqlite_url: str, host: ImageHost) -> None:
     try:
         endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
         seed(sqlite_url, [("http://dealer.example/1", [f"{host.url}/img/a.jpg"])])
-        run = backfill(sqlite_url, "s3://no-such-bucket-nuke/photos",
-                       "-s", f"AWS_ENDPOINT_URL={endpoint}",
-                       AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                       AWS_DEFAULT_REGION="us-east-1")
+        run = backfill(
+            sqlite_url,
+            "s3://no-such-bucket-nuke/photos",
+            "-s",
+            f"AWS_ENDPOINT_URL={endpoint}",
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
     finally:
         server.stop()
     assert_cannot_start(run, "s3://no-such-bucket-nuke/photos", "NoSuchBucket")
@@ -158,14 +183,25 @@ def test_nothing_to_do_has_no_success_rate(sqlite_url: str, tmp_path: Path) -> N
 def test_cloudflare_failing_mid_run_stops_and_marks_nothing_failed(
     sqlite_url: str, host: ImageHost, status: int
 ) -> None:
-    vehicles = [(f"http://dealer.example/{n}", [f"{host.url}/img/{n}-{k}.jpg" for k in "ab"])
-                for n in range(8)]
+    vehicles = [
+        (f"http://dealer.example/{n}", [f"{host.url}/img/{n}-{k}.jpg" for k in "ab"])
+        for n in range(8)
+    ]
     seed(sqlite_url, vehicles)
     with FakeCloudflare() as cf:
         cf.fail_after = (3, status)
-        args = ["-s", f"CF_IMAGES_API_URL={cf.api_url}",
-                "-s", f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}", "-s", "CF_IMAGES_RETRY_TIMES=1",
-                "-s", "CONCURRENT_REQUESTS=4", "-a", "batch_size=2"]
+        args = [
+            "-s",
+            f"CF_IMAGES_API_URL={cf.api_url}",
+            "-s",
+            f"CF_IMAGES_ACCOUNT_HASH={ACCOUNT_HASH}",
+            "-s",
+            "CF_IMAGES_RETRY_TIMES=1",
+            "-s",
+            "CONCURRENT_REQUESTS=4",
+            "-a",
+            "batch_size=2",
+        ]
         store = f"cloudflare-images://{ACCOUNT_ID}"
         run = backfill(sqlite_url, store, *args, CF_IMAGES_TOKEN=TOKEN)
         assert run.returncode == 1, run.stderr[-3000:]
@@ -177,8 +213,10 @@ def test_cloudflare_failing_mid_run_stops_and_marks_nothing_failed(
         assert len(stored) == 3
         for row in after:
             # no image is marked failed: the store failed, not the image
-            assert row["download_error"] is None, (row["download_error"],
-                                                   row["download_error_detail"])
+            assert row["download_error"] is None, (
+                row["download_error"],
+                row["download_error_detail"],
+            )
         assert set(leases(sqlite_url)) == {None}  # every vehicle claimable again
         assert image_hits(host) < 16  # the run stopped before fetching everything
         if status == 401:
@@ -194,20 +232,46 @@ def test_cloudflare_failing_mid_run_stops_and_marks_nothing_failed(
 @pytest.mark.parametrize("spider", ["org", "image_backfill", "image_analysis"])
 def test_cannot_start_is_printed_last_by_every_spider(spider: str, tmp_path: Path) -> None:
     # a database that cannot be reached: each spider's "Cannot start" path
-    args = {"org": ["-a", "url=http://dealer.example/"],
-            "image_analysis": ["-a", "providers=local"]}.get(spider, [])
-    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, *args,
-           "-s", f"IMAGES_STORE={tmp_path / 'images'}"]
-    run = subprocess.run(cmd, cwd=REPO, env=scrapy_env("postgresql://127.0.0.1:1/nowhere"),
-                         capture_output=True, text=True, timeout=120)
+    args = {
+        "org": ["-a", "url=http://dealer.example/"],
+        "image_analysis": ["-a", "providers=local"],
+    }.get(spider, [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        spider,
+        *args,
+        "-s",
+        f"IMAGES_STORE={tmp_path / 'images'}",
+    ]
+    run = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=scrapy_env("postgresql://127.0.0.1:1/nowhere"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     last = assert_cannot_start(run, "127.0.0.1")
     assert "cannot connect to PostgreSQL" in last
     assert "finished:" not in run.stderr and "success" not in run.stderr
 
 
 def test_image_analysis_with_a_store_that_cannot_be_built(sqlite_url: str) -> None:
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "image_analysis", "-a", "providers=local",
-           "-s", "IMAGES_STORE=gs://bucket/prefix"]
-    run = subprocess.run(cmd, cwd=REPO, env=scrapy_env(sqlite_url), capture_output=True,
-                         text=True, timeout=120)
+    cmd = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "image_analysis",
+        "-a",
+        "providers=local",
+        "-s",
+        "IMAGES_STORE=gs://bucket/prefix",
+    ]
+    run = subprocess.run(
+        cmd, cwd=REPO, env=scrapy_env(sqlite_url), capture_output=True, text=True, timeout=120
+    )
     assert_cannot_start(run, "IMAGES_STORE 'gs://bucket/prefix'", "expected a folder")

@@ -58,7 +58,9 @@ def test_parse_formats_quality_and_auto() -> None:
 def test_parse_older_dict_forms_json_and_empty() -> None:
     assert parse_variants({"thumb": (320, 240)}) == (VariantSpec("thumb", 320, 240),)
     assert parse_variants({"thumb": [320, 240, "webp", 70], "m": "1024:avif"}) == (
-        VariantSpec("thumb", 320, 240, "WEBP", 70), VariantSpec("m", 1024, 1024, "AVIF"))
+        VariantSpec("thumb", 320, 240, "WEBP", 70),
+        VariantSpec("m", 1024, 1024, "AVIF"),
+    )
     assert parse_variants('{"thumb": [320, 240]}') == (VariantSpec("thumb", 320, 240),)
     assert parse_variants('["thumb:8x8:webp"]') == (VariantSpec("thumb", 8, 8, "WEBP"),)
     assert parse_variants("") == () and parse_variants(None) == () and parse_variants({}) == ()

@@ -51,7 +51,7 @@ def _count_orgs(db: Database) -> int:
     return int(db.scalar("SELECT COUNT(*) FROM businesses"))
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -119,7 +119,7 @@ def test_run_db_uses_the_workers_own_connection(db_url: str, processes: int) -> 
     assert run(go()) == 1
 
 
-def test_a_call_the_worker_cannot_load_fails_alone(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_call_the_worker_cannot_load_fails_alone(tmp_path, monkeypatch) -> None:
     async def go() -> None:
         pool = WorkerPool(1)
         try:
@@ -228,8 +228,10 @@ def test_workers_preload_their_modules_and_tune_their_collector() -> None:
         try:
             await tuned.start()  # started before its first call
             assert len(tuned._workers) == 1
-            return (await plain.call(_gc_state, "nuke_crawl.extraction"),
-                    await tuned.call(_gc_state, "nuke_crawl.extraction"))
+            return (
+                await plain.call(_gc_state, "nuke_crawl.extraction"),
+                await tuned.call(_gc_state, "nuke_crawl.extraction"),
+            )
         finally:
             await plain.close()
             await tuned.close()
@@ -285,7 +287,10 @@ def test_one_pool_configured_per_spider_for_extraction_or_image_decoding() -> No
     assert (org.processes, org.nice, org.preload) == (1, 10, ("nuke_crawl.spiders.orgpage",))
     images = pool_for(ImageBackfillSpider)
     assert (images.processes, images.nice, images.preload) == (
-        os.cpu_count() or 1, 0, ("nuke_crawl.pipelines._imageworker",))
+        os.cpu_count() or 1,
+        0,
+        ("nuke_crawl.pipelines._imageworker",),
+    )
     assert images.gc_threshold == org.gc_threshold == 20_000
     assert pool_for(ImageBackfillSpider, NUKE_IMAGE_PROCESSES=0).processes == 0
     assert pool_for(ImageBackfillSpider, NUKE_IMAGE_PROCESSES="3").processes == 3
@@ -319,17 +324,21 @@ def test_an_image_worker_dying_mid_image_fails_that_image_as_storage(tmp_path: P
     from nuke_crawl.items import VehicleImagesItem
     from nuke_crawl.pipelines.images import ImageBackfillPipeline, ImageFailed
 
-    crawler = get_crawler(settings_dict={
-        "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
-        "IMAGES_STORE": str(tmp_path), "NUKE_IMAGE_VARIANTS": {"a": (4000, 3000)},
-    })
+    crawler = get_crawler(
+        settings_dict={
+            "REQUEST_FINGERPRINTER_CLASS": "nuke_crawl.pipelines.images.PerImageFingerprinter",
+            "IMAGES_STORE": str(tmp_path),
+            "NUKE_IMAGE_VARIANTS": {"a": (4000, 3000)},
+        }
+    )
     pipeline = ImageBackfillPipeline.from_crawler(crawler)
     image = backfill.ImageWork("i1", "http://img.example/1.jpg", 0, True)
     item = VehicleImagesItem(work=backfill.VehicleWork("v1", None, [image]), owner="me")
     request = Request(image.url, meta={"nuke_image": image, "nuke_image_id": "i1"})
     big = image_bytes("big", width=6000, height=4500, quality=95, unique=True)
-    response = Response(image.url, body=big, headers={"Content-Type": "image/jpeg"},
-                        request=request)
+    response = Response(
+        image.url, body=big, headers={"Content-Type": "image/jpeg"}, request=request
+    )
 
     async def go() -> tuple[str, int, int]:
         pool = pipeline._pool = WorkerPool(1, preload=("nuke_crawl.pipelines._imageworker",))

@@ -86,6 +86,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = [
     "ANALYSIS_SCHEMA",
     "DAMAGE_TYPES",

@@ -126,10 +126,17 @@ def analyze_local(
     started = time.perf_counter()
     try:
         rgb, width, height = _load_working_copy(data)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-            Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as exc:
         return ProviderResult.failure(
-            PROVIDER, "invalid_image", f"{type(exc).__name__}: {exc}",
+            PROVIDER,
+            "invalid_image",
+            f"{type(exc).__name__}: {exc}",
             elapsed_s=time.perf_counter() - started,
         )
 
@@ -152,13 +159,15 @@ def analyze_local(
     placeholder = (
         contrast < FLAT_STD
         or entropy < PLACEHOLDER_ENTROPY
-        or (bool(colors) and colors[0]["share"] >= PLACEHOLDER_SHARE
-            and entropy < PLACEHOLDER_TEXT_ENTROPY)
+        or (
+            bool(colors)
+            and colors[0]["share"] >= PLACEHOLDER_SHARE
+            and entropy < PLACEHOLDER_TEXT_ENTROPY
+        )
     )
     too_dark = mean < DARK_MEAN or dark_fraction > CLIPPED_FRACTION
     too_bright = mean > BRIGHT_MEAN or bright_fraction > CLIPPED_FRACTION
-    blurry = (not placeholder and contrast >= MIN_CONTRAST_FOR_BLUR
-              and sharpness < BLURRY_THRESHOLD)
+    blurry = not placeholder and contrast >= MIN_CONTRAST_FOR_BLUR and sharpness < BLURRY_THRESHOLD
     duplicates = _near_duplicates(dhash, other_hashes or {})
 
     flags: dict[str, Any] = {
@@ -246,8 +255,7 @@ def _laplacian_variance(grey: np.ndarray) -> float:
     if grey.shape[0] < 3 or grey.shape[1] < 3:
         return 0.0
     lap = (
-        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1]
-        - 4.0 * grey[1:-1, 1:-1]
+        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * grey[1:-1, 1:-1]
     )
     return float(lap.var())
 
@@ -272,8 +280,7 @@ def _dominant_colors(pixels: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
         if c == 0:
             break
         r, g, bl = (round(float(v)) for v in sums[b] / c)
-        out.append({"hex": f"#{r:02x}{g:02x}{bl:02x}", "rgb": [r, g, bl],
-                    "share": round(c / n, 4)})
+        out.append({"hex": f"#{r:02x}{g:02x}{bl:02x}", "rgb": [r, g, bl], "share": round(c / n, 4)})
     return out
 
 
@@ -287,9 +294,7 @@ def _dhash(grey: Image.Image) -> int:
     return value
 
 
-def _near_duplicates(
-    dhash: int, others: Mapping[str, int | str]
-) -> list[tuple[str, int]]:
+def _near_duplicates(dhash: int, others: Mapping[str, int | str]) -> list[tuple[str, int]]:
     """``(image_id, distance)`` of hashes within DUPLICATE_MAX_DISTANCE, closest first."""
     found: list[tuple[str, int]] = []
     for image_id, other in others.items():
@@ -310,29 +315,72 @@ def _issue_tags(
     """``issue`` tags for the raised flags, with the measure that raised them."""
     tags: list[ImageTag] = []
     if flags["blurry"]:
-        tags.append(ImageTag("blurry", "issue", _confidence_below(
-            measures["sharpness"], BLURRY_THRESHOLD),
-            ai_detection_data={"source": PROVIDER, "sharpness": round(measures["sharpness"], 2),
-                               "threshold": BLURRY_THRESHOLD}))
+        tags.append(
+            ImageTag(
+                "blurry",
+                "issue",
+                _confidence_below(measures["sharpness"], BLURRY_THRESHOLD),
+                ai_detection_data={
+                    "source": PROVIDER,
+                    "sharpness": round(measures["sharpness"], 2),
+                    "threshold": BLURRY_THRESHOLD,
+                },
+            )
+        )
     if flags["too_dark"]:
-        tags.append(ImageTag("too_dark", "issue", 90.0, ai_detection_data={
-            "source": PROVIDER, "mean": round(measures["mean"], 2),
-            "dark_fraction": round(measures["dark_fraction"], 4)}))
+        tags.append(
+            ImageTag(
+                "too_dark",
+                "issue",
+                90.0,
+                ai_detection_data={
+                    "source": PROVIDER,
+                    "mean": round(measures["mean"], 2),
+                    "dark_fraction": round(measures["dark_fraction"], 4),
+                },
+            )
+        )
     if flags["too_bright"]:
-        tags.append(ImageTag("too_bright", "issue", 90.0, ai_detection_data={
-            "source": PROVIDER, "mean": round(measures["mean"], 2),
-            "bright_fraction": round(measures["bright_fraction"], 4)}))
+        tags.append(
+            ImageTag(
+                "too_bright",
+                "issue",
+                90.0,
+                ai_detection_data={
+                    "source": PROVIDER,
+                    "mean": round(measures["mean"], 2),
+                    "bright_fraction": round(measures["bright_fraction"], 4),
+                },
+            )
+        )
     if flags["placeholder"]:
-        tags.append(ImageTag("placeholder", "issue", 85.0, ai_detection_data={
-            "source": PROVIDER, "entropy": round(measures["entropy"], 3),
-            "contrast": round(measures["contrast"], 2)}))
+        tags.append(
+            ImageTag(
+                "placeholder",
+                "issue",
+                85.0,
+                ai_detection_data={
+                    "source": PROVIDER,
+                    "entropy": round(measures["entropy"], 3),
+                    "contrast": round(measures["contrast"], 2),
+                },
+            )
+        )
     if duplicates:
         closest_id, closest = duplicates[0]
-        tags.append(ImageTag(
-            "near_duplicate", "issue",
-            100.0 - 100.0 * closest / (2 * (DUPLICATE_MAX_DISTANCE + 1)),
-            ai_detection_data={"source": PROVIDER, "of": [i for i, _ in duplicates],
-                               "closest": closest_id, "distance": closest}))
+        tags.append(
+            ImageTag(
+                "near_duplicate",
+                "issue",
+                100.0 - 100.0 * closest / (2 * (DUPLICATE_MAX_DISTANCE + 1)),
+                ai_detection_data={
+                    "source": PROVIDER,
+                    "of": [i for i, _ in duplicates],
+                    "closest": closest_id,
+                    "distance": closest,
+                },
+            )
+        )
     return tags
 
 
@@ -370,8 +418,9 @@ class LocalProvider:
             return True, "ok: Pillow/NumPy analysis works"
         return False, f"{result.error_reason}: {result.error_detail}"
 
-    async def analyze(self, image: bytes, mime_type: str, *,
-                      context: Mapping[str, Any] | None = None) -> ProviderResult:
+    async def analyze(
+        self, image: bytes, mime_type: str, *, context: Mapping[str, Any] | None = None
+    ) -> ProviderResult:
         others = (context or {}).get("other_hashes") or {}
         return await asyncio.to_thread(analyze_local, image, other_hashes=dict(others))
 

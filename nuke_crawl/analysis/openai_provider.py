@@ -122,67 +122,120 @@ def _obj(properties: dict[str, Any]) -> dict[str, Any]:
 _STR = {"type": "string"}
 _NULL_STR = {"type": ["string", "null"]}
 
-ANALYSIS_SCHEMA: dict[str, Any] = _obj({
-    "view": {"type": "string", "enum": list(VIEWS),
-             "description": "What the photo mainly shows."},
-    "summary": {"type": "string", "description": "One sentence, at most 200 characters."},
-    "tags": {"type": "array", "description": "Distinct things visible: parts, tools, brands "
-             "(logos, badges), processes (welding, painting...).", "items": _obj({
-                 "name": _STR,
-                 "type": {"type": "string", "enum": list(_TAG_TYPES_FOR_MODEL)},
-                 "confidence": {"type": "integer", "description": "0-100"},
-             })},
-    "components": {"type": "array", "items": _obj({
-        "name": {"type": "string", "description": "e.g. front bumper, driver seat, "
-                 "valve cover, frame rail"},
-        "condition": {"type": "integer", "description": "1 (destroyed) to 10 (as new)"},
-        "damage_types": {"type": "array", "items": {"type": "string",
-                                                    "enum": list(DAMAGE_TYPES)}},
-        "needs_attention": {"type": "boolean"},
-        "confidence": {"type": "integer", "description": "0-100"},
-    })},
-    "paint": {"type": "array", "description": "One entry per painted panel clearly "
-              "visible; empty when no paint is visible.", "items": _obj({
-                  "panel": {"type": "string", "description": "e.g. hood, left front "
-                            "fender, driver door"},
-                  "appears_original": {"type": ["boolean", "null"],
-                                       "description": "null when it cannot be told"},
-                  "defects": {"type": "array", "items": {"type": "string",
-                                                         "enum": list(PAINT_DEFECTS)}},
-                  "score": {"type": "integer", "description": "1 (failed) to 10 (flawless)"},
-                  "confidence": {"type": "integer", "description": "0-100"},
-              })},
-    "build_quality": {"type": ["integer", "null"], "description": "Quality of the visible "
-                      "workmanship (restoration, repairs, custom work), 1-10; null when "
-                      "it cannot be judged."},
-    "modifications": {"type": "array", "items": _STR, "description": "Visible non-factory "
-                      "changes (aftermarket wheels, swapped engine, lowered...)."},
-    "document": _obj({
-        "is_document": {"type": "boolean"},
-        "category": {"type": ["string", "null"], "enum": [*DOCUMENT_CATEGORIES, None],
-                     "description": "null unless is_document"},
-    }),
-    "vin_from_plate": {"type": ["string", "null"], "description": "VIN read from a VIN "
-                       "plate, tag or document in the image, exactly as printed; null if "
-                       "none is legible."},
-    "spid": _nullable(_obj({
-        "vin": _NULL_STR,
-        "model_code": _NULL_STR,
-        "build_date": _NULL_STR,
-        "paint_codes": {"type": "array", "items": _STR},
-        "rpo_codes": {"type": "array", "items": _STR,
-                      "description": "Every 3-character RPO code on the sheet."},
-        "engine_code": _NULL_STR,
-        "transmission_code": _NULL_STR,
-        "axle_code": _NULL_STR,
-    })),
-})
+ANALYSIS_SCHEMA: dict[str, Any] = _obj(
+    {
+        "view": {
+            "type": "string",
+            "enum": list(VIEWS),
+            "description": "What the photo mainly shows.",
+        },
+        "summary": {"type": "string", "description": "One sentence, at most 200 characters."},
+        "tags": {
+            "type": "array",
+            "description": "Distinct things visible: parts, tools, brands "
+            "(logos, badges), processes (welding, painting...).",
+            "items": _obj(
+                {
+                    "name": _STR,
+                    "type": {"type": "string", "enum": list(_TAG_TYPES_FOR_MODEL)},
+                    "confidence": {"type": "integer", "description": "0-100"},
+                }
+            ),
+        },
+        "components": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "name": {
+                        "type": "string",
+                        "description": "e.g. front bumper, driver seat, valve cover, frame rail",
+                    },
+                    "condition": {"type": "integer", "description": "1 (destroyed) to 10 (as new)"},
+                    "damage_types": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(DAMAGE_TYPES)},
+                    },
+                    "needs_attention": {"type": "boolean"},
+                    "confidence": {"type": "integer", "description": "0-100"},
+                }
+            ),
+        },
+        "paint": {
+            "type": "array",
+            "description": "One entry per painted panel clearly "
+            "visible; empty when no paint is visible.",
+            "items": _obj(
+                {
+                    "panel": {
+                        "type": "string",
+                        "description": "e.g. hood, left front fender, driver door",
+                    },
+                    "appears_original": {
+                        "type": ["boolean", "null"],
+                        "description": "null when it cannot be told",
+                    },
+                    "defects": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(PAINT_DEFECTS)},
+                    },
+                    "score": {"type": "integer", "description": "1 (failed) to 10 (flawless)"},
+                    "confidence": {"type": "integer", "description": "0-100"},
+                }
+            ),
+        },
+        "build_quality": {
+            "type": ["integer", "null"],
+            "description": "Quality of the visible "
+            "workmanship (restoration, repairs, custom work), 1-10; null when "
+            "it cannot be judged.",
+        },
+        "modifications": {
+            "type": "array",
+            "items": _STR,
+            "description": "Visible non-factory "
+            "changes (aftermarket wheels, swapped engine, lowered...).",
+        },
+        "document": _obj(
+            {
+                "is_document": {"type": "boolean"},
+                "category": {
+                    "type": ["string", "null"],
+                    "enum": [*DOCUMENT_CATEGORIES, None],
+                    "description": "null unless is_document",
+                },
+            }
+        ),
+        "vin_from_plate": {
+            "type": ["string", "null"],
+            "description": "VIN read from a VIN "
+            "plate, tag or document in the image, exactly as printed; null if "
+            "none is legible.",
+        },
+        "spid": _nullable(
+            _obj(
+                {
+                    "vin": _NULL_STR,
+                    "model_code": _NULL_STR,
+                    "build_date": _NULL_STR,
+                    "paint_codes": {"type": "array", "items": _STR},
+                    "rpo_codes": {
+                        "type": "array",
+                        "items": _STR,
+                        "description": "Every 3-character RPO code on the sheet.",
+                    },
+                    "engine_code": _NULL_STR,
+                    "transmission_code": _NULL_STR,
+                    "axle_code": _NULL_STR,
+                }
+            )
+        ),
+    }
+)
 """The strict JSON schema every answer must follow."""
 
 RESPONSE_FORMAT: dict[str, Any] = {
     "type": "json_schema",
-    "json_schema": {"name": "vehicle_image_analysis", "strict": True,
-                    "schema": ANALYSIS_SCHEMA},
+    "json_schema": {"name": "vehicle_image_analysis", "strict": True, "schema": ANALYSIS_SCHEMA},
 }
 
 SYSTEM_PROMPT = (
@@ -282,8 +335,10 @@ class OpenAIProvider:
         self._call_slots = asyncio.Semaphore(slots) if slots > 0 else None
 
     def __repr__(self) -> str:  # never shows the key
-        return (f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r}, "
-                f"key={'set' if self._api_key else 'missing'})")
+        return (
+            f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r}, "
+            f"key={'set' if self._api_key else 'missing'})"
+        )
 
     @classmethod
     def from_settings(cls, settings: Any) -> OpenAIProvider:
@@ -306,8 +361,9 @@ class OpenAIProvider:
             timeout=float(read("NUKE_OPENAI_TIMEOUT") or DEFAULT_TIMEOUT),
             max_retries=int(read("NUKE_OPENAI_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
             backoff_base=float(read("NUKE_OPENAI_BACKOFF_BASE") or DEFAULT_BACKOFF_BASE),
-            image_detail=str(settings.get("NUKE_OPENAI_IMAGE_DETAIL")
-                             or defaults.NUKE_OPENAI_IMAGE_DETAIL),
+            image_detail=str(
+                settings.get("NUKE_OPENAI_IMAGE_DETAIL") or defaults.NUKE_OPENAI_IMAGE_DETAIL
+            ),
         )
         concurrency = settings.get("NUKE_ANALYSIS_CONCURRENCY")
         if concurrency:
@@ -382,18 +438,23 @@ class OpenAIProvider:
         """
         started = time.perf_counter()
         if not self._api_key:
-            return ProviderResult.failure(PROVIDER, "not_configured",
-                                          "OPENAI_API_KEY is not set", model=self.model)
+            return ProviderResult.failure(
+                PROVIDER, "not_configured", "OPENAI_API_KEY is not set", model=self.model
+            )
         if not image:
-            return ProviderResult.failure(PROVIDER, "invalid_image", "empty image",
-                                          model=self.model)
+            return ProviderResult.failure(
+                PROVIDER, "invalid_image", "empty image", model=self.model
+            )
         request = self._build_request(image, mime_type, context or {})
         try:
             completion, attempts = await self._call_with_retries(request)
         except _Failure as failure:
             logger.warning("openai analysis failed: %s (%s)", failure.reason, failure.detail)
             return ProviderResult.failure(
-                PROVIDER, failure.reason, failure.detail, model=self.model,
+                PROVIDER,
+                failure.reason,
+                failure.detail,
+                model=self.model,
                 attempts=failure.attempts,
                 elapsed_s=time.perf_counter() - started,
             )
@@ -402,8 +463,9 @@ class OpenAIProvider:
         result.elapsed_s = time.perf_counter() - started
         result.data["retries"] = attempts - 1
         if not result.ok:
-            logger.warning("openai analysis failed: %s (%s)", result.error_reason,
-                           result.error_detail)
+            logger.warning(
+                "openai analysis failed: %s (%s)", result.error_reason, result.error_detail
+            )
         return result
 
     def _build_request(
@@ -419,10 +481,16 @@ class OpenAIProvider:
             "model": self.model,
             "messages": [
                 {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": [
-                    {"type": "text", "text": text},
-                    {"type": "image_url", "image_url": {"url": url, "detail": self.image_detail}},
-                ]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": text},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": url, "detail": self.image_detail},
+                        },
+                    ],
+                },
             ],
             "response_format": RESPONSE_FORMAT,
             "max_completion_tokens": MAX_COMPLETION_TOKENS,
@@ -442,8 +510,11 @@ class OpenAIProvider:
             except json.JSONDecodeError as exc:
                 # a body that is not JSON under a JSON content type (a proxy's HTML page):
                 # the client's decoding fails; the call may be billed, never retried
-                raise _Failure("malformed_output", self._redact(
-                    f"answer is not JSON ({exc.msg}): {exc.doc[:200]!r}"), attempt) from None
+                raise _Failure(
+                    "malformed_output",
+                    self._redact(f"answer is not JSON ({exc.msg}): {exc.doc[:200]!r}"),
+                    attempt,
+                ) from None
             except openai.OpenAIError as exc:
                 reason, detail, retry_after = self._classify(exc)
                 transient = reason in ("rate_limited", "server_error", "timeout", "unreachable")
@@ -455,8 +526,14 @@ class OpenAIProvider:
                 if retry_after is not None:
                     delay = max(delay, retry_after)
                 delay = min(delay, self.max_backoff)
-                logger.info("openai %s (attempt %d/%d), retrying in %.1fs: %s", reason,
-                            attempt, self.max_retries + 1, delay, detail)
+                logger.info(
+                    "openai %s (attempt %d/%d), retrying in %.1fs: %s",
+                    reason,
+                    attempt,
+                    self.max_retries + 1,
+                    delay,
+                    detail,
+                )
                 await asyncio.sleep(delay)
 
     def _classify(self, exc: BaseException) -> tuple[str, str, float | None]:
@@ -514,31 +591,37 @@ class OpenAIProvider:
         }
         choices = getattr(completion, "choices", None) or []
         if not choices:
-            return ProviderResult.failure(PROVIDER, "malformed_output", "no choices in answer",
-                                          **common)
+            return ProviderResult.failure(
+                PROVIDER, "malformed_output", "no choices in answer", **common
+            )
         choice = choices[0]
         message = choice.message
         refusal = getattr(message, "refusal", None)
         if refusal:
             return ProviderResult.failure(PROVIDER, "refused", str(refusal)[:500], **common)
         if choice.finish_reason == "content_filter":
-            return ProviderResult.failure(PROVIDER, "refused",
-                                          "finish_reason=content_filter", **common)
+            return ProviderResult.failure(
+                PROVIDER, "refused", "finish_reason=content_filter", **common
+            )
         content = message.content or ""
         if choice.finish_reason == "length":
             return ProviderResult.failure(
-                PROVIDER, "malformed_output",
+                PROVIDER,
+                "malformed_output",
                 f"answer cut off at {tokens.completion} tokens (finish_reason=length)",
-                **common)
+                **common,
+            )
         try:
             answer = json.loads(content)
         except (json.JSONDecodeError, TypeError) as exc:
             return ProviderResult.failure(
-                PROVIDER, "malformed_output",
-                f"answer is not JSON ({exc}): {content[:200]!r}", **common)
+                PROVIDER,
+                "malformed_output",
+                f"answer is not JSON ({exc}): {content[:200]!r}",
+                **common,
+            )
         try:
-            return parse_answer(answer, model=model, tokens=tokens,
-                                cost_usd=common["cost_usd"])
+            return parse_answer(answer, model=model, tokens=tokens, cost_usd=common["cost_usd"])
         except _Failure as failure:
             return ProviderResult.failure(PROVIDER, failure.reason, failure.detail, **common)
 
@@ -576,8 +659,14 @@ def parse_answer(
         if tag_type not in _TAG_TYPES_FOR_MODEL:
             warnings.append(f"tag {name!r}: unknown type {tag_type!r} -> custom")
             tag_type = "custom"
-        tags.append(ImageTag(name, tag_type, _confidence(item.get("confidence"), warnings),
-                             ai_detection_data={"source": PROVIDER, "model": model}))
+        tags.append(
+            ImageTag(
+                name,
+                tag_type,
+                _confidence(item.get("confidence"), warnings),
+                ai_detection_data={"source": PROVIDER, "model": model},
+            )
+        )
 
     components: list[ComponentCondition] = []
     for item in _list(answer.get("components"), "components", warnings):
@@ -585,14 +674,16 @@ def parse_answer(
         if not name:
             warnings.append("component without a name dropped")
             continue
-        components.append(ComponentCondition(
-            component_name=name,
-            condition_rating=_rating(item.get("condition"), f"component {name!r}", warnings),
-            damage_types=_vocab(item.get("damage_types"), DAMAGE_TYPES, name, warnings),
-            needs_attention=bool(item.get("needs_attention")),
-            confidence=_confidence(item.get("confidence"), warnings),
-            detected_by_model=model,
-        ))
+        components.append(
+            ComponentCondition(
+                component_name=name,
+                condition_rating=_rating(item.get("condition"), f"component {name!r}", warnings),
+                damage_types=_vocab(item.get("damage_types"), DAMAGE_TYPES, name, warnings),
+                needs_attention=bool(item.get("needs_attention")),
+                confidence=_confidence(item.get("confidence"), warnings),
+                detected_by_model=model,
+            )
+        )
 
     paint: list[PaintAssessment] = []
     for item in _list(answer.get("paint"), "paint", warnings):
@@ -601,14 +692,16 @@ def parse_answer(
             warnings.append("paint entry without a panel dropped")
             continue
         original = item.get("appears_original")
-        paint.append(PaintAssessment(
-            panel_name=name,
-            paint_quality_score=_rating(item.get("score"), f"panel {name!r}", warnings),
-            appears_original=original if isinstance(original, bool) else None,
-            defects=_vocab(item.get("defects"), PAINT_DEFECTS, name, warnings),
-            confidence=_confidence(item.get("confidence"), warnings),
-            assessed_by_model=model,
-        ))
+        paint.append(
+            PaintAssessment(
+                panel_name=name,
+                paint_quality_score=_rating(item.get("score"), f"panel {name!r}", warnings),
+                appears_original=original if isinstance(original, bool) else None,
+                defects=_vocab(item.get("defects"), PAINT_DEFECTS, name, warnings),
+                confidence=_confidence(item.get("confidence"), warnings),
+                assessed_by_model=model,
+            )
+        )
 
     doc_raw = answer.get("document")
     document = DocumentInfo()
@@ -630,8 +723,7 @@ def parse_answer(
     if build_quality is not None:
         build_quality = _rating(build_quality, "build_quality", warnings)
 
-    modifications = [m for m in (_text(x) for x in _list_of_any(answer.get("modifications")))
-                     if m]
+    modifications = [m for m in (_text(x) for x in _list_of_any(answer.get("modifications"))) if m]
     vin_plate = _serial(answer.get("vin_from_plate"), "vin_from_plate", warnings)
     spid = _spid(answer.get("spid"), warnings)
 
@@ -779,8 +871,9 @@ def _spid(value: Any, warnings: list[str]) -> SpidData | None:
             continue
         if code not in rpo:
             rpo.append(code)
-    paint_codes = [c for c in (_text(p).upper() for p in _list_of_any(value.get("paint_codes")))
-                   if c]
+    paint_codes = [
+        c for c in (_text(p).upper() for p in _list_of_any(value.get("paint_codes"))) if c
+    ]
     spid = SpidData(
         vin=_serial(value.get("vin"), "spid.vin", warnings),
         model_code=_code(value.get("model_code")),

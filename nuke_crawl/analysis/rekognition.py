@@ -58,28 +58,99 @@ PRICE_PER_IMAGE_USD = 0.001
 
 LABEL_TAG_TYPES: dict[str, str] = {
     # parts
-    **{name: "part" for name in (
-        "Wheel", "Alloy Wheel", "Tire", "Spoke", "Rim", "Hubcap", "Bumper", "Headlight",
-        "Tail Light", "Light", "Windshield", "Window", "Mirror", "Car Mirror",
-        "Steering Wheel", "Engine", "Motor", "Car Engine", "Grille", "Hood", "Car Seat",
-        "Seat", "Dashboard", "Speedometer", "Gauge", "Tachometer", "Gear Shift",
-        "Seat Belt", "Door", "Car Door", "Windshield Wiper", "Fender", "Trunk",
-        "License Plate", "Exhaust", "Muffler", "Brake", "Disc Brake", "Radiator",
-        "Spark Plug", "Battery", "Axle", "Suspension", "Carburetor", "Antenna", "Spoiler",
-        "Roof Rack", "Emblem", "Chrome", "Upholstery", "Console", "Odometer",
-    )},
+    **{
+        name: "part"
+        for name in (
+            "Wheel",
+            "Alloy Wheel",
+            "Tire",
+            "Spoke",
+            "Rim",
+            "Hubcap",
+            "Bumper",
+            "Headlight",
+            "Tail Light",
+            "Light",
+            "Windshield",
+            "Window",
+            "Mirror",
+            "Car Mirror",
+            "Steering Wheel",
+            "Engine",
+            "Motor",
+            "Car Engine",
+            "Grille",
+            "Hood",
+            "Car Seat",
+            "Seat",
+            "Dashboard",
+            "Speedometer",
+            "Gauge",
+            "Tachometer",
+            "Gear Shift",
+            "Seat Belt",
+            "Door",
+            "Car Door",
+            "Windshield Wiper",
+            "Fender",
+            "Trunk",
+            "License Plate",
+            "Exhaust",
+            "Muffler",
+            "Brake",
+            "Disc Brake",
+            "Radiator",
+            "Spark Plug",
+            "Battery",
+            "Axle",
+            "Suspension",
+            "Carburetor",
+            "Antenna",
+            "Spoiler",
+            "Roof Rack",
+            "Emblem",
+            "Chrome",
+            "Upholstery",
+            "Console",
+            "Odometer",
+        )
+    },
     # tools
-    **{name: "tool" for name in (
-        "Tool", "Wrench", "Screwdriver", "Hammer", "Drill", "Power Drill", "Pliers",
-        "Jack", "Car Jack", "Toolbox", "Grinder", "Spray Gun", "Socket", "Clamp",
-    )},
+    **{
+        name: "tool"
+        for name in (
+            "Tool",
+            "Wrench",
+            "Screwdriver",
+            "Hammer",
+            "Drill",
+            "Power Drill",
+            "Pliers",
+            "Jack",
+            "Car Jack",
+            "Toolbox",
+            "Grinder",
+            "Spray Gun",
+            "Socket",
+            "Clamp",
+        )
+    },
     # brand marks
     **{name: "brand" for name in ("Logo", "Trademark", "Symbol", "Badge")},
     # work in progress
-    **{name: "process" for name in (
-        "Welding", "Painting", "Car Wash", "Garage", "Auto Repair", "Mechanic",
-        "Repair", "Workshop",
-    )},
+    **{
+        name: "process"
+        for name in (
+            "Welding",
+            "Painting",
+            "Car Wash",
+            "Garage",
+            "Auto Repair",
+            "Mechanic",
+            "Repair",
+            "Workshop",
+        )
+    },
 }
 """Rekognition label name -> ``tag_type`` (everything else is ``custom``)."""
 
@@ -122,10 +193,13 @@ class RekognitionProvider:
         max_attempts: int = 3,
     ) -> None:
         self._session = boto3.session.Session()
-        self.region = (region or _env("AWS_REGION", "AWS_DEFAULT_REGION")
-                       or self._session.region_name or DEFAULT_REGION)
-        self.endpoint_url = endpoint_url or _env("AWS_ENDPOINT_URL_REKOGNITION",
-                                                 "AWS_ENDPOINT_URL")
+        self.region = (
+            region
+            or _env("AWS_REGION", "AWS_DEFAULT_REGION")
+            or self._session.region_name
+            or DEFAULT_REGION
+        )
+        self.endpoint_url = endpoint_url or _env("AWS_ENDPOINT_URL_REKOGNITION", "AWS_ENDPOINT_URL")
         self.min_confidence = float(min_confidence)
         self.max_labels = int(max_labels)
         self.timeout = float(timeout)
@@ -138,10 +212,14 @@ class RekognitionProvider:
         """From ``NUKE_REKOGNITION_MIN_CONFIDENCE`` (70) and
         ``NUKE_REKOGNITION_MAX_LABELS`` (30); region, endpoint and credentials as boto3
         finds them (``AWS_*`` environment)."""
-        return cls(min_confidence=settings.getfloat(
-                       "NUKE_REKOGNITION_MIN_CONFIDENCE", defaults.NUKE_REKOGNITION_MIN_CONFIDENCE),
-                   max_labels=settings.getint(
-                       "NUKE_REKOGNITION_MAX_LABELS", defaults.NUKE_REKOGNITION_MAX_LABELS))
+        return cls(
+            min_confidence=settings.getfloat(
+                "NUKE_REKOGNITION_MIN_CONFIDENCE", defaults.NUKE_REKOGNITION_MIN_CONFIDENCE
+            ),
+            max_labels=settings.getint(
+                "NUKE_REKOGNITION_MAX_LABELS", defaults.NUKE_REKOGNITION_MAX_LABELS
+            ),
+        )
 
     async def aclose(self) -> None:
         """Nothing to release (boto3 clients need no closing)."""
@@ -160,6 +238,7 @@ class RekognitionProvider:
 
     def _get_client(self, *, attempts: int | None = None, timeout: float | None = None) -> Any:
         """The shared client, or a throw-away one with other retry/timeout settings."""
+
         def build() -> Any:
             config = Config(
                 region_name=self.region,
@@ -167,8 +246,9 @@ class RekognitionProvider:
                 read_timeout=timeout or self.timeout,
                 retries={"mode": "standard", "max_attempts": attempts or self.max_attempts},
             )
-            return self._session.client("rekognition", endpoint_url=self.endpoint_url,
-                                        config=config)
+            return self._session.client(
+                "rekognition", endpoint_url=self.endpoint_url, config=config
+            )
 
         if attempts is not None or timeout is not None:
             with self._lock:
@@ -220,8 +300,7 @@ class RekognitionProvider:
         try:
             payload, reencoded = _prepare_image(image, mime_type)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            return ProviderResult.failure(PROVIDER, "invalid_image",
-                                          f"{type(exc).__name__}: {exc}")
+            return ProviderResult.failure(PROVIDER, "invalid_image", f"{type(exc).__name__}: {exc}")
         try:
             response = self._get_client().detect_labels(
                 Image={"Bytes": payload},
@@ -234,8 +313,9 @@ class RekognitionProvider:
             attempts = 1
             if isinstance(exc, botocore.exceptions.ClientError):
                 attempts += int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-            return ProviderResult.failure(PROVIDER, reason, detail, attempts=attempts,
-                                          elapsed_s=time.perf_counter() - started)
+            return ProviderResult.failure(
+                PROVIDER, reason, detail, attempts=attempts, elapsed_s=time.perf_counter() - started
+            )
         retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         labels = response.get("Labels", [])
         return ProviderResult(
@@ -268,13 +348,26 @@ class RekognitionProvider:
             code = str(err.get("Code", ""))
             detail = f"{code}: {err.get('Message', '')}".strip()
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            if code in ("UnrecognizedClientException", "InvalidSignatureException",
-                        "InvalidClientTokenId", "ExpiredTokenException", "SignatureDoesNotMatch"):
+            if code in (
+                "UnrecognizedClientException",
+                "InvalidSignatureException",
+                "InvalidClientTokenId",
+                "ExpiredTokenException",
+                "SignatureDoesNotMatch",
+            ):
                 return "auth_failed", detail
             if code in ("AccessDeniedException", "AccessDenied") or status == 403:
                 return "permission_denied", detail
-            if code in ("ThrottlingException", "ProvisionedThroughputExceededException",
-                        "LimitExceededException", "TooManyRequestsException") or status == 429:
+            if (
+                code
+                in (
+                    "ThrottlingException",
+                    "ProvisionedThroughputExceededException",
+                    "LimitExceededException",
+                    "TooManyRequestsException",
+                )
+                or status == 429
+            ):
                 return "rate_limited", detail
             if code in ("InvalidImageFormatException", "ImageTooLargeException"):
                 return "invalid_image", detail
@@ -303,20 +396,26 @@ def labels_to_tags(labels: list[dict[str, Any]]) -> list[ImageTag]:
         }
         instances = [i for i in label.get("Instances", []) if i.get("BoundingBox")]
         if not instances:
-            tags.append(ImageTag(name, tag_type, float(label.get("Confidence", 0.0)),
-                                 ai_detection_data=base))
+            tags.append(
+                ImageTag(
+                    name, tag_type, float(label.get("Confidence", 0.0)), ai_detection_data=base
+                )
+            )
             continue
         for index, instance in enumerate(instances):
             box = instance["BoundingBox"]
-            tags.append(ImageTag(
-                name, tag_type,
-                float(instance.get("Confidence", label.get("Confidence", 0.0))),
-                x=_percent(box.get("Left")),
-                y=_percent(box.get("Top")),
-                width=_percent(box.get("Width")),
-                height=_percent(box.get("Height")),
-                ai_detection_data={**base, "instance": index},
-            ))
+            tags.append(
+                ImageTag(
+                    name,
+                    tag_type,
+                    float(instance.get("Confidence", label.get("Confidence", 0.0))),
+                    x=_percent(box.get("Left")),
+                    y=_percent(box.get("Top")),
+                    width=_percent(box.get("Width")),
+                    height=_percent(box.get("Height")),
+                    ai_detection_data={**base, "instance": index},
+                )
+            )
     return tags
 
 

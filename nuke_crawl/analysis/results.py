@@ -231,8 +231,9 @@ class DocumentInfo:
 
     def __post_init__(self) -> None:
         if self.category is not None and self.category not in DOCUMENT_CATEGORIES:
-            raise ValueError(f"document category {self.category!r} is not one of "
-                             f"{DOCUMENT_CATEGORIES}")
+            raise ValueError(
+                f"document category {self.category!r} is not one of {DOCUMENT_CATEGORIES}"
+            )
 
 
 @dataclass(slots=True)
@@ -281,14 +282,11 @@ class ProviderResult:
     error_detail: str | None = None
 
     @classmethod
-    def failure(
-        cls, provider: str, reason: str, detail: str, **fields: Any
-    ) -> ProviderResult:
+    def failure(cls, provider: str, reason: str, detail: str, **fields: Any) -> ProviderResult:
         """A failed result (``ok=False``) with ``reason`` from :data:`ERROR_REASONS`."""
         if reason not in ERROR_REASONS:
             raise ValueError(f"unknown error reason {reason!r}")
-        return cls(provider=provider, ok=False, error_reason=reason, error_detail=detail,
-                   **fields)
+        return cls(provider=provider, ok=False, error_reason=reason, error_detail=detail, **fields)
 
     @property
     def is_document(self) -> bool:

@@ -30,8 +30,10 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--providers", help="comma list (default: every provider; "
-                            "unconfigured ones are reported, not failed)")
+        parser.add_argument(
+            "--providers",
+            help="comma list (default: every provider; unconfigured ones are reported, not failed)",
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
@@ -42,7 +44,7 @@ class Command(ScrapyCommand):
         results = asyncio.run(check_providers(self.settings, requested))
         width = max(len(name) for name, _, _ in results)
         for name, ok, message in results:
-            label = 'SKIP  ' if message.startswith('skipped') else ('OK    ' if ok else 'FAILED')
+            label = "SKIP  " if message.startswith("skipped") else ("OK    " if ok else "FAILED")
             print(f"{name:<{width}}  {label}  {message}")
         if not all(ok for _, ok, _ in results):
             self.exitcode = 1

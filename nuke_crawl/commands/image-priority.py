@@ -22,8 +22,9 @@ class Command(DatabaseCommand):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--organization-id", help="every vehicle of this organization")
-        parser.add_argument("--vehicle-id", action="append", default=[],
-                            help="this vehicle (repeatable)")
+        parser.add_argument(
+            "--vehicle-id", action="append", default=[], help="this vehicle (repeatable)"
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
@@ -31,8 +32,9 @@ class Command(DatabaseCommand):
         try:
             # vehicles.images_priority is an INTEGER
             priority = to_int("PRIORITY", args[0], minimum=-(2**31), maximum=2**31 - 1)
-            org = to_uuid("--organization-id", opts.organization_id) if opts.organization_id \
-                else None
+            org = (
+                to_uuid("--organization-id", opts.organization_id) if opts.organization_id else None
+            )
             vehicles = [to_uuid("--vehicle-id", v) for v in opts.vehicle_id]
         except ArgumentError as exc:
             raise UsageError(str(exc), print_help=False) from None
@@ -44,8 +46,7 @@ class Command(DatabaseCommand):
                 print(f"no organization with id {org}", file=sys.stderr)
                 self.exitcode = 1
                 return
-            changed = backfill.set_priority(db, priority, vehicle_ids=vehicles,
-                                            organization_id=org)
+            changed = backfill.set_priority(db, priority, vehicle_ids=vehicles, organization_id=org)
         finally:
             db.close()
         print(f"{changed} vehicles now have image backfill priority {priority}")

@@ -21,8 +21,10 @@ class Command(DatabaseCommand):
             applied = migrate(db)
             where = redact_url(db.url)
             if applied:
-                print(f"{where}: schema version {before} -> {applied[-1]} "
-                      f"(applied {', '.join(map(str, applied))})")
+                print(
+                    f"{where}: schema version {before} -> {applied[-1]} "
+                    f"(applied {', '.join(map(str, applied))})"
+                )
             else:
                 print(f"{where}: schema is current (version {latest_version()})")
         finally:

@@ -42,8 +42,9 @@ def _fields(text: str) -> list[str]:
 def read_header(handle: BinaryIO) -> list[str]:
     """The column names; ValueError when the header is unreadable or has no ``website``."""
     try:
-        header = [f.strip().lower() for f in _fields(
-            handle.readline().decode("utf-8-sig").rstrip("\r\n"))]
+        header = [
+            f.strip().lower() for f in _fields(handle.readline().decode("utf-8-sig").rstrip("\r\n"))
+        ]
     except (UnicodeDecodeError, BadRow) as exc:
         raise ValueError(f"the header line cannot be read: {exc}") from None
     if "website" not in header:
@@ -51,9 +52,7 @@ def read_header(handle: BinaryIO) -> list[str]:
     return header
 
 
-def read_rows(
-    handle: BinaryIO, header: list[str]
-) -> Iterator[tuple[int, dict[str, str] | BadRow]]:
+def read_rows(handle: BinaryIO, header: list[str]) -> Iterator[tuple[int, dict[str, str] | BadRow]]:
     """(line number, row or why it is bad) for each non-empty line after the header."""
     for number, raw in enumerate(handle, start=2):
         if not raw.strip():
@@ -112,10 +111,10 @@ class Command(DatabaseCommand):
                         render = row.get("render_js")
                         render_js = to_bool("render_js", render) if render else None
                         _, created = store.add_organization(
-                            db, website,
+                            db,
+                            website,
                             name=row.get("name") or row.get("business_name") or None,
-                            business_type=row.get("type") or row.get("business_type")
-                            or "dealer",
+                            business_type=row.get("type") or row.get("business_type") or "dealer",
                             metadata=organization_metadata(inventory, render_js),
                         )
                     except (BadRow, ArgumentError, DatabaseError) as exc:
@@ -129,4 +128,3 @@ class Command(DatabaseCommand):
         print(f"imported {added} new, {existing} already present, {bad} skipped")
         if bad:
             self.exitcode = 1
-

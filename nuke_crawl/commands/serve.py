@@ -139,8 +139,9 @@ class Command(DatabaseCommand):
             scrapyd_url=scrapyd_url,
             scrapyd_project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")),
             scrapyd_settings={**job_settings, **scrapyd_settings(settings)} if scrapyd_url else {},
-            cancel_grace=settings.getfloat("NUKE_SERVICE_CANCEL_GRACE",
-                                           defaults.NUKE_SERVICE_CANCEL_GRACE),
+            cancel_grace=settings.getfloat(
+                "NUKE_SERVICE_CANCEL_GRACE", defaults.NUKE_SERVICE_CANCEL_GRACE
+            ),
         )
         queue_url = redis_url(settings)  # crawl-organizations queues for org workers
         config = ServiceConfig(
@@ -149,10 +150,12 @@ class Command(DatabaseCommand):
             token=token,
             schedules=schedules,
             images_dir=images_dir,
-            refresh=settings.getfloat("NUKE_SERVICE_STATUS_REFRESH",
-                                      defaults.NUKE_SERVICE_STATUS_REFRESH),
+            refresh=settings.getfloat(
+                "NUKE_SERVICE_STATUS_REFRESH", defaults.NUKE_SERVICE_STATUS_REFRESH
+            ),
             org_queue=OrgQueue(queue_url, keys_from_settings(settings).org_queue)
-            if queue_url else None,
+            if queue_url
+            else None,
         )
         app = create_app(config)
 

@@ -84,8 +84,7 @@ class Command(DatabaseCommand):
         path = _sqlite_path(database_url(self.settings))
         if path is not None and not path.exists():
             # a status never creates a database: a typo in the path would look like an empty one
-            raise UsageError(f"no SQLite database at {path} (check DATABASE_URL)",
-                             print_help=False)
+            raise UsageError(f"no SQLite database at {path} (check DATABASE_URL)", print_help=False)
         db = self.open_database()
         try:
             figures = collect(db)

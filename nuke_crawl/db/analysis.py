@@ -247,7 +247,8 @@ def plan(db: Database, sel: Selection, limit: int) -> Plan:
         marks = ", ".join("?" * len(chunk))
         for r in db.fetchall(
             "SELECT id, title, year, make, model, origin_organization_id FROM vehicles "
-            f"WHERE id IN ({marks})", chunk,
+            f"WHERE id IN ({marks})",
+            chunk,
         ):
             vid = str(r["id"])
             label = r["title"] or " ".join(str(r[k]) for k in ("year", "make", "model") if r[k])
@@ -255,7 +256,8 @@ def plan(db: Database, sel: Selection, limit: int) -> Plan:
             org_of[vid] = str(r["origin_organization_id"]) if r["origin_organization_id"] else None
         for r in db.fetchall(
             "SELECT vehicle_id, organization_id FROM organization_vehicles "
-            f"WHERE vehicle_id IN ({marks}) ORDER BY created_at, organization_id", chunk,
+            f"WHERE vehicle_id IN ({marks}) ORDER BY created_at, organization_id",
+            chunk,
         ):
             vid = str(r["vehicle_id"])
             if org_of.get(vid) is None:
@@ -269,14 +271,17 @@ def plan(db: Database, sel: Selection, limit: int) -> Plan:
         chunk = known[start : start + 500]
         for r in db.fetchall(
             "SELECT id, business_name, website FROM businesses "
-            f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk,
+            f"WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
         ):
             names[str(r["id"])] = str(r["business_name"] or r["website"] or "")
-    out.vehicles = sorted(((v, labels.get(v, ""), n) for v, n in per_vehicle.items()),
-                          key=lambda t: (-t[2], t[0]))
+    out.vehicles = sorted(
+        ((v, labels.get(v, ""), n) for v, n in per_vehicle.items()), key=lambda t: (-t[2], t[0])
+    )
     out.organizations = sorted(
         ((o, names.get(o, "") if o else "(no organization)", n) for o, n in per_org.items()),
-        key=lambda t: (-t[2], t[0] or ""))
+        key=lambda t: (-t[2], t[0] or ""),
+    )
     return out
 
 
@@ -303,7 +308,9 @@ def known_hashes(db: Database, vehicle_ids: Sequence[str]) -> dict[str, dict[str
         for row in rows:
             meta = loads_json(row["ai_scan_metadata"]) or {}
             local = meta.get("local") if isinstance(meta, dict) else None
-            dhash = (local or {}).get("data", {}).get("dhash_hex") if isinstance(local, dict) else None
+            dhash = (
+                (local or {}).get("data", {}).get("dhash_hex") if isinstance(local, dict) else None
+            )
             if dhash:
                 out.setdefault(str(row["vehicle_id"]), {})[str(row["id"])] = str(dhash)
     return out
@@ -427,19 +434,54 @@ def record_success(
             for tag in result.tags:
                 data = dict(tag.ai_detection_data)
                 data.setdefault("provider", result.provider)
-                tag_rows.append([new_id(), work.image_id, work.vehicle_id, image_url,
-                                 tag.tag_name, tag.tag_type, tag.confidence, tag.x, tag.y,
-                                 tag.width, tag.height, Json(data), "ai", now])
+                tag_rows.append(
+                    [
+                        new_id(),
+                        work.image_id,
+                        work.vehicle_id,
+                        image_url,
+                        tag.tag_name,
+                        tag.tag_type,
+                        tag.confidence,
+                        tag.x,
+                        tag.y,
+                        tag.width,
+                        tag.height,
+                        Json(data),
+                        "ai",
+                        now,
+                    ]
+                )
             for comp in result.components:
-                comp_rows.append([new_id(), work.image_id, work.vehicle_id, comp.component_name,
-                                  comp.condition_rating, Json(comp.damage_types),
-                                  comp.needs_attention, comp.confidence,
-                                  comp.detected_by_model or result.model, now])
+                comp_rows.append(
+                    [
+                        new_id(),
+                        work.image_id,
+                        work.vehicle_id,
+                        comp.component_name,
+                        comp.condition_rating,
+                        Json(comp.damage_types),
+                        comp.needs_attention,
+                        comp.confidence,
+                        comp.detected_by_model or result.model,
+                        now,
+                    ]
+                )
             for panel in result.paint:
-                paint_rows.append([new_id(), work.image_id, work.vehicle_id, panel.panel_name,
-                                   panel.appears_original, Json(panel.defects),
-                                   panel.paint_quality_score, panel.confidence,
-                                   panel.assessed_by_model or result.model, now])
+                paint_rows.append(
+                    [
+                        new_id(),
+                        work.image_id,
+                        work.vehicle_id,
+                        panel.panel_name,
+                        panel.appears_original,
+                        Json(panel.defects),
+                        panel.paint_quality_score,
+                        panel.confidence,
+                        panel.assessed_by_model or result.model,
+                        now,
+                    ]
+                )
         executemany(
             "INSERT INTO image_tags (id, image_id, vehicle_id, image_url, tag_name, tag_type, "
             "confidence, x_position, y_position, width, height, ai_detection_data, source_type, "
@@ -478,9 +520,23 @@ def record_success(
                 "axle_code = COALESCE(excluded.axle_code, vehicle_spid_data.axle_code), "
                 "raw_data = excluded.raw_data, extracted_by_model = excluded.extracted_by_model, "
                 "updated_at = excluded.updated_at",
-                [new_id(), work.vehicle_id, work.image_id, spid.vin, spid.model_code,
-                 spid.build_date, Json(spid.paint_codes), Json(spid.rpo_codes), spid.engine_code,
-                 spid.transmission_code, spid.axle_code, Json(spid.raw), spid_model, now, now],
+                [
+                    new_id(),
+                    work.vehicle_id,
+                    work.image_id,
+                    spid.vin,
+                    spid.model_code,
+                    spid.build_date,
+                    Json(spid.paint_codes),
+                    Json(spid.rpo_codes),
+                    spid.engine_code,
+                    spid.transmission_code,
+                    spid.axle_code,
+                    Json(spid.raw),
+                    spid_model,
+                    now,
+                    now,
+                ],
             )
             out.spid = True
 
@@ -504,10 +560,16 @@ def record_success(
             "ai_attempts = COALESCE(ai_attempts, 0) + ?, ai_error = NULL, "
             "ai_error_detail = NULL, ai_next_attempt_at = NULL, ai_lease_owner = NULL, "
             "ai_lease_until = NULL, updated_at = ? WHERE id = ?",
-            [Json(scan_metadata(list(results))),
-             bool(document.is_document) if document else False,
-             document.document_category if document else None,
-             STATUS_COMPLETED, now, count, now, work.image_id],
+            [
+                Json(scan_metadata(list(results))),
+                bool(document.is_document) if document else False,
+                document.document_category if document else None,
+                STATUS_COMPLETED,
+                now,
+                count,
+                now,
+                work.image_id,
+            ],
         )
     return out
 
@@ -532,8 +594,9 @@ def record_failure(
         "ai_error_detail = ?, ai_next_attempt_at = ?, ai_processing_status = ?, "
         "ai_lease_owner = NULL, ai_lease_until = NULL, updated_at = ? "
         "WHERE id = ? AND ai_last_scanned IS NULL",
-        clean_for_db([count, reason, detail[:2000], db.ts(next_at), STATUS_FAILED, now,
-                      work.image_id]),
+        clean_for_db(
+            [count, reason, detail[:2000], db.ts(next_at), STATUS_FAILED, now, work.image_id]
+        ),
     )
     return next_at
 

@@ -286,16 +286,34 @@ def claim_vehicles(
                     continue
                 known.add(url)
                 row = {
-                    "id": new_id(), "vehicle_id": vehicle["id"], "image_url": url,
-                    "source_url": url, "storage_path": None, "is_external": True,
-                    "position": position, "is_primary": not has_primary and position == 0,
-                    "file_hash": None, "download_attempts": 0, "download_error": None,
+                    "id": new_id(),
+                    "vehicle_id": vehicle["id"],
+                    "image_url": url,
+                    "source_url": url,
+                    "storage_path": None,
+                    "is_external": True,
+                    "position": position,
+                    "is_primary": not has_primary and position == 0,
+                    "file_hash": None,
+                    "download_attempts": 0,
+                    "download_error": None,
                     "download_next_at": None,
                 }
                 has_primary = has_primary or row["is_primary"]
                 have.append(row)
-                new_rows.append([row["id"], vehicle["id"], url, url, True, position,
-                                 row["is_primary"], now, now])
+                new_rows.append(
+                    [
+                        row["id"],
+                        vehicle["id"],
+                        url,
+                        url,
+                        True,
+                        position,
+                        row["is_primary"],
+                        now,
+                        now,
+                    ]
+                )
         db.executemany(
             "INSERT INTO vehicle_images (id, vehicle_id, image_url, source_url, is_external, "
             "position, is_primary, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -323,8 +341,11 @@ def _work(
         vehicle_id=vehicle["id"],
         listing_url=vehicle.get("listing_url") or vehicle.get("discovery_url"),
         selected_ids=[r["id"] for r in selected],
-        organization_id=(str(vehicle["origin_organization_id"])
-                         if vehicle.get("origin_organization_id") else None),
+        organization_id=(
+            str(vehicle["origin_organization_id"])
+            if vehicle.get("origin_organization_id")
+            else None
+        ),
     )
     for row in rows:
         if not _truthy(row["is_external"]) and row.get("file_hash") and row.get("storage_path"):
@@ -351,7 +372,11 @@ def _work(
 
 
 def select_preview(
-    db: Database, *, limit: int, selection: Selection = Selection(), max_images: int = 20,
+    db: Database,
+    *,
+    limit: int,
+    selection: Selection = Selection(),
+    max_images: int = 20,
     max_attempts: int = 5,
 ) -> list[VehicleWork]:
     """What a claim would take, without claiming or writing anything (``dry_run``)."""
@@ -377,13 +402,23 @@ def select_preview(
         for position, url in enumerate(urls):
             if isinstance(url, str) and url and url not in known:
                 known.add(url)
-                rows.append({"id": f"new:{position}", "vehicle_id": vid, "image_url": url,
-                             "source_url": url, "storage_path": None, "is_external": True,
-                             "position": position, "is_primary": False, "file_hash": None,
-                             "download_attempts": 0, "download_error": None,
-                             "download_next_at": None})
-        out.append(_work(vehicle, rows, now_dt, max_images, max_attempts,
-                         selection.retry_failed))
+                rows.append(
+                    {
+                        "id": f"new:{position}",
+                        "vehicle_id": vid,
+                        "image_url": url,
+                        "source_url": url,
+                        "storage_path": None,
+                        "is_external": True,
+                        "position": position,
+                        "is_primary": False,
+                        "file_hash": None,
+                        "download_attempts": 0,
+                        "download_error": None,
+                        "download_next_at": None,
+                    }
+                )
+        out.append(_work(vehicle, rows, now_dt, max_images, max_attempts, selection.retry_failed))
     return out
 
 
@@ -471,8 +506,18 @@ def record_stored(db: Database, images: Sequence[StoredImage]) -> None:
             "download_attempts = COALESCE(download_attempts, 0) + 1, updated_at = ? "
             "WHERE id = ?",
             [
-                [img.storage_path, img.public_url, img.file_hash, img.file_size,
-                 img.mime_type, img.width, img.height, Json(img.variants), now, img.image_id]
+                [
+                    img.storage_path,
+                    img.public_url,
+                    img.file_hash,
+                    img.file_size,
+                    img.mime_type,
+                    img.width,
+                    img.height,
+                    Json(img.variants),
+                    now,
+                    img.image_id,
+                ]
                 for img in images
             ],
         )
@@ -505,8 +550,15 @@ def record_failed(
                 "UPDATE vehicle_images SET download_attempts = ?, download_error = ?, "
                 "download_error_detail = ?, download_next_at = ?, download_failed_at = ?, "
                 "updated_at = ? WHERE id = ? AND is_external = true",
-                [attempts, img.reason, img.detail[:500], next_at, db.ts(now_dt), db.ts(now_dt),
-                 img.image_id],
+                [
+                    attempts,
+                    img.reason,
+                    img.detail[:500],
+                    next_at,
+                    db.ts(now_dt),
+                    db.ts(now_dt),
+                    img.image_id,
+                ],
             )
 
 
@@ -581,8 +633,12 @@ def complete_vehicle(
         meta["images_failed"] = failed
         meta["images_last_error"] = last_error[1] if last_error else None
         complete = waiting == 0
-        sets = ["images_lease_owner = NULL", "images_lease_until = NULL",
-                "images_checked_at = ?", "updated_at = ?"]
+        sets = [
+            "images_lease_owner = NULL",
+            "images_lease_until = NULL",
+            "images_checked_at = ?",
+            "updated_at = ?",
+        ]
         params: list[Any] = [now, now]
         if complete:
             meta["images_backfilled"] = True
@@ -603,16 +659,18 @@ def complete_vehicle(
             "AND (images_lease_owner = ? OR images_lease_owner IS NULL)",
             [*params, vehicle_id, owner],
         )
-    return VehicleOutcome(vehicle_id, complete, stored, failed, waiting,
-                          last_error[1] if last_error else None)
+    return VehicleOutcome(
+        vehicle_id, complete, stored, failed, waiting, last_error[1] if last_error else None
+    )
 
 
 def _primary_url(rows: list[dict[str, Any]]) -> str | None:
     stored = [r for r in rows if not _truthy(r["is_external"]) and r["storage_path"]]
     if not stored:
         return None
-    stored.sort(key=lambda r: (not _truthy(r["is_primary"]), r["position"] is None,
-                               r["position"] or 0))
+    stored.sort(
+        key=lambda r: (not _truthy(r["is_primary"]), r["position"] is None, r["position"] or 0)
+    )
     return str(stored[0]["image_url"])
 
 
@@ -691,4 +749,3 @@ def _json_text(db: Database, key: str) -> str:
     if db.dialect == "postgresql":
         return f"(v.origin_metadata->>'{key}')"
     return f"json_extract(v.origin_metadata, '$.{key}')"
-

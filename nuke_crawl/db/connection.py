@@ -77,7 +77,7 @@ def new_ids(n: int) -> list[str]:
     head = f"{ms[:8]}-{ms[8:]}-7"
     h = os.urandom(10 * n).hex()
     ids = [
-        f"{head}{h[i:i + 3]}-{'89ab'[int(h[i + 3], 16) & 3]}{h[i + 4:i + 7]}-{h[i + 7:i + 19]}"
+        f"{head}{h[i : i + 3]}-{'89ab'[int(h[i + 3], 16) & 3]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
         for i in range(0, 20 * n, 20)
     ]
     ids.sort()
@@ -147,9 +147,7 @@ class Database:
         else:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {exc}") from None
         conn.row_factory = sqlite3.Row
@@ -230,8 +228,9 @@ class Database:
         columns that hold something else than plain values are converted (a batch's
         rows are mostly text and numbers)."""
         rows = list(rows)
-        convert = {i for row in rows for i, p in enumerate(row)
-                   if p is not None and type(p) not in _PLAIN}
+        convert = {
+            i for row in rows for i, p in enumerate(row) if p is not None and type(p) not in _PLAIN
+        }
         if not convert:
             return rows
         param = self._param
@@ -273,15 +272,14 @@ class Database:
             if on_conflict:
                 self.executemany(f"INSERT INTO {table} ({names}) VALUES {one} {on_conflict}", rows)
                 return
-            with self._conn.cursor() as cur, \
-                    cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            with self._conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in self._rows(rows):
                     copy.write_row(row)
             return
         per_statement = max(1, self._sqlite_max_params // len(columns))
         prepared = self._rows(rows)
         for start in range(0, len(prepared), per_statement):
-            chunk = prepared[start:start + per_statement]
+            chunk = prepared[start : start + per_statement]
             self._conn.execute(
                 f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(chunk))} "
                 f"{on_conflict}",

@@ -218,9 +218,7 @@ def migrate(db: Database) -> list[int]:
             "CREATE TABLE IF NOT EXISTS nuke_schema_migrations ("
             "version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)"
         )
-        done = {
-            r["version"] for r in db.fetchall("SELECT version FROM nuke_schema_migrations")
-        }
+        done = {r["version"] for r in db.fetchall("SELECT version FROM nuke_schema_migrations")}
         for version, description, func in MIGRATIONS:
             if version in done:
                 continue
@@ -443,7 +441,9 @@ def _v5(db: Database) -> None:
         db.execute(f"DROP INDEX IF EXISTS {name}")
 
 
-MIGRATIONS.append((5, "drop indexes no query uses (image source_url and file_hash, images_todo)", _v5))
+MIGRATIONS.append(
+    (5, "drop indexes no query uses (image source_url and file_hash, images_todo)", _v5)
+)
 
 
 # -- migration 6: the platform's column defaults on PostgreSQL -----------------------------
@@ -457,8 +457,14 @@ PLATFORM_DEFAULTS = {
     "updated_at": ("timestamp", "now()"),
 }
 PLATFORM_TABLES = (
-    "businesses", "vehicles", "organization_vehicles", "vehicle_images", "image_tags",
-    "component_conditions", "paint_quality_assessments", "vehicle_spid_data",
+    "businesses",
+    "vehicles",
+    "organization_vehicles",
+    "vehicle_images",
+    "image_tags",
+    "component_conditions",
+    "paint_quality_assessments",
+    "vehicle_spid_data",
 )
 
 

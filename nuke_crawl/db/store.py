@@ -344,10 +344,28 @@ def upsert_vehicle(
     if row is None:
         vehicle_id = new_id()
         meta = {**meta_update, "images_backfilled": False}
-        names = ["id", *fields.keys(), "discovery_url", "is_public", "origin_organization_id",
-                 "profile_origin", "origin_metadata", "created_at", "updated_at"]
-        values = [vehicle_id, *fields.values(), rec.discovery_url, is_public,
-                  rec.organization_id, PROFILE_ORIGIN, Json(meta), now, now]
+        names = [
+            "id",
+            *fields.keys(),
+            "discovery_url",
+            "is_public",
+            "origin_organization_id",
+            "profile_origin",
+            "origin_metadata",
+            "created_at",
+            "updated_at",
+        ]
+        values = [
+            vehicle_id,
+            *fields.values(),
+            rec.discovery_url,
+            is_public,
+            rec.organization_id,
+            PROFILE_ORIGIN,
+            Json(meta),
+            now,
+            now,
+        ]
         batch.vehicles.setdefault(tuple(names), []).append(values)
         outcome = "created"
     else:
@@ -388,8 +406,15 @@ def upsert_vehicle(
     return outcome
 
 
-_LINK_COLUMNS = ("id", "organization_id", "vehicle_id", "relationship_type", "status",
-                 "created_at", "updated_at")
+_LINK_COLUMNS = (
+    "id",
+    "organization_id",
+    "vehicle_id",
+    "relationship_type",
+    "status",
+    "created_at",
+    "updated_at",
+)
 _LINK_CONFLICT = (
     "ON CONFLICT (organization_id, vehicle_id, relationship_type) DO UPDATE SET "
     "status = excluded.status, updated_at = excluded.updated_at"
@@ -418,8 +443,9 @@ class _BatchWrites:
 
     def write(self, db: Database) -> None:
         self.write_vehicles(db)
-        db.insert_rows("organization_vehicles", _LINK_COLUMNS, self.links,
-                       on_conflict=_LINK_CONFLICT)
+        db.insert_rows(
+            "organization_vehicles", _LINK_COLUMNS, self.links, on_conflict=_LINK_CONFLICT
+        )
         self.links.clear()
         insert_image_rows(db, [row for rows in self.images.values() for row in rows])
         self.images.clear()
@@ -430,22 +456,44 @@ def _external_image_rows(
 ) -> list[list[Any]]:
     """The ``vehicle_images`` rows still missing for ``urls`` (a vehicle just
     created has none yet, so its images need no lookup)."""
-    rows = [] if new else db.fetchall(
-        "SELECT source_url, image_url, is_primary FROM vehicle_images WHERE vehicle_id = ?",
-        [vehicle_id],
+    rows = (
+        []
+        if new
+        else db.fetchall(
+            "SELECT source_url, image_url, is_primary FROM vehicle_images WHERE vehicle_id = ?",
+            [vehicle_id],
+        )
     )
     known = {r["source_url"] for r in rows} | {r["image_url"] for r in rows}
     has_primary = any(r["is_primary"] for r in rows)
     missing = [(position, url) for position, url in enumerate(urls) if url not in known]
     return [
-        [image_id, vehicle_id, url, url, True, position, not has_primary and position == 0,
-         now, now]
+        [
+            image_id,
+            vehicle_id,
+            url,
+            url,
+            True,
+            position,
+            not has_primary and position == 0,
+            now,
+            now,
+        ]
         for image_id, (position, url) in zip(new_ids(len(missing)), missing, strict=True)
     ]
 
 
-IMAGE_ROW_COLUMNS = ("id", "vehicle_id", "image_url", "source_url", "is_external", "position",
-                     "is_primary", "created_at", "updated_at")
+IMAGE_ROW_COLUMNS = (
+    "id",
+    "vehicle_id",
+    "image_url",
+    "source_url",
+    "is_external",
+    "position",
+    "is_primary",
+    "created_at",
+    "updated_at",
+)
 
 
 def insert_image_rows(db: Database, rows: list[list[Any]]) -> None:
@@ -490,8 +538,7 @@ def _prefetch(db: Database, records: Sequence[VehicleRecord]) -> _Prefetched:
     if db.dialect == "postgresql":
         # Serialises two workers upserting the same listing at once; always in the
         # same (sorted) order, so that two overlapping batches cannot deadlock.
-        db.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(?::text[]) AS k",
-                   [urls])
+        db.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(?::text[]) AS k", [urls])
     by_url: dict[str, dict[str, Any]] = {}
     for row in _rows_in(db, "discovery_url = ", urls):
         by_url.setdefault(row["discovery_url"], row)
@@ -513,9 +560,7 @@ def _rows_in(db: Database, where: str, values: list[str], *before: Any) -> list[
     else:
         cond = where.rstrip().removesuffix("=") + f" IN ({', '.join('?' * len(values))})"
         params = [*before, *values]
-    return db.fetchall(
-        f"SELECT {_COLS} FROM vehicles WHERE {cond} ORDER BY created_at", params
-    )
+    return db.fetchall(f"SELECT {_COLS} FROM vehicles WHERE {cond} ORDER BY created_at", params)
 
 
 def upsert_vehicles(

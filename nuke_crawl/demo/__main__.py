@@ -26,14 +26,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--vehicles", type=int, default=24, help="regular vehicles (default 24)")
     run.add_argument("--per-page", type=int, default=10)
     run.add_argument("--images-per-vehicle", type=int, default=5)
-    run.add_argument("--image-hosts", type=int, default=1,
-                     help="image hosts on 127.0.0.2, .3, ... (0: the site serves images)")
+    run.add_argument(
+        "--image-hosts",
+        type=int,
+        default=1,
+        help="image hosts on 127.0.0.2, .3, ... (0: the site serves images)",
+    )
     run.add_argument("--noise", action="store_true", help="add the noise pages and images")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=0, help="site port (default: any free port)")
-    run.add_argument("--slow-seconds", type=float, default=5.0,
-                     help="delay of /edge/slow.jpg (default 5)")
+    run.add_argument(
+        "--slow-seconds", type=float, default=5.0, help="delay of /edge/slow.jpg (default 5)"
+    )
     run.add_argument("--url-file", type=Path, help="also write the site URL to this file")
     return parser
 
@@ -42,8 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.vehicles < 1 or args.per_page < 1 or args.images_per_vehicle < 1:
-        print("--vehicles, --per-page and --images-per-vehicle must be at least 1",
-              file=sys.stderr)
+        print("--vehicles, --per-page and --images-per-vehicle must be at least 1", file=sys.stderr)
         return 2
     demo = launch(
         args.style,
@@ -66,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for url in demo.image_urls:
             print(f"image host: {url}")
         site = demo.site
-        print(f"{site.dealer}: {args.style} style, {len(site.vehicles)} vehicles, "
-              f"start at {demo.url_for(site.pages.get('inventory', '/robots.txt'))}")
+        print(
+            f"{site.dealer}: {args.style} style, {len(site.vehicles)} vehicles, "
+            f"start at {demo.url_for(site.pages.get('inventory', '/robots.txt'))}"
+        )
         print("Ctrl-C to stop.", flush=True)
         try:
             while not stop.wait(0.5):

@@ -85,9 +85,7 @@ def _render(width: int, height: int, variant: int) -> Image.Image:
         r = bh // 2
         draw.ellipse([wx - r, cy + bh // 2 - r, wx + r, cy + bh // 2 + r], fill=(20, 20, 20))
         r2 = r // 2
-        draw.ellipse(
-            [wx - r2, cy + bh // 2 - r2, wx + r2, cy + bh // 2 + r2], fill=(165, 165, 170)
-        )
+        draw.ellipse([wx - r2, cy + bh // 2 - r2, wx + r2, cy + bh // 2 + r2], fill=(165, 165, 170))
     sigma = float(rng.uniform(1.5, 4.0))
     grain = rng.normal(0, sigma, ((height + 1) // 2, (width + 1) // 2, 1)).astype(np.int16)
     grain = np.repeat(np.repeat(grain, 2, 0), 2, 1)[:height, :width]
@@ -384,9 +382,7 @@ class ImageHost:
         if name == "hotlink.jpg":
             referer = request.header("Referer")
             allowed = (
-                referer.startswith(self.hotlink_referer)
-                if self.hotlink_referer
-                else bool(referer)
+                referer.startswith(self.hotlink_referer) if self.hotlink_referer else bool(referer)
             )
             if not allowed:
                 return Response(status=403, content_type="text/html", body=b"Hotlinking denied\n")

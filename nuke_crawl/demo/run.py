@@ -33,8 +33,12 @@ def _scrapy(args: list[str], env: dict[str, str], cwd: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nuke_crawl.demo.run", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("demo-data"),
-                        help="where the SQLite file and images go (default demo-data/)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("demo-data"),
+        help="where the SQLite file and images go (default demo-data/)",
+    )
     parser.add_argument("--vehicles", type=int, default=24)
     parser.add_argument("--fresh", action="store_true", help="start from an empty database")
     args = parser.parse_args(argv)
@@ -52,11 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "SCRAPY_SETTINGS_MODULE": "nuke_crawl.settings",
         "PYTHONPATH": str(project),
     }
-    fast = ["-s", "AUTOTHROTTLE_START_DELAY=0.1", "-s", f"IMAGES_STORE={data / 'images'}",
-            "-s", "LOG_LEVEL=INFO"]
+    fast = [
+        "-s",
+        "AUTOTHROTTLE_START_DELAY=0.1",
+        "-s",
+        f"IMAGES_STORE={data / 'images'}",
+        "-s",
+        "LOG_LEVEL=INFO",
+    ]
     with launch("jsonld", n_vehicles=args.vehicles, noise=True, image_hosts=2) as demo:
-        print(f"Sample dealer site: {demo.url} (images on "
-              f"{', '.join(h.url for h in demo.image_hosts) or demo.url})", flush=True)
+        print(
+            f"Sample dealer site: {demo.url} (images on "
+            f"{', '.join(h.url for h in demo.image_hosts) or demo.url})",
+            flush=True,
+        )
         steps = [
             ["migrate"],
             ["org-add", demo.url, "--name", "Demo Motors", "--type", "dealer"],
@@ -67,8 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for step in steps:
             code = _scrapy(step, env, project)
             if code != 0:
-                print(f"step failed with exit code {code}: scrapy {shlex.join(step)}",
-                      file=sys.stderr)
+                print(
+                    f"step failed with exit code {code}: scrapy {shlex.join(step)}", file=sys.stderr
+                )
                 return code
     print(f"\nDone. Database: {db_path}  (DATABASE_URL=sqlite:///{db_path} scrapy status)")
     print(

@@ -110,7 +110,9 @@ class _Server(ThreadingHTTPServer):
         # Clients hanging up mid-response are normal for crawlers; keep quiet.
         # socketserver calls this from inside its exception handler.
         logger.debug(
-            "Demo server connection error from %s", client_address, exc_info=True  # noqa: LOG014
+            "Demo server connection error from %s",
+            client_address,
+            exc_info=True,  # noqa: LOG014
         )
 
     def close_connections(self) -> None:

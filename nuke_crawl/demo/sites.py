@@ -241,7 +241,7 @@ class Site(Mapping[str, Response]):
 
 def _not_found(dealer: str) -> Response:
     body = f"<!DOCTYPE html><html><head><title>Page not found | {_e(dealer)}</title></head>"
-    body += "<body><h1>Page not found</h1><p><a href=\"/\">Home</a></p></body></html>"
+    body += '<body><h1>Page not found</h1><p><a href="/">Home</a></p></body></html>'
     return Response(status=404, content_type=_HTML, body=body.encode())
 
 
@@ -365,8 +365,14 @@ class _Builder:
         if self.noise:
             extras = [
                 self._card(sold),
-                {"path": self._broken_path, "title": "2001 Ford Ranger XLT", "price": 7995,
-                 "mileage": 143210, "image": None, "sold": False},
+                {
+                    "path": self._broken_path,
+                    "title": "2001 Ford Ranger XLT",
+                    "price": 7995,
+                    "mileage": 143210,
+                    "image": None,
+                    "sold": False,
+                },
                 self._card(bad_vin),
                 {**self._card(missing), "title": missing["title"]},
             ]
@@ -410,18 +416,23 @@ class _Builder:
         if self.noise:
             routes["/about/"] = self._about
             routes["/blog/spring-sale/"] = self._blog
-            routes["/static/logo.png"] = lambda: Response(content_type="image/png",
-                                                          body=_logo_png())
-            routes["/static/icons/phone-32.png"] = lambda: Response(content_type="image/png",
-                                                                    body=_icon_png())
-            routes["/static/badges/carfax.svg"] = lambda: Response(content_type="image/svg+xml",
-                                                                   body=_BADGE_SVG)
+            routes["/static/logo.png"] = lambda: Response(
+                content_type="image/png", body=_logo_png()
+            )
+            routes["/static/icons/phone-32.png"] = lambda: Response(
+                content_type="image/png", body=_icon_png()
+            )
+            routes["/static/badges/carfax.svg"] = lambda: Response(
+                content_type="image/svg+xml", body=_BADGE_SVG
+            )
             routes["/t.gif"] = lambda: Response(
-                content_type="image/gif", body=_PIXEL_GIF,
+                content_type="image/gif",
+                body=_PIXEL_GIF,
                 headers={"Cache-Control": "no-store"},
             )
             routes[self._broken_path] = lambda: Response(
-                status=500, content_type=_HTML,
+                status=500,
+                content_type=_HTML,
                 body=b"<html><body><h1>500 Internal Server Error</h1></body></html>",
             )
             routes[self._missing["path"]] = functools.partial(self._detail, self._missing)
@@ -467,31 +478,56 @@ class _Builder:
     # layout -------------------------------------------------------------
 
     def _dealer_jsonld(self) -> str:
-        return _jsonld_script({
-            "@context": "https://schema.org",
-            "@type": "AutoDealer",
-            "name": self.site.dealer,
-            "url": BASE + "/",
-            "telephone": "+1-555-010-2030",
-            "address": {"@type": "PostalAddress", "streetAddress": "1200 Market St",
-                        "addressLocality": "Springfield", "addressRegion": "IL",
-                        "postalCode": "62701", "addressCountry": "US"},
-        })
+        return _jsonld_script(
+            {
+                "@context": "https://schema.org",
+                "@type": "AutoDealer",
+                "name": self.site.dealer,
+                "url": BASE + "/",
+                "telephone": "+1-555-010-2030",
+                "address": {
+                    "@type": "PostalAddress",
+                    "streetAddress": "1200 Market St",
+                    "addressLocality": "Springfield",
+                    "addressRegion": "IL",
+                    "postalCode": "62701",
+                    "addressCountry": "US",
+                },
+            }
+        )
 
-    def _page(self, title: str, body: str, *, head: str = "", canonical: str | None = None,
-              status: int = 200) -> Response:
+    def _page(
+        self,
+        title: str,
+        body: str,
+        *,
+        head: str = "",
+        canonical: str | None = None,
+        status: int = 200,
+    ) -> Response:
         nav = ['<a href="/">Home</a>']
         if self.style != "sitemap":
             nav.append(f'<a href="{self._inventory_paths()[0]}">Inventory</a>')
         if self.noise:
             nav += ['<a href="/about/">About Us</a>', '<a href="/blog/spring-sale/">Blog</a>']
         nav.append('<a href="/contact/">Contact</a>')
-        logo = ('<img class="logo" src="/static/logo.png" alt="' + _e(self.site.dealer)
-                + ' logo" width="180" height="45">' if self.noise else "")
-        icon = ('<img class="icon" src="/static/icons/phone-32.png" alt="" width="32" '
-                'height="32">' if self.noise else "")
-        pixel = ('<img src="/t.gif?e=pageview" width="1" height="1" alt="" '
-                 'style="display:none">' if self.noise else "")
+        logo = (
+            '<img class="logo" src="/static/logo.png" alt="'
+            + _e(self.site.dealer)
+            + ' logo" width="180" height="45">'
+            if self.noise
+            else ""
+        )
+        icon = (
+            '<img class="icon" src="/static/icons/phone-32.png" alt="" width="32" height="32">'
+            if self.noise
+            else ""
+        )
+        pixel = (
+            '<img src="/t.gif?e=pageview" width="1" height="1" alt="" style="display:none">'
+            if self.noise
+            else ""
+        )
         if self.style in ("jsonld", "sitemap"):
             head += "\n" + self._dealer_jsonld()
         if canonical:
@@ -506,7 +542,7 @@ class _Builder:
 </head>
 <body>
 <header><a class="brand" href="/">{logo}{_e(self.site.dealer)}</a>
-<nav>{' '.join(nav)}</nav></header>
+<nav>{" ".join(nav)}</nav></header>
 <main>
 {body}
 </main>
@@ -520,27 +556,37 @@ class _Builder:
     # simple pages ---------------------------------------------------------
 
     def _home(self) -> Response:
-        parts = [f"<h1>Welcome to {_e(self.site.dealer)}</h1>",
-                 "<p>Quality pre-owned and classic vehicles since 1987.</p>"]
+        parts = [
+            f"<h1>Welcome to {_e(self.site.dealer)}</h1>",
+            "<p>Quality pre-owned and classic vehicles since 1987.</p>",
+        ]
         if self.style != "sitemap":
-            parts.append(f'<p><a class="cta" href="{self._inventory_paths()[0]}">'
-                         "Browse our inventory</a></p>")
+            parts.append(
+                f'<p><a class="cta" href="{self._inventory_paths()[0]}">'
+                "Browse our inventory</a></p>"
+            )
         else:
             parts.append("<p>Call or visit us to see what is in stock this week.</p>")
         if self.noise:
-            parts.append('<section class="news"><h2>News</h2><p><a href="/blog/spring-sale/">'
-                         "Spring Sale: save on trucks, SUVs and sedans</a></p></section>")
+            parts.append(
+                '<section class="news"><h2>News</h2><p><a href="/blog/spring-sale/">'
+                "Spring Sale: save on trucks, SUVs and sedans</a></p></section>"
+            )
         return self._page(self.site.dealer, "\n".join(parts), canonical="/")
 
     def _contact(self) -> Response:
-        body = ("<h1>Contact us</h1><p>1200 Market St, Springfield, IL 62701</p>"
-                "<p>Sales: (555) 010-2030. Open Monday to Saturday, 9am to 7pm.</p>")
+        body = (
+            "<h1>Contact us</h1><p>1200 Market St, Springfield, IL 62701</p>"
+            "<p>Sales: (555) 010-2030. Open Monday to Saturday, 9am to 7pm.</p>"
+        )
         return self._page("Contact", body, canonical="/contact/")
 
     def _about(self) -> Response:
-        body = ("<h1>About us</h1><p>Family-owned since 1987, we sell carefully inspected "
-                "used cars, trucks and SUVs, and a few classics. Every vehicle gets a "
-                "multi-point inspection, and financing is available for all credit types.</p>")
+        body = (
+            "<h1>About us</h1><p>Family-owned since 1987, we sell carefully inspected "
+            "used cars, trucks and SUVs, and a few classics. Every vehicle gets a "
+            "multi-point inspection, and financing is available for all credit types.</p>"
+        )
         return self._page("About us", body, canonical="/about/")
 
     def _blog(self) -> Response:
@@ -572,8 +618,10 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
             f"<sitemap><loc>{BASE}/{name}</loc><lastmod>2025-03-01</lastmod></sitemap>\n"
             for name in ("sitemap-vehicles.xml", "sitemap-pages.xml")
         )
-        return self._xml('<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns='
-                         f'"http://www.sitemaps.org/schemas/sitemap/0.9">\n{items}</sitemapindex>\n')
+        return self._xml(
+            '<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns='
+            f'"http://www.sitemaps.org/schemas/sitemap/0.9">\n{items}</sitemapindex>\n'
+        )
 
     def _urlset(self, paths: Sequence[str]) -> Response:
         items = "".join(
@@ -581,8 +629,10 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
             "<changefreq>daily</changefreq></url>\n"
             for i, p in enumerate(paths)
         )
-        return self._xml('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns='
-                         f'"http://www.sitemaps.org/schemas/sitemap/0.9">\n{items}</urlset>\n')
+        return self._xml(
+            '<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns='
+            f'"http://www.sitemaps.org/schemas/sitemap/0.9">\n{items}</urlset>\n'
+        )
 
     def _sitemap_vehicles(self) -> Response:
         return self._urlset([card["path"] for card in self.cards])
@@ -599,8 +649,10 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
 
     def _img_tag(self, url: str, alt: str, *, lazy: bool) -> str:
         if lazy:
-            return (f'<img src="{_PLACEHOLDER}" data-src="{_e(url)}" alt="{_e(alt)}" '
-                    'loading="lazy" class="lazyload">')
+            return (
+                f'<img src="{_PLACEHOLDER}" data-src="{_e(url)}" alt="{_e(alt)}" '
+                'loading="lazy" class="lazyload">'
+            )
         return f'<img src="{_e(url)}" alt="{_e(alt)}">'
 
     def _inventory(self, number: int, paths: list[str]) -> Response:
@@ -609,14 +661,17 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
         lazy = self.style in ("microdata", "plain")
         cards = []
         for card in self._page_cards(number):
-            image = (self._img_tag(_abs(card["image"]), card["title"], lazy=lazy)
-                     if card["image"] else "")
+            image = (
+                self._img_tag(_abs(card["image"]), card["title"], lazy=lazy)
+                if card["image"]
+                else ""
+            )
             sold = '<span class="badge sold">SOLD</span>' if card["sold"] else ""
             cards.append(f"""<article class="vehicle-card">
-<a href="{_e(card['path'])}">{image}</a>
-<h2><a href="{_e(card['path'])}">{_e(card['title'])}</a></h2>{sold}
-<p class="price">{_money(card['price'])}</p>
-<p class="mileage">{card['mileage']:,} mi</p>
+<a href="{_e(card["path"])}">{image}</a>
+<h2><a href="{_e(card["path"])}">{_e(card["title"])}</a></h2>{sold}
+<p class="price">{_money(card["price"])}</p>
+<p class="mileage">{card["mileage"]:,} mi</p>
 </article>""")
         head = ""
         links = []
@@ -630,12 +685,19 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
             links.append(f'<a rel="next" class="next" href="{_e(paths[number])}">Next</a>')
         featured = ""
         if self.noise and number == 1:
-            featured = (f'<p class="featured">Featured: <a href="'
-                        f'{_e(self.site.pages["tracking_duplicate"])}">deal of the week</a></p>')
-        body = (f"<h1>Used cars for sale</h1>\n<p>{len(self.cards)} vehicles in stock</p>\n"
-                f"{featured}\n<div class=\"inventory\">\n" + "\n".join(cards)
-                + f'\n</div>\n<nav class="pagination">{" ".join(links)}</nav>')
-        return self._page(f"Inventory - page {number}", body, head=head, canonical=paths[number - 1])
+            featured = (
+                f'<p class="featured">Featured: <a href="'
+                f'{_e(self.site.pages["tracking_duplicate"])}">deal of the week</a></p>'
+            )
+        body = (
+            f"<h1>Used cars for sale</h1>\n<p>{len(self.cards)} vehicles in stock</p>\n"
+            f'{featured}\n<div class="inventory">\n'
+            + "\n".join(cards)
+            + f'\n</div>\n<nav class="pagination">{" ".join(links)}</nav>'
+        )
+        return self._page(
+            f"Inventory - page {number}", body, head=head, canonical=paths[number - 1]
+        )
 
     # details ----------------------------------------------------------------
 
@@ -651,8 +713,11 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
         return facts
 
     def _car_jsonld(self, f: dict[str, Any], *, url: str | None) -> dict[str, Any]:
-        data: dict[str, Any] = {"@context": "https://schema.org", "@type": "Car",
-                                "name": f["title"]}
+        data: dict[str, Any] = {
+            "@context": "https://schema.org",
+            "@type": "Car",
+            "name": f["title"],
+        }
         if url:
             data["url"] = url
         if f["vin"]:
@@ -665,39 +730,51 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
             data["vehicleModelDate"] = str(f["year"])
         if f["trim"]:
             data["vehicleConfiguration"] = f["trim"]
-        data.update({
-            "mileageFromOdometer": {"@type": "QuantitativeValue", "value": f["mileage"],
-                                    "unitCode": "SMI"},
-            "color": f["color"],
-            "vehicleInteriorColor": f["interior_color"],
-            "bodyType": f["body_style"],
-            "fuelType": f["fuel_type"],
-            "vehicleTransmission": f["transmission"],
-            "driveWheelConfiguration": f["drivetrain"],
-            "vehicleEngine": {"@type": "EngineSpecification", "name": f["engine"]},
-            "sku": f["stock_number"],
-            "description": f["description"],
-            "image": f["images"],
-            "offers": {
-                "@type": "Offer",
-                "price": str(f["price"]),
-                "priceCurrency": f["currency"],
-                "availability": "https://schema.org/"
-                + ("SoldOut" if f["sale_status"] == "sold" else "InStock"),
-                "seller": {"@type": "AutoDealer", "name": self.site.dealer},
-            },
-        })
+        data.update(
+            {
+                "mileageFromOdometer": {
+                    "@type": "QuantitativeValue",
+                    "value": f["mileage"],
+                    "unitCode": "SMI",
+                },
+                "color": f["color"],
+                "vehicleInteriorColor": f["interior_color"],
+                "bodyType": f["body_style"],
+                "fuelType": f["fuel_type"],
+                "vehicleTransmission": f["transmission"],
+                "driveWheelConfiguration": f["drivetrain"],
+                "vehicleEngine": {"@type": "EngineSpecification", "name": f["engine"]},
+                "sku": f["stock_number"],
+                "description": f["description"],
+                "image": f["images"],
+                "offers": {
+                    "@type": "Offer",
+                    "price": str(f["price"]),
+                    "priceCurrency": f["currency"],
+                    "availability": "https://schema.org/"
+                    + ("SoldOut" if f["sale_status"] == "sold" else "InStock"),
+                    "seller": {"@type": "AutoDealer", "name": self.site.dealer},
+                },
+            }
+        )
         if url:
             data["offers"]["url"] = url
         return data
 
     def _spec_rows(self, f: dict[str, Any]) -> list[tuple[str, str]]:
-        rows = [("Price", _money(f["price"])), ("VIN", f["vin"]),
-                ("Mileage", f"{f['mileage']:,} mi"), ("Exterior Color", f["color"]),
-                ("Interior Color", f["interior_color"]), ("Transmission", f["transmission"]),
-                ("Drivetrain", f["drivetrain"]), ("Engine", f["engine"]),
-                ("Body Style", f["body_style"]), ("Fuel Type", f["fuel_type"]),
-                ("Stock #", f["stock_number"])]
+        rows = [
+            ("Price", _money(f["price"])),
+            ("VIN", f["vin"]),
+            ("Mileage", f"{f['mileage']:,} mi"),
+            ("Exterior Color", f["color"]),
+            ("Interior Color", f["interior_color"]),
+            ("Transmission", f["transmission"]),
+            ("Drivetrain", f["drivetrain"]),
+            ("Engine", f["engine"]),
+            ("Body Style", f["body_style"]),
+            ("Fuel Type", f["fuel_type"]),
+            ("Stock #", f["stock_number"]),
+        ]
         return [(label, value) for label, value in rows if value]
 
     def _gallery_extras(self) -> str:
@@ -709,22 +786,23 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
         f = self._facts(v)
         if self.style == "js":
             return self._js_detail_shell(f)
-        sold = ('\n<span class="badge sold">SOLD</span>' if f["sale_status"] == "sold" else "")
+        sold = '\n<span class="badge sold">SOLD</span>' if f["sale_status"] == "sold" else ""
         url = BASE + f["path"]
         if self.style in ("jsonld", "sitemap"):
             gallery = "\n".join(self._img_tag(u, f["title"], lazy=False) for u in f["images"])
-            specs = "\n".join(f"<li><strong>{_e(k)}:</strong> {_e(val)}</li>"
-                              for k, val in self._spec_rows(f))
+            specs = "\n".join(
+                f"<li><strong>{_e(k)}:</strong> {_e(val)}</li>" for k, val in self._spec_rows(f)
+            )
             body = f"""<div class="vdp">
-<h1>{_e(f['title'])}</h1>{sold}
-<p class="price">{_money(f['price'])}</p>
+<h1>{_e(f["title"])}</h1>{sold}
+<p class="price">{_money(f["price"])}</p>
 <div class="gallery">
 {gallery}{self._gallery_extras()}
 </div>
 <ul class="specs">
 {specs}
 </ul>
-<p class="description">{_e(f['description'])}</p>
+<p class="description">{_e(f["description"])}</p>
 </div>"""
             head = "\n" + _jsonld_script(self._car_jsonld(f, url=url))
             return self._page(f["title"], body, head=head, canonical=f["path"])
@@ -737,13 +815,17 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
         gallery = []
         for i, u in enumerate(images):
             if i == 0:
-                gallery.append(f'<img src="{_e(u)}?w=1600" srcset="{_e(u)}?w=400 400w, '
-                               f'{_e(u)}?w=800 800w, {_e(u)}?w=1600 1600w" '
-                               f'sizes="(max-width: 800px) 100vw, 800px" alt="{_e(f["title"])}">')
+                gallery.append(
+                    f'<img src="{_e(u)}?w=1600" srcset="{_e(u)}?w=400 400w, '
+                    f'{_e(u)}?w=800 800w, {_e(u)}?w=1600 1600w" '
+                    f'sizes="(max-width: 800px) 100vw, 800px" alt="{_e(f["title"])}">'
+                )
             else:
-                gallery.append(f'<img src="{_PLACEHOLDER}" data-src="{_e(u)}" data-srcset="'
-                               f'{_e(u)}?w=400 400w, {_e(u)}?w=1600 1600w" loading="lazy" '
-                               f'class="lazyload" alt="{_e(f["title"])}">')
+                gallery.append(
+                    f'<img src="{_PLACEHOLDER}" data-src="{_e(u)}" data-srcset="'
+                    f'{_e(u)}?w=400 400w, {_e(u)}?w=1600 1600w" loading="lazy" '
+                    f'class="lazyload" alt="{_e(f["title"])}">'
+                )
         links = "\n".join(f'<link itemprop="image" href="{_e(u)}">' for u in images)
         availability = "SoldOut" if f["sale_status"] == "sold" else "InStock"
 
@@ -752,15 +834,18 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
                 return ""
             return f'<li>{label}: <span itemprop="{prop}">{_e(value)}</span></li>\n'
 
-        brand = (f'<li>Make: <span itemprop="brand" itemscope itemtype="https://schema.org/Brand">'
-                 f'<span itemprop="name">{_e(f["make"])}</span></span></li>\n'
-                 if f["make"] else "")
+        brand = (
+            f'<li>Make: <span itemprop="brand" itemscope itemtype="https://schema.org/Brand">'
+            f'<span itemprop="name">{_e(f["make"])}</span></span></li>\n'
+            if f["make"]
+            else ""
+        )
         return f"""<div class="vdp" itemscope itemtype="https://schema.org/Car">
-<link itemprop="url" href="{BASE}{_e(f['path'])}">
-<h1 itemprop="name">{_e(f['title'])}</h1>{sold}
+<link itemprop="url" href="{BASE}{_e(f["path"])}">
+<h1 itemprop="name">{_e(f["title"])}</h1>{sold}
 <div class="offer" itemprop="offers" itemscope itemtype="https://schema.org/Offer">
-<span class="price" itemprop="price" content="{f['price']}">{_money(f['price'])}</span>
-<meta itemprop="priceCurrency" content="{f['currency']}">
+<span class="price" itemprop="price" content="{f["price"]}">{_money(f["price"])}</span>
+<meta itemprop="priceCurrency" content="{f["currency"]}">
 <link itemprop="availability" href="https://schema.org/{availability}">
 </div>
 <div class="gallery">
@@ -768,54 +853,60 @@ history report. Prices start at $9,995 with under 60,000 miles.</p>
 {links}
 </div>
 <ul class="specs">
-{item('Year', 'vehicleModelDate', f['year'])}{brand}{item('Model', 'model', f['model'])}\
-{item('Trim', 'vehicleConfiguration', f['trim'])}\
-{item('VIN', 'vehicleIdentificationNumber', f['vin'])}\
+{item("Year", "vehicleModelDate", f["year"])}{brand}{item("Model", "model", f["model"])}\
+{item("Trim", "vehicleConfiguration", f["trim"])}\
+{item("VIN", "vehicleIdentificationNumber", f["vin"])}\
 <li>Mileage: <span itemprop="mileageFromOdometer" itemscope \
 itemtype="https://schema.org/QuantitativeValue"><span itemprop="value" \
-content="{f['mileage']}">{f['mileage']:,}</span> <meta itemprop="unitCode" content="SMI">mi\
+content="{f["mileage"]}">{f["mileage"]:,}</span> <meta itemprop="unitCode" content="SMI">mi\
 </span></li>
-{item('Exterior Color', 'color', f['color'])}\
-{item('Interior Color', 'vehicleInteriorColor', f['interior_color'])}\
-{item('Body Style', 'bodyType', f['body_style'])}\
-{item('Fuel Type', 'fuelType', f['fuel_type'])}\
-{item('Transmission', 'vehicleTransmission', f['transmission'])}\
-{item('Drivetrain', 'driveWheelConfiguration', f['drivetrain'])}\
+{item("Exterior Color", "color", f["color"])}\
+{item("Interior Color", "vehicleInteriorColor", f["interior_color"])}\
+{item("Body Style", "bodyType", f["body_style"])}\
+{item("Fuel Type", "fuelType", f["fuel_type"])}\
+{item("Transmission", "vehicleTransmission", f["transmission"])}\
+{item("Drivetrain", "driveWheelConfiguration", f["drivetrain"])}\
 <li>Engine: <span itemprop="vehicleEngine" itemscope \
-itemtype="https://schema.org/EngineSpecification"><span itemprop="name">{_e(f['engine'])}\
+itemtype="https://schema.org/EngineSpecification"><span itemprop="name">{_e(f["engine"])}\
 </span></span></li>
-{item('Stock #', 'sku', f['stock_number'])}</ul>
-<p class="description" itemprop="description">{_e(f['description'])}</p>
+{item("Stock #", "sku", f["stock_number"])}</ul>
+<p class="description" itemprop="description">{_e(f["description"])}</p>
 </div>"""
 
     def _plain_body(self, f: dict[str, Any], sold: str) -> str:
         gallery = "\n".join(self._img_tag(u, f["title"], lazy=True) for u in f["images"])
         rows = self._spec_rows(f)
         if f["id"] % 2 == 0:
-            specs = "<table class=\"specs\">\n" + "\n".join(
-                f"<tr><th>{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in rows
-            ) + "\n</table>"
+            specs = (
+                '<table class="specs">\n'
+                + "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in rows)
+                + "\n</table>"
+            )
         else:
-            specs = "<dl class=\"specs\">\n" + "\n".join(
-                f"<dt>{_e(k)}</dt><dd>{_e(val)}</dd>" for k, val in rows
-            ) + "\n</dl>"
+            specs = (
+                '<dl class="specs">\n'
+                + "\n".join(f"<dt>{_e(k)}</dt><dd>{_e(val)}</dd>" for k, val in rows)
+                + "\n</dl>"
+            )
         return f"""<div class="vehicle-detail">
-<h1>{_e(f['title'])}</h1>{sold}
+<h1>{_e(f["title"])}</h1>{sold}
 <div class="price-box"><span class="label">Our Price</span>
-<span class="amount">{_money(f['price'])}</span></div>
+<span class="amount">{_money(f["price"])}</span></div>
 <div class="gallery">
 {gallery}{self._gallery_extras()}
 </div>
 {specs}
-<p class="description">{_e(f['description'])}</p>
+<p class="description">{_e(f["description"])}</p>
 </div>"""
 
     # js style ---------------------------------------------------------------
 
     def _js_shell(self, title: str, state_attr: str, script: str, canonical: str) -> Response:
-        body = (f'<div id="app"{state_attr}><p class="loading">Loading&hellip;</p></div>\n'
-                "<noscript>Please enable JavaScript to view our inventory.</noscript>\n"
-                f"<script>\n{script}\n</script>")
+        body = (
+            f'<div id="app"{state_attr}><p class="loading">Loading&hellip;</p></div>\n'
+            "<noscript>Please enable JavaScript to view our inventory.</noscript>\n"
+            f"<script>\n{script}\n</script>"
+        )
         return self._page(title, body, canonical=canonical)
 
     def _js_inventory_shell(self, number: int, paths: list[str]) -> Response:
@@ -827,15 +918,20 @@ itemtype="https://schema.org/EngineSpecification"><span itemprop="name">{_e(f['e
             "pages": len(paths),
             "total": len(self.cards),
             "vehicles": [
-                {"url": c["path"], "title": c["title"], "price": c["price"],
-                 "price_text": _money(c["price"]), "mileage": c["mileage"],
-                 "image": _abs(c["image"]) if c["image"] else None, "sold": c["sold"]}
+                {
+                    "url": c["path"],
+                    "title": c["title"],
+                    "price": c["price"],
+                    "price_text": _money(c["price"]),
+                    "mileage": c["mileage"],
+                    "image": _abs(c["image"]) if c["image"] else None,
+                    "sold": c["sold"],
+                }
                 for c in self._page_cards(number)
             ],
             "next": paths[number] if number < len(paths) else None,
         }
-        return Response(content_type="application/json",
-                        body=json.dumps(data, indent=1).encode())
+        return Response(content_type="application/json", body=json.dumps(data, indent=1).encode())
 
     def _js_state(self, f: dict[str, Any]) -> dict[str, Any]:
         # The state is base64 inside the page: no base placeholder can be
@@ -860,8 +956,10 @@ itemtype="https://schema.org/EngineSpecification"><span itemprop="name">{_e(f['e
         return self._js_shell("Vehicle details", f' data-state="{state}"', _JS_DETAIL, f["path"])
 
     def _api_vehicle(self, v: dict[str, Any]) -> Response:
-        return Response(content_type="application/json",
-                        body=json.dumps(self._js_state(self._facts(v)), indent=1).encode())
+        return Response(
+            content_type="application/json",
+            body=json.dumps(self._js_state(self._facts(v)), indent=1).encode(),
+        )
 
 
 _JS_INVENTORY = """(function () {

@@ -81,7 +81,6 @@ class Keys:
         ``delay`` (AutoThrottle's latest delay, in ms)."""
         return f"{self.ns}:slot:{host}:{what}"
 
-
     def hosts_of(self, worker: str) -> str:
         """The hosts a worker took slot leases on (to free them if it dies)."""
         return f"{self.ns}:hosts:{worker}"
@@ -119,6 +118,7 @@ def enqueue_organizations(client: Any, queue_key: str, org_ids: list[str]) -> in
     if not org_ids:
         return 0
     base = int(time.time() * 1000) * 1000  # exact in a double up to 2^53
-    added: Any = client.zadd(queue_key, {org_id: base + i for i, org_id in enumerate(org_ids)},
-                             nx=True)
+    added: Any = client.zadd(
+        queue_key, {org_id: base + i for i, org_id in enumerate(org_ids)}, nx=True
+    )
     return int(added)

@@ -40,7 +40,10 @@ class Cluster:
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Short timeouts: a lost Redis is noticed in seconds, never blocks the reactor long.
         self.redis: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=3, retry_on_timeout=False,
+            url,
+            socket_timeout=5,
+            socket_connect_timeout=3,
+            retry_on_timeout=False,
         )
         self.lost: str | None = None
         # Requests this worker popped that have no host slot lease yet. Scrapy pops all it
@@ -72,7 +75,8 @@ class Cluster:
             return  # before the start: the spider's check says it, once
         logger.error(
             "Redis at %s was lost (%s): stopping; a later run resumes the crawl",
-            redact_redis_url(self.url), exc,
+            redact_redis_url(self.url),
+            exc,
         )
         stats = self.crawler.stats
         if stats is not None:

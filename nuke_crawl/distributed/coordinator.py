@@ -57,8 +57,16 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 """
 
-_COUNTS = ("pages", "vehicles_found", "created", "updated", "unchanged", "failed", "errors",
-           "pagination_stopped")
+_COUNTS = (
+    "pages",
+    "vehicles_found",
+    "created",
+    "updated",
+    "unchanged",
+    "failed",
+    "errors",
+    "pagination_stopped",
+)
 
 
 class Coordinator:
@@ -73,12 +81,16 @@ class Coordinator:
         self.crawler = crawler
         self.cluster: Cluster = crawler_cluster(crawler)
         settings = crawler.settings
-        self.orgs_per_worker = max(1, settings.getint(
-            "NUKE_REDIS_ORGS_PER_WORKER", defaults.NUKE_REDIS_ORGS_PER_WORKER))
-        self.heartbeat = max(0.1, settings.getfloat(
-            "NUKE_REDIS_HEARTBEAT", defaults.NUKE_REDIS_HEARTBEAT))
-        self.timeout = max(self.heartbeat * 2, settings.getfloat(
-            "NUKE_REDIS_WORKER_TIMEOUT", defaults.NUKE_REDIS_WORKER_TIMEOUT))
+        self.orgs_per_worker = max(
+            1, settings.getint("NUKE_REDIS_ORGS_PER_WORKER", defaults.NUKE_REDIS_ORGS_PER_WORKER)
+        )
+        self.heartbeat = max(
+            0.1, settings.getfloat("NUKE_REDIS_HEARTBEAT", defaults.NUKE_REDIS_HEARTBEAT)
+        )
+        self.timeout = max(
+            self.heartbeat * 2,
+            settings.getfloat("NUKE_REDIS_WORKER_TIMEOUT", defaults.NUKE_REDIS_WORKER_TIMEOUT),
+        )
         spider: Any = crawler.spider
         self.spider = spider
         setattr(spider, "distributed", self)  # the org spider's hook  # noqa: B010
@@ -119,9 +131,15 @@ class Coordinator:
         false: the caller does it)."""
         keys = self.cluster.keys
         try:
-            started = bool(self._adopt(keys=[keys.org(org_id, "pending"),
-                                            keys.org(org_id, "seen"),
-                                            keys.org(org_id, "summary")]))
+            started = bool(
+                self._adopt(
+                    keys=[
+                        keys.org(org_id, "pending"),
+                        keys.org(org_id, "seen"),
+                        keys.org(org_id, "summary"),
+                    ]
+                )
+            )
         except RedisError as exc:
             self.cluster.on_error(exc)
             return False
@@ -201,7 +219,8 @@ class Coordinator:
         if room <= 0:
             return False
         popped: list[tuple[Any, float]] = self.cluster.redis.zpopmin(  # type: ignore[assignment]
-            self.cluster.keys.org_queue, room)
+            self.cluster.keys.org_queue, room
+        )
         ids = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in popped]
         if not ids:
             return False
@@ -230,8 +249,7 @@ class Coordinator:
             for org_id in ids:
                 org = await adb.run(store.get_organization, org_id)
                 if org is None:
-                    logger.warning("Queued organization %s is not in the database: dropped",
-                                   org_id)
+                    logger.warning("Queued organization %s is not in the database: dropped", org_id)
                     continue
                 if not self.adopt(org_id, finish_uncrawlable=False):
                     continue
@@ -246,10 +264,11 @@ class Coordinator:
                 if org.resume and not dry:
                     progress.known = await adb.run(store.known_listing_urls, org_id)
                 spider.progress[org_id] = progress
-                logger.info("Crawling organization %s from the queue%s",
-                            org.business_name or org.website,
-                            f" (resumed, {len(progress.known)} listings stored)"
-                            if org.resume else "")
+                logger.info(
+                    "Crawling organization %s from the queue%s",
+                    org.business_name or org.website,
+                    f" (resumed, {len(progress.known)} listings stored)" if org.resume else "",
+                )
                 for request in spider._entry_requests(org):
                     self.crawler.engine.crawl(request)  # type: ignore[union-attr]
         except DatabaseError as exc:
@@ -350,20 +369,27 @@ class Coordinator:
         except RedisError as exc:
             self.cluster.on_error(exc)
             return
-        fields = {(k.decode() if isinstance(k, bytes) else k):
-                  (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+        fields = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
         error = fields.pop("entry_error", None)
         summary: dict[str, Any] = {k: int(fields.pop(k, 0)) for k in _COUNTS}
-        summary["skipped"] = {k.split(":", 1)[1]: int(v) for k, v in fields.items()
-                              if k.startswith("skipped:")}
+        summary["skipped"] = {
+            k.split(":", 1)[1]: int(v) for k, v in fields.items() if k.startswith("skipped:")
+        }
         summary["render_js"] = bool(int(fields.get("render_js", 0)))
-        summary["caps_hit"] = {k.split(":", 1)[1]: int(v) for k, v in fields.items()
-                               if k.startswith("cap:")}
+        summary["caps_hit"] = {
+            k.split(":", 1)[1]: int(v) for k, v in fields.items() if k.startswith("cap:")
+        }
         if not summary["pagination_stopped"]:
             del summary["pagination_stopped"]  # as in a single process: only when any
         progress = self.spider.progress.get(org_id)
-        if progress is not None and summary["render_js"] and not (
-                progress.config and progress.config.render_js):
+        if (
+            progress is not None
+            and summary["render_js"]
+            and not (progress.config and progress.config.render_js)
+        ):
             summary["render_js_detected"] = True
         if not self.args.dry_run:
             try:
@@ -374,17 +400,24 @@ class Coordinator:
                 logger.error("Could not record the crawl of organization %s: %s", org_id, exc)
                 return  # left unfinished: it is selected again
         try:
-            redis.delete(keys.org(org_id, "pending"), keys.org(org_id, "seen"),
-                         keys.org(org_id, "summary"))
+            redis.delete(
+                keys.org(org_id, "pending"), keys.org(org_id, "seen"), keys.org(org_id, "summary")
+            )
         except RedisError as exc:
             self.cluster.on_error(exc)
         self.mine.discard(org_id)
         self.finished += 1
         self._stat("nuke/redis/orgs_finished")
-        logger.info("Organization %s finished across workers: %d pages, %d vehicles found, "
-                    "%d created, %d updated, %d errors", org_id, summary["pages"],
-                    summary["vehicles_found"], summary["created"], summary["updated"],
-                    summary["errors"])
+        logger.info(
+            "Organization %s finished across workers: %d pages, %d vehicles found, "
+            "%d created, %d updated, %d errors",
+            org_id,
+            summary["pages"],
+            summary["vehicles_found"],
+            summary["created"],
+            summary["updated"],
+            summary["errors"],
+        )
 
     # -- liveness -----------------------------------------------------------------
 
@@ -417,12 +450,14 @@ class Coordinator:
         scheduler: Any = self.crawler.engine._slot.scheduler  # type: ignore[union-attr]
         for raw in dead:
             worker = raw.decode() if isinstance(raw, bytes) else str(raw)
-            back = scheduler.queue.requeue(keys.inflight(worker), keys.inflight_scores(worker),
-                                           keys.workers, worker)
+            back = scheduler.queue.requeue(
+                keys.inflight(worker), keys.inflight_scores(worker), keys.workers, worker
+            )
             free_leases(self.cluster, worker)
             if back:
-                logger.warning("Worker %s stopped answering: %d of its requests requeued",
-                               worker, back)
+                logger.warning(
+                    "Worker %s stopped answering: %d of its requests requeued", worker, back
+                )
                 self._stat("nuke/redis/requeued", back)
                 self._wake()
 
@@ -451,8 +486,10 @@ class Coordinator:
         keys = self.cluster.keys
         redis = self.cluster.redis
         self._reap()
-        workers = [w.decode() if isinstance(w, bytes) else str(w)
-                   for w in redis.zrange(keys.workers, 0, -1)]
+        workers = [
+            w.decode() if isinstance(w, bytes) else str(w)
+            for w in redis.zrange(keys.workers, 0, -1)
+        ]
         pipe = redis.pipeline(transaction=False)
         others = [w for w in workers if w != self.cluster.worker]
         for worker in others:

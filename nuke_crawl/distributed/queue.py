@@ -71,5 +71,6 @@ class LeasedPriorityQueue(PriorityQueue):  # type: ignore[misc]
 
     def requeue(self, inflight_key: str, scores_key: str, workers_key: str, worker: str) -> int:
         """Put a (dead or stopping) worker's in-flight requests back; how many."""
-        return int(self._requeue(keys=[self.key, inflight_key, scores_key, workers_key],
-                                 args=[worker]))
+        return int(
+            self._requeue(keys=[self.key, inflight_key, scores_key, workers_key], args=[worker])
+        )

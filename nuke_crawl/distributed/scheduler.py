@@ -84,8 +84,7 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         )
         instance.stats = crawler.stats
         instance.cluster = cluster
-        instance.max_unleased = max(
-            1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
+        instance.max_unleased = max(1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
         return instance
 
     def open(self, spider: Any) -> None:
@@ -94,8 +93,9 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
             self.server, spider, self.queue_key % {"spider": spider.name}, self.serializer
         )
         keys = self.cluster.keys
-        self.queue.lease_to(keys.inflight(self.cluster.worker),
-                            keys.inflight_scores(self.cluster.worker))
+        self.queue.lease_to(
+            keys.inflight(self.cluster.worker), keys.inflight_scores(self.cluster.worker)
+        )
         self.df = OrgDupeFilter.from_spider(spider)
         self._enqueue_new = self.server.register_script(_ENQUEUE_NEW)
         try:
@@ -112,9 +112,12 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
             return
         keys = cluster.keys
         try:
-            back = self.queue.requeue(keys.inflight(cluster.worker),
-                                      keys.inflight_scores(cluster.worker),
-                                      keys.workers, cluster.worker)
+            back = self.queue.requeue(
+                keys.inflight(cluster.worker),
+                keys.inflight_scores(cluster.worker),
+                keys.workers,
+                cluster.worker,
+            )
         except RedisError:
             return
         if back:
@@ -133,8 +136,11 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
                 keys = self.cluster.keys
                 added = self._enqueue_new(
                     keys=[keys.org(org_id, "seen"), self.queue.key, keys.org(org_id, "pending")],
-                    args=[self.df.request_fingerprint(request), -request.priority,
-                          self.queue.encode(request)],
+                    args=[
+                        self.df.request_fingerprint(request),
+                        -request.priority,
+                        self.queue.encode(request),
+                    ],
                 )
                 if not added:
                     self.df.log(request, self.spider)

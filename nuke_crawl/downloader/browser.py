@@ -35,7 +35,10 @@ logger = logging.getLogger(__name__)
 #: public way to launch a handler created after ``engine_started``.
 #: tests/test_org_spider.py checks that the installed version still has them.
 PLAYWRIGHT_PRIVATE_API = (
-    "_maybe_launch_in_thread", "_engine_started", "_maybe_future_from_coro", "_launch",
+    "_maybe_launch_in_thread",
+    "_engine_started",
+    "_maybe_future_from_coro",
+    "_launch",
 )
 
 

@@ -132,9 +132,11 @@ def forwarded_settings(settings: Any) -> dict[str, str]:
     if out.get("IMAGES_STORE"):
         out["IMAGES_STORE"] = _absolute_store(out["IMAGES_STORE"])
     if out.get("NUKE_SCRAPYD_URL") and without_password(out["NUKE_SCRAPYD_URL"])[1]:
-        logger.info("NUKE_SCRAPYD_URL holds a password: not passed on to the next run (%s); "
-                    "its own hand-off takes NUKE_SCRAPYD_URL from its project settings",
-                    redact_url(out.pop("NUKE_SCRAPYD_URL")))
+        logger.info(
+            "NUKE_SCRAPYD_URL holds a password: not passed on to the next run (%s); "
+            "its own hand-off takes NUKE_SCRAPYD_URL from its project settings",
+            redact_url(out.pop("NUKE_SCRAPYD_URL")),
+        )
     return out
 
 
@@ -143,7 +145,7 @@ def absolute_database_url(url: str) -> str:
     elsewhere); other URLs unchanged."""
     if not url.startswith("sqlite:"):
         return url
-    path = url[len("sqlite:"):]
+    path = url[len("sqlite:") :]
     path = path[3:] if path.startswith("///") else path.removeprefix("//")
     if not path or path == ":memory:" or os.path.isabs(path):
         return url
@@ -179,9 +181,11 @@ def scrapyd_settings(settings: Any) -> dict[str, str]:
     url, removed = without_password(absolute_database_url(database_url(settings)))
     out["DATABASE_URL"] = url
     if removed:
-        logger.info("DATABASE_URL goes to scrapyd without its password (%s): scrapyd's jobs "
-                    "take it from PGPASSWORD or ~/.pgpass in scrapyd's environment",
-                    redact_url(url))
+        logger.info(
+            "DATABASE_URL goes to scrapyd without its password (%s): scrapyd's jobs "
+            "take it from PGPASSWORD or ~/.pgpass in scrapyd's environment",
+            redact_url(url),
+        )
     return out
 
 
@@ -189,8 +193,9 @@ class HandoffError(RuntimeError):
     """A hand-off could not start its run; the message says why, without secrets."""
 
 
-def crawl_command(spider: str, arguments: Mapping[str, str],
-                  settings: Mapping[str, str] | None = None) -> list[str]:
+def crawl_command(
+    spider: str, arguments: Mapping[str, str], settings: Mapping[str, str] | None = None
+) -> list[str]:
     """The ``scrapy crawl <spider>`` command line for ``arguments`` (and ``-s`` settings)."""
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider]
     for name, value in arguments.items():
@@ -200,14 +205,19 @@ def crawl_command(spider: str, arguments: Mapping[str, str],
     return cmd
 
 
-def backfill_command(arguments: dict[str, str], settings: dict[str, str] | None = None
-                     ) -> list[str]:
+def backfill_command(
+    arguments: dict[str, str], settings: dict[str, str] | None = None
+) -> list[str]:
     return crawl_command(TARGET_SPIDER, arguments, settings)
 
 
 def start_detached(
-    arguments: Mapping[str, str], log_file: str | None, *, settings: Mapping[str, str] | None = None,
-    database_url: str | None = None, spider: str = TARGET_SPIDER,
+    arguments: Mapping[str, str],
+    log_file: str | None,
+    *,
+    settings: Mapping[str, str] | None = None,
+    database_url: str | None = None,
+    spider: str = TARGET_SPIDER,
 ) -> int:
     """Start ``spider`` in its own session (it outlives this process), its output appended
     to ``log_file`` (None: discarded); return its pid. The database URL goes through the
@@ -235,8 +245,13 @@ def start_detached(
 
 
 def schedule_scrapyd(
-    url: str, project: str, arguments: Mapping[str, str], *, spider: str = TARGET_SPIDER,
-    settings: Mapping[str, str] | None = None, timeout: float = 30,
+    url: str,
+    project: str,
+    arguments: Mapping[str, str],
+    *,
+    spider: str = TARGET_SPIDER,
+    settings: Mapping[str, str] | None = None,
+    timeout: float = 30,
 ) -> str:
     """POST to scrapyd's ``schedule.json``: ``spider`` of ``project`` with ``arguments``
     (spider arguments) and ``settings`` (``setting=NAME=value``); return the job id.
@@ -263,33 +278,43 @@ def schedule_scrapyd(
     fields += [("setting", f"{k}={v}") for k, v in (settings or {}).items()]
     endpoint = url.rstrip("/") + "/schedule.json"
     request = urllib.request.Request(
-        endpoint, data=urllib.parse.urlencode(fields).encode(), headers=headers)
+        endpoint, data=urllib.parse.urlencode(fields).encode(), headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         hint = " (check the user and password in NUKE_SCRAPYD_URL)" if exc.code == 401 else ""
-        raise HandoffError(f"scrapyd at {shown} answered HTTP {exc.code} {exc.reason}{hint}"
-                           ) from None
+        raise HandoffError(
+            f"scrapyd at {shown} answered HTTP {exc.code} {exc.reason}{hint}"
+        ) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         why = getattr(reason, "strerror", None) or str(reason)
-        raise HandoffError(f"scrapyd at {shown} is unreachable ({why}): is it running, and "
-                           "is NUKE_SCRAPYD_URL right?") from None
+        raise HandoffError(
+            f"scrapyd at {shown} is unreachable ({why}): is it running, and "
+            "is NUKE_SCRAPYD_URL right?"
+        ) from None
     except (TimeoutError, OSError) as exc:
-        raise HandoffError(f"scrapyd at {shown} is unreachable ({type(exc).__name__}: "
-                           f"{exc}): is it running, and is NUKE_SCRAPYD_URL right?") from None
+        raise HandoffError(
+            f"scrapyd at {shown} is unreachable ({type(exc).__name__}: "
+            f"{exc}): is it running, and is NUKE_SCRAPYD_URL right?"
+        ) from None
     try:
         answer = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise HandoffError(f"{shown} did not answer like scrapyd (no JSON from "
-                           "schedule.json): is NUKE_SCRAPYD_URL a scrapyd?") from None
+        raise HandoffError(
+            f"{shown} did not answer like scrapyd (no JSON from "
+            "schedule.json): is NUKE_SCRAPYD_URL a scrapyd?"
+        ) from None
     if not isinstance(answer, dict) or answer.get("status") != "ok":
         message = answer.get("message") if isinstance(answer, dict) else answer
         hint = ""
         if "project" in str(message) and "not found" in str(message):
-            hint = (" (scrapyd needs the project: deploy it, or name its settings module in "
-                    "scrapyd.conf's [settings] section; NUKE_SCRAPYD_PROJECT names it)")
+            hint = (
+                " (scrapyd needs the project: deploy it, or name its settings module in "
+                "scrapyd.conf's [settings] section; NUKE_SCRAPYD_PROJECT names it)"
+            )
         raise HandoffError(f"scrapyd at {shown} refused to schedule {spider}: {message}{hint}")
     return str(answer.get("jobid"))
 
@@ -304,8 +329,10 @@ class LaunchConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> LaunchConfig:
-        return cls(scrapyd_url=settings.get("NUKE_SCRAPYD_URL") or None,
-                   project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")))
+        return cls(
+            scrapyd_url=settings.get("NUKE_SCRAPYD_URL") or None,
+            project=str(settings.get("NUKE_SCRAPYD_PROJECT") or settings.get("BOT_NAME")),
+        )
 
 
 class Launcher:
@@ -331,10 +358,17 @@ class Launcher:
         if self.scrapyd_url:
             if self._job_settings is None:  # once: it logs a removed password
                 self._job_settings = scrapyd_settings(self.settings)
-            return schedule_scrapyd(self.scrapyd_url, self.project, arguments, spider=spider,
-                                    settings=self._job_settings)
+            return schedule_scrapyd(
+                self.scrapyd_url,
+                self.project,
+                arguments,
+                spider=spider,
+                settings=self._job_settings,
+            )
         pid = start_detached(
-            arguments, self.log_file, spider=spider,
+            arguments,
+            self.log_file,
+            spider=spider,
             settings=forwarded_settings(self.settings),
             database_url=absolute_database_url(database_url(self.settings)),
         )
@@ -368,15 +402,22 @@ def schedule_analysis(
     if not image_ids and not vehicle_ids:
         raise ValueError("schedule_analysis needs image_ids or vehicle_ids")
     key, ids = ("image_ids", list(image_ids)) if image_ids else ("vehicle_ids", list(vehicle_ids))
-    launcher = Launcher(settings, settings.get("NUKE_ANALYSIS_LOG_FILE",
-                                               defaults.NUKE_ANALYSIS_LOG_FILE))
+    launcher = Launcher(
+        settings, settings.get("NUKE_ANALYSIS_LOG_FILE", defaults.NUKE_ANALYSIS_LOG_FILE)
+    )
     started: list[str] = []
     for chunk in _chunks(ids):
-        arguments = {key: ",".join(chunk), "limit": str(len(chunk) if key == "image_ids"
-                                                        else 1000 * len(chunk))}
+        arguments = {
+            key: ",".join(chunk),
+            "limit": str(len(chunk) if key == "image_ids" else 1000 * len(chunk)),
+        }
         started.append(launcher.launch(ANALYSIS_SPIDER, arguments))
-    logger.info("Scheduled image analysis of %d %s: %s", len(ids), key.replace("_ids", "s"),
-                ", ".join(started))
+    logger.info(
+        "Scheduled image analysis of %d %s: %s",
+        len(ids),
+        key.replace("_ids", "s"),
+        ", ".join(started),
+    )
     return started
 
 
@@ -435,8 +476,9 @@ class BackfillHandoff(Handoff):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         settings = crawler.settings
-        self.launcher = Launcher(settings, settings.get("NUKE_BACKFILL_LOG_FILE",
-                                                        defaults.NUKE_BACKFILL_LOG_FILE))
+        self.launcher = Launcher(
+            settings, settings.get("NUKE_BACKFILL_LOG_FILE", defaults.NUKE_BACKFILL_LOG_FILE)
+        )
 
     async def hand_off(self, spider: Any) -> None:
         stats = self.crawler.stats
@@ -450,11 +492,19 @@ class BackfillHandoff(Handoff):
         try:
             run = await asyncio.to_thread(launcher.launch, TARGET_SPIDER, arguments)
             if launcher.scrapyd_url:
-                logger.info("Scheduled image_backfill for %d vehicles on scrapyd %s (job %s)",
-                            created, redact_url(launcher.scrapyd_url), run)
+                logger.info(
+                    "Scheduled image_backfill for %d vehicles on scrapyd %s (job %s)",
+                    created,
+                    redact_url(launcher.scrapyd_url),
+                    run,
+                )
             else:
-                logger.info("Started image_backfill for %d vehicles (pid %s, log %s)",
-                            created, run.removeprefix("pid:"), launcher.log_file or "discarded")
+                logger.info(
+                    "Started image_backfill for %d vehicles (pid %s, log %s)",
+                    created,
+                    run.removeprefix("pid:"),
+                    launcher.log_file or "discarded",
+                )
             stats.set_value("nuke/handoff/started", 1)
         except Exception as exc:  # noqa: BLE001 - the crawl itself succeeded; say why
             logger.error("Could not start image_backfill: %s", exc)
@@ -487,8 +537,7 @@ class AnalysisHandoff(Handoff):
                 logger.info("No newly stored images to hand to image_analysis")
                 return
             # urllib or a process start: off the reactor thread
-            runs = await asyncio.to_thread(schedule_analysis, self.crawler.settings,
-                                           image_ids=ids)
+            runs = await asyncio.to_thread(schedule_analysis, self.crawler.settings, image_ids=ids)
         except (DatabaseError, OSError, RuntimeError, ValueError) as exc:
             stats.set_value("nuke/handoff/analysis_error", str(exc))
             logger.error("Could not start image_analysis: %s", exc)

@@ -160,8 +160,9 @@ class RunReport:
         rate = settings.get("NUKE_ALERT_FAILURE_RATE")
         self.alert_rate: float | None = float(rate) if rate not in (None, "") else None
         self.alert_min = settings.getint("NUKE_ALERT_MIN_IMAGES", defaults.NUKE_ALERT_MIN_IMAGES)
-        self.check_interval = settings.getfloat("NUKE_ALERT_CHECK_INTERVAL",
-                                                defaults.NUKE_ALERT_CHECK_INTERVAL)
+        self.check_interval = settings.getfloat(
+            "NUKE_ALERT_CHECK_INTERVAL", defaults.NUKE_ALERT_CHECK_INTERVAL
+        )
         self.timeout = settings.getfloat("NUKE_WEBHOOK_TIMEOUT", defaults.NUKE_WEBHOOK_TIMEOUT)
         self.retries = settings.getint("NUKE_WEBHOOK_RETRIES", defaults.NUKE_WEBHOOK_RETRIES)
         self.backoff = settings.getfloat("NUKE_WEBHOOK_BACKOFF", defaults.NUKE_WEBHOOK_BACKOFF)
@@ -302,8 +303,9 @@ class RunReport:
         if stats is None or stats.get_value("nuke/cannot_start") is None:
             # a run that could not start ends on its "Cannot start: ..." line; the
             # service reads such a run's outcome from its exit code and that line
-            logger.info("%s%s", SUMMARY_MARKER,
-                        json.dumps(payload, separators=(",", ":"), default=str))
+            logger.info(
+                "%s%s", SUMMARY_MARKER, json.dumps(payload, separators=(",", ":"), default=str)
+            )
         if not self.urls:
             return
         threads = [*threads, self._send(payload, "finished")]

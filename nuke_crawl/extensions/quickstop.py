@@ -77,16 +77,21 @@ class QuickStop:
         # not public API: a spider closing for another reason (CloseSpider) with
         # requests still in progress
         slot = getattr(engine, "_slot", None)
-        return bool(getattr(slot, "closing", None) is not None and getattr(slot, "inprogress",
-                                                                           None))
+        return bool(
+            getattr(slot, "closing", None) is not None and getattr(slot, "inprogress", None)
+        )
 
     async def _watch(self, spider: Any) -> None:
         while not self._stop_requested():
             await asyncio.sleep(POLL)
         spider.stopping = True
         dropped = self._drop_queued()
-        logger.info("Stopping: %d queued requests dropped; downloads in flight get %.0f s "
-                    "to finish, then are cut short (left for the next run)", dropped, GRACE)
+        logger.info(
+            "Stopping: %d queued requests dropped; downloads in flight get %.0f s "
+            "to finish, then are cut short (left for the next run)",
+            dropped,
+            GRACE,
+        )
         await asyncio.sleep(GRACE)
         while True:
             self._drop_queued()
@@ -117,7 +122,8 @@ class QuickStop:
 
         aborted = 0
         transports: set[Any] = set(reactor.getReaders()) | set(  # type: ignore[misc]
-            reactor.getWriters())  # type: ignore[misc]
+            reactor.getWriters()
+        )  # type: ignore[misc]
         for transport in transports:
             if not isinstance(transport, tcp.Client):
                 continue

@@ -64,8 +64,9 @@ class WorkerPoolConfig:
     def pool(self) -> WorkerPool:
         """A new pool; ``NotConfigured`` naming the settings when one is out of range."""
         try:
-            return WorkerPool(self.processes, nice=self.nice, gc_threshold=self.gc_threshold,
-                              preload=self.preload)
+            return WorkerPool(
+                self.processes, nice=self.nice, gc_threshold=self.gc_threshold, preload=self.preload
+            )
         except ValueError as exc:  # the pool's own checks, named by their settings
             raise NotConfigured(
                 f"NUKE_WORKER_PROCESSES={self.processes}, NUKE_WORKER_NICE={self.nice}, "

@@ -49,13 +49,17 @@ MAX_VEHICLE_LINKS = 2_000
 #: (``nuke_crawl.spiders.bounds.MAX_NEXT_PAGES_PER_PAGE``).
 MAX_NEXT_PAGES = 100
 
-_SCALAR_FIELDS = tuple(f.name for f in fields(VehicleData) if f.name not in ("image_urls", "sources", "url"))
+_SCALAR_FIELDS = tuple(
+    f.name for f in fields(VehicleData) if f.name not in ("image_urls", "sources", "url")
+)
 _JS_MARKERS = re.compile(
     r"algolia|__NEXT_DATA__|data-reactroot|ng-app|id=\"(root|app|__nuxt|__next)\"|"
     r"window\.__INITIAL_STATE__|enable javascript|requires javascript|data-v-app",
     re.I,
 )
-_INVENTORY_HINT = re.compile(r"inventory|vehicles|for[-_ ]sale|cars|trucks|search|used|new|stock|showroom|listings", re.I)
+_INVENTORY_HINT = re.compile(
+    r"inventory|vehicles|for[-_ ]sale|cars|trucks|search|used|new|stock|showroom|listings", re.I
+)
 
 
 def extract_page(
@@ -153,9 +157,7 @@ def extract_page(
         result.skip_reason = "js_shell"
         result.needs_js = True
         return result
-    if evidence["title"] and (evidence["vin"] or evidence["price"] or evidence["mileage"]):
-        result.skip_reason = "missing_year_make"
-    elif (evidence["vin"] or evidence["mileage"]) and evidence["price"]:
+    if evidence["title"] and (evidence["vin"] or evidence["price"] or evidence["mileage"]) or (evidence["vin"] or evidence["mileage"]) and evidence["price"]:
         result.skip_reason = "missing_year_make"
     else:
         result.skip_reason = "not_a_listing"
@@ -163,6 +165,7 @@ def extract_page(
 
 
 # --- merging ------------------------------------------------------------------------
+
 
 def _merge(dst: VehicleData, src: VehicleData) -> None:
     """Fill dst's empty fields from src; images and sources are appended."""
@@ -193,7 +196,12 @@ def _own_structured(page: Page, vehicles: list[VehicleData]) -> VehicleData | No
         v = vehicles[0]
         if v.url and page.url:
             other = absolutize(v.url, page.url)
-            if other and canonical_listing_url(other) != page.canonical_url and looks_like_vehicle_url(other) and not looks_like_vehicle_url(page.url):
+            if (
+                other
+                and canonical_listing_url(other) != page.canonical_url
+                and looks_like_vehicle_url(other)
+                and not looks_like_vehicle_url(page.url)
+            ):
                 return None  # a results page describing one of its cards
         return v
     for v in vehicles:
@@ -255,7 +263,9 @@ def _heuristics(page: Page, v: VehicleData) -> dict[str, bool]:
         for t in title_candidates(page)[:3]:
             m = _TITLE_MILEAGE.search(t)
             if m:
-                v.mileage, v.mileage_unit = parse_mileage(m.group(0), default_unit=page.default_unit)
+                v.mileage, v.mileage_unit = parse_mileage(
+                    m.group(0), default_unit=page.default_unit
+                )
                 break
     _vin_checks(v)
     if v.asking_price is not None and v.currency is None:
@@ -274,7 +284,9 @@ _SOLD_FOR = re.compile(r"\bsold for\s+((?:[A-Z]{3}\s?|[$£€]\s?|R\$?\s?)[\d.,\
 # "31k-Mile", "6k Miles", "42,000 miles", "12.500 km" in a title
 _TITLE_MILEAGE = re.compile(
     r"(?<![\w.,$£€])(\d{1,3}(?:[,.]\d{3})+|\d{1,3}(?:\.\d)?\s?k|\d{1,6})[- ]?"
-    r"(miles?|mi\b|kms?\b|kilomet(?:er|re)s?)", re.I)
+    r"(miles?|mi\b|kms?\b|kilomet(?:er|re)s?)",
+    re.I,
+)
 
 
 def _vin_checks(v: VehicleData) -> None:
@@ -307,11 +319,16 @@ def _tidy_model(v: VehicleData) -> None:
 
 # --- images ---------------------------------------------------------------------------
 
-def _images(page: Page, collected: list[str], adapters: list[Adapter], max_images: int) -> list[str]:
+
+def _images(
+    page: Page, collected: list[str], adapters: list[Adapter], max_images: int
+) -> list[str]:
     """Structured/adapter/selector images first, then the page's gallery (decoys and
     thumbnails linking to other vehicles left out); og:image only as a last resort."""
     candidates = list(collected)
-    has_gallery_adapter = any(a.vehicle(page) is not None and a.vehicle(page).image_urls for a in adapters)  # type: ignore[union-attr]
+    has_gallery_adapter = any(
+        a.vehicle(page) is not None and a.vehicle(page).image_urls for a in adapters
+    )  # type: ignore[union-attr]
     if not has_gallery_adapter:
         skip = set(page.excluded)
         for a, url in page.anchors:
@@ -320,11 +337,14 @@ def _images(page: Page, collected: list[str], adapters: list[Adapter], max_image
         candidates.extend(image_candidates(page.body, skip))
     cleaned = clean_image_urls(candidates, page.url, max_images=max_images)
     if not cleaned and page.structured.og.get("og:image"):
-        cleaned = clean_image_urls([page.structured.og["og:image"]], page.url, max_images=max_images)
+        cleaned = clean_image_urls(
+            [page.structured.og["og:image"]], page.url, max_images=max_images
+        )
     return cleaned
 
 
 # --- links ------------------------------------------------------------------------------
+
 
 def _adapter_verdict(url: str, adapters: list[Adapter]) -> bool | None:
     """The first site adapter's opinion on ``url`` being a vehicle link, if any."""
@@ -353,8 +373,11 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
                     break
     else:
         verdicts = [(url, _adapter_verdict(url, adapters)) for _, url in page.anchors]
-        found = {url for url, verdict in verdicts
-                 if (looks_like_vehicle_url(url) if verdict is None else verdict)}
+        found = {
+            url
+            for url, verdict in verdicts
+            if (looks_like_vehicle_url(url) if verdict is None else verdict)
+        }
         if len(found) < 2:
             found |= _named_vehicle_links(page, verdicts, found)
         # cards whose title names no make still link like their neighbours
@@ -370,8 +393,9 @@ def _vehicle_links(page: Page, adapters: list[Adapter], selectors: dict[str, str
 _LISTING_ID = re.compile(r"\d{5,}")
 
 
-def _named_vehicle_links(page: Page, verdicts: list[tuple[str, bool | None]],
-                         found: set[str]) -> set[str]:
+def _named_vehicle_links(
+    page: Page, verdicts: list[tuple[str, bool | None]], found: set[str]
+) -> set[str]:
     """Links to listings whose URL names no vehicle ("/voitures/839739086.htm") but whose
     anchor does (its title attribute or short text parses as a make and model), at least
     two of them under one path template; their siblings follow (``sibling_vehicle_urls``).
@@ -392,7 +416,11 @@ def _named_vehicle_links(page: Page, verdicts: list[tuple[str, bool | None]],
             named.add(url)
     if len(named) < 2:
         return set()
-    others = [url for url, verdict in verdicts if verdict is None and url not in named and url not in found]
+    others = [
+        url
+        for url, verdict in verdicts
+        if verdict is None and url not in named and url not in found
+    ]
     return named | sibling_vehicle_urls(named, others)
 
 
@@ -418,12 +446,22 @@ def _next_pages(page: Page, selectors: dict[str, str], vehicle_links: set[str]) 
         label = " ".join(text_content(a).split()) or a.get("aria-label") or a.get("title") or ""
         cls = a.get("class") or ""
         n = page_number(url)
-        if "next" in rel or is_next_label(label) or is_next_label(a.get("aria-label") or "") or re.search(r"(^|[-_ ])next($|[-_ ])", cls, re.I):
+        if (
+            "next" in rel
+            or is_next_label(label)
+            or is_next_label(a.get("aria-label") or "")
+            or re.search(r"(^|[-_ ])next($|[-_ ])", cls, re.I)
+        ):
             if n is None or n > current:
                 out.append(url)
         elif n is not None and n > current and _same_listing_path(url, page.url):
             out.append(url)
-    return [u for u in dedupe(out) if canonical_listing_url(u) not in vehicle_links and canonical_listing_url(u) != page.canonical_url]
+    return [
+        u
+        for u in dedupe(out)
+        if canonical_listing_url(u) not in vehicle_links
+        and canonical_listing_url(u) != page.canonical_url
+    ]
 
 
 def _same_listing_path(url: str, page_url: str) -> bool:
@@ -436,8 +474,14 @@ def _same_listing_path(url: str, page_url: str) -> bool:
 
 # --- inventory cards ---------------------------------------------------------------------
 
-def _listings(page: Page, adapters: list[Adapter], selectors: dict[str, str], max_images: int,
-              fill: bool = True) -> list[VehicleData]:
+
+def _listings(
+    page: Page,
+    adapters: list[Adapter],
+    selectors: dict[str, str],
+    max_images: int,
+    fill: bool = True,
+) -> list[VehicleData]:
     for a in adapters:
         cards = a.listings(page)
         if cards:
@@ -588,7 +632,10 @@ _INV_TEXT = re.compile(
     r"( for sale| in stock| inventory)?$|^shop( now| all)?$|^browse$|^search( inventory| cars)?$",
     re.I,
 )
-_INV_EXCLUDE = re.compile(r"/(blog|news|finance|financing|apply|credit|service|parts|specials|about|contact|reviews|careers|privacy|terms|trade|value|sell)", re.I)
+_INV_EXCLUDE = re.compile(
+    r"/(blog|news|finance|financing|apply|credit|service|parts|specials|about|contact|reviews|careers|privacy|terms|trade|value|sell)",
+    re.I,
+)
 
 
 def discover_inventory_links(html: str | bytes, url: str) -> list[str]:

@@ -30,56 +30,281 @@ from nuke_crawl.extraction.vin import find_vins, normalize_serial, normalize_vin
 LABELS: dict[str, str] = {}
 # the same fields in German, Dutch, French, Spanish, Italian and Portuguese
 _MORE_LABELS: dict[str, tuple[str, ...]] = {
-    "vin": ("fahrzeug-identifizierungsnummer", "fin", "chassisnummer", "chassisnr", "numéro de série",
-            "numero de serie", "número de bastidor", "bastidor", "numero di telaio", "telaio",
-            "número do chassi", "chassi"),
-    "mileage": ("laufleistung", "km-stand", "km stand", "tachostand", "tellerstand", "kilométrage",
-                "kilometrage", "kilometraje", "kilómetros", "kilometros", "chilometraggio",
-                "chilometri", "km percorsi", "quilometragem", "quilómetros", "odómetro", "odometro",
-                "mileage (km)", "odometer (km)"),
-    "year": ("baujahr", "modelljahr", "bouwjaar", "jaar", "année", "annee", "année modèle",
-             "mise en circulation", "1ère mise en circulation", "première mise en circulation",
-             "año", "ano", "año modelo", "ano modelo", "anno", "immatricolazione",
-             "prima immatricolazione", "matriculación", "fecha de matriculación", "eerste toelating",
-             "datum eerste toelating", "first registered", "registration year", "year of manufacture",
-             "reg year", "model year/first reg"),
+    "vin": (
+        "fahrzeug-identifizierungsnummer",
+        "fin",
+        "chassisnummer",
+        "chassisnr",
+        "numéro de série",
+        "numero de serie",
+        "número de bastidor",
+        "bastidor",
+        "numero di telaio",
+        "telaio",
+        "número do chassi",
+        "chassi",
+    ),
+    "mileage": (
+        "laufleistung",
+        "km-stand",
+        "km stand",
+        "tachostand",
+        "tellerstand",
+        "kilométrage",
+        "kilometrage",
+        "kilometraje",
+        "kilómetros",
+        "kilometros",
+        "chilometraggio",
+        "chilometri",
+        "km percorsi",
+        "quilometragem",
+        "quilómetros",
+        "odómetro",
+        "odometro",
+        "mileage (km)",
+        "odometer (km)",
+    ),
+    "year": (
+        "baujahr",
+        "modelljahr",
+        "bouwjaar",
+        "jaar",
+        "année",
+        "annee",
+        "année modèle",
+        "mise en circulation",
+        "1ère mise en circulation",
+        "première mise en circulation",
+        "año",
+        "ano",
+        "año modelo",
+        "ano modelo",
+        "anno",
+        "immatricolazione",
+        "prima immatricolazione",
+        "matriculación",
+        "fecha de matriculación",
+        "eerste toelating",
+        "datum eerste toelating",
+        "first registered",
+        "registration year",
+        "year of manufacture",
+        "reg year",
+        "model year/first reg",
+    ),
     "make": ("hersteller", "merk", "marque", "marca", "fabricante", "brand name"),
     "model": ("modèle", "modele", "modelo", "modello"),
-    "color": ("außenfarbe", "aussenfarbe", "kleur", "couleur", "couleur extérieure", "colore",
-              "cor", "color exterior", "colore esterno"),
-    "interior_color": ("innenausstattung", "interieurkleur", "couleur intérieure", "color interior"),
-    "fuel_type": ("brandstof", "carburant", "énergie", "energie", "combustible", "carburante",
-                  "alimentazione", "combustível", "kraftstoffart"),
-    "transmission": ("getriebeart", "transmissie", "versnellingsbak", "boîte de vitesses",
-                     "boite de vitesses", "boîte", "transmisión", "cambio", "câmbio", "caixa"),
-    "body_style": ("karosserieform", "carrosserie", "carrocería", "carroceria", "carrozzeria",
-                   "tipo de veículo", "categorie", "catégorie"),
-    "price": ("kaufpreis", "vraagprijs", "prijs", "precio", "prezzo", "preço", "prix de vente",
-              "listed price", "sale price (usd)"),
-    "location": ("standort", "locatie", "localisation", "ubicación", "ubicazione", "localização",
-                 "município", "municipio"),
+    "color": (
+        "außenfarbe",
+        "aussenfarbe",
+        "kleur",
+        "couleur",
+        "couleur extérieure",
+        "colore",
+        "cor",
+        "color exterior",
+        "colore esterno",
+    ),
+    "interior_color": (
+        "innenausstattung",
+        "interieurkleur",
+        "couleur intérieure",
+        "color interior",
+    ),
+    "fuel_type": (
+        "brandstof",
+        "carburant",
+        "énergie",
+        "energie",
+        "combustible",
+        "carburante",
+        "alimentazione",
+        "combustível",
+        "kraftstoffart",
+    ),
+    "transmission": (
+        "getriebeart",
+        "transmissie",
+        "versnellingsbak",
+        "boîte de vitesses",
+        "boite de vitesses",
+        "boîte",
+        "transmisión",
+        "cambio",
+        "câmbio",
+        "caixa",
+    ),
+    "body_style": (
+        "karosserieform",
+        "carrosserie",
+        "carrocería",
+        "carroceria",
+        "carrozzeria",
+        "tipo de veículo",
+        "categorie",
+        "catégorie",
+    ),
+    "price": (
+        "kaufpreis",
+        "vraagprijs",
+        "prijs",
+        "precio",
+        "prezzo",
+        "preço",
+        "prix de vente",
+        "listed price",
+        "sale price (usd)",
+    ),
+    "location": (
+        "standort",
+        "locatie",
+        "localisation",
+        "ubicación",
+        "ubicazione",
+        "localização",
+        "município",
+        "municipio",
+    ),
     "stock_number": ("interne nummer", "referenz", "référence", "referencia", "riferimento"),
     "drivetrain": ("aandrijving", "transmission intégrale", "tracción", "trazione"),
 }
 for _field, _names in {
-    "vin": ("vin", "vin number", "vin no", "vehicle identification number", "chassis", "chassis no", "chassis number", "serial", "serial number", "serial no", "s/n", "fahrgestellnummer", "frame number"),
-    "mileage": ("mileage", "odometer", "miles", "kilometers", "kilometres", "km", "kms", "kilometerstand", "odometer reading", "mileage (miles)", "current mileage"),
-    "stock_number": ("stock", "stock number", "stock no", "stock num", "stk", "stock id", "ref", "reference"),
+    "vin": (
+        "vin",
+        "vin number",
+        "vin no",
+        "vehicle identification number",
+        "chassis",
+        "chassis no",
+        "chassis number",
+        "serial",
+        "serial number",
+        "serial no",
+        "s/n",
+        "fahrgestellnummer",
+        "frame number",
+    ),
+    "mileage": (
+        "mileage",
+        "odometer",
+        "miles",
+        "kilometers",
+        "kilometres",
+        "km",
+        "kms",
+        "kilometerstand",
+        "odometer reading",
+        "mileage (miles)",
+        "current mileage",
+    ),
+    "stock_number": (
+        "stock",
+        "stock number",
+        "stock no",
+        "stock num",
+        "stk",
+        "stock id",
+        "ref",
+        "reference",
+    ),
     "year": ("year", "model year", "erstzulassung", "first registration"),
     "make": ("make", "manufacturer", "marke", "brand"),
     "model": ("model", "modell"),
     "trim": ("trim", "trim level", "variant", "version", "series"),
-    "color": ("exterior", "exterior color", "exterior colour", "color", "colour", "ext color", "ext. color", "paint", "paint color", "body color", "farbe", "ext colour"),
-    "interior_color": ("interior", "interior color", "interior colour", "int color", "int. color", "upholstery", "interior trim"),
+    "color": (
+        "exterior",
+        "exterior color",
+        "exterior colour",
+        "color",
+        "colour",
+        "ext color",
+        "ext. color",
+        "paint",
+        "paint color",
+        "body color",
+        "farbe",
+        "ext colour",
+    ),
+    "interior_color": (
+        "interior",
+        "interior color",
+        "interior colour",
+        "int color",
+        "int. color",
+        "upholstery",
+        "interior trim",
+    ),
     "transmission": ("transmission", "trans", "gearbox", "getriebe", "transmission type"),
-    "drivetrain": ("drivetrain", "drive", "drive train", "drive type", "driveline", "drive wheels", "antrieb"),
+    "drivetrain": (
+        "drivetrain",
+        "drive",
+        "drive train",
+        "drive type",
+        "driveline",
+        "drive wheels",
+        "antrieb",
+    ),
     "engine": ("engine", "engine size", "motor", "engine description"),
     "body_style": ("body style", "body", "body type", "bodystyle", "karosserie", "vehicle type"),
     "fuel_type": ("fuel", "fuel type", "kraftstoff"),
-    "registration": ("registration", "reg", "registration number", "reg number", "number plate", "kennzeichen", "reg no"),
-    "price": ("price", "our price", "sale price", "asking price", "internet price", "selling price", "cash price", "buy now", "buy it now", "special price", "your price", "final price", "e-price", "now", "retail price", "list price", "asking", "preis", "prix", "price (usd)"),
-    "bid": ("current bid", "high bid", "highest bid", "top bid", "bid", "höchstgebot", "aktuelles gebot", "enchère actuelle", "puja actual", "offerta attuale"),
-    "sold_price": ("sold for", "sold price", "winning bid", "final bid", "hammer price", "sale result", "verkauft für", "zuschlag", "adjudication", "vendu pour", "vendido por", "venduto per"),
+    "registration": (
+        "registration",
+        "reg",
+        "registration number",
+        "reg number",
+        "number plate",
+        "kennzeichen",
+        "reg no",
+    ),
+    "price": (
+        "price",
+        "our price",
+        "sale price",
+        "asking price",
+        "internet price",
+        "selling price",
+        "cash price",
+        "buy now",
+        "buy it now",
+        "special price",
+        "your price",
+        "final price",
+        "e-price",
+        "now",
+        "retail price",
+        "list price",
+        "asking",
+        "preis",
+        "prix",
+        "price (usd)",
+    ),
+    "bid": (
+        "current bid",
+        "high bid",
+        "highest bid",
+        "top bid",
+        "bid",
+        "höchstgebot",
+        "aktuelles gebot",
+        "enchère actuelle",
+        "puja actual",
+        "offerta attuale",
+    ),
+    "sold_price": (
+        "sold for",
+        "sold price",
+        "winning bid",
+        "final bid",
+        "hammer price",
+        "sale result",
+        "verkauft für",
+        "zuschlag",
+        "adjudication",
+        "vendu pour",
+        "vendido por",
+        "venduto per",
+    ),
     "location": ("location", "located in", "vehicle location"),
     "status": ("status", "availability", "sale status"),
 }.items():
@@ -89,8 +314,32 @@ for _field, _names in _MORE_LABELS.items():
     for _n in _names:
         LABELS.setdefault(_n, _field)
 
-_MAX_LEN = {"bid": 60, "sold_price": 60, "color": 40, "interior_color": 60, "transmission": 60, "drivetrain": 40, "engine": 90, "body_style": 40, "fuel_type": 30, "registration": 12, "stock_number": 24, "make": 30, "model": 40, "trim": 80, "location": 80, "status": 40, "year": 20, "mileage": 40, "price": 60, "vin": 24}
-_SOLD_RE = re.compile(r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$", re.I)
+_MAX_LEN = {
+    "bid": 60,
+    "sold_price": 60,
+    "color": 40,
+    "interior_color": 60,
+    "transmission": 60,
+    "drivetrain": 40,
+    "engine": 90,
+    "body_style": 40,
+    "fuel_type": 30,
+    "registration": 12,
+    "stock_number": 24,
+    "make": 30,
+    "model": 40,
+    "trim": 80,
+    "location": 80,
+    "status": 40,
+    "year": 20,
+    "mileage": 40,
+    "price": 60,
+    "vin": 24,
+}
+_SOLD_RE = re.compile(
+    r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$",
+    re.I,
+)
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)
 # Latin letters with accents ("Kilométrage :", "Año:"): ranges, as fast as ASCII ones
 _LABEL_COLON = re.compile(r"^([A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ .#/()'-]{0,34}?)\s*[:#]\s*(.+)$")
@@ -155,7 +404,18 @@ def apply_label_values(v: VehicleData, pairs: dict[str, list[str]], page: Page) 
             v.make = canonical_make(s) or clean_space(s)
             if v.make:
                 break
-    for field in ("model", "trim", "color", "interior_color", "transmission", "drivetrain", "engine", "body_style", "fuel_type", "location"):
+    for field in (
+        "model",
+        "trim",
+        "color",
+        "interior_color",
+        "transmission",
+        "drivetrain",
+        "engine",
+        "body_style",
+        "fuel_type",
+        "location",
+    ):
         if getattr(v, field) is None and pairs.get(field):
             setattr(v, field, clean_space(pairs[field][0]))
     if v.stock_number is None:
@@ -167,7 +427,11 @@ def apply_label_values(v: VehicleData, pairs: dict[str, list[str]], page: Page) 
     if v.registration is None:
         for s in pairs.get("registration", []):
             reg = re.sub(r"\s+", "", s).upper()
-            if re.fullmatch(r"[A-Z0-9]{2,10}", reg) and re.search(r"\d", reg) and re.search(r"[A-Z]", reg):
+            if (
+                re.fullmatch(r"[A-Z0-9]{2,10}", reg)
+                and re.search(r"\d", reg)
+                and re.search(r"[A-Z]", reg)
+            ):
                 v.registration = reg
                 break
     if v.vin is None:
@@ -203,13 +467,23 @@ def apply_label_values(v: VehicleData, pairs: dict[str, list[str]], page: Page) 
 
 
 def sale_status_from_text(text: str) -> str | None:
-    """"sold" / "pending" from short status texts ("SOLD", "Sale pending"), else None."""
+    """ "sold" / "pending" from short status texts ("SOLD", "Sale pending"), else None."""
     t = text.strip().lower()
     if not t or len(t) > 40:
         return None
-    if "pending" in t or "under contract" in t or "under offer" in t or "reserved" in t or "deposit taken" in t:
+    if (
+        "pending" in t
+        or "under contract" in t
+        or "under offer" in t
+        or "reserved" in t
+        or "deposit taken" in t
+    ):
         return "pending"
-    if re.search(r"(^|\W)(sold|vendu|verkauft)(\W|$)", t) and "unsold" not in t and "not sold" not in t:
+    if (
+        re.search(r"(^|\W)(sold|vendu|verkauft)(\W|$)", t)
+        and "unsold" not in t
+        and "not sold" not in t
+    ):
         return "sold"
     return None
 
@@ -250,17 +524,24 @@ def vin_from_text(page: Page) -> str | None:
 
 
 _PRICE_CLASS = re.compile(r"price|amount|cost|bid-value", re.I)
-_NOT_PRICE_CLASS = re.compile(r"payment|monthly|finance|lease|msrp|was|old|strike|savings|discount|rebate|fee|estimate|calculator|range|similar|tax", re.I)
+_NOT_PRICE_CLASS = re.compile(
+    r"payment|monthly|finance|lease|msrp|was|old|strike|savings|discount|rebate|fee|estimate|calculator|range|similar|tax",
+    re.I,
+)
 
 
-def price_from_dom(page: Page, root: HtmlElement | None = None) -> tuple[Decimal | None, str | None]:
+def price_from_dom(
+    page: Page, root: HtmlElement | None = None
+) -> tuple[Decimal | None, str | None]:
     """The first plausible price in an element whose class/id says "price" (not
     finance/payment/MSRP/savings...), decoys excluded."""
     scope = page.body if root is None else root
     for el in scope.iter():
         if not isinstance(el.tag, str) or el in page.excluded:
             continue
-        attrs = (el.get("class") or "") + " " + (el.get("id") or "") + " " + (el.get("itemprop") or "")
+        attrs = (
+            (el.get("class") or "") + " " + (el.get("id") or "") + " " + (el.get("itemprop") or "")
+        )
         if not _PRICE_CLASS.search(attrs) or _NOT_PRICE_CLASS.search(attrs):
             continue
         content = el.get("content")
@@ -304,6 +585,7 @@ def best_title(candidates: Iterable[str]) -> tuple[str | None, object]:
 
 # --- inventory cards --------------------------------------------------------------------
 
+
 def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     """Partial VehicleData from one inventory card element."""
     v = VehicleData(url=url, sources=["card"])
@@ -339,7 +621,11 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
         for name, value in el.attrib.items():
             if "vin" in name.lower() and v.vin is None:
                 v.vin = normalize_vin(value)
-            if "stock" in name.lower() and v.stock_number is None and re.fullmatch(r"[A-Za-z0-9-]{2,24}", value or ""):
+            if (
+                "stock" in name.lower()
+                and v.stock_number is None
+                and re.fullmatch(r"[A-Za-z0-9-]{2,24}", value or "")
+            ):
                 v.stock_number = value
     if v.vin is None:
         vins = [x for c in lines for cell in c for x in find_vins(cell)]
@@ -360,9 +646,15 @@ def card_vehicle(page: Page, card: HtmlElement, url: str | None) -> VehicleData:
     if v.mileage is None:
         for cells in lines:
             for c in cells:
-                m = re.search(r"(?<![\d,.])(\d{1,3}(?:[,.\s]\d{3})+|\d+)\s*(miles|mi\.?|kms?|kilomet\w+)\b", c, re.I)
+                m = re.search(
+                    r"(?<![\d,.])(\d{1,3}(?:[,.\s]\d{3})+|\d+)\s*(miles|mi\.?|kms?|kilomet\w+)\b",
+                    c,
+                    re.I,
+                )
                 if m:
-                    v.mileage, v.mileage_unit = parse_mileage(m.group(0), default_unit=page.default_unit)
+                    v.mileage, v.mileage_unit = parse_mileage(
+                        m.group(0), default_unit=page.default_unit
+                    )
                     break
             if v.mileage is not None:
                 break

@@ -12,16 +12,62 @@ from lxml.html import HtmlElement
 
 _RESIZE_PARAMS = frozenset(
     {
-        "w", "h", "width", "height", "resize", "fit", "quality", "q", "crop", "dpr", "auto",
-        "fm", "format", "impolicy", "imdensity", "sharpen", "sharp", "bg", "size", "maxwidth",
-        "maxheight", "max_width", "max_height", "mw", "mh", "scale", "thumbnail", "thumb",
-        "strip", "rect", "ar", "cs", "ixlib", "compress", "mode", "rw", "rh", "sw", "sh",
-        "fit-in", "resizemode", "imwidth", "imheight", "downsize", "output-quality",
-        "output-format", "aspect_ratio", "optimize", "version", "v",
+        "w",
+        "h",
+        "width",
+        "height",
+        "resize",
+        "fit",
+        "quality",
+        "q",
+        "crop",
+        "dpr",
+        "auto",
+        "fm",
+        "format",
+        "impolicy",
+        "imdensity",
+        "sharpen",
+        "sharp",
+        "bg",
+        "size",
+        "maxwidth",
+        "maxheight",
+        "max_width",
+        "max_height",
+        "mw",
+        "mh",
+        "scale",
+        "thumbnail",
+        "thumb",
+        "strip",
+        "rect",
+        "ar",
+        "cs",
+        "ixlib",
+        "compress",
+        "mode",
+        "rw",
+        "rh",
+        "sw",
+        "sh",
+        "fit-in",
+        "resizemode",
+        "imwidth",
+        "imheight",
+        "downsize",
+        "output-quality",
+        "output-format",
+        "aspect_ratio",
+        "optimize",
+        "version",
+        "v",
     }
 )
 _CF_RESIZE = re.compile(r"/cdn-cgi/image/[^/]+/")
-_WP_SIZE = re.compile(r"-(?:\d{2,5}x\d{2,5}|scaled|rotated)(?=\.(?:jpe?g|png|webp|gif|avif)$)", re.I)
+_WP_SIZE = re.compile(
+    r"-(?:\d{2,5}x\d{2,5}|scaled|rotated)(?=\.(?:jpe?g|png|webp|gif|avif)$)", re.I
+)
 _CL_SIZE = re.compile(r"_(?:\d{2,4}x\d{2,4}c?)(?=\.jpg$)", re.I)
 _DROP_HOST = re.compile(
     r"(facebook\.com|facebook\.net|fbcdn\.net/safe_image|doubleclick\.net|google-analytics\.com|"
@@ -33,35 +79,89 @@ _DROP_HOST = re.compile(
 )
 # whole words of the path (split on non-alphanumerics) that mark non-photos
 _DROP_WORDS = frozenset(
-    """logo logos icon icons favicon favicons sprite sprites banner banners promo promos badge
-    badges placeholder placeholders avatar avatars spinner loader loading spacer blank
-    transparent clear pixel pixels tracking beacon watermark flag flags emoji arrow arrows
-    button buttons btn social facebook twitter instagram youtube pinterest linkedin tiktok
-    carfax autocheck dealerrater rating ratings map maps 1x1 noimage nophoto nopic comingsoon
-    themes theme skins skin fonts font emoticons""".split()
+    ["logo", "logos", "icon", "icons", "favicon", "favicons", "sprite", "sprites", "banner", "banners", "promo", "promos", "badge", "badges", "placeholder", "placeholders", "avatar", "avatars", "spinner", "loader", "loading", "spacer", "blank", "transparent", "clear", "pixel", "pixels", "tracking", "beacon", "watermark", "flag", "flags", "emoji", "arrow", "arrows", "button", "buttons", "btn", "social", "facebook", "twitter", "instagram", "youtube", "pinterest", "linkedin", "tiktok", "carfax", "autocheck", "dealerrater", "rating", "ratings", "map", "maps", "1x1", "noimage", "nophoto", "nopic", "comingsoon", "themes", "theme", "skins", "skin", "fonts", "font", "emoticons"]
 )
 # substrings of the lowercased path that mark placeholders and theme assets
 _DROP_SUBSTRINGS = (
-    "no-image", "no_image", "no-photo", "no_photo", "no-pic", "image-coming", "image_coming",
-    "photo-coming", "photo_coming", "coming-soon", "coming_soon", "photos-soon", "photo-soon",
-    "image-not", "image_not", "photo-not", "image-unavailable", "photo-unavailable",
-    "awaiting-image", "awaiting-photo", "default-image", "default_image", "default-photo",
-    "default-car", "default-vehicle", "stock-ph", "stock_ph", "_ph.", "oem_vin_stock",
-    "oem-vin-stock", "/wp-includes/", "/wp-content/themes/", "/wp-content/plugins/",
-    "findusonfacebook", "star-rating", "dealer-rater",
+    "no-image",
+    "no_image",
+    "no-photo",
+    "no_photo",
+    "no-pic",
+    "image-coming",
+    "image_coming",
+    "photo-coming",
+    "photo_coming",
+    "coming-soon",
+    "coming_soon",
+    "photos-soon",
+    "photo-soon",
+    "image-not",
+    "image_not",
+    "photo-not",
+    "image-unavailable",
+    "photo-unavailable",
+    "awaiting-image",
+    "awaiting-photo",
+    "default-image",
+    "default_image",
+    "default-photo",
+    "default-car",
+    "default-vehicle",
+    "stock-ph",
+    "stock_ph",
+    "_ph.",
+    "oem_vin_stock",
+    "oem-vin-stock",
+    "/wp-includes/",
+    "/wp-content/themes/",
+    "/wp-content/plugins/",
+    "findusonfacebook",
+    "star-rating",
+    "dealer-rater",
 )
 _DROP_SUBSTRING = re.compile("|".join(re.escape(sub) for sub in _DROP_SUBSTRINGS))
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
-_LOCAL_ASSET_PATH = re.compile(r"/(assets|static|content/images|images/site|img/site|common|global|layout|ui|design)/", re.I)
+_LOCAL_ASSET_PATH = re.compile(
+    r"/(assets|static|content/images|images/site|img/site|common|global|layout|ui|design)/", re.I
+)
 _IMAGE_LIKE = re.compile(r"\.(jpe?g|png|webp|gif|avif|bmp|tiff?)(?:$|[?#])", re.I)
 _SIZE_TOKENS = {
-    "thumb": 1, "thumbs": 1, "thumbnail": 1, "thumbnails": 1, "tn": 1, "xs": 1, "mini": 1,
-    "small": 2, "sm": 2, "s": 2, "medium": 3, "med": 3, "md": 3, "m": 3, "normal": 3,
-    "large": 5, "lg": 5, "l": 5, "big": 5, "large1": 6, "large2": 7, "xlarge": 8, "xl": 8,
-    "xxl": 9, "hires": 9, "hi-res": 9, "full": 10, "fullsize": 10, "original": 11, "orig": 11,
+    "thumb": 1,
+    "thumbs": 1,
+    "thumbnail": 1,
+    "thumbnails": 1,
+    "tn": 1,
+    "xs": 1,
+    "mini": 1,
+    "small": 2,
+    "sm": 2,
+    "s": 2,
+    "medium": 3,
+    "med": 3,
+    "md": 3,
+    "m": 3,
+    "normal": 3,
+    "large": 5,
+    "lg": 5,
+    "l": 5,
+    "big": 5,
+    "large1": 6,
+    "large2": 7,
+    "xlarge": 8,
+    "xl": 8,
+    "xxl": 9,
+    "hires": 9,
+    "hi-res": 9,
+    "full": 10,
+    "fullsize": 10,
+    "original": 11,
+    "orig": 11,
 }
 _WXH = re.compile(r"^(\d{2,5})x(\d{2,5})c?$", re.I)
-_FILE_SIZE_SUFFIX = re.compile(r"[-_](thumb|thumbnail|small|medium|large|xlarge|big|full|original)(?=\.[a-z0-9]+$)", re.I)
+_FILE_SIZE_SUFFIX = re.compile(
+    r"[-_](thumb|thumbnail|small|medium|large|xlarge|big|full|original)(?=\.[a-z0-9]+$)", re.I
+)
 
 
 def clean_image_urls(candidates: Iterable[str], base_url: str, max_images: int = 50) -> list[str]:
@@ -109,9 +209,7 @@ def clean_image_urls(candidates: Iterable[str], base_url: str, max_images: int =
     return out
 
 
-def _normalise(
-    raw: str | None, base_url: str, base_host: str
-) -> tuple[str, str, str, str] | None:
+def _normalise(raw: str | None, base_url: str, base_host: str) -> tuple[str, str, str, str] | None:
     """The cleaned URL, with its host, path and query (for :func:`_variant_key`), or
     None when ``raw`` is no photo."""
     if not raw:
@@ -120,7 +218,12 @@ def _normalise(
     if "&" in s:
         s = html.unescape(s)
     s = s.strip().strip("'\"")
-    if not s or s.startswith(("data:", "blob:", "javascript:", "about:", "#")) or "{{" in s or "${" in s:
+    if (
+        not s
+        or s.startswith(("data:", "blob:", "javascript:", "about:", "#"))
+        or "{{" in s
+        or "${" in s
+    ):
         return None
     if s.startswith(("https://", "http://")) or not base_url:
         url = s  # already absolute: urljoin would return it as it is
@@ -223,7 +326,22 @@ def _variant_key(netloc: str, path: str, query: str) -> tuple[str, int]:
 # --- collecting candidates from the DOM -----------------------------------------------------
 
 _BG_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)['\"]?\s*\)", re.I)
-_LAZY_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-full", "data-zoom-image", "data-large", "data-big", "data-rsbigimg", "data-image", "data-img", "data-background-image", "data-bg", "data-href")
+_LAZY_ATTRS = (
+    "data-src",
+    "data-lazy-src",
+    "data-original",
+    "data-lazy",
+    "data-full",
+    "data-zoom-image",
+    "data-large",
+    "data-big",
+    "data-rsbigimg",
+    "data-image",
+    "data-img",
+    "data-background-image",
+    "data-bg",
+    "data-href",
+)
 
 
 def largest_srcset(srcset: str | None) -> str | None:

@@ -17,9 +17,69 @@ from nuke_crawl.extraction.structured import StructuredData, extract_structured
 from nuke_crawl.extraction.text import default_mileage_unit
 from nuke_crawl.extraction.urls import absolutize, canonical_listing_url, same_site
 
-_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe", "select", "option", "button", "textarea", "input", etree.Comment, etree.ProcessingInstruction})
+_SKIP_TAGS = frozenset(
+    {
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "svg",
+        "head",
+        "iframe",
+        "select",
+        "option",
+        "button",
+        "textarea",
+        "input",
+        etree.Comment,
+        etree.ProcessingInstruction,
+    }
+)
 _BLOCK_TAGS = frozenset(
-    {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul", "td", "th", "body", "html", "caption", "h7", "center"}
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tbody",
+        "thead",
+        "tfoot",
+        "tr",
+        "ul",
+        "td",
+        "th",
+        "body",
+        "html",
+        "caption",
+        "h7",
+        "center",
+    }
 )
 _DECOY = re.compile(
     r"similar|related|recommend|recently[-_ ]?viewed|you[-_ ]?may|also[-_ ]?(like|viewed)|"
@@ -139,8 +199,11 @@ class Page:
             # a search or valuation form's fields are the visitor's inputs ("Mileage:
             # 160,000"), not the listing's; a form wrapping the whole page (ASP.NET) holds
             # the h1 and stays
-            found.extend(f for f in self.body.iter("form") if f.find(".//h1") is None
-                         and f.find(".//img") is None)
+            found.extend(
+                f
+                for f in self.body.iter("form")
+                if f.find(".//h1") is None and f.find(".//img") is None
+            )
         # class and id values, not their elements: most pages name no decoy at all
         values = _CLASS_ID_VALUES(self.body)
         if not _DECOY_WORDS.search(" ".join(values)):

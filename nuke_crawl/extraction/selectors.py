@@ -47,11 +47,41 @@ from nuke_crawl.extraction.vin import normalize_serial
 logger = logging.getLogger(__name__)
 
 SELECTOR_KEYS = (
-    "vehicle_link", "next_page", "card", "title", "year", "make", "model", "trim", "price", "vin",
-    "mileage", "stock", "color", "interior_color", "transmission", "drivetrain", "engine",
-    "body_style", "fuel_type", "location", "description", "images", "sold",
+    "vehicle_link",
+    "next_page",
+    "card",
+    "title",
+    "year",
+    "make",
+    "model",
+    "trim",
+    "price",
+    "vin",
+    "mileage",
+    "stock",
+    "color",
+    "interior_color",
+    "transmission",
+    "drivetrain",
+    "engine",
+    "body_style",
+    "fuel_type",
+    "location",
+    "description",
+    "images",
+    "sold",
 )
-_TEXT_FIELDS = ("color", "interior_color", "transmission", "drivetrain", "engine", "body_style", "fuel_type", "location", "description")
+_TEXT_FIELDS = (
+    "color",
+    "interior_color",
+    "transmission",
+    "drivetrain",
+    "engine",
+    "body_style",
+    "fuel_type",
+    "location",
+    "description",
+)
 
 
 @lru_cache(maxsize=512)
@@ -81,7 +111,9 @@ def _text(root: HtmlElement, css: str | None) -> str | None:
     return None
 
 
-def vehicle_from_selectors(page: Page, selectors: dict[str, str], root: HtmlElement | None = None) -> VehicleData | None:
+def vehicle_from_selectors(
+    page: Page, selectors: dict[str, str], root: HtmlElement | None = None
+) -> VehicleData | None:
     """Partial VehicleData from per-organization selectors (None if none matched)."""
     root = page.tree if root is None else root
     v = VehicleData(url=page.url, sources=["selectors"])
@@ -101,13 +133,17 @@ def vehicle_from_selectors(page: Page, selectors: dict[str, str], root: HtmlElem
         v.asking_price, v.currency = parse_price(price, host=page.host)
     vin = _text(root, selectors.get("vin"))
     if vin:
-        v.vin = normalize_serial(re.sub(r"^(vin|serial)\s*[:#]?\s*", "", vin, flags=re.I).split(" ")[0], v.year)
+        v.vin = normalize_serial(
+            re.sub(r"^(vin|serial)\s*[:#]?\s*", "", vin, flags=re.I).split(" ")[0], v.year
+        )
     miles = _text(root, selectors.get("mileage"))
     if miles:
         v.mileage, v.mileage_unit = parse_mileage(miles, default_unit=page.default_unit)
     stock = _text(root, selectors.get("stock"))
     if stock:
-        v.stock_number = re.sub(r"^stock\s*(#|no\.?|number)?\s*:?\s*", "", stock, flags=re.I) or None
+        v.stock_number = (
+            re.sub(r"^stock\s*(#|no\.?|number)?\s*:?\s*", "", stock, flags=re.I) or None
+        )
     for f in _TEXT_FIELDS:
         val = _text(root, selectors.get(f))
         if val:
@@ -117,7 +153,22 @@ def vehicle_from_selectors(page: Page, selectors: dict[str, str], root: HtmlElem
             v.image_urls.extend(image_candidates(el) if el.tag != "img" else _img_urls(el))
     if selectors.get("sold") and select(root, selectors["sold"]):
         v.sale_status = "sold"
-    filled = any(getattr(v, f) is not None for f in ("title", "year", "make", "model", "asking_price", "vin", "mileage", "stock_number")) or v.image_urls
+    filled = (
+        any(
+            getattr(v, f) is not None
+            for f in (
+                "title",
+                "year",
+                "make",
+                "model",
+                "asking_price",
+                "vin",
+                "mileage",
+                "stock_number",
+            )
+        )
+        or v.image_urls
+    )
     return v if filled else None
 
 

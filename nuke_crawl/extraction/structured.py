@@ -27,8 +27,46 @@ from nuke_crawl.extraction.vin import normalize_serial
 
 logger = logging.getLogger(__name__)
 
-VEHICLE_TYPES = frozenset({"vehicle", "car", "motorizedvehicle", "motorcycle", "busorcoach", "automobile", "usedcar", "newcar"})
-_PAGE_TYPES = frozenset({"webpage", "website", "organization", "autodealer", "automotivebusiness", "localbusiness", "breadcrumblist", "searchresultspage", "collectionpage", "itempage", "person", "imageobject", "videoobject", "place", "postaladdress", "offer", "aggregateoffer", "brand", "article", "blogposting", "faqpage", "searchaction", "sitenavigationelement", "readaction"})
+VEHICLE_TYPES = frozenset(
+    {
+        "vehicle",
+        "car",
+        "motorizedvehicle",
+        "motorcycle",
+        "busorcoach",
+        "automobile",
+        "usedcar",
+        "newcar",
+    }
+)
+_PAGE_TYPES = frozenset(
+    {
+        "webpage",
+        "website",
+        "organization",
+        "autodealer",
+        "automotivebusiness",
+        "localbusiness",
+        "breadcrumblist",
+        "searchresultspage",
+        "collectionpage",
+        "itempage",
+        "person",
+        "imageobject",
+        "videoobject",
+        "place",
+        "postaladdress",
+        "offer",
+        "aggregateoffer",
+        "brand",
+        "article",
+        "blogposting",
+        "faqpage",
+        "searchaction",
+        "sitenavigationelement",
+        "readaction",
+    }
+)
 _SOLD = ("soldout", "discontinued", "outofstock")
 _JS_COMMENT = re.compile(r"^\s*(//.*|<!--.*-->)\s*$", re.M)
 
@@ -131,7 +169,9 @@ def _rdfa(tree: HtmlElement, url: str) -> list[Any]:
         from extruct.rdfa import RDFaExtractor
         from extruct.xmldom import XmlDomHTMLParser
 
-        doc = lxml.html.fromstring(lxml.html.tostring(tree), parser=XmlDomHTMLParser(encoding="utf-8"))
+        doc = lxml.html.fromstring(
+            lxml.html.tostring(tree), parser=XmlDomHTMLParser(encoding="utf-8")
+        )
         expanded = RDFaExtractor().extract_items(doc, base_url=url)
     except Exception:
         logger.debug("RDFa extraction failed", exc_info=True)
@@ -228,9 +268,20 @@ def _is_vehicle_node(node: dict[str, Any], types: set[str]) -> bool:
         return True
     if "product" in types or "individualproduct" in types:
         # a Product is a vehicle only with vehicle evidence (not a dealer's service page)
-        if any(k in node for k in ("vehicleIdentificationNumber", "mileageFromOdometer", "vehicleModelDate", "modelDate", "vehicleEngine")):
+        if any(
+            k in node
+            for k in (
+                "vehicleIdentificationNumber",
+                "mileageFromOdometer",
+                "vehicleModelDate",
+                "modelDate",
+                "vehicleEngine",
+            )
+        ):
             return True
-        offered = [o.get("itemOffered") for o in _as_list(node.get("offers")) if isinstance(o, dict)]
+        offered = [
+            o.get("itemOffered") for o in _as_list(node.get("offers")) if isinstance(o, dict)
+        ]
         if any(isinstance(x, dict) and _types(x) & VEHICLE_TYPES for x in offered):
             return False  # the Car inside is taken on its own
         name = _text(node.get("name"))
@@ -286,14 +337,20 @@ def vehicle_from_node(node: dict[str, Any], *, host: str = "") -> VehicleData:
         or parse_year(_text(node.get("releaseDate")))
         or tp.year
     )
-    v.make = canonical_make(_text(node.get("brand"))) or canonical_make(_text(node.get("manufacturer"))) or tp.make
+    v.make = (
+        canonical_make(_text(node.get("brand")))
+        or canonical_make(_text(node.get("manufacturer")))
+        or tp.make
+    )
     if v.make is None:
         v.make = _text(node.get("brand")) or _text(node.get("manufacturer"))
     model = _text(node.get("model"))
     v.model = model or tp.model
     # a trim read from a free-text name is trusted only when the node's own model
     # property confirms where the model ends
-    v.trim = _text(node.get("vehicleConfiguration")) or (tp.trim if model and (tp.model or "").lower() == model.lower() else None)
+    v.trim = _text(node.get("vehicleConfiguration")) or (
+        tp.trim if model and (tp.model or "").lower() == model.lower() else None
+    )
     v.color = _text(node.get("color"))
     v.interior_color = _text(node.get("vehicleInteriorColor"))
     v.transmission = _text(node.get("vehicleTransmission"))
@@ -312,7 +369,9 @@ def vehicle_from_node(node: dict[str, Any], *, host: str = "") -> VehicleData:
     v.description = _text(node.get("description"))
     raw_vin = _text(node.get("vehicleIdentificationNumber"))
     v.vin = normalize_serial(raw_vin, v.year) if raw_vin else None
-    v.stock_number = _text(node.get("sku")) if node.get("sku") and not str(node.get("sku")).isdigit() else None
+    v.stock_number = (
+        _text(node.get("sku")) if node.get("sku") and not str(node.get("sku")).isdigit() else None
+    )
     _mileage(v, node.get("mileageFromOdometer"))
     v.url = _text(node.get("url"))
     v.image_urls = _images(node.get("image"))
@@ -333,7 +392,13 @@ def _mileage(v: VehicleData, m: Any) -> None:
     unit = None
     if isinstance(m, dict):
         code = str(m.get("unitCode") or m.get("unitText") or "").upper()
-        unit = "km" if code in ("KMT", "KM", "KILOMETERS", "KILOMETRES") else "mi" if code in ("SMI", "MI", "MILES", "MILE") else None
+        unit = (
+            "km"
+            if code in ("KMT", "KM", "KILOMETERS", "KILOMETRES")
+            else "mi"
+            if code in ("SMI", "MI", "MILES", "MILE")
+            else None
+        )
         value = m.get("value")
     else:
         value = m
@@ -369,7 +434,9 @@ def _offer(v: VehicleData, off: dict[str, Any], host: str) -> None:
             except InvalidOperation:
                 amount, _ = parse_price(str(price), host=host)
         if amount is not None and amount >= 100:
-            v.asking_price = amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount
+            v.asking_price = (
+                amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount
+            )
             cur = off.get("priceCurrency")
             v.currency = currency_code(str(cur), host) if cur else None
     place = off.get("availableAtOrFrom")
@@ -381,5 +448,12 @@ def _offer(v: VehicleData, off: dict[str, Any], host: str) -> None:
     avail = str(off.get("availability") or "").rsplit("/", 1)[-1].lower()
     if avail in _SOLD:
         v.sale_status = "sold"
-    elif avail in ("instock", "limitedavailability", "onlineonly", "instoreonly", "presale", "preorder"):
+    elif avail in (
+        "instock",
+        "limitedavailability",
+        "onlineonly",
+        "instoreonly",
+        "presale",
+        "preorder",
+    ):
         v.sale_status = v.sale_status or "for_sale"

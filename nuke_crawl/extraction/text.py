@@ -13,30 +13,151 @@ from price_parser import Price
 
 # Canonical make names. Multi-word makes are matched before single words.
 _MAKES: tuple[str, ...] = (
-    "Acura", "Alfa Romeo", "AMC", "Aston Martin", "Audi", "Austin", "Austin-Healey", "Bentley",
-    "BMW", "Bugatti", "Buick", "BYD", "Cadillac", "Chevrolet", "Chrysler", "Citroen", "Cupra",
-    "Dacia", "Daewoo", "Daihatsu", "Datsun", "DeLorean", "DeSoto", "Dodge", "DS", "Eagle",
-    "Ferrari", "Fiat", "Fisker", "Ford", "Genesis", "Geo", "GMC", "Holden", "Honda", "Hudson",
-    "Hummer", "Hyundai", "Infiniti", "International", "Isuzu", "Iveco", "Jaguar", "Jeep",
-    "Jensen", "Kia", "Koenigsegg", "Lada", "Lamborghini", "Lancia", "Land Rover", "Lexus",
-    "Lincoln", "Lotus", "Lucid", "Maserati", "Maybach", "Mazda", "McLaren", "Mercedes-Benz",
-    "Mercury", "MG", "Mini", "Mitsubishi", "Morgan", "Nash", "Nissan", "Oldsmobile", "Opel",
-    "Packard", "Peugeot", "Plymouth", "Polestar", "Pontiac", "Porsche", "Ram", "Renault",
-    "Rivian", "Rolls-Royce", "Rover", "Saab", "Saturn", "Scion", "Seat", "Shelby", "Skoda",
-    "Smart", "Studebaker", "Subaru", "Sunbeam", "Suzuki", "Tesla", "Toyota", "Triumph",
-    "TVR", "Vauxhall", "Volkswagen", "Volvo", "Willys", "Harley-Davidson", "Ducati",
-    "Kawasaki", "Yamaha", "KTM", "Indian", "Freightliner", "Kenworth", "Peterbilt", "Mack",
-    "Winnebago", "Airstream", "Bailey", "Elddis", "Swift", "Hymer", "Karma", "VinFast",
+    "Acura",
+    "Alfa Romeo",
+    "AMC",
+    "Aston Martin",
+    "Audi",
+    "Austin",
+    "Austin-Healey",
+    "Bentley",
+    "BMW",
+    "Bugatti",
+    "Buick",
+    "BYD",
+    "Cadillac",
+    "Chevrolet",
+    "Chrysler",
+    "Citroen",
+    "Cupra",
+    "Dacia",
+    "Daewoo",
+    "Daihatsu",
+    "Datsun",
+    "DeLorean",
+    "DeSoto",
+    "Dodge",
+    "DS",
+    "Eagle",
+    "Ferrari",
+    "Fiat",
+    "Fisker",
+    "Ford",
+    "Genesis",
+    "Geo",
+    "GMC",
+    "Holden",
+    "Honda",
+    "Hudson",
+    "Hummer",
+    "Hyundai",
+    "Infiniti",
+    "International",
+    "Isuzu",
+    "Iveco",
+    "Jaguar",
+    "Jeep",
+    "Jensen",
+    "Kia",
+    "Koenigsegg",
+    "Lada",
+    "Lamborghini",
+    "Lancia",
+    "Land Rover",
+    "Lexus",
+    "Lincoln",
+    "Lotus",
+    "Lucid",
+    "Maserati",
+    "Maybach",
+    "Mazda",
+    "McLaren",
+    "Mercedes-Benz",
+    "Mercury",
+    "MG",
+    "Mini",
+    "Mitsubishi",
+    "Morgan",
+    "Nash",
+    "Nissan",
+    "Oldsmobile",
+    "Opel",
+    "Packard",
+    "Peugeot",
+    "Plymouth",
+    "Polestar",
+    "Pontiac",
+    "Porsche",
+    "Ram",
+    "Renault",
+    "Rivian",
+    "Rolls-Royce",
+    "Rover",
+    "Saab",
+    "Saturn",
+    "Scion",
+    "Seat",
+    "Shelby",
+    "Skoda",
+    "Smart",
+    "Studebaker",
+    "Subaru",
+    "Sunbeam",
+    "Suzuki",
+    "Tesla",
+    "Toyota",
+    "Triumph",
+    "TVR",
+    "Vauxhall",
+    "Volkswagen",
+    "Volvo",
+    "Willys",
+    "Harley-Davidson",
+    "Ducati",
+    "Kawasaki",
+    "Yamaha",
+    "KTM",
+    "Indian",
+    "Freightliner",
+    "Kenworth",
+    "Peterbilt",
+    "Mack",
+    "Winnebago",
+    "Airstream",
+    "Bailey",
+    "Elddis",
+    "Swift",
+    "Hymer",
+    "Karma",
+    "VinFast",
 )
 _ALIASES: dict[str, str] = {
-    "chevy": "Chevrolet", "vw": "Volkswagen", "mercedes": "Mercedes-Benz",
-    "mercedes benz": "Mercedes-Benz", "merc": "Mercedes-Benz", "benz": "Mercedes-Benz",
-    "landrover": "Land Rover", "land-rover": "Land Rover", "range rover": "Land Rover",
-    "alfa": "Alfa Romeo", "alfa-romeo": "Alfa Romeo", "aston": "Aston Martin",
-    "aston-martin": "Aston Martin", "rolls royce": "Rolls-Royce", "rolls": "Rolls-Royce",
-    "austin healey": "Austin-Healey", "harley davidson": "Harley-Davidson", "harley": "Harley-Davidson",
-    "citroën": "Citroen", "škoda": "Skoda", "vauxhall": "Vauxhall", "dodge ram": "Ram",
-    "mini cooper": "Mini", "infinity": "Infiniti", "mclaren": "McLaren", "delorean": "DeLorean",
+    "chevy": "Chevrolet",
+    "vw": "Volkswagen",
+    "mercedes": "Mercedes-Benz",
+    "mercedes benz": "Mercedes-Benz",
+    "merc": "Mercedes-Benz",
+    "benz": "Mercedes-Benz",
+    "landrover": "Land Rover",
+    "land-rover": "Land Rover",
+    "range rover": "Land Rover",
+    "alfa": "Alfa Romeo",
+    "alfa-romeo": "Alfa Romeo",
+    "aston": "Aston Martin",
+    "aston-martin": "Aston Martin",
+    "rolls royce": "Rolls-Royce",
+    "rolls": "Rolls-Royce",
+    "austin healey": "Austin-Healey",
+    "harley davidson": "Harley-Davidson",
+    "harley": "Harley-Davidson",
+    "citroën": "Citroen",
+    "škoda": "Skoda",
+    "vauxhall": "Vauxhall",
+    "dodge ram": "Ram",
+    "mini cooper": "Mini",
+    "infinity": "Infiniti",
+    "mclaren": "McLaren",
+    "delorean": "DeLorean",
 }
 _MAKE_INDEX: dict[str, str] = {m.lower(): m for m in _MAKES}
 _MAKE_INDEX.update({m.lower().replace("-", " "): m for m in _MAKES if "-" in m})
@@ -44,7 +165,25 @@ _MAKE_INDEX.update(_ALIASES)
 _MAX_MAKE_WORDS = max(len(k.split()) for k in _MAKE_INDEX)
 # lowercase single words usable to spot a make in a URL slug
 MAKE_SLUGS: frozenset[str] = frozenset(
-    k for k in _MAKE_INDEX if " " not in k and "-" not in k and k not in {"geo", "ds", "mini", "smart", "seat", "swift", "indian", "international", "eagle", "rover", "mack", "genesis"}
+    k
+    for k in _MAKE_INDEX
+    if " " not in k
+    and "-" not in k
+    and k
+    not in {
+        "geo",
+        "ds",
+        "mini",
+        "smart",
+        "seat",
+        "swift",
+        "indian",
+        "international",
+        "eagle",
+        "rover",
+        "mack",
+        "genesis",
+    }
 )
 
 MIN_YEAR = 1886
@@ -96,14 +235,55 @@ _TOKEN = re.compile(r"[^\s,|/]+(?:/[^\s,|/]+)?")
 _TITLE_CUT = re.compile(
     r"\s(?:[-|–—•]\s|for sale\b|in stock\b|\$|£|€|\(call\b|near\b)|\s[|]|\s-\s", re.I
 )
-_CONDITION = {"new": "new", "used": "used", "pre-owned": "used", "preowned": "used", "certified": "certified", "cpo": "certified", "demo": "used"}
+_CONDITION = {
+    "new": "new",
+    "used": "used",
+    "pre-owned": "used",
+    "preowned": "used",
+    "certified": "certified",
+    "cpo": "certified",
+    "demo": "used",
+}
 _MULTI_MODELS = {
-    "grand cherokee", "grand caravan", "grand marquis", "grand prix", "grand am", "grand wagoneer",
-    "range rover", "town & country", "santa fe", "santa cruz", "monte carlo", "el camino",
-    "land cruiser", "model 3", "model s", "model x", "model y", "genesis coupe", "bronco sport",
-    "transit connect", "crown victoria", "park avenue", "de ville", "rav 4", "cr v", "hr v",
-    "e pace", "f pace", "f type", "i pace", "new beetle", "super duty", "sierra 1500",
-    "silverado 1500", "niro ev", "ioniq 5", "ioniq 6", "model t", "model a",
+    "grand cherokee",
+    "grand caravan",
+    "grand marquis",
+    "grand prix",
+    "grand am",
+    "grand wagoneer",
+    "range rover",
+    "town & country",
+    "santa fe",
+    "santa cruz",
+    "monte carlo",
+    "el camino",
+    "land cruiser",
+    "model 3",
+    "model s",
+    "model x",
+    "model y",
+    "genesis coupe",
+    "bronco sport",
+    "transit connect",
+    "crown victoria",
+    "park avenue",
+    "de ville",
+    "rav 4",
+    "cr v",
+    "hr v",
+    "e pace",
+    "f pace",
+    "f type",
+    "i pace",
+    "new beetle",
+    "super duty",
+    "sierra 1500",
+    "silverado 1500",
+    "niro ev",
+    "ioniq 5",
+    "ioniq 6",
+    "model t",
+    "model a",
 }
 
 
@@ -116,8 +296,11 @@ def _load_models() -> dict[str, frozenset[str]]:
     # importlib.resources, not a path: under scrapyd the package runs from a zipped egg
     data = resources.files("nuke_crawl.extraction").joinpath("data", "models.json")
     raw = json.loads(data.read_text(encoding="utf-8"))
-    return {make: frozenset(_model_key(m) for m in models)
-            for make, models in raw.items() if not make.startswith("_")}
+    return {
+        make: frozenset(_model_key(m) for m in models)
+        for make, models in raw.items()
+        if not make.startswith("_")
+    }
 
 
 MODELS_BY_MAKE: dict[str, frozenset[str]] = _load_models()
@@ -155,7 +338,9 @@ def parse_title(title: str | None) -> TitleParts:
     if "range rover" in joined and "land rover" not in joined:
         i = lowered.index("range")
         out.make = "Land Rover"
-        rest = [t for j, t in enumerate(tokens[i:]) if not (year_idx is not None and j + i == year_idx)]
+        rest = [
+            t for j, t in enumerate(tokens[i:]) if not (year_idx is not None and j + i == year_idx)
+        ]
         out.model, out.trim = _split_model_trim(rest)
         return out
     for i in range(min(len(tokens), 10)):
@@ -212,20 +397,67 @@ def _split_model_trim(tokens: list[str], make: str | None = None) -> tuple[str |
 
 # --- prices -------------------------------------------------------------------------------
 
-_CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "£": "GBP", "€": "EUR", "¥": "JPY", "C$": "CAD", "CA$": "CAD", "A$": "AUD", "AU$": "AUD", "CHF": "CHF", "Fr.": "CHF", "kr": "SEK", "zł": "PLN", "R$": "BRL"}
+_CURRENCY_SYMBOLS = {
+    "$": "USD",
+    "US$": "USD",
+    "£": "GBP",
+    "€": "EUR",
+    "¥": "JPY",
+    "C$": "CAD",
+    "CA$": "CAD",
+    "A$": "AUD",
+    "AU$": "AUD",
+    "CHF": "CHF",
+    "Fr.": "CHF",
+    "kr": "SEK",
+    "zł": "PLN",
+    "R$": "BRL",
+}
 # the currency of a country-code host, for amounts shown without a symbol
 TLD_CURRENCY = {
-    "uk": "GBP", "za": "ZAR", "br": "BRL", "ca": "CAD", "au": "AUD", "nz": "NZD", "ch": "CHF",
-    "se": "SEK", "no": "NOK", "dk": "DKK", "pl": "PLN", "cz": "CZK", "mx": "MXN", "jp": "JPY",
-    "in": "INR", "de": "EUR", "fr": "EUR", "it": "EUR", "es": "EUR", "nl": "EUR", "be": "EUR",
-    "at": "EUR", "ie": "EUR", "fi": "EUR", "pt": "EUR", "lu": "EUR", "gr": "EUR", "sk": "EUR",
+    "uk": "GBP",
+    "za": "ZAR",
+    "br": "BRL",
+    "ca": "CAD",
+    "au": "AUD",
+    "nz": "NZD",
+    "ch": "CHF",
+    "se": "SEK",
+    "no": "NOK",
+    "dk": "DKK",
+    "pl": "PLN",
+    "cz": "CZK",
+    "mx": "MXN",
+    "jp": "JPY",
+    "in": "INR",
+    "de": "EUR",
+    "fr": "EUR",
+    "it": "EUR",
+    "es": "EUR",
+    "nl": "EUR",
+    "be": "EUR",
+    "at": "EUR",
+    "ie": "EUR",
+    "fi": "EUR",
+    "pt": "EUR",
+    "lu": "EUR",
+    "gr": "EUR",
+    "sk": "EUR",
 }
 _CODES = r"USD|EUR|GBP|CAD|AUD|CHF|ZAR|BRL|SEK|NOK|DKK|PLN|NZD|JPY|MXN|CZK|INR"
 # a price's currency mark: a symbol, an ISO code, or "R"/"kr" before digits
-PRICE_MARK = re.compile(r"[$£€]|\b(?:" + _CODES + r")\b|(?<![A-Za-z])R\s?\d|\bkr\.?\s?\d|\d\s?kr\b|zł")
+PRICE_MARK = re.compile(
+    r"[$£€]|\b(?:" + _CODES + r")\b|(?<![A-Za-z])R\s?\d|\bkr\.?\s?\d|\d\s?kr\b|zł"
+)
 _TLD_DOLLAR = {"ca": "CAD", "au": "AUD", "nz": "NZD", "mx": "MXN", "sg": "SGD", "hk": "HKD"}
-MONTHLY = re.compile(r"(/\s?mo\b|/\s?month|per\s+month|p/?m\b|monthly|a month|/\s?wk|per\s+week|weekly|bi-?weekly|apr\b|down\b|deposit|\bfee\b|save\b|savings|discount|rebate|incentive)", re.I)
-NO_PRICE = re.compile(r"call\s+for\s+price|price\s+on\s+request|poa\b|contact\s+(us\s+)?for\s+price|request\s+a?\s*price", re.I)
+MONTHLY = re.compile(
+    r"(/\s?mo\b|/\s?month|per\s+month|p/?m\b|monthly|a month|/\s?wk|per\s+week|weekly|bi-?weekly|apr\b|down\b|deposit|\bfee\b|save\b|savings|discount|rebate|incentive)",
+    re.I,
+)
+NO_PRICE = re.compile(
+    r"call\s+for\s+price|price\s+on\s+request|poa\b|contact\s+(us\s+)?for\s+price|request\s+a?\s*price",
+    re.I,
+)
 MIN_PRICE = Decimal(100)
 MAX_PRICE = Decimal(50_000_000)
 
@@ -273,7 +505,9 @@ def currency_code(symbol: str | None, host: str = "") -> str | None:
     if re.fullmatch(r"[A-Z]{3}", s):
         return s
     if s.lower() in ("kr", "kr."):
-        return {"no": "NOK", "dk": "DKK"}.get(host.rsplit(".", 1)[-1].lower() if host else "", "SEK")
+        return {"no": "NOK", "dk": "DKK"}.get(
+            host.rsplit(".", 1)[-1].lower() if host else "", "SEK"
+        )
     return None
 
 
@@ -288,10 +522,38 @@ _MILEAGE = re.compile(
     r"(?<![\d.,])(\d{1,3}(?:[,.\s]\d{3})+|\d{1,7})(?:\.\d+)?\s*(k\b)?\s*(miles?|mi\b|mls\b|kms?\b|kilomet(?:er|re)s?|km)?",
     re.I,
 )
-_METRIC_TLDS = frozenset({"de", "fr", "it", "es", "nl", "be", "at", "ch", "pl", "se", "no", "dk", "fi", "pt", "cz", "ca", "au", "nz", "jp", "br", "mx", "za", "ie"})
+_METRIC_TLDS = frozenset(
+    {
+        "de",
+        "fr",
+        "it",
+        "es",
+        "nl",
+        "be",
+        "at",
+        "ch",
+        "pl",
+        "se",
+        "no",
+        "dk",
+        "fi",
+        "pt",
+        "cz",
+        "ca",
+        "au",
+        "nz",
+        "jp",
+        "br",
+        "mx",
+        "za",
+        "ie",
+    }
+)
 
 
-def parse_mileage(text: str | None, *, default_unit: str | None = None) -> tuple[int | None, str | None]:
+def parse_mileage(
+    text: str | None, *, default_unit: str | None = None
+) -> tuple[int | None, str | None]:
     """(value, "mi"|"km") from "78,143", "81321 Miles", "790 km", "55k miles".
 
     The unit comes from the text; when the text names none, ``default_unit``.
@@ -316,7 +578,7 @@ def parse_mileage(text: str | None, *, default_unit: str | None = None) -> tuple
 
 
 def default_mileage_unit(host: str) -> str | None:
-    """"km" for hosts in metric countries, "mi" for .com/.us/.uk and others."""
+    """ "km" for hosts in metric countries, "mi" for .com/.us/.uk and others."""
     tld = host.rsplit(".", 1)[-1].lower() if host else ""
     if not tld:
         return None

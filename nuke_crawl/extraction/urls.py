@@ -37,12 +37,51 @@ COMMON_INVENTORY_PATHS: tuple[str, ...] = (
 
 _TRACKING_EXACT = frozenset(
     {
-        "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "yclid",
-        "igshid", "ttclid", "twclid", "li_fat_id", "srsltid", "ref", "ref_", "referrer",
-        "referer", "ref_src", "_ga", "_gl", "_hsenc", "_hsmi", "hsctatracking", "mkt_tok",
-        "sessionid", "session_id", "sid", "phpsessid", "jsessionid", "aspsessionid",
-        "cfid", "cftoken", "sessid", "s_kwcid", "ef_id", "trk", "trkid", "cmpid", "icid",
-        "vero_id", "oly_enc_id", "oly_anon_id", "wickedid", "_kx", "spm",
+        "fbclid",
+        "gclid",
+        "gclsrc",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "ttclid",
+        "twclid",
+        "li_fat_id",
+        "srsltid",
+        "ref",
+        "ref_",
+        "referrer",
+        "referer",
+        "ref_src",
+        "_ga",
+        "_gl",
+        "_hsenc",
+        "_hsmi",
+        "hsctatracking",
+        "mkt_tok",
+        "sessionid",
+        "session_id",
+        "sid",
+        "phpsessid",
+        "jsessionid",
+        "aspsessionid",
+        "cfid",
+        "cftoken",
+        "sessid",
+        "s_kwcid",
+        "ef_id",
+        "trk",
+        "trkid",
+        "cmpid",
+        "icid",
+        "vero_id",
+        "oly_enc_id",
+        "oly_anon_id",
+        "wickedid",
+        "_kx",
+        "spm",
     }
 )
 _TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "piwik_", "matomo_", "hsa_", "_bta_")
@@ -215,22 +254,43 @@ def sibling_vehicle_urls(vehicle_urls: Iterable[str], other_urls: Iterable[str])
             continue
         path = urlsplit(url).path
         last = [seg for seg in path.split("/") if seg][-1:]
-        if last and _ID_IN_PATH.search(last[0]) and not _NOT_VDP_PATH.search(path) \
-                and not _IMAGE_EXT.search(path):
+        if (
+            last
+            and _ID_IN_PATH.search(last[0])
+            and not _NOT_VDP_PATH.search(path)
+            and not _IMAGE_EXT.search(path)
+        ):
             out.add(url)
     return out
 
 
 def _has_multiword_make(path: str) -> bool:
     p = path.lower()
-    return any(m in p for m in ("land-rover", "alfa-romeo", "aston-martin", "mercedes-benz", "rolls-royce"))
+    return any(
+        m in p for m in ("land-rover", "alfa-romeo", "aston-martin", "mercedes-benz", "rolls-royce")
+    )
 
 
 # --- pagination -------------------------------------------------------------------------
 
-_PAGE_PARAMS = ("page", "page_no", "pageno", "pagenum", "page_num", "pagenumber", "pg", "p", "paged", "currentpage", "start_page")
+_PAGE_PARAMS = (
+    "page",
+    "page_no",
+    "pageno",
+    "pagenum",
+    "page_num",
+    "pagenumber",
+    "pg",
+    "p",
+    "paged",
+    "currentpage",
+    "start_page",
+)
 _PAGE_PATH = re.compile(r"/(?:page|p|seite|pagina)/(\d{1,4})/?$", re.I)
-_NEXT_TEXT = re.compile(r"^\s*(next( page)?|next\s*[›»>]+|[›»]|>|>>|weiter|nächste|suivant|siguiente|volgende|avanti)\s*$", re.I)
+_NEXT_TEXT = re.compile(
+    r"^\s*(next( page)?|next\s*[›»>]+|[›»]|>|>>|weiter|nächste|suivant|siguiente|volgende|avanti)\s*$",
+    re.I,
+)
 
 
 @lru_cache(maxsize=_SMALL_CACHE)
@@ -250,7 +310,11 @@ def is_next_label(text: str) -> bool:
     t = text.strip()
     if not t:
         return False
-    return bool(_NEXT_TEXT.match(t)) or t.lower() in ("next page", "go to next page", "nächste seite")
+    return bool(_NEXT_TEXT.match(t)) or t.lower() in (
+        "next page",
+        "go to next page",
+        "nächste seite",
+    )
 
 
 def dedupe(urls: Iterable[str]) -> list[str]:

@@ -15,9 +15,29 @@ import re
 
 _TRANSLIT = {
     **{str(d): d for d in range(10)},
-    "A": 1, "B": 2, "C": 3, "D": 4, "E": 5, "F": 6, "G": 7, "H": 8,
-    "J": 1, "K": 2, "L": 3, "M": 4, "N": 5, "P": 7, "R": 9,
-    "S": 2, "T": 3, "U": 4, "V": 5, "W": 6, "X": 7, "Y": 8, "Z": 9,
+    "A": 1,
+    "B": 2,
+    "C": 3,
+    "D": 4,
+    "E": 5,
+    "F": 6,
+    "G": 7,
+    "H": 8,
+    "J": 1,
+    "K": 2,
+    "L": 3,
+    "M": 4,
+    "N": 5,
+    "P": 7,
+    "R": 9,
+    "S": 2,
+    "T": 3,
+    "U": 4,
+    "V": 5,
+    "W": 6,
+    "X": 7,
+    "Y": 8,
+    "Z": 9,
 }
 _WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 # ISO 3779: the last four characters (the end of the serial number) are numeric
@@ -79,8 +99,11 @@ def find_vins(text: str) -> list[str]:
 # --- decoding: make and model year (vininfo's WMI table and year codes) ---------------
 
 _MANUFACTURER_MAKES = {  # vininfo manufacturer names that are groups, not makes
-    "daimlerchrysler ag/daimler ag": "Mercedes-Benz", "mercedes-benz (suv)": "Mercedes-Benz",
-    "bmw m": "BMW", "general motors": None, "ford motor company": "Ford",
+    "daimlerchrysler ag/daimler ag": "Mercedes-Benz",
+    "mercedes-benz (suv)": "Mercedes-Benz",
+    "bmw m": "BMW",
+    "general motors": None,
+    "ford motor company": "Ford",
 }
 
 
@@ -90,9 +113,9 @@ _WMI_MAKES = {"KMH": "Hyundai"}  # vininfo 1.11 names Genesis for Hyundai's own 
 def vin_make(vin: str) -> str | None:
     """The make a valid 17-character VIN's manufacturer code (WMI) names, when it names
     exactly one known make (vininfo's WMI table), else None."""
-    from vininfo import Vin  # noqa: PLC0415 (loaded on first use)
+    from vininfo import Vin
 
-    from nuke_crawl.extraction.text import canonical_make  # noqa: PLC0415
+    from nuke_crawl.extraction.text import canonical_make
 
     if not is_valid_vin(vin):
         return None
@@ -114,7 +137,7 @@ def vin_years(vin: str) -> list[int]:
     """The model years a valid 17-character VIN's tenth character allows (1981 on). For
     North-American VINs (WMI 1-5) the seventh character narrows the 30-year cycle: a
     letter means 2010 or later, a digit 1980-2009."""
-    from nuke_crawl.extraction.text import max_year  # noqa: PLC0415
+    from nuke_crawl.extraction.text import max_year
 
     if not is_valid_vin(vin):
         return []

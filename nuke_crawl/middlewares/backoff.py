@@ -111,10 +111,12 @@ class BackoffRetryMiddleware:
         )
         self.base: float = settings.getfloat("NUKE_BACKOFF_BASE", defaults.NUKE_BACKOFF_BASE)
         self.max_backoff: float = settings.getfloat("NUKE_BACKOFF_MAX", defaults.NUKE_BACKOFF_MAX)
-        self.retry_after_max: float = settings.getfloat("NUKE_RETRY_AFTER_MAX",
-                                                               defaults.NUKE_RETRY_AFTER_MAX)
-        self.slowdown_max: float = settings.getfloat("NUKE_SLOWDOWN_MAX_DELAY",
-                                                            defaults.NUKE_SLOWDOWN_MAX_DELAY)
+        self.retry_after_max: float = settings.getfloat(
+            "NUKE_RETRY_AFTER_MAX", defaults.NUKE_RETRY_AFTER_MAX
+        )
+        self.slowdown_max: float = settings.getfloat(
+            "NUKE_SLOWDOWN_MAX_DELAY", defaults.NUKE_SLOWDOWN_MAX_DELAY
+        )
         if min(self.base, self.max_backoff, self.retry_after_max, self.slowdown_max) < 0:
             raise ValueError(
                 "NUKE_BACKOFF_BASE, NUKE_BACKOFF_MAX, NUKE_RETRY_AFTER_MAX and "

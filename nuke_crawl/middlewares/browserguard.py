@@ -145,8 +145,9 @@ class CheckingProxy:
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
         refused, ips = await self.guard.check(url)
         if refused:
-            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             await writer.drain()
             return
         address = ips[0] if ips else host  # the address checked, never a second lookup
@@ -160,11 +161,20 @@ class CheckingProxy:
                 path = parts.path or "/"
                 if parts.query:
                     path += "?" + parts.query
-                headers = [h for h in rest.split(b"\r\n") if h and not h.lower().startswith(
-                    (b"proxy-connection:", b"connection:", b"keep-alive:"))]
+                headers = [
+                    h
+                    for h in rest.split(b"\r\n")
+                    if h
+                    and not h.lower().startswith(
+                        (b"proxy-connection:", b"connection:", b"keep-alive:")
+                    )
+                ]
                 # one request per connection: the next may be for another host
-                up_writer.write(f"{method} {path} {version}\r\n".encode("latin-1")
-                                + b"\r\n".join([*headers, b"Connection: close"]) + b"\r\n\r\n")
+                up_writer.write(
+                    f"{method} {path} {version}\r\n".encode("latin-1")
+                    + b"\r\n".join([*headers, b"Connection: close"])
+                    + b"\r\n\r\n"
+                )
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             up_writer.close()

@@ -38,12 +38,12 @@ from zope.interface import implementer
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    # typing.Self requires Python 3.11
+    from typing import Self
+
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-
-    # typing.Self requires Python 3.11
-    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -369,8 +369,11 @@ class PrivateNetworkGuardMiddleware:
             self._logged_hosts.add(host)
             logger.info(
                 "Refusing requests to %(host)s (%(reason)s), first: %(message)s",
-                {"host": host, "reason": reason,
-                 "message": refusal_message(request.url, reason, detail)},
+                {
+                    "host": host,
+                    "reason": reason,
+                    "message": refusal_message(request.url, reason, detail),
+                },
                 extra={"spider": self.crawler.spider},
             )
         raise RefusedRequest(request.url, reason, detail)

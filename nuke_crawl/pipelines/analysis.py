@@ -76,8 +76,9 @@ class ImageAnalysisPipeline:
         self.crawler = crawler
         settings = crawler.settings
         self.dry_run = settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN)
-        self.backoff = settings.getfloat("NUKE_ANALYSIS_RETRY_BACKOFF",
-                                         defaults.NUKE_ANALYSIS_RETRY_BACKOFF)
+        self.backoff = settings.getfloat(
+            "NUKE_ANALYSIS_RETRY_BACKOFF", defaults.NUKE_ANALYSIS_RETRY_BACKOFF
+        )
         self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
         requested = settings.getlist("NUKE_ANALYSIS_PROVIDERS")
         self.requested = tuple(requested) or None
@@ -86,7 +87,8 @@ class ImageAnalysisPipeline:
             self.store = build_store(settings)
         except Exception as exc:  # noqa: BLE001 - reported in one line, not a traceback
             self.store_problem = describe_failure(
-                str(settings.get("IMAGES_STORE") or "images"), exc)
+                str(settings.get("IMAGES_STORE") or "images"), exc
+            )
         assert crawler.stats is not None
         self.stats = crawler.stats
         self._providers: Providers | None = None  # built for the first image
@@ -130,8 +132,12 @@ class ImageAnalysisPipeline:
             except StoreError as exc:
                 if not (work.url or "").startswith(("http://", "https://")):
                     raise
-                logger.info("Image %s: stored copy unreadable (%s); downloading %s",
-                            work.image_id, exc.detail, work.url)
+                logger.info(
+                    "Image %s: stored copy unreadable (%s); downloading %s",
+                    work.image_id,
+                    exc.detail,
+                    work.url,
+                )
         return await self._download(work)
 
     async def _download(self, work: analysis.AnalysisWork) -> tuple[bytes, str]:
@@ -142,8 +148,13 @@ class ImageAnalysisPipeline:
         if work.referer:
             headers["Referer"] = work.referer
         try:
-            request = Request(url, callback=NO_CALLBACK, headers=headers, dont_filter=True,
-                              meta={"allow_offsite": True})
+            request = Request(
+                url,
+                callback=NO_CALLBACK,
+                headers=headers,
+                dont_filter=True,
+                meta={"allow_offsite": True},
+            )
         except ValueError as exc:
             raise FetchFailed("bad_url", str(exc)) from None
         assert self.crawler.engine is not None
@@ -158,7 +169,10 @@ class ImageAnalysisPipeline:
         ctype = content_type.decode("latin-1") if content_type else None
         try:
             processed = await asyncio.to_thread(
-                process_image, response.body, content_type=ctype, max_pixels=self.max_pixels,
+                process_image,
+                response.body,
+                content_type=ctype,
+                max_pixels=self.max_pixels,
                 variants={},
             )
         except ImageRejected as exc:
@@ -180,7 +194,8 @@ class ImageAnalysisPipeline:
             self._hashes[vehicle_id] = future
             try:
                 known = await crawler_database(self.crawler).run(
-                    analysis.known_hashes, [vehicle_id])
+                    analysis.known_hashes, [vehicle_id]
+                )
             except BaseException as exc:
                 del self._hashes[vehicle_id]
                 future.set_exception(exc)
@@ -221,12 +236,12 @@ class ImageAnalysisPipeline:
                 hashes[work.image_id] = str(dhash)
         remote = list(providers.remote.values())
         if remote:
-            results.extend(await asyncio.gather(
-                *(p.analyze(data, mime, context=work.context) for p in remote)))
+            results.extend(
+                await asyncio.gather(*(p.analyze(data, mime, context=work.context) for p in remote))
+            )
         optional = {n for n, p in providers.items.items() if p.optional}
         others_ok = any(r.ok for r in results if r.provider not in optional)
-        fatal = [r for r in results
-                 if not r.ok and not (r.provider in optional and others_ok)]
+        fatal = [r for r in results if not r.ok and not (r.provider in optional and others_ok)]
         item.results = results
         if fatal:
             item.ok = False
@@ -243,8 +258,9 @@ class ImageAnalysisPipeline:
         adb = crawler_database(self.crawler)
         try:
             if adapter["ok"]:
-                outcome = await adb.run(analysis.record_success, work, adapter["results"],
-                                        adapter["owner"])
+                outcome = await adb.run(
+                    analysis.record_success, work, adapter["results"], adapter["owner"]
+                )
                 if outcome.written:
                     self.stats.inc_value("nuke/analysis/written")
                     self.stats.inc_value("nuke/analysis/tags", outcome.tags)
@@ -254,28 +270,51 @@ class ImageAnalysisPipeline:
                         self.stats.inc_value("nuke/analysis/spid")
                     if outcome.vin_filled:
                         self.stats.inc_value("nuke/analysis/vin_filled")
-                        logger.info("Vehicle %s: VIN %s filled from image %s",
-                                    work.vehicle_id, outcome.vin_filled, work.image_id)
+                        logger.info(
+                            "Vehicle %s: VIN %s filled from image %s",
+                            work.vehicle_id,
+                            outcome.vin_filled,
+                            work.image_id,
+                        )
                     if outcome.vin_rejected:
                         self.stats.inc_value("nuke/analysis/vin_rejected")
-                        logger.info("Vehicle %s: VIN %r read from image %s has an invalid "
-                                    "check digit; not used", work.vehicle_id,
-                                    outcome.vin_rejected, work.image_id)
+                        logger.info(
+                            "Vehicle %s: VIN %r read from image %s has an invalid "
+                            "check digit; not used",
+                            work.vehicle_id,
+                            outcome.vin_rejected,
+                            work.image_id,
+                        )
                 else:
                     self.stats.inc_value(f"nuke/analysis/skipped/{outcome.skipped_reason}")
             else:
-                await adb.run(analysis.record_failure, work, adapter["error_reason"] or "error",
-                              adapter["error_detail"] or "", backoff=self.backoff)
+                await adb.run(
+                    analysis.record_failure,
+                    work,
+                    adapter["error_reason"] or "error",
+                    adapter["error_detail"] or "",
+                    backoff=self.backoff,
+                )
                 self.stats.inc_value("nuke/analysis/failures_recorded")
         except Exception as exc:  # noqa: BLE001 - a database error must not stop the run
             self.stats.inc_value("nuke/analysis/write_errors")
-            logger.error("Could not record the analysis of image %s: %s: %s",
-                         work.image_id, type(exc).__name__, exc)
+            logger.error(
+                "Could not record the analysis of image %s: %s: %s",
+                work.image_id,
+                type(exc).__name__,
+                exc,
+            )
             if adapter["ok"]:
                 # recorded as a failure, so that the image waits out its backoff
                 try:
-                    await adb.run(analysis.record_failure, work, "write_error",
-                                  f"{type(exc).__name__}: {exc}", backoff=self.backoff)
+                    await adb.run(
+                        analysis.record_failure,
+                        work,
+                        "write_error",
+                        f"{type(exc).__name__}: {exc}",
+                        backoff=self.backoff,
+                    )
                 except Exception as again:  # noqa: BLE001 - the database is gone
-                    logger.error("Could not record the failure of image %s either: %s",
-                                 work.image_id, again)
+                    logger.error(
+                        "Could not record the failure of image %s either: %s", work.image_id, again
+                    )

@@ -38,10 +38,12 @@ class VehicleWriteConfig:
     def from_settings(cls, settings: Any) -> VehicleWriteConfig:
         return cls(
             batch_size=max(1, settings.getint("NUKE_DB_BATCH_SIZE", defaults.NUKE_DB_BATCH_SIZE)),
-            batch_wait=max(0.0, settings.getfloat("NUKE_DB_BATCH_WAIT",
-                                                  defaults.NUKE_DB_BATCH_WAIT)),
-            external_images=settings.getbool("NUKE_EXTERNAL_IMAGE_RECORDS",
-                                             defaults.NUKE_EXTERNAL_IMAGE_RECORDS),
+            batch_wait=max(
+                0.0, settings.getfloat("NUKE_DB_BATCH_WAIT", defaults.NUKE_DB_BATCH_WAIT)
+            ),
+            external_images=settings.getbool(
+                "NUKE_EXTERNAL_IMAGE_RECORDS", defaults.NUKE_EXTERNAL_IMAGE_RECORDS
+            ),
             dry_run=settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN),
             url=database_url(settings),
         )
@@ -80,7 +82,8 @@ class VehicleDatabasePipeline:
         self.url = config.url
         self.stats = crawler.stats
         self._batcher: TimedBatcher[store.VehicleRecord, str] = TimedBatcher(
-            self._write, size=self.batch_size, wait=self.batch_wait)
+            self._write, size=self.batch_size, wait=self.batch_wait
+        )
         self.outcomes: Counter[str] = Counter()
         self._workers: WorkerPool | None = None
 
@@ -106,7 +109,8 @@ class VehicleDatabasePipeline:
         if self.dry_run:
             self._count("would_write")
             self.crawler.signals.send_catch_log(
-                vehicles_stored, outcomes=[(rec.organization_id, "would_write")])
+                vehicles_stored, outcomes=[(rec.organization_id, "would_write")]
+            )
             return item
         outcome = await self._batcher.submit(rec)
         if outcome.startswith("error"):
@@ -119,7 +123,10 @@ class VehicleDatabasePipeline:
             if self._workers is None:
                 self._workers = worker_pool(self.crawler)
             outcomes = await self._workers.run_db(
-                self.url, store.upsert_vehicles, records, external_images=self.external_images,
+                self.url,
+                store.upsert_vehicles,
+                records,
+                external_images=self.external_images,
                 priority=5,  # before detail pages: it completes 50 items at once
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the database went away

@@ -153,7 +153,8 @@ class ImageBackfillPipeline(MediaPipeline):
         if not isinstance(crawler.request_fingerprinter, PerImageFingerprinter):
             raise TypeError(
                 "ImageBackfillPipeline needs REQUEST_FINGERPRINTER_CLASS = "
-                f"'{__name__}.PerImageFingerprinter' (media results are cached per image row)")
+                f"'{__name__}.PerImageFingerprinter' (media results are cached per image row)"
+            )
         # Settings problems are reported by check_store() in one line, not a traceback.
         self.problems: list[str] = []
         self.store_uri = str(settings.get("IMAGES_STORE") or defaults.IMAGES_STORE)
@@ -165,7 +166,10 @@ class ImageBackfillPipeline(MediaPipeline):
         self.min_width = settings.getint("IMAGES_MIN_WIDTH", defaults.IMAGES_MIN_WIDTH)
         self.min_height = settings.getint("IMAGES_MIN_HEIGHT", defaults.IMAGES_MIN_HEIGHT)
         self.max_pixels = settings.getint("NUKE_IMAGE_MAX_PIXELS", defaults.NUKE_IMAGE_MAX_PIXELS)
-        kwargs: dict[str, Any] = {"variants": dict(defaults.NUKE_IMAGE_VARIANTS), "variant_formats": {}}
+        kwargs: dict[str, Any] = {
+            "variants": dict(defaults.NUKE_IMAGE_VARIANTS),
+            "variant_formats": {},
+        }
         if settings.get("NUKE_IMAGE_VARIANTS") is not None:
             try:
                 kwargs = process_kwargs(variants_from_settings(settings))
@@ -180,12 +184,15 @@ class ImageBackfillPipeline(MediaPipeline):
             # e.g. uploads waiting for an API's rate cap: in threads of their own, not
             # the default executor's few, which the pipeline's other blocking work shares
             self._store_executor = concurrent.futures.ThreadPoolExecutor(
-                self._store.threads, thread_name_prefix="nuke-store")
+                self._store.threads, thread_name_prefix="nuke-store"
+            )
         self.store_failure: str | None = None  # set when the store fails mid-run
-        self.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
-                                            defaults.NUKE_IMAGE_MAX_ATTEMPTS)
-        self.retry_backoff = settings.getfloat("NUKE_IMAGE_RETRY_BACKOFF",
-                                                defaults.NUKE_IMAGE_RETRY_BACKOFF)
+        self.max_attempts = settings.getint(
+            "NUKE_IMAGE_MAX_ATTEMPTS", defaults.NUKE_IMAGE_MAX_ATTEMPTS
+        )
+        self.retry_backoff = settings.getfloat(
+            "NUKE_IMAGE_RETRY_BACKOFF", defaults.NUKE_IMAGE_RETRY_BACKOFF
+        )
         # Decoding in worker processes, not threads: in threads, Pillow's work and the
         # reactor shared one GIL and a run used about one core (measured: 80 vs
         # several hundred images/s on 2 cores). The workers are the crawl's pool
@@ -193,10 +200,12 @@ class ImageBackfillPipeline(MediaPipeline):
         # ProcessPoolExecutor's feeder and manager threads cost the reactor thread
         # about 10% of its time. Found at the first image (the engine exists then).
         self._pool: WorkerPool | None = None
-        self.record_wait = settings.getfloat("NUKE_IMAGE_RECORD_WAIT",
-                                             defaults.NUKE_IMAGE_RECORD_WAIT)
+        self.record_wait = settings.getfloat(
+            "NUKE_IMAGE_RECORD_WAIT", defaults.NUKE_IMAGE_RECORD_WAIT
+        )
         self._records: TimedBatcher[backfill.StoredImage, None] = TimedBatcher(
-            self._write_records, size=RECORD_BATCH, wait=self.record_wait)
+            self._write_records, size=RECORD_BATCH, wait=self.record_wait
+        )
         self._requests: dict[str, list[Request]] = {}  # vehicle id -> its media requests
         self.stats = crawler.stats
         self._vehicles: dict[str, _VehicleState] = {}
@@ -243,8 +252,9 @@ class ImageBackfillPipeline(MediaPipeline):
             self.store_failure = detail
             self.crawler.signals.send_catch_log(store_failed, detail=detail)
             message = f"storage failed: {detail}"
-            logger.error("Stopping: %s (the images not stored stay claimable for the next "
-                         "run)", message)
+            logger.error(
+                "Stopping: %s (the images not stored stay claimable for the next run)", message
+            )
             assert self.stats is not None
             self.stats.set_value("nuke/error", message)
         return StoreFailed(detail)
@@ -269,13 +279,24 @@ class ImageBackfillPipeline(MediaPipeline):
                     callback=NO_CALLBACK,
                     headers=headers,
                     dont_filter=True,
-                    meta={"allow_offsite": True, "nuke_vehicle_id": work.vehicle_id,
-                          "nuke_image_id": image.image_id, "nuke_image": image},
+                    meta={
+                        "allow_offsite": True,
+                        "nuke_vehicle_id": work.vehicle_id,
+                        "nuke_image_id": image.image_id,
+                        "nuke_image": image,
+                    },
                 )
             except ValueError:
-                request = Request("about:blank", callback=NO_CALLBACK,
-                                  meta={"nuke_vehicle_id": work.vehicle_id, "nuke_image": image,
-                                        "nuke_image_id": image.image_id, "nuke_bad_url": True})
+                request = Request(
+                    "about:blank",
+                    callback=NO_CALLBACK,
+                    meta={
+                        "nuke_vehicle_id": work.vehicle_id,
+                        "nuke_image": image,
+                        "nuke_image_id": image.image_id,
+                        "nuke_bad_url": True,
+                    },
+                )
             requests.append(request)
         self._requests[work.vehicle_id] = requests
         return requests
@@ -287,12 +308,23 @@ class ImageBackfillPipeline(MediaPipeline):
         # left by a killed run is overwritten, never duplicated.
         if request.meta.get("nuke_bad_url"):
             image = request.meta["nuke_image"]
-            return {"url": image.url, "path": "", "checksum": None, "status": "failed",
-                    "reason": "bad_url", "detail": "not a downloadable http(s) URL"}
+            return {
+                "url": image.url,
+                "path": "",
+                "checksum": None,
+                "status": "failed",
+                "reason": "bad_url",
+                "detail": "not a downloadable http(s) URL",
+            }
         if self.store_failure is not None:  # the run is stopping: nothing more to fetch
-            return {"url": request.url, "path": "", "checksum": None,
-                    "status": STORE_FAILED, "reason": "store_failed",
-                    "detail": self.store_failure}
+            return {
+                "url": request.url,
+                "path": "",
+                "checksum": None,
+                "status": STORE_FAILED,
+                "reason": "store_failed",
+                "detail": self.store_failure,
+            }
         return None
 
     def media_failed(
@@ -303,17 +335,33 @@ class ImageBackfillPipeline(MediaPipeline):
         return None  # the reason travels in the request's meta; no traceback
 
     async def media_downloaded(
-        self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, *,
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
         item: Any = None,
     ) -> Any:
         try:
             return await self._store_response(response, request, item)
         except StoreFailed as exc:
-            return {"url": request.url, "path": "", "checksum": None,
-                    "status": STORE_FAILED, "reason": exc.reason, "detail": exc.detail}
+            return {
+                "url": request.url,
+                "path": "",
+                "checksum": None,
+                "status": STORE_FAILED,
+                "reason": exc.reason,
+                "detail": exc.detail,
+            }
         except ImageFailed as exc:
-            return {"url": request.url, "path": "", "checksum": None, "status": "failed",
-                    "reason": exc.reason, "detail": exc.detail}
+            return {
+                "url": request.url,
+                "path": "",
+                "checksum": None,
+                "status": "failed",
+                "reason": exc.reason,
+                "detail": exc.detail,
+            }
 
     async def _store_response(
         self, response: Response, request: Request, item: VehicleImagesItem
@@ -331,9 +379,14 @@ class ImageBackfillPipeline(MediaPipeline):
             raise ImageFailed("empty", "the body has no bytes")
         ctype = response.headers.get("Content-Type")
         content_type = ctype.decode("latin-1") if ctype else None
-        options = {"content_type": content_type, "max_pixels": self.max_pixels,
-                   "min_width": self.min_width, "min_height": self.min_height,
-                   "variants": self.variants, "variant_formats": self.variant_formats}
+        options = {
+            "content_type": content_type,
+            "max_pixels": self.max_pixels,
+            "min_width": self.min_width,
+            "min_height": self.min_height,
+            "variants": self.variants,
+            "variant_formats": self.variant_formats,
+        }
         try:
             if self._pool is None:
                 self._pool = worker_pool(self.crawler)
@@ -366,11 +419,15 @@ class ImageBackfillPipeline(MediaPipeline):
             state.hashes[processed.sha256] = future
             try:
                 path = self.file_path(request, response, extension=processed.extension)
-                metadata = {"vehicle_id": vehicle_id,
-                            "organization_id": item.work.organization_id,
-                            "source_url": image.url, "sha256": processed.sha256}
+                metadata = {
+                    "vehicle_id": vehicle_id,
+                    "organization_id": item.work.organization_id,
+                    "source_url": image.url,
+                    "sha256": processed.sha256,
+                }
                 variants = await asyncio.get_running_loop().run_in_executor(
-                    self._store_executor, self._persist, path, processed, metadata)
+                    self._store_executor, self._persist, path, processed, metadata
+                )
             except Exception as exc:  # noqa: BLE001 - classified below
                 del state.hashes[processed.sha256]
                 failed: ReasonError
@@ -384,9 +441,15 @@ class ImageBackfillPipeline(MediaPipeline):
                 raise failed from None
             public = self.image_store.public_url(path)
         stored = backfill.StoredImage(
-            image_id=image.image_id, vehicle_id=vehicle_id, storage_path=path,
-            public_url=public, file_hash=processed.sha256, file_size=len(processed.data),
-            mime_type=processed.mime_type, width=processed.width, height=processed.height,
+            image_id=image.image_id,
+            vehicle_id=vehicle_id,
+            storage_path=path,
+            public_url=public,
+            file_hash=processed.sha256,
+            file_size=len(processed.data),
+            mime_type=processed.mime_type,
+            width=processed.width,
+            height=processed.height,
             variants=variants,
         )
         pending_future = state.hashes.get(processed.sha256)
@@ -394,8 +457,7 @@ class ImageBackfillPipeline(MediaPipeline):
             pending_future.set_result(stored)
         await self._record(stored)
         self._inc("nuke/images/stored")
-        return {"url": request.url, "path": path, "checksum": processed.sha256,
-                "status": "stored"}
+        return {"url": request.url, "path": path, "checksum": processed.sha256, "status": "stored"}
 
     async def _record(self, stored: backfill.StoredImage) -> None:
         """Record a stored image; returns once committed. Images that arrive within
@@ -423,7 +485,8 @@ class ImageBackfillPipeline(MediaPipeline):
                 except Exception as exc:  # noqa: BLE001
                     if not future.done():
                         future.set_exception(
-                            ImageFailed("database", f"{type(exc).__name__}: {exc}"))
+                            ImageFailed("database", f"{type(exc).__name__}: {exc}")
+                        )
                 else:
                     if not future.done():
                         future.set_result(None)
@@ -433,8 +496,12 @@ class ImageBackfillPipeline(MediaPipeline):
                 future.set_result(None)
 
     def file_path(
-        self, request: Request, response: Response | None = None,
-        info: MediaPipeline.SpiderInfo | None = None, *, item: Any = None,
+        self,
+        request: Request,
+        response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None,
+        *,
+        item: Any = None,
         extension: str = "jpg",
     ) -> str:
         """``<vehicle_id>/<sha1(url)>.<ext>``: deterministic per vehicle and source URL."""
@@ -454,12 +521,13 @@ class ImageBackfillPipeline(MediaPipeline):
             vpath = f"{stem}_{variant.name}.{ext}"
             self.image_store.persist(vpath, variant.data, variant.mime_type)
             variants[variant.name] = {
-                "path": vpath, "url": self.image_store.public_url(vpath),
-                "width": variant.width, "height": variant.height,
+                "path": vpath,
+                "url": self.image_store.public_url(vpath),
+                "width": variant.width,
+                "height": variant.height,
                 "mime_type": variant.mime_type,
             }
-        made = self.image_store.write(path, processed.data, processed.mime_type,
-                                      metadata=metadata)
+        made = self.image_store.write(path, processed.data, processed.mime_type, metadata=metadata)
         return variants if made is None else made
 
     # -- per vehicle --------------------------------------------------------------
@@ -518,11 +586,15 @@ class ImageBackfillPipeline(MediaPipeline):
             self._inc("nuke/vehicles/store_failed")
         else:
             item.outcome = await adb.run(
-                backfill.complete_vehicle, item.work.vehicle_id, item.owner,
-                item.work.selected_ids, max_attempts=self.max_attempts,
+                backfill.complete_vehicle,
+                item.work.vehicle_id,
+                item.owner,
+                item.work.selected_ids,
+                max_attempts=self.max_attempts,
             )
-            self._inc("nuke/vehicles/completed" if item.outcome.complete
-                      else "nuke/vehicles/waiting")
+            self._inc(
+                "nuke/vehicles/completed" if item.outcome.complete else "nuke/vehicles/waiting"
+            )
         assert self.stats is not None
         self.stats.max_value("nuke/images/cache_peak", len(self.spiderinfo.downloaded))
         self._forget(requests)
@@ -538,14 +610,17 @@ class ImageBackfillPipeline(MediaPipeline):
 
     def failure_summary(self) -> dict[str, Any]:
         """``{reason: {"count": n, "examples": [url, ...]}}`` for this run, most first."""
-        return {reason: {"count": count, "examples": self.failure_examples[reason]}
-                for reason, count in self.failure_counts.most_common()}
+        return {
+            reason: {"count": count, "examples": self.failure_examples[reason]}
+            for reason, count in self.failure_counts.most_common()
+        }
 
     async def close_spider(self) -> None:
         # the run's failures, by reason with examples (the spider logs the totals)
         for why, failures in self.failure_summary().items():
-            logger.info("  failed %s: %d, e.g. %s", why, failures["count"],
-                        ", ".join(failures["examples"]))
+            logger.info(
+                "  failed %s: %d, e.g. %s", why, failures["count"], ", ".join(failures["examples"])
+            )
         info = getattr(self, "spiderinfo", None)
         if self.stats is not None and info is not None:
             # results still cached when the run ends (0 unless it was stopped mid-vehicle)

@@ -348,20 +348,23 @@ def create_app(config: ServiceConfig) -> Starlette:
         except redis.RedisError as exc:
             return _error(503, f"Redis at {redact_redis_url(queue.redis_url)} failed: {exc}")
         next_offset = selection.offset + found.page_size
-        logger.info("Queued %d organizations for org workers (%d already queued)",
-                    new, len(ids) - new)
-        return JSONResponse({
-            "success": True,
-            "queued": {
-                "queue": queue.key,
-                "organizationIds": ids,
-                "enqueued": new,
-                "alreadyQueued": len(ids) - new,
-                "waiting": waiting,
-                "total": found.total,
-                "nextOffset": next_offset if next_offset < found.total else None,
-            },
-        })
+        logger.info(
+            "Queued %d organizations for org workers (%d already queued)", new, len(ids) - new
+        )
+        return JSONResponse(
+            {
+                "success": True,
+                "queued": {
+                    "queue": queue.key,
+                    "organizationIds": ids,
+                    "enqueued": new,
+                    "alreadyQueued": len(ids) - new,
+                    "waiting": waiting,
+                    "total": found.total,
+                    "nextOffset": next_offset if next_offset < found.total else None,
+                },
+            }
+        )
 
     async def new_job(request: Request) -> Response:
         body = await body_of(request)

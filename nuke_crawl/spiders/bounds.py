@@ -67,8 +67,9 @@ class CrawlBounds:
             try:
                 value = settings.getint(name, getattr(defaults, name))
             except (TypeError, ValueError):
-                raise ValueError(f"setting {name}={settings.get(name)!r}: expected a whole "
-                                 "number") from None
+                raise ValueError(
+                    f"setting {name}={settings.get(name)!r}: expected a whole number"
+                ) from None
             if value < minimum:
                 raise ValueError(f"setting {name}={value}: must be at least {minimum}")
             out[attr] = value
@@ -94,8 +95,12 @@ class OrgBudget:
         self.caps_hit[cap] = limit
         if stats is not None:
             stats.inc_value(f"nuke/caps/{cap}")
-        logger.info("Organization %s: cap reached: %s (%d); the rest is left out of this "
-                    "crawl", self.name, cap, limit)
+        logger.info(
+            "Organization %s: cap reached: %s (%d); the rest is left out of this crawl",
+            self.name,
+            cap,
+            limit,
+        )
 
     # -- listing pages -------------------------------------------------------------
 

@@ -67,20 +67,23 @@ class AnalysisArgs(LeasedArgs):
 
     limit: int = arg(1000, "images to analyse in this run", positive_int)
     concurrency: int | None = arg(
-        None, "images in flight at once (default NUKE_ANALYSIS_CONCURRENCY, 10)", positive_int)
+        None, "images in flight at once (default NUKE_ANALYSIS_CONCURRENCY, 10)", positive_int
+    )
     organization_id: str | None = arg(None, "only this organization's vehicles", to_uuid)
     vehicle_id: str | None = arg(None, "only this vehicle", to_uuid)
     vehicle_ids: tuple[str, ...] = arg(
-        (), "only these vehicles (comma list; hand-offs)", to_uuid_list)
+        (), "only these vehicles (comma list; hand-offs)", to_uuid_list
+    )
     image_ids: tuple[str, ...] = arg((), "only these images (comma list; hand-offs)", to_uuid_list)
     providers: tuple[str, ...] | None = arg(
-        None, "comma list of local, openai, rekognition (default: every configured)",
-        to_providers)
+        None, "comma list of local, openai, rekognition (default: every configured)", to_providers
+    )
     dry_run: bool = arg(
-        False, "report what would be analysed; call no provider, claim and write nothing",
-        to_bool)
+        False, "report what would be analysed; call no provider, claim and write nothing", to_bool
+    )
     retry_failed: bool = arg(
-        False, "also take failed images now, whatever their backoff and attempts", to_bool)
+        False, "also take failed images now, whatever their backoff and attempts", to_bool
+    )
     check: bool = arg(False, "only check each provider's credentials and exit", to_bool)
 
 
@@ -144,21 +147,26 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
         if spider.args.concurrency:
-            settings.set("NUKE_ANALYSIS_CONCURRENCY", spider.args.concurrency,
-                         priority="spider")
+            settings.set("NUKE_ANALYSIS_CONCURRENCY", spider.args.concurrency, priority="spider")
         if spider.args.providers:
-            settings.set("NUKE_ANALYSIS_PROVIDERS", ",".join(spider.args.providers),
-                         priority="spider")
-        spider.concurrency = settings.getint("NUKE_ANALYSIS_CONCURRENCY",
-                                             defaults.NUKE_ANALYSIS_CONCURRENCY)
-        spider.batch_size = max(1, settings.getint("NUKE_ANALYSIS_BATCH_SIZE",
-                                                       defaults.NUKE_ANALYSIS_BATCH_SIZE))
-        spider.lease_seconds = settings.getfloat("NUKE_ANALYSIS_LEASE_SECONDS",
-                                                 defaults.NUKE_ANALYSIS_LEASE_SECONDS)
-        spider.max_attempts = settings.getint("NUKE_ANALYSIS_MAX_ATTEMPTS",
-                                              defaults.NUKE_ANALYSIS_MAX_ATTEMPTS)
-        spider.preflight = settings.getbool("NUKE_ANALYSIS_PREFLIGHT",
-                                            defaults.NUKE_ANALYSIS_PREFLIGHT)
+            settings.set(
+                "NUKE_ANALYSIS_PROVIDERS", ",".join(spider.args.providers), priority="spider"
+            )
+        spider.concurrency = settings.getint(
+            "NUKE_ANALYSIS_CONCURRENCY", defaults.NUKE_ANALYSIS_CONCURRENCY
+        )
+        spider.batch_size = max(
+            1, settings.getint("NUKE_ANALYSIS_BATCH_SIZE", defaults.NUKE_ANALYSIS_BATCH_SIZE)
+        )
+        spider.lease_seconds = settings.getfloat(
+            "NUKE_ANALYSIS_LEASE_SECONDS", defaults.NUKE_ANALYSIS_LEASE_SECONDS
+        )
+        spider.max_attempts = settings.getint(
+            "NUKE_ANALYSIS_MAX_ATTEMPTS", defaults.NUKE_ANALYSIS_MAX_ATTEMPTS
+        )
+        spider.preflight = settings.getbool(
+            "NUKE_ANALYSIS_PREFLIGHT", defaults.NUKE_ANALYSIS_PREFLIGHT
+        )
         return spider
 
     def _selection(self) -> analysis.Selection:
@@ -218,8 +226,13 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         await prepare_database(self.crawler)
         pending = await self._adb().run(analysis.count_pending, self._selection())
         self.total = min(pending, self.args.limit)
-        logger.info("%d images pending; analysing up to %d, %d at a time, with %s",
-                    pending, self.total, self.concurrency, ", ".join(self.providers.names))
+        logger.info(
+            "%d images pending; analysing up to %d, %d at a time, with %s",
+            pending,
+            self.total,
+            self.concurrency,
+            ", ".join(self.providers.names),
+        )
         self.started = time.monotonic()  # rates count analysis time, not start-up checks
         return True
 
@@ -229,20 +242,30 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         if not await self._select_providers():
             return
         if await self._adb().run(needs_migration):
-            raise SchemaMissing("the database has no current nuke_crawl schema: "
-                                "run `scrapy migrate` first (a dry run writes nothing)")
+            raise SchemaMissing(
+                "the database has no current nuke_crawl schema: "
+                "run `scrapy migrate` first (a dry run writes nothing)"
+            )
         plan = await self._adb().run(analysis.plan, self._selection(), self.args.limit)
         names = self.providers.names
         remote = list(self.providers.remote)
         lines = [
-            (f"Dry run (nothing claimed, analysed or written): {plan.pending} images pending; "
-             f"a run with limit={self.args.limit} would analyse {plan.images} "
-             f"({plan.stored} from stored copies, {plan.external} downloaded from their "
-             f"external URLs; {plan.retries} tried before) of {len(plan.vehicles)} vehicles "
-             f"in {len(plan.organizations)} organizations, {self.concurrency} at a time"),
-            (f"  providers: {', '.join(names) or 'none'}"
-             + (f" (one {' + '.join(remote)} call per image; credentials not checked: "
-                "use -a check=1)" if remote else "")),
+            (
+                f"Dry run (nothing claimed, analysed or written): {plan.pending} images pending; "
+                f"a run with limit={self.args.limit} would analyse {plan.images} "
+                f"({plan.stored} from stored copies, {plan.external} downloaded from their "
+                f"external URLs; {plan.retries} tried before) of {len(plan.vehicles)} vehicles "
+                f"in {len(plan.organizations)} organizations, {self.concurrency} at a time"
+            ),
+            (
+                f"  providers: {', '.join(names) or 'none'}"
+                + (
+                    f" (one {' + '.join(remote)} call per image; credentials not checked: "
+                    "use -a check=1)"
+                    if remote
+                    else ""
+                )
+            ),
         ]
         shown = 20
         for org_id, name, n in plan.organizations[:shown]:
@@ -253,11 +276,17 @@ class ImageAnalysisSpider(LeasedWorkSpider):
             lines.append(f"  vehicle {label or '?'} ({vehicle_id}): {n} images")
         if len(plan.vehicles) > shown:
             lines.append(f"  ... and {len(plan.vehicles) - shown} more vehicles")
-        self.report_dry_run(lines, {
-            "images": plan.images, "stored": plan.stored, "external": plan.external,
-            "retries": plan.retries, "vehicles": len(plan.vehicles),
-            "organizations": len(plan.organizations),
-        })
+        self.report_dry_run(
+            lines,
+            {
+                "images": plan.images,
+                "stored": plan.stored,
+                "external": plan.external,
+                "retries": plan.retries,
+                "vehicles": len(plan.vehicles),
+                "organizations": len(plan.organizations),
+            },
+        )
 
     async def _check_only(self) -> None:
         results = await check_providers(self.crawler.settings, self.args.providers)
@@ -276,7 +305,8 @@ class ImageAnalysisSpider(LeasedWorkSpider):
 
     async def claim(self, want: int) -> list[analysis.AnalysisWork]:
         batch: list[analysis.AnalysisWork] = await self._adb().run(
-            analysis.claim_batch, self._selection(), self.owner, want, self.lease_seconds)
+            analysis.claim_batch, self._selection(), self.owner, want, self.lease_seconds
+        )
         return batch
 
     async def release(self) -> int:
@@ -322,8 +352,7 @@ class ImageAnalysisSpider(LeasedWorkSpider):
                 examples.append(f"{item.work.url or item.work.storage_path} ({item.error_detail})")
             self._stat("failed")
             self._stat(f"failed/{reason}")
-            logger.info("Image %s failed: %s (%s)", item.work.image_id, reason,
-                        item.error_detail)
+            logger.info("Image %s failed: %s (%s)", item.work.image_id, reason, item.error_detail)
 
     def _rate(self) -> tuple[float, float]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -335,9 +364,11 @@ class ImageAnalysisSpider(LeasedWorkSpider):
         succeeded, failed = self.batch_outcomes.pop(batch, [0, 0])
         per_minute, rate = self._rate()
         batch_rate = 100.0 * succeeded / max(1, succeeded + failed)
-        return (f"Batch {batch}: {succeeded} succeeded, {failed} failed ({batch_rate:.0f}%); "
-                f"run: {self.done}/{self.total} images, {rate:.0f}% success, "
-                f"{per_minute:.1f} images/min, ETA {duration(eta)}")
+        return (
+            f"Batch {batch}: {succeeded} succeeded, {failed} failed ({batch_rate:.0f}%); "
+            f"run: {self.done}/{self.total} images, {rate:.0f}% success, "
+            f"{per_minute:.1f} images/min, ETA {duration(eta)}"
+        )
 
     # -- end --------------------------------------------------------------------------
 
@@ -353,11 +384,15 @@ class ImageAnalysisSpider(LeasedWorkSpider):
                 logger.info("No image to analyse (%s)", reason)
             return
         lines = [
-            (f"Image analysis finished ({reason}): {self.done} images, {self.succeeded} "
-             f"succeeded, {self.failed} failed ({rate:.1f}% success), {per_minute:.1f} "
-             f"images/min over {duration(time.monotonic() - self.started)}"),
-            (f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion; "
-             f"estimated cost ${self.cost_usd:.4f}"),
+            (
+                f"Image analysis finished ({reason}): {self.done} images, {self.succeeded} "
+                f"succeeded, {self.failed} failed ({rate:.1f}% success), {per_minute:.1f} "
+                f"images/min over {duration(time.monotonic() - self.started)}"
+            ),
+            (
+                f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion; "
+                f"estimated cost ${self.cost_usd:.4f}"
+            ),
         ]
         for why, count in self.failures.most_common():
             lines.append(f"  failed {why}: {count}")

@@ -62,9 +62,11 @@ class BackfillArgs(LeasedArgs):
     organization_id: str | None = arg(None, "only this organization's vehicles", to_uuid)
     vehicle_id: str | None = arg(None, "only this vehicle", to_uuid)
     created_after: datetime | None = arg(
-        None, "only vehicles created at or after this time", to_datetime)
+        None, "only vehicles created at or after this time", to_datetime
+    )
     min_priority: int | None = arg(
-        None, "only vehicles whose images_priority is at least this", to_priority)
+        None, "only vehicles whose images_priority is at least this", to_priority
+    )
     dry_run: bool = arg(False, "print what would be downloaded, write nothing", to_bool)
     retry_failed: bool = arg(False, "also retry images that failed permanently before", to_bool)
 
@@ -116,11 +118,14 @@ class ImageBackfillSpider(LeasedWorkSpider):
         # NUKE_IMAGE_PROCESSES (None: the CPU count; 0 or less: decode in threads) sizes the
         # pool, given at its own priority or at least the spider's.
         processes = settings.get("NUKE_IMAGE_PROCESSES", defaults.NUKE_IMAGE_PROCESSES)
-        priority = max(settings.getpriority("NUKE_IMAGE_PROCESSES") or 0,
-                       SETTINGS_PRIORITIES["spider"])
-        settings.set("NUKE_WORKER_PROCESSES",
-                     os.cpu_count() or 1 if processes is None else max(0, int(processes)),
-                     priority=priority)
+        priority = max(
+            settings.getpriority("NUKE_IMAGE_PROCESSES") or 0, SETTINGS_PRIORITIES["spider"]
+        )
+        settings.set(
+            "NUKE_WORKER_PROCESSES",
+            os.cpu_count() or 1 if processes is None else max(0, int(processes)),
+            priority=priority,
+        )
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ImageBackfillSpider:
@@ -128,10 +133,12 @@ class ImageBackfillSpider(LeasedWorkSpider):
         crawler.signals.connect(spider._on_store_failed, signal=store_failed)
         settings = crawler.settings
         spider.batch_size = spider.args.batch_size
-        spider.lease_seconds = settings.getfloat("NUKE_IMAGE_LEASE_SECONDS",
-                                                 defaults.NUKE_IMAGE_LEASE_SECONDS)
-        spider.max_attempts = settings.getint("NUKE_IMAGE_MAX_ATTEMPTS",
-                                              defaults.NUKE_IMAGE_MAX_ATTEMPTS)
+        spider.lease_seconds = settings.getfloat(
+            "NUKE_IMAGE_LEASE_SECONDS", defaults.NUKE_IMAGE_LEASE_SECONDS
+        )
+        spider.max_attempts = settings.getint(
+            "NUKE_IMAGE_MAX_ATTEMPTS", defaults.NUKE_IMAGE_MAX_ATTEMPTS
+        )
         in_flight = settings.get("NUKE_IMAGE_MAX_IN_FLIGHT", defaults.NUKE_IMAGE_MAX_IN_FLIGHT)
         spider.max_in_flight = (
             2 * settings.getint("CONCURRENT_REQUESTS") if in_flight is None else int(in_flight)
@@ -166,8 +173,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
             return False
         available = await self._adb().run(backfill.count_claimable, self._selection())
         self.total = min(self.args.limit, available)
-        logger.info("%d vehicles need their images backfilled; this run takes up to %d",
-                    available, self.args.limit)
+        logger.info(
+            "%d vehicles need their images backfilled; this run takes up to %d",
+            available,
+            self.args.limit,
+        )
         return True
 
     def _on_store_failed(self, detail: str) -> None:
@@ -216,9 +226,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
         stored = self.stats.get_value("nuke/images/stored", 0)
         failed = self.stats.get_value("nuke/images/failed", 0)
         total = max(self.total, self.claimed)
-        return (f"Batch {batch} done: {self.done} of {total} vehicles, images stored "
-                f"{stored} / failed {failed}, {(stored + failed) / elapsed:.1f} images/s, "
-                f"ETA {eta:.0f}s")
+        return (
+            f"Batch {batch} done: {self.done} of {total} vehicles, images stored "
+            f"{stored} / failed {failed}, {(stored + failed) / elapsed:.1f} images/s, "
+            f"ETA {eta:.0f}s"
+        )
 
     # -- dry run ------------------------------------------------------------------
 
@@ -231,8 +243,11 @@ class ImageBackfillSpider(LeasedWorkSpider):
                     "the database schema is older than this version: run `scrapy migrate`"
                 )
             return backfill.select_preview(
-                db, limit=self.args.limit, selection=self._selection(),
-                max_images=self.args.max_images, max_attempts=self.max_attempts,
+                db,
+                limit=self.args.limit,
+                selection=self._selection(),
+                max_images=self.args.max_images,
+                max_attempts=self.max_attempts,
             )
 
         works = await self._adb().run(preview)
@@ -243,12 +258,13 @@ class ImageBackfillSpider(LeasedWorkSpider):
             images += len(work.images)
             for image in work.images:
                 hosts[urlsplit(image.url).hostname or "?"] += 1
-            lines.append(f"vehicle {work.vehicle_id}: {len(work.images)} images to download"
-                         + (f", {work.waiting} waiting for a retry" if work.waiting else ""))
+            lines.append(
+                f"vehicle {work.vehicle_id}: {len(work.images)} images to download"
+                + (f", {work.waiting} waiting for a retry" if work.waiting else "")
+            )
         lines.insert(0, f"dry run: {len(works)} vehicles, {images} images, {len(hosts)} hosts")
         lines.extend(f"  {host}: {count} images" for host, count in hosts.most_common())
-        self.report_dry_run(lines, {"vehicles": len(works), "images": images,
-                                    "hosts": len(hosts)})
+        self.report_dry_run(lines, {"vehicles": len(works), "images": images, "hosts": len(hosts)})
 
     # -- closing ------------------------------------------------------------------
 
@@ -259,8 +275,9 @@ class ImageBackfillSpider(LeasedWorkSpider):
         elapsed = max(1e-6, time.monotonic() - self.started)
         tried = stored + failed
         if not tried:  # no success rate for 0 images
-            logger.info("Image backfill %s: %d vehicles, no image stored or failed",
-                        reason, self.done)
+            logger.info(
+                "Image backfill %s: %d vehicles, no image stored or failed", reason, self.done
+            )
             return
         rate = stored / tried
         stats.set_value("nuke/images/success_rate", round(rate, 4))
@@ -268,7 +285,12 @@ class ImageBackfillSpider(LeasedWorkSpider):
         logger.info(
             "Image backfill %s: %d vehicles (%d complete, %d waiting for retries), "
             "%d images stored, %d failed, success rate %.1f%%, %.1f images/s",
-            reason, self.done, stats.get_value("nuke/vehicles/completed", 0),
-            stats.get_value("nuke/vehicles/waiting", 0), stored, failed, 100 * rate,
+            reason,
+            self.done,
+            stats.get_value("nuke/vehicles/completed", 0),
+            stats.get_value("nuke/vehicles/waiting", 0),
+            stored,
+            failed,
+            100 * rate,
             tried / elapsed,
         )

@@ -48,8 +48,9 @@ class _OrgState:
     failures: int = 0
 
 
-def save_selectors(db: Database, org_id: str, selectors: dict[str, str] | None,
-                   learned: dict[str, Any] | None) -> None:
+def save_selectors(
+    db: Database, org_id: str, selectors: dict[str, str] | None, learned: dict[str, Any] | None
+) -> None:
     """Store (or, with ``None``, drop) learned selectors on the organization."""
     with db.transaction():
         row = db.fetchone("SELECT metadata FROM businesses WHERE id = ?", [org_id])
@@ -62,16 +63,19 @@ def save_selectors(db: Database, org_id: str, selectors: dict[str, str] | None,
         else:
             meta["selectors"] = selectors
             meta["selectors_learned"] = learned
-        db.execute("UPDATE businesses SET metadata = ?, updated_at = ? WHERE id = ?",
-                   [Json(meta), db.now(), org_id])
+        db.execute(
+            "UPDATE businesses SET metadata = ?, updated_at = ? WHERE id = ?",
+            [Json(meta), db.now(), org_id],
+        )
 
 
 class SelectorLearner:
     """Per-run learning state; :meth:`from_settings` gives None when learning is off or no
     endpoint is configured."""
 
-    def __init__(self, *, api_key: str, base_url: str | None, model: str, max_calls: int,
-                 timeout: float) -> None:
+    def __init__(
+        self, *, api_key: str, base_url: str | None, model: str, max_calls: int, timeout: float
+    ) -> None:
         self.api_key, self.base_url, self.model = api_key, base_url, model
         self.max_calls, self.timeout = max_calls, timeout
         self.calls = 0
@@ -87,17 +91,31 @@ class SelectorLearner:
 
         api_key = read("OPENAI_API_KEY")
         if api_key is None:
-            logger.warning("NUKE_LEARN_SELECTORS is on but OPENAI_API_KEY is not set: "
-                           "no selectors will be learned")
+            logger.warning(
+                "NUKE_LEARN_SELECTORS is on but OPENAI_API_KEY is not set: "
+                "no selectors will be learned"
+            )
             return None
-        return cls(api_key=api_key, base_url=read("OPENAI_BASE_URL"),
-                   model=read("NUKE_LEARN_MODEL") or read("NUKE_OPENAI_MODEL")
-                   or defaults.NUKE_OPENAI_MODEL,
-                   max_calls=settings.getint("NUKE_LEARN_MAX_CALLS", defaults.NUKE_LEARN_MAX_CALLS),
-                   timeout=settings.getfloat("NUKE_OPENAI_TIMEOUT", defaults.NUKE_OPENAI_TIMEOUT))
+        return cls(
+            api_key=api_key,
+            base_url=read("OPENAI_BASE_URL"),
+            model=read("NUKE_LEARN_MODEL")
+            or read("NUKE_OPENAI_MODEL")
+            or defaults.NUKE_OPENAI_MODEL,
+            max_calls=settings.getint("NUKE_LEARN_MAX_CALLS", defaults.NUKE_LEARN_MAX_CALLS),
+            timeout=settings.getfloat("NUKE_OPENAI_TIMEOUT", defaults.NUKE_OPENAI_TIMEOUT),
+        )
 
-    async def after_page(self, org: Any, vehicles_found: int, html: str, url: str,
-                         skip_reason: str | None, detail: bool, adb: Any) -> dict[str, str] | None:
+    async def after_page(
+        self,
+        org: Any,
+        vehicles_found: int,
+        html: str,
+        url: str,
+        skip_reason: str | None,
+        detail: bool,
+        adb: Any,
+    ) -> dict[str, str] | None:
         """Look at one page's outcome. Returns the selectors just learned (already set on
         ``org.metadata`` and stored) when this page completed a sample and they passed;
         the caller re-reads the samples with them (:meth:`samples`)."""
@@ -123,8 +141,9 @@ class SelectorLearner:
             state.failures += 1
             if state.failures < FAILURES_TO_DROP or vehicles_found:
                 return None
-            logger.info("Learned selectors of %s stopped working: dropped, to be learned again",
-                        org.website)
+            logger.info(
+                "Learned selectors of %s stopped working: dropped, to be learned again", org.website
+            )
             meta.pop("selectors", None)
             meta.pop("selectors_learned", None)
             if adb is not None:
@@ -136,8 +155,11 @@ class SelectorLearner:
         state.tried = True
         if self.calls >= self.max_calls:
             state.samples = []
-            logger.info("NUKE_LEARN_MAX_CALLS (%d) reached: no selectors learned for %s",
-                        self.max_calls, org.website)
+            logger.info(
+                "NUKE_LEARN_MAX_CALLS (%d) reached: no selectors learned for %s",
+                self.max_calls,
+                org.website,
+            )
             return None
         self.calls += 1
         state.pending = True
@@ -146,9 +168,12 @@ class SelectorLearner:
         finally:
             state.pending = False
         if not selectors or not verify_selectors(selectors, state.samples[1:]):
-            logger.info("Selectors learned for %s did not read its pages: not kept (%s; "
-                        "checked on %s)", org.website, sorted(selectors),
-                        [u for _, u in state.samples[1:]])
+            logger.info(
+                "Selectors learned for %s did not read its pages: not kept (%s; checked on %s)",
+                org.website,
+                sorted(selectors),
+                [u for _, u in state.samples[1:]],
+            )
             state.samples = []
             return None
         info = {"learned_at": datetime.now(UTC).isoformat(), "model": self.model}
@@ -157,8 +182,9 @@ class SelectorLearner:
         meta["selectors_learned"] = info
         if adb is not None:
             await adb.run(save_selectors, org.id, selectors, info)
-        logger.info("Learned selectors for %s with %s: %s", org.website, self.model,
-                    sorted(selectors))
+        logger.info(
+            "Learned selectors for %s with %s: %s", org.website, self.model, sorted(selectors)
+        )
         return selectors
 
     def samples(self, org_id: str) -> list[tuple[str, str]]:
@@ -173,12 +199,16 @@ class SelectorLearner:
         from openai import AsyncOpenAI, OpenAIError
 
         html, url = sample
-        client = AsyncOpenAI(api_key=self.api_key, base_url=self.base_url,
-                             timeout=self.timeout, max_retries=2)
+        client = AsyncOpenAI(
+            api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=2
+        )
         try:
             reply = await client.chat.completions.create(  # type: ignore[call-overload]
-                model=self.model, messages=selector_messages(trim_page(html, url)),
-                response_format={"type": "json_object"}, temperature=0)
+                model=self.model,
+                messages=selector_messages(trim_page(html, url)),
+                response_format={"type": "json_object"},
+                temperature=0,
+            )
         except OpenAIError as exc:
             logger.warning("Selector learning for %s failed: %s", url, type(exc).__name__)
             return {}

@@ -261,8 +261,11 @@ class LeasedWorkSpider(scrapy.Spider):
         self.stopping = True
         self._wake.set()
         if self.in_flight:
-            logger.info("Stopping: %d %s in flight are abandoned and left for the next run",
-                        len(self.in_flight), self.WORK_NAME)
+            logger.info(
+                "Stopping: %d %s in flight are abandoned and left for the next run",
+                len(self.in_flight),
+                self.WORK_NAME,
+            )
         self.crawler.signals.send_catch_log(signal=nuke_signals.work_stopping, spider=self)
 
     async def _claim_loop(self) -> AsyncIterator[Any]:
@@ -270,8 +273,9 @@ class LeasedWorkSpider(scrapy.Spider):
         self._renewer = asyncio.ensure_future(self._renew_leases())
         batch_no = 0
         while self.claimed < limit and not self.stopping:
-            while (self.in_flight and self.in_flight_weight >= self.max_in_flight
-                   and not self.stopping):
+            while (
+                self.in_flight and self.in_flight_weight >= self.max_in_flight and not self.stopping
+            ):
                 self._wake.clear()
                 await self._wake.wait()
             if self.stopping:

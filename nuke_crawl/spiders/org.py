@@ -80,14 +80,14 @@ class OrgArgs(OrgSelection):
     then these."""
 
     url: str | None = arg(
-        None, "crawl this one website (its organization is found or created)", to_url)
+        None, "crawl this one website (its organization is found or created)", to_url
+    )
     max_vehicles: int = arg(500, "vehicles per organization at most", positive_int)
     dry_run: bool = arg(False, "extract and report, write nothing", to_bool)
     from_queue: bool = arg(
-        False, "crawl organizations queued in Redis (org-enqueue; needs NUKE_REDIS_URL)",
-        to_bool)
-    exit_when_empty: bool = arg(
-        False, "with from_queue: exit once the queue is empty", to_bool)
+        False, "crawl organizations queued in Redis (org-enqueue; needs NUKE_REDIS_URL)", to_bool
+    )
+    exit_when_empty: bool = arg(False, "with from_queue: exit once the queue is empty", to_bool)
 
 
 @dataclass
@@ -184,18 +184,21 @@ class OrgSpider(scrapy.Spider):
         if spider.args.dry_run:
             crawler.settings.set("NUKE_DRY_RUN", True, priority="spider")
         settings = crawler.settings
-        spider.max_images = settings.getint("NUKE_MAX_IMAGES_PER_VEHICLE",
-                                             defaults.NUKE_MAX_IMAGES_PER_VEHICLE)
-        spider.probe_paths = settings.getbool("NUKE_PROBE_COMMON_PATHS",
-                                              defaults.NUKE_PROBE_COMMON_PATHS)
+        spider.max_images = settings.getint(
+            "NUKE_MAX_IMAGES_PER_VEHICLE", defaults.NUKE_MAX_IMAGES_PER_VEHICLE
+        )
+        spider.probe_paths = settings.getbool(
+            "NUKE_PROBE_COMMON_PATHS", defaults.NUKE_PROBE_COMMON_PATHS
+        )
         spider.render_js = settings.getbool("NUKE_RENDER_JS", defaults.NUKE_RENDER_JS)
         spider.learner = SelectorLearner.from_settings(settings)  # NUKE_LEARN_SELECTORS
         try:
             spider.bounds = CrawlBounds.from_settings(settings)
         except ValueError as exc:  # reported by start(), without a traceback
             spider.bounds, spider.bounds_error = CrawlBounds(), str(exc)
-        spider.watch = OrgWatch(spider, settings.getfloat(
-            "NUKE_PROGRESS_INTERVAL", defaults.NUKE_PROGRESS_INTERVAL))
+        spider.watch = OrgWatch(
+            spider, settings.getfloat("NUKE_PROGRESS_INTERVAL", defaults.NUKE_PROGRESS_INTERVAL)
+        )
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         crawler.signals.connect(spider._on_vehicles_stored, signal=vehicles_stored)
         return spider
@@ -262,7 +265,11 @@ class OrgSpider(scrapy.Spider):
             logger.info(
                 "Selected %d of %d organizations in this page (offset %d, %d matching in all;"
                 " threshold %d active vehicles)",
-                len(orgs), page.page_size, args.offset, page.total, args.threshold,
+                len(orgs),
+                page.page_size,
+                args.offset,
+                page.total,
+                args.threshold,
             )
         if not dry and orgs:
             await adb.run(store.mark_crawls_started, [o.id for o in orgs])
@@ -272,7 +279,8 @@ class OrgSpider(scrapy.Spider):
                 progress.known = await adb.run(store.known_listing_urls, org.id)
                 logger.info(
                     "Resuming the unfinished crawl of %s (%d listings already stored)",
-                    org.business_name or org.website, len(progress.known),
+                    org.business_name or org.website,
+                    len(progress.known),
                 )
             self.progress[org.id] = progress
         return orgs
@@ -312,14 +320,21 @@ class OrgSpider(scrapy.Spider):
             yield self._request(org, config.website, self.parse_home, entry=True)
 
     def _request(
-        self, org: store.Organization, url: str, callback: Any, *, entry: bool = False,
-        render: bool | None = None, **meta: Any,
+        self,
+        org: store.Organization,
+        url: str,
+        callback: Any,
+        *,
+        entry: bool = False,
+        render: bool | None = None,
+        **meta: Any,
     ) -> Request:
         progress = self.progress.get(org.id)
         if render is None:
             detected = progress is not None and progress.render_js
-            configured = progress is not None and progress.config is not None and (
-                progress.config.render_js)
+            configured = (
+                progress is not None and progress.config is not None and (progress.config.render_js)
+            )
             render = (configured or detected) and self.render_js
         if progress is not None:
             progress.pending += 1
@@ -334,8 +349,14 @@ class OrgSpider(scrapy.Spider):
         # never hide a page whose vehicle was not stored yet. Detail pages first:
         # the vehicles a page links to before more pagination.
         priority = DETAIL_PRIORITY if meta.get("detail") else 0
-        return Request(url, callback=callback, errback=self.on_error, meta=meta,
-                       dont_filter=True, priority=priority)
+        return Request(
+            url,
+            callback=callback,
+            errback=self.on_error,
+            meta=meta,
+            dont_filter=True,
+            priority=priority,
+        )
 
     # -- callbacks ---------------------------------------------------------------
 
@@ -383,15 +404,23 @@ class OrgSpider(scrapy.Spider):
             self._done(progress, response.meta)
 
     def _robots_requests(self, progress: OrgProgress, response: Response) -> Iterable[Request]:
-        sitemaps = list(sitemap_urls_from_robots(response.body, base_url=response.url)) if (
-            isinstance(response, TextResponse)
-        ) else []
+        sitemaps = (
+            list(sitemap_urls_from_robots(response.body, base_url=response.url))
+            if (isinstance(response, TextResponse))
+            else []
+        )
         if not sitemaps:
             sitemaps = [urljoin(response.url, "/sitemap.xml")]
         for url in sitemaps:
             if progress.budget.allow_sitemap(url, 0, self.crawler.stats):
-                yield self._request(progress.org, url, self.parse_sitemap, render=False,
-                                    from_robots=True, sitemap_depth=0)
+                yield self._request(
+                    progress.org,
+                    url,
+                    self.parse_sitemap,
+                    render=False,
+                    from_robots=True,
+                    sitemap_depth=0,
+                )
 
     def parse_sitemap(self, response: Response) -> Iterable[Request]:
         progress = self._progress(response)
@@ -414,9 +443,11 @@ class OrgSpider(scrapy.Spider):
             depth = int(response.meta.get("sitemap_depth", 0)) + 1
             for url in urls:
                 if (same_site(url, progress.org.website) or same_site(url, response.url)) and (
-                        budget.allow_sitemap(url, depth, self.crawler.stats)):
-                    yield self._request(progress.org, url, self.parse_sitemap, render=False,
-                                        sitemap_depth=depth)
+                    budget.allow_sitemap(url, depth, self.crawler.stats)
+                ):
+                    yield self._request(
+                        progress.org, url, self.parse_sitemap, render=False, sitemap_depth=depth
+                    )
             return
         found = 0
         urls = [url for url in urls if same_site(url, response.url)]
@@ -465,11 +496,19 @@ class OrgSpider(scrapy.Spider):
         )
         if result.needs_js and not response.meta.get("playwright") and self.render_js:
             progress.render_js = True
-            logger.info("%s looks rendered by JavaScript: fetching it through Chromium",
-                        response.url)
-            return [self._request(org, response.url, self.parse_page, render=True,
-                                  detail=bool(response.meta.get("detail")),
-                                  paged=bool(response.meta.get("paged")))]
+            logger.info(
+                "%s looks rendered by JavaScript: fetching it through Chromium", response.url
+            )
+            return [
+                self._request(
+                    org,
+                    response.url,
+                    self.parse_page,
+                    render=True,
+                    detail=bool(response.meta.get("detail")),
+                    paged=bool(response.meta.get("paged")),
+                )
+            ]
         out: list[Any] = []
         if result.vehicle is not None:
             # keyed by the worker with the page (w3lib's canonicalisation is costly)
@@ -491,7 +530,8 @@ class OrgSpider(scrapy.Spider):
             if self._claim_vehicle(progress, url, key=url):
                 out.append(self._request(org, url, self.parse_page, detail=True))
         if result.next_pages and progress.budget.follow_pages(
-            bool(response.meta.get("paged")), len(progress.seen) - seen,
+            bool(response.meta.get("paged")),
+            len(progress.seen) - seen,
             self._at_vehicle_cap(progress),
         ):
             taken = 0
@@ -503,20 +543,25 @@ class OrgSpider(scrapy.Spider):
                         break
         return out
 
-    async def _learn(
-        self, progress: OrgProgress, response: TextResponse, result: Any
-    ) -> list[Any]:
+    async def _learn(self, progress: OrgProgress, response: TextResponse, result: Any) -> list[Any]:
         """Selector learning (:mod:`nuke_crawl.spiders.learning`): once a site's detail
         pages gave no vehicle, learned selectors re-read the pages they were learned on."""
         assert self.learner is not None
         adb = None if self.args.dry_run else crawler_database(self.crawler)
         selectors = await self.learner.after_page(
-            progress.org, progress.vehicles_found, response.text, response.url,
-            result.skip_reason, bool(response.meta.get("detail")), adb)
+            progress.org,
+            progress.vehicles_found,
+            response.text,
+            response.url,
+            result.skip_reason,
+            bool(response.meta.get("detail")),
+            adb,
+        )
         out: list[Any] = []
         for html, url in self.learner.samples(progress.org.id) if selectors else []:
-            page = await self.workers.call(extract_for_crawl, html, url, selectors=selectors,
-                                           max_images=self.max_images)
+            page = await self.workers.call(
+                extract_for_crawl, html, url, selectors=selectors, max_images=self.max_images
+            )
             if page.vehicle is not None:
                 item = self._item(progress, page.vehicle, page.url, page.canonical_url)
                 if item is not None:
@@ -612,10 +657,17 @@ class OrgSpider(scrapy.Spider):
         progress.errors.append(f"{request.url}: {reason}")
         if request.meta.get("entry"):
             progress.entry_error = f"{request.url}: {reason}"
-            what = "refused by the private-network guard" if isinstance(
-                exc, RefusedRequest) else "unreachable"
-            logger.warning("Organization %s: website %s (%s)",
-                           progress.org.business_name or progress.org.id, what, reason)
+            what = (
+                "refused by the private-network guard"
+                if isinstance(exc, RefusedRequest)
+                else "unreachable"
+            )
+            logger.warning(
+                "Organization %s: website %s (%s)",
+                progress.org.business_name or progress.org.id,
+                what,
+                reason,
+            )
 
     # -- closing -------------------------------------------------------------------
 
@@ -639,8 +691,11 @@ class OrgSpider(scrapy.Spider):
             "errors": len(progress.errors),
             "render_js": progress.render_js,
             **progress.budget.summary(),
-        } | ({"render_js_detected": True} if progress.render_js
-             and not (progress.config and progress.config.render_js) else {})
+        } | (
+            {"render_js_detected": True}
+            if progress.render_js and not (progress.config and progress.config.render_js)
+            else {}
+        )
 
     def _is_finished(self, progress: OrgProgress) -> bool:
         """Every request of the organization is done, none cut short by a stop, and
@@ -679,9 +734,15 @@ class OrgSpider(scrapy.Spider):
         logger.info(
             "Organization %s: %d pages, %d vehicles found, %d created, %d updated, "
             "%d unchanged, skipped %s, %d errors%s%s",
-            name, summary["pages"], summary["vehicles_found"], summary["created"],
-            summary["updated"], summary["unchanged"], summary["skipped"] or "nothing",
-            summary["errors"], f", caps hit {caps}" if caps else "",
+            name,
+            summary["pages"],
+            summary["vehicles_found"],
+            summary["created"],
+            summary["updated"],
+            summary["unchanged"],
+            summary["skipped"] or "nothing",
+            summary["errors"],
+            f", caps hit {caps}" if caps else "",
             f" ({progress.entry_error})" if progress.entry_error else "",
         )
         org_id = progress.org.id
@@ -693,16 +754,21 @@ class OrgSpider(scrapy.Spider):
             self.crawler.stats.set_value(f"nuke/org/{org_id}/vehicles_{outcome}", count)
         return summary
 
-    async def _record(self, progress: OrgProgress, summary: dict[str, Any],
-                      finished: bool) -> None:
+    async def _record(self, progress: OrgProgress, summary: dict[str, Any], finished: bool) -> None:
         try:
             await crawler_database(self.crawler).run(
-                store.record_crawl_result, progress.org.id, summary, progress.entry_error,
+                store.record_crawl_result,
+                progress.org.id,
+                summary,
+                progress.entry_error,
                 finished=finished,
             )
         except DatabaseError as exc:
-            logger.error("Could not record the crawl of %s: %s",
-                         progress.org.business_name or progress.org.website, exc)
+            logger.error(
+                "Could not record the crawl of %s: %s",
+                progress.org.business_name or progress.org.website,
+                exc,
+            )
 
     async def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
         if self.watch is not None:

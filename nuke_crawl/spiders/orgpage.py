@@ -66,5 +66,10 @@ def vehicle_payload(v: VehicleData) -> dict[str, Any]:
     if v.mileage is not None and v.mileage_unit == "km":
         extra["mileage_original"] = {"value": v.mileage, "unit": "km"}
         fields["mileage"] = round(v.mileage / KM_PER_MILE)
-    return {"url": v.url, "fields": fields, "image_urls": list(v.image_urls),
-            "sources": list(v.sources), "extra": extra}
+    return {
+        "url": v.url,
+        "fields": fields,
+        "image_urls": list(v.image_urls),
+        "sources": list(v.sources),
+        "extra": extra,
+    }

@@ -49,8 +49,10 @@ def progress_line(done: int, selected: int, pages: int, vehicles: int, elapsed: 
         eta = f"ETA {duration(elapsed / done * left)}"
     else:
         eta = "ETA unknown"
-    return (f"Progress: {done} of {selected} organizations done, {pages} pages, "
-            f"{vehicles} vehicles found, {pages / elapsed:.1f} pages/s, {eta}")
+    return (
+        f"Progress: {done} of {selected} organizations done, {pages} pages, "
+        f"{vehicles} vehicles found, {pages / elapsed:.1f} pages/s, {eta}"
+    )
 
 
 class OrgWatch:
@@ -75,9 +77,13 @@ class OrgWatch:
 
     def line(self, done: int) -> str:
         progress = self.spider.progress.values()
-        return progress_line(done, len(self.spider.progress), sum(p.pages for p in progress),
-                             sum(p.vehicles_found for p in progress),
-                             time.monotonic() - self.started)
+        return progress_line(
+            done,
+            len(self.spider.progress),
+            sum(p.pages for p in progress),
+            sum(p.vehicles_found for p in progress),
+            time.monotonic() - self.started,
+        )
 
     async def _run(self) -> None:
         next_line = self.started + self.interval

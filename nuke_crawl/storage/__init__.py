@@ -86,7 +86,11 @@ class ImageStore(ABC):
         """The URL recorded for the file under ``path``."""
 
     def write(
-        self, path: str, data: bytes, content_type: str, *,
+        self,
+        path: str,
+        data: bytes,
+        content_type: str,
+        *,
         metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Store an original image with its ``metadata`` (vehicle id, organization id,

@@ -108,15 +108,16 @@ class CloudflareImagesError(StoreError):
         self.api_message = api_message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_error, (self.reason, self.detail, self.status, self.code,
-                                 self.api_message))
+        return (
+            _rebuild_error,
+            (self.reason, self.detail, self.status, self.code, self.api_message),
+        )
 
 
 def _rebuild_error(
     reason: str, detail: str, status: int | None, code: int | None, api_message: str | None
 ) -> CloudflareImagesError:
-    return CloudflareImagesError(reason, detail, status=status, code=code,
-                                 api_message=api_message)
+    return CloudflareImagesError(reason, detail, status=status, code=code, api_message=api_message)
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,10 @@ class CloudflareImagesConfig:
         ):
             if not number > 0:
                 raise CloudflareImagesError("storage_config", f"{name} must be positive")
-        if self.retry_times < 0 or min(self.backoff_base, self.backoff_max,
-                                       self.retry_after_max) < 0:
+        if (
+            self.retry_times < 0
+            or min(self.backoff_base, self.backoff_max, self.retry_after_max) < 0
+        ):
             raise CloudflareImagesError(
                 "storage_config",
                 "CF_IMAGES_RETRY_TIMES, NUKE_BACKOFF_BASE, NUKE_BACKOFF_MAX and "
@@ -217,17 +220,26 @@ class CloudflareImagesConfig:
                 variant=text("CF_IMAGES_VARIANT", defaults.CF_IMAGES_VARIANT),
                 api_url=text("CF_IMAGES_API_URL", defaults.CF_IMAGES_API_URL).rstrip("/"),
                 rate_limit=settings.getint("CF_IMAGES_RATE_LIMIT", defaults.CF_IMAGES_RATE_LIMIT),
-                rate_period=settings.getfloat("CF_IMAGES_RATE_PERIOD", defaults.CF_IMAGES_RATE_PERIOD),
-                concurrency=settings.getint("CF_IMAGES_CONCURRENCY", defaults.CF_IMAGES_CONCURRENCY),
+                rate_period=settings.getfloat(
+                    "CF_IMAGES_RATE_PERIOD", defaults.CF_IMAGES_RATE_PERIOD
+                ),
+                concurrency=settings.getint(
+                    "CF_IMAGES_CONCURRENCY", defaults.CF_IMAGES_CONCURRENCY
+                ),
                 timeout=settings.getfloat("CF_IMAGES_TIMEOUT", defaults.CF_IMAGES_TIMEOUT),
-                retry_times=settings.getint("CF_IMAGES_RETRY_TIMES", defaults.CF_IMAGES_RETRY_TIMES),
+                retry_times=settings.getint(
+                    "CF_IMAGES_RETRY_TIMES", defaults.CF_IMAGES_RETRY_TIMES
+                ),
                 backoff_base=settings.getfloat("NUKE_BACKOFF_BASE", defaults.NUKE_BACKOFF_BASE),
                 backoff_max=settings.getfloat("NUKE_BACKOFF_MAX", defaults.NUKE_BACKOFF_MAX),
-                retry_after_max=settings.getfloat("NUKE_RETRY_AFTER_MAX", defaults.NUKE_RETRY_AFTER_MAX),
+                retry_after_max=settings.getfloat(
+                    "NUKE_RETRY_AFTER_MAX", defaults.NUKE_RETRY_AFTER_MAX
+                ),
             )
         except ValueError as exc:  # a setting that is not a number
             raise CloudflareImagesError(
-                "storage_config", f"Cloudflare Images settings: {exc}") from None
+                "storage_config", f"Cloudflare Images settings: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -335,8 +347,12 @@ class CloudflareImagesStore(ImageStore):
         )
         self._base = f"{config.api_url}/accounts/{quote(config.account_id, safe='')}/images"
         self._counts_lock = threading.Lock()
-        self.counts: dict[str, int] = {"uploaded": 0, "existing": 0, "retries": 0,
-                                       "rate_limited": 0}
+        self.counts: dict[str, int] = {
+            "uploaded": 0,
+            "existing": 0,
+            "retries": 0,
+            "rate_limited": 0,
+        }
         self.threads = config.concurrency  # uploads wait for the rate cap: own threads
 
     @classmethod
@@ -346,8 +362,10 @@ class CloudflareImagesStore(ImageStore):
         return cls(CloudflareImagesConfig.from_settings(uri, settings, environ))
 
     def __repr__(self) -> str:
-        return (f"<CloudflareImagesStore account={self.config.account_id} "
-                f"variant={self.config.variant} api={self.config.api_url}>")
+        return (
+            f"<CloudflareImagesStore account={self.config.account_id} "
+            f"variant={self.config.variant} api={self.config.api_url}>"
+        )
 
     def close(self) -> None:
         self._http.clear()
@@ -357,9 +375,14 @@ class CloudflareImagesStore(ImageStore):
     @staticmethod
     def image_id(path: str) -> str:
         """The Cloudflare custom id of a store path (the path itself, validated)."""
-        bad = (not path or len(path) > ID_MAX_CHARS or bool(_UUID.fullmatch(path))
-               or path.startswith("/") or any(ch in path for ch in "?#\\")
-               or not path.isprintable())
+        bad = (
+            not path
+            or len(path) > ID_MAX_CHARS
+            or bool(_UUID.fullmatch(path))
+            or path.startswith("/")
+            or any(ch in path for ch in "?#\\")
+            or not path.isprintable()
+        )
         if bad:
             raise CloudflareImagesError(
                 "storage_rejected",
@@ -371,8 +394,10 @@ class CloudflareImagesStore(ImageStore):
     def public_url(self, path: str, variant: str | None = None) -> str:
         """``https://imagedelivery.net/<hash>/<id>/<variant>`` (the configured variant)."""
         image_id = quote(self.image_id(path), safe="/")
-        return f"{DELIVERY_BASE}/{self.config.account_hash}/{image_id}/" \
-               f"{variant or self.config.variant}"
+        return (
+            f"{DELIVERY_BASE}/{self.config.account_hash}/{image_id}/"
+            f"{variant or self.config.variant}"
+        )
 
     def _image_url(self, image_id: str, suffix: str = "") -> str:
         return f"{self._base}/v1/{quote(image_id, safe='')}{suffix}"
@@ -422,14 +447,20 @@ class CloudflareImagesStore(ImageStore):
             "requireSignedURLs": "false",
         }
         body, multipart_type = urllib3.encode_multipart_formdata(fields)
-        answer = self._request("POST", f"{self._base}/v1", body=body,
-                               content_type=multipart_type, what=f"uploading {image_id}")
+        answer = self._request(
+            "POST",
+            f"{self._base}/v1",
+            body=body,
+            content_type=multipart_type,
+            what=f"uploading {image_id}",
+        )
         if answer.status == 409 or _first_error(answer)[0] == 5409:
             existing = self._details(image_id)
             if existing is None:
                 raise CloudflareImagesError(
-                    "storage", f"uploading {image_id}: HTTP 409 (the id exists) but "
-                    "fetching it found nothing", status=409,
+                    "storage",
+                    f"uploading {image_id}: HTTP 409 (the id exists) but fetching it found nothing",
+                    status=409,
                 )
             self._count("existing")
             logger.debug("Cloudflare Images already has %s: not uploaded again", image_id)
@@ -441,11 +472,16 @@ class CloudflareImagesStore(ImageStore):
     def read(self, path: str) -> bytes:
         """The stored image's original bytes (``GET .../images/v1/{id}/blob``)."""
         image_id = self.image_id(path)
-        answer = self._request("GET", self._image_url(image_id, "/blob"),
-                               what=f"reading {image_id}")
+        answer = self._request(
+            "GET", self._image_url(image_id, "/blob"), what=f"reading {image_id}"
+        )
         if answer.status == 404:
-            raise CloudflareImagesError("missing_file", f"Cloudflare Images has no {image_id}",
-                                        status=404, **_error_fields(answer))
+            raise CloudflareImagesError(
+                "missing_file",
+                f"Cloudflare Images has no {image_id}",
+                status=404,
+                **_error_fields(answer),
+            )
         if answer.status != 200:
             self._success(answer, f"reading {image_id}")  # raises with the API's error
         return answer.data
@@ -469,14 +505,17 @@ class CloudflareImagesStore(ImageStore):
             if exc.reason == "storage_config":
                 raise
             raise CloudflareImagesError(
-                "storage_config", f"Cloudflare Images ({self.config.api_url}) cannot be "
-                f"used: {exc.detail}", status=exc.status, code=exc.code,
+                "storage_config",
+                f"Cloudflare Images ({self.config.api_url}) cannot be used: {exc.detail}",
+                status=exc.status,
+                code=exc.code,
                 api_message=exc.api_message,
             ) from None
 
     def _probe(self) -> None:
-        answer = self._request("GET", f"{self._base}/v1/variants", what="checking the store",
-                               retry_times=1)
+        answer = self._request(
+            "GET", f"{self._base}/v1/variants", what="checking the store", retry_times=1
+        )
         where = f"Cloudflare Images ({self.config.api_url}, account {self.config.account_id})"
         code, message = _first_error(answer)
         api = f" (API error {code}: {message})" if code is not None or message else ""
@@ -486,21 +525,29 @@ class CloudflareImagesStore(ImageStore):
                 f"{where} refused the token with HTTP {answer.status}{api}: check that "
                 "CF_IMAGES_TOKEN is valid, has Images edit permission, and belongs to the "
                 "account in IMAGES_STORE",
-                status=answer.status, code=code, api_message=message,
+                status=answer.status,
+                code=code,
+                api_message=message,
             )
         if answer.status == 404:
             raise CloudflareImagesError(
                 "storage_config",
                 f"{where} answered HTTP 404{api}: check the account id in IMAGES_STORE and "
                 "CF_IMAGES_API_URL",
-                status=404, code=code, api_message=message,
+                status=404,
+                code=code,
+                api_message=message,
             )
         try:
             result = self._success(answer, "checking the store")
         except CloudflareImagesError as exc:
-            raise CloudflareImagesError("storage_config", f"{where}: {exc.detail}",
-                                        status=exc.status, code=exc.code,
-                                        api_message=exc.api_message) from None
+            raise CloudflareImagesError(
+                "storage_config",
+                f"{where}: {exc.detail}",
+                status=exc.status,
+                code=exc.code,
+                api_message=exc.api_message,
+            ) from None
         variants = result.get("variants") if isinstance(result, dict) else None
         if isinstance(variants, dict) and self.config.variant not in variants:
             names = ", ".join(sorted(variants)) or "none"
@@ -513,14 +560,19 @@ class CloudflareImagesStore(ImageStore):
 
     def _check_hash(self) -> None:
         """Compare CF_IMAGES_ACCOUNT_HASH with the delivery URLs of a listed image."""
-        answer = self._request("GET", f"{self._base}/v2?per_page=10",
-                               what="checking the store", retry_times=1)
+        answer = self._request(
+            "GET", f"{self._base}/v2?per_page=10", what="checking the store", retry_times=1
+        )
         try:
             result = self._success(answer, "listing images")
         except CloudflareImagesError as exc:
-            raise CloudflareImagesError("storage_config", f"Cloudflare Images: {exc.detail}",
-                                        status=exc.status, code=exc.code,
-                                        api_message=exc.api_message) from None
+            raise CloudflareImagesError(
+                "storage_config",
+                f"Cloudflare Images: {exc.detail}",
+                status=exc.status,
+                code=exc.code,
+                api_message=exc.api_message,
+            ) from None
         images = result.get("images") if isinstance(result, dict) else None
         for image in images or []:
             for url in image.get("variants") or [] if isinstance(image, dict) else []:
@@ -572,8 +624,13 @@ class CloudflareImagesStore(ImageStore):
         permanent = 400 <= answer.status < 500 and answer.status not in (401, 403, 408, 429)
         if body is None and 200 <= answer.status < 300:
             detail = f"{what}: HTTP {answer.status} with an answer that is not JSON"
-        raise CloudflareImagesError("storage_rejected" if permanent else "storage", detail,
-                                    status=answer.status, code=code, api_message=message)
+        raise CloudflareImagesError(
+            "storage_rejected" if permanent else "storage",
+            detail,
+            status=answer.status,
+            code=code,
+            api_message=message,
+        )
 
     def _request(
         self,
@@ -590,8 +647,7 @@ class CloudflareImagesStore(ImageStore):
         Transient answers (429, 5xx, 408) and connection errors are retried up to
         ``retry_times`` times; when those run out a connection error raises ``storage``.
         """
-        headers = {"Authorization": f"Bearer {self.config.token}",
-                   "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.config.token}", "Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         limit = self.config.retry_times if retry_times is None else retry_times
@@ -601,8 +657,14 @@ class CloudflareImagesStore(ImageStore):
             self._limiter.acquire()
             try:
                 with self._slots:
-                    response = self._http.request(method, url, body=body, headers=headers,
-                                                  redirect=False, preload_content=True)
+                    response = self._http.request(
+                        method,
+                        url,
+                        body=body,
+                        headers=headers,
+                        redirect=False,
+                        preload_content=True,
+                    )
             except _TRANSIENT_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {_scrub(str(exc), self.config.token)}"
                 if attempt > limit:
@@ -610,14 +672,16 @@ class CloudflareImagesStore(ImageStore):
                         "storage", f"{what}: {problem} (after {attempt} attempts)"
                     ) from None
                 delay = self._backoff(attempt)
-                logger.debug("Cloudflare Images %s failed (%s); retry in %.2f s",
-                             what, problem, delay)
+                logger.debug(
+                    "Cloudflare Images %s failed (%s); retry in %.2f s", what, problem, delay
+                )
             else:
                 answer = _Answer(response.status, response.headers, response.data or b"")
                 if answer.status not in _RETRY_STATUSES or attempt > limit:
                     if answer.status in _RETRY_STATUSES:
-                        logger.debug("Cloudflare Images %s: giving up after %d attempts",
-                                     what, attempt)
+                        logger.debug(
+                            "Cloudflare Images %s: giving up after %d attempts", what, attempt
+                        )
                     return answer
                 delay = self._backoff(attempt)
                 retry_after = parse_retry_after(answer.headers.get("Retry-After"))
@@ -625,16 +689,18 @@ class CloudflareImagesStore(ImageStore):
                     self._count("rate_limited")
                     if retry_after is not None:
                         delay = min(retry_after, self.config.retry_after_max)
-                    logger.debug("Cloudflare Images %s: HTTP 429; every request waits %.2f s",
-                                 what, delay)
+                    logger.debug(
+                        "Cloudflare Images %s: HTTP 429; every request waits %.2f s", what, delay
+                    )
                     # every thread waits (in acquire(), this one included), not just this one
                     self._limiter.pause(delay)
                     self._count("retries")
                     continue
                 if answer.status == 503 and retry_after is not None:
                     delay = min(retry_after, self.config.retry_after_max)
-                logger.debug("Cloudflare Images %s: HTTP %d; retry in %.2f s",
-                             what, answer.status, delay)
+                logger.debug(
+                    "Cloudflare Images %s: HTTP %d; retry in %.2f s", what, answer.status, delay
+                )
             self._count("retries")
             if delay > 0:
                 self._sleep(delay)
@@ -653,8 +719,10 @@ def _first_error(answer: _Answer) -> tuple[int | None, str | None]:
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         code = errors[0].get("code")
         message = errors[0].get("message")
-        return (code if isinstance(code, int) else None,
-                str(message)[:300] if message is not None else None)
+        return (
+            code if isinstance(code, int) else None,
+            str(message)[:300] if message is not None else None,
+        )
     return None, None
 
 

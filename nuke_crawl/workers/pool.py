@@ -108,7 +108,11 @@ class WorkerPool:
     """
 
     def __init__(
-        self, processes: int = 1, depth: int = 8, nice: int = 0, gc_threshold: int = 0,
+        self,
+        processes: int = 1,
+        depth: int = 8,
+        nice: int = 0,
+        gc_threshold: int = 0,
         preload: tuple[str, ...] = (),
     ) -> None:
         if processes < 0:
@@ -142,12 +146,18 @@ class WorkerPool:
             while len(self._workers) < self.processes:
                 try:
                     proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-c", _BOOT,
-                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                        env={**os.environ, "NUKE_WORKER_SYS_PATH": json.dumps(sys.path),
-                             "NUKE_WORKER_NICE": str(self.nice),
-                             "NUKE_WORKER_GC_THRESHOLD": str(self.gc_threshold),
-                             "NUKE_WORKER_PRELOAD": ",".join(self.preload)},
+                        sys.executable,
+                        "-c",
+                        _BOOT,
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        env={
+                            **os.environ,
+                            "NUKE_WORKER_SYS_PATH": json.dumps(sys.path),
+                            "NUKE_WORKER_NICE": str(self.nice),
+                            "NUKE_WORKER_GC_THRESHOLD": str(self.gc_threshold),
+                            "NUKE_WORKER_PRELOAD": ",".join(self.preload),
+                        },
                     )
                 except OSError as exc:
                     raise WorkerError(f"cannot start a worker process: {exc}") from exc
@@ -183,9 +193,7 @@ class WorkerPool:
             await waiter
             woken = True
 
-    async def call(
-        self, func: Callable[..., T], *args: Any, priority: int = 0, **kwargs: Any
-    ) -> T:
+    async def call(self, func: Callable[..., T], *args: Any, priority: int = 0, **kwargs: Any) -> T:
         """``func(*args, **kwargs)`` in a worker (``func`` importable by name).
         ``priority`` (higher first) is the pool's, not passed to ``func``."""
         if self._thread is not None:
@@ -228,10 +236,11 @@ class WorkerPool:
                 continue
             call_id = next(self._ids)
             try:
-                future = await self._send(worker, call_id,
-                                          frame(call_id, (close_connections, (), {})))
+                future = await self._send(
+                    worker, call_id, frame(call_id, (close_connections, (), {}))
+                )
                 await asyncio.wait_for(future, timeout)
-            except Exception:  # noqa: BLE001, S110 - a dead worker has nothing left to close
+            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
                 pass
         for worker in workers:
             if worker.proc.stdin is not None:

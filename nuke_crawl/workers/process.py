@@ -71,8 +71,10 @@ def _result(call_id: int, ok: bool, value: Any) -> bytes:
     try:
         return frame(call_id, (ok, value))
     except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
-        return frame(call_id, (False, RuntimeError(f"{type(value).__name__}: {value} "
-                                                   f"(not picklable: {exc})")))
+        return frame(
+            call_id,
+            (False, RuntimeError(f"{type(value).__name__}: {value} (not picklable: {exc})")),
+        )
 
 
 def main() -> None:
@@ -123,7 +125,7 @@ def main() -> None:
     # database (PostgreSQL's server, SQLite's own C code: both release the GIL), the
     # next page is extracted instead of waiting behind it.
     # (this file runs as __main__: the calls name the functions of the imported module)
-    from nuke_crawl.workers import process as _worker  # noqa: PLW0406
+    from nuke_crawl.workers import process as _worker
 
     db_calls = (_worker.with_db, _worker.close_connections)
     with ThreadPoolExecutor(1, thread_name_prefix="nuke-db") as db_thread:

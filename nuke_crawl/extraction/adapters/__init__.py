@@ -84,6 +84,7 @@ def registered() -> list[Adapter]:
 
 # --- small helpers shared by adapters ---------------------------------------------------
 
+
 def text_of(el: HtmlElement | None) -> str | None:
     """Whitespace-collapsed text of an element, None if empty."""
     if el is None:
@@ -118,7 +119,7 @@ def script_json(page: Page, pattern: str) -> Any:
         if not m:
             continue
         try:
-            value, _ = json.JSONDecoder(strict=False).raw_decode(text[m.end():].lstrip())
+            value, _ = json.JSONDecoder(strict=False).raw_decode(text[m.end() :].lstrip())
             return value
         except ValueError:
             continue

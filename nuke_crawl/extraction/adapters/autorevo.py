@@ -15,7 +15,9 @@ class AutoRevo(Adapter):
     domains = ("autorevo.com",)
 
     def detect(self, page: Page) -> bool:
-        return "img.autorevo.com" in page.raw_text and first(page, "#vehicleDetailTitle") is not None
+        return (
+            "img.autorevo.com" in page.raw_text and first(page, "#vehicleDetailTitle") is not None
+        )
 
     def is_detail_page(self, page: Page) -> bool | None:
         return True if first(page, "#vehicleDetailTitle") is not None else None

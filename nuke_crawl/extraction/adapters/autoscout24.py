@@ -17,7 +17,19 @@ from nuke_crawl.extraction.vin import normalize_vin
 @register
 class AutoScout24(Adapter):
     name = "autoscout24"
-    domains = ("autoscout24.de", "autoscout24.com", "autoscout24.it", "autoscout24.fr", "autoscout24.nl", "autoscout24.be", "autoscout24.at", "autoscout24.es", "autoscout24.ch", "autoscout24.pl", "autoscout24.lu")
+    domains = (
+        "autoscout24.de",
+        "autoscout24.com",
+        "autoscout24.it",
+        "autoscout24.fr",
+        "autoscout24.nl",
+        "autoscout24.be",
+        "autoscout24.at",
+        "autoscout24.es",
+        "autoscout24.ch",
+        "autoscout24.pl",
+        "autoscout24.lu",
+    )
 
     def _details(self, page: Page) -> dict[str, Any] | None:
         el = first(page, "script#__NEXT_DATA__")
@@ -34,7 +46,12 @@ class AutoScout24(Adapter):
         return True if self._details(page) else None
 
     def is_vehicle_link(self, url: str) -> bool | None:
-        return bool(re.search(r"/(angebote|offers|annunci|ofertas|aanbod)/[^/]*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}", url))
+        return bool(
+            re.search(
+                r"/(angebote|offers|annunci|ofertas|aanbod)/[^/]*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}",
+                url,
+            )
+        )
 
     def vehicle(self, page: Page) -> VehicleData | None:
         det = self._details(page)
@@ -45,7 +62,9 @@ class AutoScout24(Adapter):
         v.make = canonical_make(veh.get("make")) or veh.get("make")
         v.model = veh.get("model")
         v.trim = veh.get("modelVersionInput") or veh.get("variant")
-        v.year = parse_year(veh.get("firstRegistrationDateRaw")) or parse_year(veh.get("productionYear"))
+        v.year = parse_year(veh.get("firstRegistrationDateRaw")) or parse_year(
+            veh.get("productionYear")
+        )
         km = veh.get("mileageInKmRaw")
         if isinstance(km, int):
             v.mileage, v.mileage_unit = km, "km"
@@ -60,7 +79,10 @@ class AutoScout24(Adapter):
         v.transmission = veh.get("transmissionType")
         v.fuel_type = (veh.get("fuelCategory") or {}).get("formatted")
         loc = det.get("location") or {}
-        v.location = ", ".join(x for x in (loc.get("zip"), loc.get("city"), loc.get("countryCode")) if x) or None
+        v.location = (
+            ", ".join(x for x in (loc.get("zip"), loc.get("city"), loc.get("countryCode")) if x)
+            or None
+        )
         v.image_urls = [u for u in det.get("images") or [] if isinstance(u, str)]
         v.sale_status = "for_sale" if det.get("status") == "Active" else None
         return v

@@ -17,9 +17,12 @@ class CarsAndBids(Adapter):
     def detect(self, page: Page) -> bool:
         # the class names appear in the source of any page they match: a substring test
         # spares most pages the two selector scans
-        return ("quick-facts" in page.raw_text and "auction-title" in page.raw_text
-                and first(page, ".quick-facts") is not None
-                and first(page, ".auction-title") is not None)
+        return (
+            "quick-facts" in page.raw_text
+            and "auction-title" in page.raw_text
+            and first(page, ".quick-facts") is not None
+            and first(page, ".auction-title") is not None
+        )
 
     def is_detail_page(self, page: Page) -> bool | None:
         return True if first(page, ".quick-facts") is not None else None
@@ -34,7 +37,9 @@ class CarsAndBids(Adapter):
         v.title = text_of(first(page, ".auction-title h1"))
         bid = first_of(page, ".bid-bar .bid-value", ".current-bid .bid-value")
         if bid is not None:
-            v.asking_price, v.currency = parse_price(text_of(bid), host=page.host or "carsandbids.com")
+            v.asking_price, v.currency = parse_price(
+                text_of(bid), host=page.host or "carsandbids.com"
+            )
         status = (text_of(first(page, ".bid-bar")) or "").lower()
         v.sale_status = "sold" if "sold for" in status else "auction"
         gallery = first_of(page, ".auction-photos", ".gallery-preview")

@@ -48,7 +48,9 @@ class ClickDealer(Adapter):
         gallery = first_of(page, "#gallery-2", ".dt-photo-gallery")
         if gallery is not None:
             v.image_urls = [a.get("href") or "" for a in gallery.iter("a") if a.get("href")]
-            v.image_urls += [img.get("data-src") or "" for img in gallery.iter("img") if img.get("data-src")]
+            v.image_urls += [
+                img.get("data-src") or "" for img in gallery.iter("img") if img.get("data-src")
+            ]
         return v
 
     def listings(self, page: Page) -> list[VehicleData] | None:
@@ -74,10 +76,19 @@ class ClickDealer(Adapter):
             if link is not None and link.get("title"):
                 tp = parse_title(link.get("title"))
                 v.title = link.get("title")
-                v.year, v.make, v.model, v.trim = tp.year or v.year, tp.make or v.make, tp.model or v.model, tp.trim or v.trim
+                v.year, v.make, v.model, v.trim = (
+                    tp.year or v.year,
+                    tp.make or v.make,
+                    tp.model or v.model,
+                    tp.trim or v.trim,
+                )
             for stat in select(card, ".vehicle-spec__stat"):
                 t = text_of(stat) or ""
-                if v.mileage is None and re.fullmatch(r"\d{1,3}(,\d{3})+|\d{1,6}", t) and not re.fullmatch(r"(19|20)\d\d", t):
+                if (
+                    v.mileage is None
+                    and re.fullmatch(r"\d{1,3}(,\d{3})+|\d{1,6}", t)
+                    and not re.fullmatch(r"(19|20)\d\d", t)
+                ):
                     v.mileage, v.mileage_unit = parse_mileage(t, default_unit="mi")
             out.append(v)
         return out

@@ -17,7 +17,14 @@ from nuke_crawl.extraction.text import (
 )
 from nuke_crawl.extraction.vin import normalize_serial
 
-_ATTR_FIELDS = {"drive": "drivetrain", "fuel": "fuel_type", "transmission": "transmission", "type": "body_style", "paint color": "color", "cylinders": "engine"}
+_ATTR_FIELDS = {
+    "drive": "drivetrain",
+    "fuel": "fuel_type",
+    "transmission": "transmission",
+    "type": "body_style",
+    "paint color": "color",
+    "cylinders": "engine",
+}
 
 
 @register
@@ -60,5 +67,7 @@ class Craigslist(Adapter):
                 setattr(v, _ATTR_FIELDS[label], value)
         images = script_json(page, r"var\s+imgList\s*=")
         if isinstance(images, list):
-            v.image_urls = [i["url"] for i in images if isinstance(i, dict) and isinstance(i.get("url"), str)]
+            v.image_urls = [
+                i["url"] for i in images if isinstance(i, dict) and isinstance(i.get("url"), str)
+            ]
         return v

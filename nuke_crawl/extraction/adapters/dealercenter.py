@@ -50,11 +50,23 @@ class DealerCenter(Adapter):
                 seen.add(dedupe_key)
             v = card_vehicle(page, card, key)
             v.vin = vin or v.vin
-            title = text_of(first(card, ".dws-vehicle-listing-item-title a span.hide")) or text_of(link)
+            title = text_of(first(card, ".dws-vehicle-listing-item-title a span.hide")) or text_of(
+                link
+            )
             if title:
                 tp = parse_title(title)
-                v.title, v.year, v.make, v.model, v.trim = title, tp.year, tp.make, tp.model, tp.trim
-            miles = text_of(first(card, ".dws-vehicle-field-mileage .dws-vehicle-listing-item-field-value"))
-            v.mileage, v.mileage_unit = parse_mileage(miles, default_unit="mi") if miles else (None, None)
+                v.title, v.year, v.make, v.model, v.trim = (
+                    title,
+                    tp.year,
+                    tp.make,
+                    tp.model,
+                    tp.trim,
+                )
+            miles = text_of(
+                first(card, ".dws-vehicle-field-mileage .dws-vehicle-listing-item-field-value")
+            )
+            v.mileage, v.mileage_unit = (
+                parse_mileage(miles, default_unit="mi") if miles else (None, None)
+            )
             out.append(v)
         return out

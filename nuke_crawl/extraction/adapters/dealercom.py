@@ -43,7 +43,13 @@ class DealerCom(Adapter):
             title = text_of(link) if link is not None else None
             if title:
                 tp = parse_title(title)
-                v.title, v.year, v.make, v.model, v.trim = title, tp.year, tp.make, tp.model, tp.trim
+                v.title, v.year, v.make, v.model, v.trim = (
+                    title,
+                    tp.year,
+                    tp.make,
+                    tp.model,
+                    tp.trim,
+                )
             final = first_of(card, "dd.final-price .price-value", ".portal-price")
             if final is not None:
                 v.asking_price, v.currency = parse_price(text_of(final), host=page.host)

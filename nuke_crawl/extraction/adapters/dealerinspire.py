@@ -15,4 +15,8 @@ class DealerInspire(Adapter):
         return "dealerinspire" in page.raw_lower and "algolia" in page.raw_lower
 
     def is_js_shell(self, page: Page) -> bool | None:
-        return True if select(page.tree, "#lvrp-results-wrapper, #results-page, .lvrp-results") else None
+        return (
+            True
+            if select(page.tree, "#lvrp-results-wrapper, #results-page, .lvrp-results")
+            else None
+        )
