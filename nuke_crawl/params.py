@@ -72,6 +72,16 @@ def to_uuid(name: str, value: Any) -> str:
         raise ArgumentError(f"argument {name}={value!r}: expected a UUID") from None
 
 
+def to_uuid_list(name: str, value: Any, *, most: int | None = None) -> tuple[str, ...]:
+    """A comma list of UUIDs (at most ``most`` of them, when given), in their order."""
+    items = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not items:
+        raise ArgumentError(f"argument {name}: expected a comma list of UUIDs")
+    if most is not None and len(items) > most:
+        raise ArgumentError(f"argument {name}: at most {most} UUIDs (got {len(items)})")
+    return tuple(to_uuid(name, v) for v in items)
+
+
 _HOST = re.compile(r"[\w.:-]+")
 
 

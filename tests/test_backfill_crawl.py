@@ -422,6 +422,42 @@ def test_dry_run_writes_nothing(db_url, tmp_path, image_host):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_vehicle_ids_backfills_exactly_those_vehicles(db_url, tmp_path, image_host):
+    host, base = image_host
+    ids = seed(
+        db_url,
+        [
+            (f"{LISTING}ids{i}", [f"{base}/img/320x240/ids{i}-{j}.jpg" for j in range(2)])
+            for i in range(4)
+        ],
+    )
+    chosen = {ids[0], ids[2]}
+    out = tmp_path / "images"
+    result = crawl(db_url, out, "-a", f"vehicle_ids={ids[2]},{ids[0]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'nuke/vehicles/claimed': 2," in result.stderr
+    assert "'nuke/images/stored': 4," in result.stderr
+    assert {p for p in host.hits if p.startswith("/img/")} == {
+        f"/img/320x240/ids{i}-{j}.jpg" for i in (0, 2) for j in range(2)
+    }
+    rows = images(db_url)
+    assert len(rows) == 8  # the org crawl's external rows, for every vehicle
+    for row in rows:
+        if row["vehicle_id"] in chosen:
+            assert row["storage_path"] and (out / row["storage_path"]).is_file()
+        else:  # not even tried
+            assert row["storage_path"] is None and row["download_attempts"] in (0, None)
+    db = Database(db_url)
+    try:
+        metas = {
+            r["id"]: loads_json(r["origin_metadata"])
+            for r in db.fetchall("SELECT id, origin_metadata FROM vehicles")
+        }
+    finally:
+        db.close()
+    assert {vid for vid, m in metas.items() if m["images_backfilled"]} == chosen
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [

@@ -191,6 +191,29 @@ def test_organization_and_vehicle_filters(db):
     assert only.vehicle_id == first[0]
 
 
+def test_vehicle_ids_filter_counts_previews_and_claims_only_those(db):
+    ids = _seed(db, n=6)
+    chosen = (ids[1], ids[4], ids[5])
+    sel = Selection(vehicle_ids=chosen)
+    assert backfill.count_claimable(db, sel) == 3
+    assert {w.vehicle_id for w in backfill.select_preview(db, limit=10, selection=sel)} == set(
+        chosen
+    )
+    works = backfill.claim_vehicles(db, "w", limit=2, lease_seconds=60, selection=sel)
+    assert len(works) == 2 and {w.vehicle_id for w in works} < set(chosen)  # limit holds
+    (rest,) = backfill.claim_vehicles(db, "w", limit=10, lease_seconds=60, selection=sel)
+    assert {rest.vehicle_id, *(w.vehicle_id for w in works)} == set(chosen)
+    assert backfill.claim_vehicles(db, "w", limit=10, lease_seconds=60, selection=sel) == []
+    assert backfill.count_claimable(db, sel) == 0
+    # the others were not touched, and vehicle_id and vehicle_ids both hold when given
+    assert backfill.count_claimable(db) == 3
+    both = Selection(vehicle_id=ids[0], vehicle_ids=(ids[0], ids[2]))
+    assert backfill.count_claimable(db, both) == 1
+    assert backfill.count_claimable(db, Selection(vehicle_id=ids[0], vehicle_ids=chosen)) == 0
+    leased = db.fetchall("SELECT id FROM vehicles WHERE images_lease_owner IS NOT NULL")
+    assert {r["id"] for r in leased} == set(chosen)
+
+
 def test_preview_writes_nothing(db):
     _seed(db, n=2)
     before = db.fetchall("SELECT * FROM vehicles ORDER BY id")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from nuke_crawl.params import PARSED, ArgumentError
@@ -80,12 +82,35 @@ def test_image_spiders_arguments_are_typed_and_parsed_once() -> None:
     assert "limit (100): vehicles to process in this run" in BackfillArgs.describe()
 
 
+def test_backfill_vehicle_ids_is_a_comma_list_of_uuids() -> None:
+    from nuke_crawl.spiders.image_backfill import BackfillArgs, ImageBackfillSpider
+
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    given = f" {ids[0].upper()}, {ids[1]},,{ids[2]} "  # spaces, case, an empty item
+    args = BackfillArgs.parse({"vehicle_ids": given}, "image_backfill")
+    assert args.vehicle_ids == tuple(ids) and args.vehicle_id is None
+    assert BackfillArgs.parse({}, "image_backfill").vehicle_ids == ()
+    most = [str(uuid.UUID(int=i)) for i in range(1000)]  # the bound itself is accepted
+    assert len(BackfillArgs.parse({"vehicle_ids": ",".join(most)}, "x").vehicle_ids) == 1000
+    # carried to the claims' selection, next to vehicle_id
+    spider = ImageBackfillSpider(vehicle_ids=",".join(ids), vehicle_id=ids[0])
+    selection = spider._selection()
+    assert (selection.vehicle_ids, selection.vehicle_id) == (tuple(ids), ids[0])
+
+
 @pytest.mark.parametrize(
     ("spider", "given", "message"),
     [
         ("image_backfill", {"limit": "0"}, "argument limit='0': must be at least 1"),
         ("image_backfill", {"created_after": "soon"}, "created_after='soon': expected an ISO"),
         ("image_backfill", {"colour": "red"}, "unknown argument(s) for spider 'image_backfill'"),
+        ("image_backfill", {"vehicle_ids": "1,2"}, "argument vehicle_ids='1': expected a UUID"),
+        ("image_backfill", {"vehicle_ids": " , "}, "argument vehicle_ids: expected a comma list"),
+        (
+            "image_backfill",
+            {"vehicle_ids": ",".join(str(uuid.UUID(int=i)) for i in range(1001))},
+            "argument vehicle_ids: at most 1000 UUIDs (got 1001)",
+        ),
         ("image_analysis", {"providers": "magic"}, "unknown provider(s) magic"),
         ("image_analysis", {"vehicle_ids": "1,2"}, "argument vehicle_ids='1': expected a UUID"),
         ("image_analysis", {"concurrency": "0"}, "argument concurrency='0': must be at least 1"),

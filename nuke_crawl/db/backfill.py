@@ -150,6 +150,7 @@ class Selection:
 
     organization_id: str | None = None
     vehicle_id: str | None = None
+    vehicle_ids: tuple[str, ...] = ()  # only these (with vehicle_id: both must hold)
     created_after: datetime | None = None
     retry_failed: bool = False
     run_started: datetime | None = None  # retry_failed: vehicles checked since are skipped
@@ -176,6 +177,9 @@ def _where(db: Database, sel: Selection, now: Any) -> tuple[str, list[Any]]:
     if sel.vehicle_id:
         clauses.append("v.id = ?")
         params.append(sel.vehicle_id)
+    if sel.vehicle_ids:
+        clauses.append(f"v.id IN ({', '.join('?' * len(sel.vehicle_ids))})")
+        params.extend(sel.vehicle_ids)
     if sel.organization_id:
         clauses.append(
             "(v.origin_organization_id = ? OR EXISTS (SELECT 1 FROM organization_vehicles ov "

@@ -6,6 +6,7 @@ the same check ``scrapy crawl`` makes."""
 from __future__ import annotations
 
 import importlib
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -114,7 +115,10 @@ def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args")
         arguments.parse(text, spider)
     except ArgumentError as exc:
         message = str(exc)
-        bad = next((k for k in text if f"argument {k}" in message or f"{k}=" in message), None)
+        # "argument vehicle_id" is in "argument vehicle_ids...": match the name whole
+        bad = next(
+            (k for k in text if re.search(rf"\b{re.escape(k)}\b(?=[=:])", message)), None
+        )
         raise Invalid(f"{field}.{bad}" if bad else field, message) from None
     return text
 
@@ -124,26 +128,20 @@ def allow_concurrent(body: Mapping[str, Any]) -> bool:
 
 
 def process_images(body: Mapping[str, Any]) -> dict[str, str]:
-    """``POST /api/process-images``: ``batchSize`` (1-1000, default 10),
-    ``organizationId``, ``vehicleIds`` (one id: ``image_backfill`` takes one vehicle a
-    run), ``maxImages`` (1-500)."""
+    """``POST /api/process-images``: ``batchSize`` (1-1000, default 10: the run's
+    ``limit``), ``organizationId``, ``vehicleIds`` (up to 1000 ids: only those vehicles,
+    ``batchSize`` of them at most; ``image_backfill``'s ``vehicle_ids``), ``maxImages``
+    (1-500)."""
     _known(body, {"batchSize", "organizationId", "vehicleIds", "maxImages"})
     batch = _int(body, "batchSize", 10, 1, 1000)
     org = _uuid(body, "organizationId")
     vehicles = _uuids(body, "vehicleIds", 1000)
-    if len(vehicles) > 1:
-        raise Invalid(
-            "vehicleIds",
-            "image_backfill processes one given vehicle a run: "
-            "give one id (or none, for the queue's next vehicles)",
-        )
     max_images = _int(body, "maxImages", None, 1, 500)
     args: dict[str, Any] = {"limit": batch, "batch_size": min(int(batch or 10), 10)}
     if org:
         args["organization_id"] = org
     if vehicles:
-        args["vehicle_id"] = vehicles[0]
-        args["limit"] = 1
+        args["vehicle_ids"] = vehicles
     if max_images:
         args["max_images"] = max_images
     return check_spider_args("image_backfill", args)

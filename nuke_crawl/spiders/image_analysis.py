@@ -35,12 +35,12 @@ from nuke_crawl.db import analysis, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.items import ImageAnalysisItem
 from nuke_crawl.params import (
-    ArgumentError,
     arg,
     positive_int,
     to_bool,
     to_providers,
     to_uuid,
+    to_uuid_list,
 )
 from nuke_crawl.spiders.leased import LeasedArgs, LeasedWorkSpider, duration
 
@@ -51,14 +51,6 @@ MAX_EXAMPLES = 3
 """Example URLs kept per failure reason for the final summary."""
 
 # -- arguments ------------------------------------------------------------------------
-
-
-def to_uuid_list(name: str, value: Any) -> tuple[str, ...]:
-    """A comma list of UUIDs."""
-    items = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not items:
-        raise ArgumentError(f"argument {name}: expected a comma list of UUIDs")
-    return tuple(to_uuid(name, v) for v in items)
 
 
 @dataclass(frozen=True)

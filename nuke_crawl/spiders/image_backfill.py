@@ -29,7 +29,15 @@ from nuke_crawl.db import backfill, needs_migration
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database
 from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.items import VehicleImagesItem
-from nuke_crawl.params import ArgumentError, arg, positive_int, to_bool, to_int, to_uuid
+from nuke_crawl.params import (
+    ArgumentError,
+    arg,
+    positive_int,
+    to_bool,
+    to_int,
+    to_uuid,
+    to_uuid_list,
+)
 from nuke_crawl.signals import store_failed
 from nuke_crawl.spiders.leased import LeasedArgs, LeasedWorkSpider
 from nuke_crawl.workers.pool import WorkerError
@@ -52,6 +60,14 @@ def to_priority(name: str, value: Any) -> int:
     return to_int(name, value, minimum=-(2**31))
 
 
+MAX_VEHICLE_IDS = 1000
+"""The most ids ``vehicle_ids`` takes (each is one SQL parameter of a claim)."""
+
+
+def to_vehicle_ids(name: str, value: Any) -> tuple[str, ...]:
+    return to_uuid_list(name, value, most=MAX_VEHICLE_IDS)
+
+
 @dataclass(frozen=True)
 class BackfillArgs(LeasedArgs):
     """The ``image_backfill`` spider's arguments (``-a name=value``)."""
@@ -61,6 +77,9 @@ class BackfillArgs(LeasedArgs):
     max_images: int = arg(20, "images per vehicle (in position order)", positive_int)
     organization_id: str | None = arg(None, "only this organization's vehicles", to_uuid)
     vehicle_id: str | None = arg(None, "only this vehicle", to_uuid)
+    vehicle_ids: tuple[str, ...] = arg(
+        (), f"only these vehicles (comma list of up to {MAX_VEHICLE_IDS} UUIDs)", to_vehicle_ids
+    )
     created_after: datetime | None = arg(
         None, "only vehicles created at or after this time", to_datetime
     )
@@ -150,6 +169,7 @@ class ImageBackfillSpider(LeasedWorkSpider):
         return backfill.Selection(
             organization_id=args.organization_id,
             vehicle_id=args.vehicle_id,
+            vehicle_ids=args.vehicle_ids,
             created_after=args.created_after,
             retry_failed=args.retry_failed,
             run_started=self.run_started,
