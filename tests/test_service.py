@@ -118,6 +118,8 @@ def test_api_reads_auth_and_bad_input(db_url, tmp_path):
             ({"batchSize": "many"}, "batchSize"),
             ({"organizationId": "nope"}, "organizationId"),
             ({"vehicleIds": ["x"]}, "vehicleIds[0]"),
+            ({"vehicleIds": [ids[0], ids[1], "x"]}, "vehicleIds[2]"),
+            ({"vehicleIds": []}, "vehicleIds"),
             ({"colour": "red"}, "colour"),
         ]:
             status, answer = svc.post("/api/process-images", body_)
@@ -129,6 +131,9 @@ def test_api_reads_auth_and_bad_input(db_url, tmp_path):
         assert status == 422 and answer["field"] == "spider"
         status, answer = svc.post("/api/jobs", {"spider": "org", "args": {"limit": "x"}})
         assert status == 422 and answer["field"] == "args.limit"
+        bad = {"vehicle_id": ids[0], "vehicle_ids": f"{ids[1]},x"}  # the list is the bad one
+        status, answer = svc.post("/api/jobs", {"spider": "image_backfill", "args": bad})
+        assert status == 422 and answer["field"] == "args.vehicle_ids", answer
         status, answer = svc.post("/api/analyze-images", {"providers": ["nope"]})
         assert status == 422 and answer["field"] == "providers"
         assert svc.get("/api/vehicles/123")[0] == 422
@@ -148,6 +153,36 @@ def test_api_reads_auth_and_bad_input(db_url, tmp_path):
         assert status == 200 and "Process 5 vehicles" in page and "Dealer Example" in page
         assert '<p class="figure" data-stat="totalVehicles">4</p>' in page
     assert TOKEN not in "".join(svc.output)
+
+
+def test_process_images_runs_exactly_the_given_vehicle_ids(sqlite_url, tmp_path):
+    host = serve(ImageHost(width=320, height=240))
+    try:
+        _, ids = seed(
+            sqlite_url,
+            [(f"http://dealer.example/v/{i}", [f"{host.url}/img/ids{i}.jpg"]) for i in range(5)],
+        )
+        chosen = [ids[3], ids[0], ids[4]]
+        with Service(sqlite_url, tmp_path / "svc") as svc:
+            status, answer = svc.post("/api/process-images", {"vehicleIds": chosen})
+            assert status == 200, answer
+            job = answer["job"]
+            assert job["spider"] == "image_backfill"
+            assert job["args"]["vehicle_ids"] == ",".join(chosen)
+            assert job["args"]["limit"] == "10" and "vehicle_id" not in job["args"]
+            done = svc.wait_job(job["id"], ("finished", "failed", "lost"), timeout=60)
+            assert done["state"] == "finished", done
+            assert done["summary"]["counts"]["imagesStored"] == 3
+        db = Database(sqlite_url)
+        try:
+            stored = db.fetchall(
+                "SELECT vehicle_id FROM vehicle_images WHERE storage_path IS NOT NULL"
+            )
+        finally:
+            db.close()
+        assert sorted(r["vehicle_id"] for r in stored) == sorted(chosen)
+    finally:
+        host.stop()
 
 
 def test_no_token_refuses_writes_and_non_loopback(sqlite_url, tmp_path):

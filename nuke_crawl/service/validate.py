@@ -116,9 +116,7 @@ def check_spider_args(spider: str, args: Mapping[str, Any], field: str = "args")
     except ArgumentError as exc:
         message = str(exc)
         # "argument vehicle_id" is in "argument vehicle_ids...": match the name whole
-        bad = next(
-            (k for k in text if re.search(rf"\b{re.escape(k)}\b(?=[=:])", message)), None
-        )
+        bad = next((k for k in text if re.search(rf"\b{re.escape(k)}\b(?=[=:])", message)), None)
         raise Invalid(f"{field}.{bad}" if bad else field, message) from None
     return text
 
