@@ -66,7 +66,8 @@ def load_manifest() -> dict[str, Any]:
     path = corpus_dir() / "MANIFEST.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"corpus manifest not found at {path}; set NUKE_SHARED_DIR to the directory holding corpus/"
+            f"corpus manifest not found at {path}; "
+            "set NUKE_SHARED_DIR to the directory holding corpus/"
         )
     return json.loads(path.read_text())
 

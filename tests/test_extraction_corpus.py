@@ -26,7 +26,8 @@ MANIFEST = CORPUS / "MANIFEST.json"
 def _manifest() -> dict:
     if not MANIFEST.is_file():
         pytest.fail(
-            f"corpus manifest not found at {MANIFEST}; set NUKE_SHARED_DIR to the directory holding corpus/",
+            f"corpus manifest not found at {MANIFEST}; "
+            "set NUKE_SHARED_DIR to the directory holding corpus/",
             pytrace=False,
         )
     return json.loads(MANIFEST.read_text())

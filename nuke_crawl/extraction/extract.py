@@ -157,7 +157,12 @@ def extract_page(
         result.skip_reason = "js_shell"
         result.needs_js = True
         return result
-    if evidence["title"] and (evidence["vin"] or evidence["price"] or evidence["mileage"]) or (evidence["vin"] or evidence["mileage"]) and evidence["price"]:
+    if (
+        evidence["title"]
+        and (evidence["vin"] or evidence["price"] or evidence["mileage"])
+        or (evidence["vin"] or evidence["mileage"])
+        and evidence["price"]
+    ):
         result.skip_reason = "missing_year_make"
     else:
         result.skip_reason = "not_a_listing"
