@@ -457,7 +457,8 @@ def run_backfill(
     ]
     start = time.monotonic()
     cpu = _children_cpu()
-    logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
+    # each child's stderr, read back once it exits (closed below)
+    logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]  # noqa: SIM115
     procs = [
         subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
         for log in logs

@@ -234,7 +234,7 @@ def test_dealercenter_inventory_rendered_twice():
     assert r.vehicle is None and r.skip_reason == "inventory_page"
     assert len(r.listings) == gt["vehicle_count"] == 15
     assert len(r.vehicle_links) == 15
-    for item, want in zip(r.listings, gt["vehicles"]):
+    for item, want in zip(r.listings, gt["vehicles"], strict=True):
         assert item.vin == want["vin"]
         assert item.title == want["title"]
         assert item.asking_price == (
@@ -251,7 +251,7 @@ def test_dealercom_inventory():
     r = run(name)
     assert r.vehicle is None and r.skip_reason == "inventory_page"
     assert len(r.listings) == gt["vehicle_count"] == 5
-    for item, want in zip(r.listings, gt["vehicles"]):
+    for item, want in zip(r.listings, gt["vehicles"], strict=True):
         assert item.title.startswith(want["title"])  # DDC appends a model code (FT4WD)
         assert item.asking_price == Decimal(want["price"])  # not the MSRP
         assert item.color == want["color"]

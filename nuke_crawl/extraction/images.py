@@ -452,8 +452,9 @@ def image_candidates(root: HtmlElement, skip: set[HtmlElement] | None = None) ->
             if href and _IMAGE_LIKE.search(href):
                 out.append(href)
             for attr in ("data-rsbigimg", "data-full", "data-zoom-image", "data-large"):
-                if get(attr):
-                    out.append(get(attr))
+                v = get(attr)
+                if v:
+                    out.append(v)
             continue
         if tag in ("img", "source"):
             for attr in _LAZY_ATTRS:

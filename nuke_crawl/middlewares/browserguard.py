@@ -137,10 +137,7 @@ class CheckingProxy:
             return
         line, _, rest = head.partition(b"\r\n")
         method, target, version = line.decode("latin-1").split(" ", 2)
-        if method.upper() == "CONNECT":
-            url = f"https://{target}/"
-        else:
-            url = target
+        url = f"https://{target}/" if method.upper() == "CONNECT" else target
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
         refused, ips = await self.guard.check(url)
