@@ -23,7 +23,8 @@ What it does, in one run:
 3. ``image_backfill`` does the same work from a PostgreSQL schema of its own (vehicles
    with external image rows, as the org crawl writes them), into a folder, with its whole
    bookkeeping: ``--processes`` (1) ``scrapy crawl image_backfill`` processes sharing the
-   work through leases (each with its image worker processes). AutoThrottle is off for the benchmark, as img2dataset has no throttling.
+   work through leases (each with its image worker processes). AutoThrottle is off for the
+   benchmark, as img2dataset has no throttling.
    With ``--baseline-ref REF`` the same work is also done, in the same run and before the
    current code's, by ``image_backfill`` as of git commit ``REF`` (``git archive`` into a
    temporary folder, a fresh schema): before/after figures measured side by side.
@@ -456,7 +457,8 @@ def run_backfill(
     ]
     start = time.monotonic()
     cpu = _children_cpu()
-    logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
+    # each child's stderr, read back once it exits (closed below)
+    logs = [tempfile.TemporaryFile("w+") for _ in range(processes)]  # noqa: SIM115
     procs = [
         subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
         for log in logs

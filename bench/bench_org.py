@@ -49,9 +49,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_backfill import peak_rss_of_tree
-from nuke_crawl.db import Database, migrate, store
-from nuke_crawl.demo.launch import launch
+from bench.bench_backfill import peak_rss_of_tree  # noqa: E402 - after the sys.path set-up
+from nuke_crawl.db import Database, migrate, store  # noqa: E402 - after the sys.path set-up
+from nuke_crawl.demo.launch import launch  # noqa: E402 - after the sys.path set-up
 
 SETTINGS = [
     "-s",

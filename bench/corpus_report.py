@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nuke_crawl.extraction import PageExtraction, VehicleData, extract_page
-from nuke_crawl.extraction.urls import canonical_listing_url, same_site
+from nuke_crawl.extraction import PageExtraction, VehicleData, extract_page  # noqa: E402 - after the sys.path set-up
+from nuke_crawl.extraction.urls import canonical_listing_url, same_site  # noqa: E402 - after the sys.path set-up
 
 # pages saved without their URL: a plausible URL on the right site
 FALLBACK_URLS = {
@@ -66,7 +66,8 @@ def load_manifest() -> dict[str, Any]:
     path = corpus_dir() / "MANIFEST.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"corpus manifest not found at {path}; set NUKE_SHARED_DIR to the directory holding corpus/"
+            f"corpus manifest not found at {path}; "
+            "set NUKE_SHARED_DIR to the directory holding corpus/"
         )
     return json.loads(path.read_text())
 

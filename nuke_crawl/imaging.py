@@ -502,9 +502,12 @@ def _sniff(body: bytes) -> str | None:
         return "jpeg"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    if head.startswith(b"BM") and len(head) >= 18:
-        if struct.unpack_from("<I", head, 14)[0] in (12, 16, 40, 52, 56, 64, 108, 124):
-            return "bmp"  # a DIB header size: not just text starting with "BM"
+    if (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and struct.unpack_from("<I", head, 14)[0] in (12, 16, 40, 52, 56, 64, 108, 124)
+    ):
+        return "bmp"  # a DIB header size: not just text starting with "BM"
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
         return "tiff"
     if head.startswith(b"\x00\x00\x01\x00") and len(body) >= 22:
@@ -754,7 +757,7 @@ def _mpo_first_picture(body: bytes, im: Image.Image) -> bytes | None:
     try:
         entries = im.mpinfo[0xB002]  # type: ignore[attr-defined]
         size = int(entries[0]["Size"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - any malformed MPF index: not an MPO we can slice
         return None
     if not 0 < size <= len(body):
         return None
@@ -764,7 +767,7 @@ def _mpo_first_picture(body: bytes, im: Image.Image) -> bytes | None:
     try:
         with _pillow_warnings(), Image.open(io.BytesIO(stripped), formats=("JPEG",)) as check:
             ok = check.format == "JPEG" and check.size == im.size
-    except Exception:
+    except Exception:  # noqa: BLE001 - Pillow raises many types on a bad slice: not usable
         return None
     return stripped if ok else None
 

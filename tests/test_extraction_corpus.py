@@ -26,7 +26,8 @@ MANIFEST = CORPUS / "MANIFEST.json"
 def _manifest() -> dict:
     if not MANIFEST.is_file():
         pytest.fail(
-            f"corpus manifest not found at {MANIFEST}; set NUKE_SHARED_DIR to the directory holding corpus/",
+            f"corpus manifest not found at {MANIFEST}; "
+            "set NUKE_SHARED_DIR to the directory holding corpus/",
             pytrace=False,
         )
     return json.loads(MANIFEST.read_text())
@@ -233,7 +234,7 @@ def test_dealercenter_inventory_rendered_twice():
     assert r.vehicle is None and r.skip_reason == "inventory_page"
     assert len(r.listings) == gt["vehicle_count"] == 15
     assert len(r.vehicle_links) == 15
-    for item, want in zip(r.listings, gt["vehicles"]):
+    for item, want in zip(r.listings, gt["vehicles"], strict=True):
         assert item.vin == want["vin"]
         assert item.title == want["title"]
         assert item.asking_price == (
@@ -250,7 +251,7 @@ def test_dealercom_inventory():
     r = run(name)
     assert r.vehicle is None and r.skip_reason == "inventory_page"
     assert len(r.listings) == gt["vehicle_count"] == 5
-    for item, want in zip(r.listings, gt["vehicles"]):
+    for item, want in zip(r.listings, gt["vehicles"], strict=True):
         assert item.title.startswith(want["title"])  # DDC appends a model code (FT4WD)
         assert item.asking_price == Decimal(want["price"])  # not the MSRP
         assert item.color == want["color"]

@@ -172,12 +172,14 @@ def test_data_attributes_of_decoy_cards_are_not_the_pages() -> None:
             (12500, "km", Decimal(23990), "EUR"),
         ),
         (
-            "<table><tr><th>Bouwjaar</th><td>2019</td></tr><tr><th>Tellerstand</th><td>45.000 km</td></tr>"
+            "<table><tr><th>Bouwjaar</th><td>2019</td></tr>"
+            "<tr><th>Tellerstand</th><td>45.000 km</td></tr>"
             "<tr><th>Vraagprijs</th><td>€ 19.950</td></tr></table>",
             (45000, "km", Decimal(19950), "EUR"),
         ),
         (
-            "<ul><li>Kilométrage : 45 000 km</li><li>Année : 2019</li><li>Prix : 14 000 €</li></ul>",
+            "<ul><li>Kilométrage : 45 000 km</li><li>Année : 2019</li>"
+            "<li>Prix : 14 000 €</li></ul>",
             (45000, "km", Decimal(14000), "EUR"),
         ),
         (
@@ -185,7 +187,8 @@ def test_data_attributes_of_decoy_cards_are_not_the_pages() -> None:
             (60000, "km", Decimal(15500), "EUR"),
         ),
         (
-            "<div><span class='label'>Chilometraggio</span><span class='value'>30.000 km</span></div>"
+            "<div><span class='label'>Chilometraggio</span>"
+            "<span class='value'>30.000 km</span></div>"
             "<div><span class='label'>Prezzo</span><span class='value'>€ 21.000</span></div>",
             (30000, "km", Decimal(21000), "EUR"),
         ),

@@ -254,10 +254,13 @@ LABELLED_VDP = _html(
     <div class="payment">Est. $1,299/mo</div>
     <dl><dt>VIN</dt><dd>WP0AB2A93GS123456</dd><dt>Mileage</dt><dd>21,400 miles</dd>
     <dt>Stock #</dt><dd>P1234</dd><dt>Exterior Color</dt><dd>GT Silver</dd></dl>
-    <table><tr><th>Transmission</th><td>PDK</td></tr><tr><th>Engine</th><td>3.0L Twin-Turbo H6</td></tr></table>
+    <table><tr><th>Transmission</th><td>PDK</td></tr>\
+<tr><th>Engine</th><td>3.0L Twin-Turbo H6</td></tr></table>
     <p>Drivetrain: RWD</p>
     <div class="gallery"><img data-src="https://cdn.dealer.com/photos/1.jpg?w=300"><img src="https://cdn.dealer.com/photos/2.jpg"></div>
-    <section class="similar-vehicles"><a href="/used/2015-porsche-911-999999"><img src="https://cdn.dealer.com/photos/other.jpg"></a><span class="price">$79,000</span></section>
+    <section class="similar-vehicles"><a href="/used/2015-porsche-911-999999">\
+<img src="https://cdn.dealer.com/photos/other.jpg"></a>\
+<span class="price">$79,000</span></section>
     """
 )
 
@@ -303,7 +306,9 @@ def test_sold_markers(marker):
 
 def test_blog_post_is_not_a_listing():
     html = _html(
-        "<h1>5 tips for buying your first car</h1><p>Shop around. Compare prices like $20,000 vs $25,000.</p><a href='/blog/next-post'>next</a>"
+        "<h1>5 tips for buying your first car</h1>"
+        "<p>Shop around. Compare prices like $20,000 vs $25,000.</p>"
+        "<a href='/blog/next-post'>next</a>"
     )
     r = extract_page(html, "https://www.dealer.com/blog/first-car-tips")
     assert r.vehicle is None and r.skip_reason == "not_a_listing" and not r.needs_js
@@ -311,7 +316,8 @@ def test_blog_post_is_not_a_listing():
 
 def test_missing_year_make():
     html = _html(
-        "<h1>Great truck for sale</h1><dl><dt>VIN</dt><dd>1GCPTCE11K1220169</dd><dt>Mileage</dt><dd>10,000</dd><dt>Price</dt><dd>$20,000</dd></dl>"
+        "<h1>Great truck for sale</h1><dl><dt>VIN</dt><dd>1GCPTCE11K1220169</dd>"
+        "<dt>Mileage</dt><dd>10,000</dd><dt>Price</dt><dd>$20,000</dd></dl>"
     )
     r = extract_page(html, "https://www.dealer.com/used/truck-123456")
     assert r.vehicle is None and r.skip_reason == "missing_year_make"
@@ -394,7 +400,8 @@ def test_microdata_vehicle():
         <h1 itemprop="name">2018 Subaru Outback 2.5i Premium</h1>
         <span itemprop="vehicleIdentificationNumber">4S4BSAFC5J3000001</span>
         <div itemprop="offers" itemscope itemtype="https://schema.org/Offer">
-          <meta itemprop="priceCurrency" content="USD"><span itemprop="price" content="18995">$18,995</span></div>
+          <meta itemprop="priceCurrency" content="USD">\
+<span itemprop="price" content="18995">$18,995</span></div>
         <div itemprop="mileageFromOdometer" itemscope itemtype="https://schema.org/QuantitativeValue">
           <meta itemprop="value" content="45000"><meta itemprop="unitCode" content="SMI"></div>
         </div>"""
@@ -433,10 +440,14 @@ def test_broken_jsonld_is_ignored():
 
 def test_per_org_selectors():
     html = _html(
-        """<div class="hdr">Big Sale!</div><div class="car-name">2011 Mazda MX-5 Miata Grand Touring</div>
-        <div class="amt">USD 12,900</div><div class="odo">88,000</div><div class="serial">JM1NC2PF0B0000001</div>
-        <div class="stk">Stock: A77</div><ul class="pics"><li><img src="/p/1.jpg"></li><li><img src="/p/2.jpg"></li></ul>
-        <a class="vdp" href="/car?id=1">x</a><a class="vdp" href="/car?id=2">y</a><a class="more" href="/list?pg=2">more</a>"""
+        """<div class="hdr">Big Sale!</div>\
+<div class="car-name">2011 Mazda MX-5 Miata Grand Touring</div>
+        <div class="amt">USD 12,900</div><div class="odo">88,000</div>\
+<div class="serial">JM1NC2PF0B0000001</div>
+        <div class="stk">Stock: A77</div>\
+<ul class="pics"><li><img src="/p/1.jpg"></li><li><img src="/p/2.jpg"></li></ul>
+        <a class="vdp" href="/car?id=1">x</a><a class="vdp" href="/car?id=2">y</a>\
+<a class="more" href="/list?pg=2">more</a>"""
     )
     sel = {
         "title": ".car-name",
@@ -470,16 +481,21 @@ def test_invalid_selector_ignored():
     assert r.vehicle.asking_price == Decimal(5000)
 
 
-# --- links and pagination --------------------------------------------------------------------------
+# --- links and pagination -------------------------------------------------------------------------
 
 INVENTORY = _html(
     """<h1>Used Vehicles</h1>
-    <div class="card"><a href="/used/2019-honda-civic-111111"><img src="/photos/a.jpg"></a><h3><a href="/used/2019-honda-civic-111111">2019 Honda Civic LX</a></h3><span class="price">$15,000</span><span>32,000 mi</span></div>
-    <div class="card"><a href="/used/2018-ford-f-150-222222?utm_source=x">2018 Ford F-150 XLT</a><span class="price">$25,500</span></div>
+    <div class="card"><a href="/used/2019-honda-civic-111111"><img src="/photos/a.jpg"></a>\
+<h3><a href="/used/2019-honda-civic-111111">2019 Honda Civic LX</a></h3>\
+<span class="price">$15,000</span><span>32,000 mi</span></div>
+    <div class="card"><a href="/used/2018-ford-f-150-222222?utm_source=x">2018 Ford F-150 XLT</a>\
+<span class="price">$25,500</span></div>
     <div class="card"><a href="/used/2018-ford-f-150-222222#gallery">photos</a></div>
-    <div class="card"><a href="https://other-site.com/used/2017-kia-soul-333333">2017 Kia Soul</a></div>
+    <div class="card">\
+<a href="https://other-site.com/used/2017-kia-soul-333333">2017 Kia Soul</a></div>
     <a href="/blog/2019-honda-civic-review">review</a><a href="/finance">Finance</a>
-    <nav class="pagination"><a href="?page=1">1</a><a href="?page=2">2</a><a href="?page=3">3</a><a rel="next" href="?page=2">Next</a></nav>"""
+    <nav class="pagination"><a href="?page=1">1</a><a href="?page=2">2</a><a href="?page=3">3</a>\
+<a rel="next" href="?page=2">Next</a></nav>"""
 )
 
 
@@ -538,7 +554,8 @@ def test_pagination_only_greater_pages():
     r = extract_page(INVENTORY, "https://www.dealer.com/used-vehicles/?page=2")
     assert r.next_pages == ["https://www.dealer.com/used-vehicles/?page=3"]
     html = _html(
-        '<a href="/inventory/page/3/">3</a><a href="/inventory/page/1/">1</a><link rel="next" href="/inventory/page/3/">'
+        '<a href="/inventory/page/3/">3</a><a href="/inventory/page/1/">1</a>'
+        '<link rel="next" href="/inventory/page/3/">'
     )
     r = extract_page(html, "https://x.com/inventory/page/2/")
     assert r.next_pages == ["https://x.com/inventory/page/3/"]
@@ -598,7 +615,8 @@ def test_js_shell_generic():
 
 def test_bytes_input_and_encoding():
     html = (
-        "<html><head><meta charset='windows-1252'><title>x</title></head><body><h1>2010 Citroën C4 Exclusive</h1>"
+        "<html><head><meta charset='windows-1252'><title>x</title></head>"
+        "<body><h1>2010 Citroën C4 Exclusive</h1>"
         "<p>Preis: 4.990 €</p><p>Kilometerstand: 120.000 km</p></body></html>"
     ).encode("cp1252")
     v = extract_page(html, "https://x.fr/voiture/2010-citroen-c4-123456").vehicle

@@ -106,7 +106,7 @@ class _Server:
 
 
 def _gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:])]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 OK = (200, {}, b"<html><body>ok</body></html>")
@@ -209,7 +209,7 @@ def _child_main(spec: dict[str, Any]) -> None:
         try:
             await crawler.crawl_async(**spec["kwargs"])
         except Exception as exc:  # reported to the parent
-            logging.exception("crawl failed")
+            logging.getLogger(__name__).exception("crawl failed")
             errors.append(repr(exc))
         finally:
             reactor.stop()
@@ -555,7 +555,7 @@ def test_backoff_delays_double_then_give_up():
         )
     gaps = _gaps(server.hit_times("/down"))
     assert len(gaps) == 3
-    for gap, expected in zip(gaps, (0.2, 0.4, 0.8)):
+    for gap, expected in zip(gaps, (0.2, 0.4, 0.8), strict=True):
         assert expected - 0.02 <= gap < expected + 0.3, gaps
     # The last response passes on to the callback.
     assert [(r["status"], r["retry_times"]) for r in result.records] == [(500, 3)]

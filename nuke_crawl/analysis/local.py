@@ -3,8 +3,8 @@
 Always available (Pillow and NumPy only, no network, no credentials) and cheap enough to
 run on every image: 10-15 ms for a 1600x1200 JPEG, because JPEGs are decoded at a
 reduced DCT scale (``Image.draft``) straight to the working size (a PNG, whose decode
-cannot be scaled, takes ~60 ms). Pure and thread-safe: call :func:`analyze_local` from a worker thread (``asyncio.to_thread``), never on the
-reactor thread.
+cannot be scaled, takes ~60 ms). Pure and thread-safe: call :func:`analyze_local` from a
+worker thread (``asyncio.to_thread``), never on the reactor thread.
 
 Every measure is taken on a *working copy*: the image converted to RGB and shrunk so
 that its longer side is at most :data:`WORK_SIZE` pixels (never enlarged). The numbers

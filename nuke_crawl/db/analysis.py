@@ -196,7 +196,8 @@ def claim_batch(
             return []
         marks = ", ".join("?" * len(ids))
         db.execute(
-            f"UPDATE vehicle_images SET ai_lease_owner = ?, ai_lease_until = ? WHERE id IN ({marks})",
+            "UPDATE vehicle_images SET ai_lease_owner = ?, ai_lease_until = ? "
+            f"WHERE id IN ({marks})",
             [owner, db.ts(now_dt + timedelta(seconds=lease_seconds)), *ids],
         )
         rows = db.fetchall(f"{_WORK_SQL}WHERE vi.id IN ({marks}){_ORDER}", ids)

@@ -67,9 +67,7 @@ def is_permanent(reason: str | None) -> bool:
         return False
     if reason in PERMANENT_REASONS:
         return True
-    if reason.startswith("http_4") and reason not in ("http_408", "http_429"):
-        return True
-    return False
+    return reason.startswith("http_4") and reason not in ("http_408", "http_429")
 
 
 def display_url(image_row: Mapping[str, Any]) -> str | None:

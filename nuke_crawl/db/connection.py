@@ -77,7 +77,8 @@ def new_ids(n: int) -> list[str]:
     head = f"{ms[:8]}-{ms[8:]}-7"
     h = os.urandom(10 * n).hex()
     ids = [
-        f"{head}{h[i : i + 3]}-{'89ab'[int(h[i + 3], 16) & 3]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
+        f"{head}{h[i : i + 3]}-{'89ab'[int(h[i + 3], 16) & 3]}"
+        f"{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
         for i in range(0, 20 * n, 20)
     ]
     ids.sort()

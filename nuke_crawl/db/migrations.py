@@ -160,9 +160,11 @@ V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_businesses_created ON businesses (created_at, id)",
     "CREATE INDEX IF NOT EXISTS ix_vehicles_discovery_url ON vehicles (discovery_url)",
     "CREATE INDEX IF NOT EXISTS ix_vehicles_org_vin ON vehicles (origin_organization_id, vin)",
-    "CREATE INDEX IF NOT EXISTS ix_org_vehicles_org ON organization_vehicles (organization_id, status)",
+    "CREATE INDEX IF NOT EXISTS ix_org_vehicles_org "
+    "ON organization_vehicles (organization_id, status)",
     "CREATE INDEX IF NOT EXISTS ix_vehicle_images_vehicle ON vehicle_images (vehicle_id, position)",
-    "CREATE INDEX IF NOT EXISTS ix_vehicle_images_source ON vehicle_images (vehicle_id, source_url)",
+    "CREATE INDEX IF NOT EXISTS ix_vehicle_images_source "
+    "ON vehicle_images (vehicle_id, source_url)",
 )
 
 
@@ -278,7 +280,8 @@ def _v2(db: Database) -> None:
         "WHERE is_external = true AND download_error IS NOT NULL"
     )
     db.execute(
-        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_hash ON vehicle_images (vehicle_id, file_hash)"
+        "CREATE INDEX IF NOT EXISTS ix_vehicle_images_hash "
+        "ON vehicle_images (vehicle_id, file_hash)"
     )
 
 

@@ -622,6 +622,8 @@ def status_counts(db: Database) -> dict[str, int]:
         "vehicles_backfilled": (
             f"SELECT COUNT(*) FROM vehicles v WHERE CAST({backfilled} AS TEXT) IN {true_values}"
         ),
-        "images_never_analysed": "SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL",
+        "images_never_analysed": (
+            "SELECT COUNT(*) FROM vehicle_images WHERE ai_last_scanned IS NULL"
+        ),
     }
     return {name: int(db.scalar(sql) or 0) for name, sql in queries.items()}

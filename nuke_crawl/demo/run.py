@@ -66,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     with launch("jsonld", n_vehicles=args.vehicles, noise=True, image_hosts=2) as demo:
         print(
-            f"Sample dealer site: {demo.url} (images on "
-            f"{', '.join(h.url for h in demo.image_hosts) or demo.url})",
+            f"Sample dealer site: {demo.url} (images on {', '.join(demo.image_urls) or demo.url})",
             flush=True,
         )
         steps = [

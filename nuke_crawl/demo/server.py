@@ -17,6 +17,7 @@ really down for its clients.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -120,10 +121,8 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -121,9 +121,9 @@ class QuickStop:
         from twisted.internet import reactor, tcp
 
         aborted = 0
-        transports: set[Any] = set(reactor.getReaders()) | set(  # type: ignore[misc]
-            reactor.getWriters()
-        )  # type: ignore[misc]
+        readers = reactor.getReaders()  # type: ignore[misc]
+        writers = reactor.getWriters()  # type: ignore[misc]
+        transports: set[Any] = set(readers) | set(writers)
         for transport in transports:
             if not isinstance(transport, tcp.Client):
                 continue

@@ -157,7 +157,12 @@ def extract_page(
         result.skip_reason = "js_shell"
         result.needs_js = True
         return result
-    if evidence["title"] and (evidence["vin"] or evidence["price"] or evidence["mileage"]) or (evidence["vin"] or evidence["mileage"]) and evidence["price"]:
+    if (
+        evidence["title"]
+        and (evidence["vin"] or evidence["price"] or evidence["mileage"])
+        or (evidence["vin"] or evidence["mileage"])
+        and evidence["price"]
+    ):
         result.skip_reason = "missing_year_make"
     else:
         result.skip_reason = "not_a_listing"
@@ -327,7 +332,8 @@ def _images(
     thumbnails linking to other vehicles left out); og:image only as a last resort."""
     candidates = list(collected)
     has_gallery_adapter = any(
-        a.vehicle(page) is not None and a.vehicle(page).image_urls for a in adapters
+        (adapter_vehicle := a.vehicle(page)) is not None and adapter_vehicle.image_urls
+        for a in adapters
     )  # type: ignore[union-attr]
     if not has_gallery_adapter:
         skip = set(page.excluded)
@@ -401,7 +407,7 @@ def _named_vehicle_links(
     two of them under one path template; their siblings follow (``sibling_vehicle_urls``).
     Only looked for when the URLs gave fewer than two vehicle links."""
     named: set[str] = set()
-    for (a, url), (_, verdict) in zip(page.anchors, verdicts):
+    for (a, url), (_, verdict) in zip(page.anchors, verdicts, strict=True):
         if verdict is not None or url in found or a in page.excluded:
             continue
         path = urlsplit(url).path

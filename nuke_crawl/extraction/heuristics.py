@@ -337,7 +337,8 @@ _MAX_LEN = {
     "vin": 24,
 }
 _SOLD_RE = re.compile(
-    r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$",
+    r"^\s*(sold|sold out|vendu|verkauft|this vehicle (has been|is) sold|sold!|sale pending"
+    r"|pending sale|sale pending!|deposit taken|reserved|under offer|under contract)\s*$",
     re.I,
 )
 _SOLD_ATTR = re.compile(r"(^|[-_ ])(sold|sale-pending|pending)($|[-_ ])", re.I)

@@ -79,7 +79,73 @@ _DROP_HOST = re.compile(
 )
 # whole words of the path (split on non-alphanumerics) that mark non-photos
 _DROP_WORDS = frozenset(
-    ["logo", "logos", "icon", "icons", "favicon", "favicons", "sprite", "sprites", "banner", "banners", "promo", "promos", "badge", "badges", "placeholder", "placeholders", "avatar", "avatars", "spinner", "loader", "loading", "spacer", "blank", "transparent", "clear", "pixel", "pixels", "tracking", "beacon", "watermark", "flag", "flags", "emoji", "arrow", "arrows", "button", "buttons", "btn", "social", "facebook", "twitter", "instagram", "youtube", "pinterest", "linkedin", "tiktok", "carfax", "autocheck", "dealerrater", "rating", "ratings", "map", "maps", "1x1", "noimage", "nophoto", "nopic", "comingsoon", "themes", "theme", "skins", "skin", "fonts", "font", "emoticons"]
+    [
+        "logo",
+        "logos",
+        "icon",
+        "icons",
+        "favicon",
+        "favicons",
+        "sprite",
+        "sprites",
+        "banner",
+        "banners",
+        "promo",
+        "promos",
+        "badge",
+        "badges",
+        "placeholder",
+        "placeholders",
+        "avatar",
+        "avatars",
+        "spinner",
+        "loader",
+        "loading",
+        "spacer",
+        "blank",
+        "transparent",
+        "clear",
+        "pixel",
+        "pixels",
+        "tracking",
+        "beacon",
+        "watermark",
+        "flag",
+        "flags",
+        "emoji",
+        "arrow",
+        "arrows",
+        "button",
+        "buttons",
+        "btn",
+        "social",
+        "facebook",
+        "twitter",
+        "instagram",
+        "youtube",
+        "pinterest",
+        "linkedin",
+        "tiktok",
+        "carfax",
+        "autocheck",
+        "dealerrater",
+        "rating",
+        "ratings",
+        "map",
+        "maps",
+        "1x1",
+        "noimage",
+        "nophoto",
+        "nopic",
+        "comingsoon",
+        "themes",
+        "theme",
+        "skins",
+        "skin",
+        "fonts",
+        "font",
+        "emoticons",
+    ]
 )
 # substrings of the lowercased path that mark placeholders and theme assets
 _DROP_SUBSTRINGS = (
@@ -386,8 +452,9 @@ def image_candidates(root: HtmlElement, skip: set[HtmlElement] | None = None) ->
             if href and _IMAGE_LIKE.search(href):
                 out.append(href)
             for attr in ("data-rsbigimg", "data-full", "data-zoom-image", "data-large"):
-                if get(attr):
-                    out.append(get(attr))
+                v = get(attr)
+                if v:
+                    out.append(v)
             continue
         if tag in ("img", "source"):
             for attr in _LAZY_ATTRS:

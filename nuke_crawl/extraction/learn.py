@@ -68,7 +68,7 @@ def _label(el: HtmlElement) -> str:
     classes = (el.get("class") or "").split()
     if classes:
         out += "".join("." + c[:30] for c in classes[:4])
-    for name, value in el.attrib.items():
+    for name in el.attrib:
         if name.startswith("data-") and len(out) < 120:
             out += f"[{name}]"
     return out

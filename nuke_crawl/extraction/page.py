@@ -282,12 +282,11 @@ def render_lines(
     walker = etree.iterwalk(root, events=("start", "end"))
     for event, el in walker:
         tag = el.tag
-        if event == "start":
-            if tag in skip_tags or not isinstance(tag, str) or el in excluded:
-                walker.skip_subtree()
-                if el is not root and (tail := el.tail):
-                    buf.append(tail)
-                continue
+        if event == "start" and (tag in skip_tags or not isinstance(tag, str) or el in excluded):
+            walker.skip_subtree()
+            if el is not root and (tail := el.tail):
+                buf.append(tail)
+            continue
         if buf:
             text = " ".join("".join(buf).split())
             buf.clear()

@@ -322,7 +322,7 @@ def _blobs(page: Page) -> list[Any]:
         for el in page.tree.iter():
             if not isinstance(el.tag, str):
                 continue
-            for name, value in el.attrib.items():
+            for value in el.attrib.values():
                 if len(value) > 40 and value.lstrip()[:1] in "{[" and _ATTR_HINT.search(value):
                     try:
                         out.append(json.loads(value))
@@ -728,7 +728,7 @@ def page_state_vehicle(page: Page, title: str | None) -> tuple[VehicleData | Non
     url_words = _words(url)
     heads = _words(" ".join(x for x in (title, page.title_tag, *page.h1s[:2]) if x))
     scored: list[tuple[int, int, _Candidate]] = []
-    for i, c in enumerate(candidates):
+    for c in candidates:
         v = c.v
         score = 0
         if v.vin and (v.vin.lower() in url or v.vin.lower() in heads):

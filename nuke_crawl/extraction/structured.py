@@ -134,7 +134,7 @@ def _load_json(text: str) -> Any:
         import jstyleson
 
         return jstyleson.loads(_JS_COMMENT.sub("", text), strict=False)
-    except Exception:  # broken JSON-LD is common in the wild; ignore it
+    except Exception:  # noqa: BLE001 - broken JSON-LD is common in the wild; ignore it
         logger.debug("unparseable JSON-LD skipped")
         return None
 

@@ -451,7 +451,8 @@ PRICE_MARK = re.compile(
 )
 _TLD_DOLLAR = {"ca": "CAD", "au": "AUD", "nz": "NZD", "mx": "MXN", "sg": "SGD", "hk": "HKD"}
 MONTHLY = re.compile(
-    r"(/\s?mo\b|/\s?month|per\s+month|p/?m\b|monthly|a month|/\s?wk|per\s+week|weekly|bi-?weekly|apr\b|down\b|deposit|\bfee\b|save\b|savings|discount|rebate|incentive)",
+    r"(/\s?mo\b|/\s?month|per\s+month|p/?m\b|monthly|a month|/\s?wk|per\s+week|weekly"
+    r"|bi-?weekly|apr\b|down\b|deposit|\bfee\b|save\b|savings|discount|rebate|incentive)",
     re.I,
 )
 NO_PRICE = re.compile(

@@ -288,7 +288,8 @@ _PAGE_PARAMS = (
 )
 _PAGE_PATH = re.compile(r"/(?:page|p|seite|pagina)/(\d{1,4})/?$", re.I)
 _NEXT_TEXT = re.compile(
-    r"^\s*(next( page)?|next\s*[›»>]+|[›»]|>|>>|weiter|nächste|suivant|siguiente|volgende|avanti)\s*$",
+    r"^\s*(next( page)?|next\s*[›»>]+|[›»]|>|>>"
+    r"|weiter|nächste|suivant|siguiente|volgende|avanti)\s*$",
     re.I,
 )
 

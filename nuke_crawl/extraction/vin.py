@@ -59,7 +59,7 @@ def is_valid_vin(vin: str) -> bool:
     v = vin.strip().upper()
     if not _VIN_SHAPE.match(v):
         return False
-    total = sum(_TRANSLIT[c] * w for c, w in zip(v, _WEIGHTS))
+    total = sum(_TRANSLIT[c] * w for c, w in zip(v, _WEIGHTS, strict=True))
     check = total % 11
     return v[8] == ("X" if check == 10 else str(check))
 

@@ -137,10 +137,7 @@ class CheckingProxy:
             return
         line, _, rest = head.partition(b"\r\n")
         method, target, version = line.decode("latin-1").split(" ", 2)
-        if method.upper() == "CONNECT":
-            url = f"https://{target}/"
-        else:
-            url = target
+        url = f"https://{target}/" if method.upper() == "CONNECT" else target
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
         refused, ips = await self.guard.check(url)
@@ -206,8 +203,9 @@ _page_failure_filter = _PageFailureFilter()
 
 async def install_browser_guard(crawler: Crawler, handler: Any) -> CheckingProxy | None:
     """Make *handler* (scrapy-playwright's download handler, not launched yet) abort what
-    the guard refuses (its page failures logged by the spider only, in one line), and send its browser's traffic through a :class:`CheckingProxy`
-    (returned, to be closed with the browser) unless private networks are allowed."""
+    the guard refuses (its page failures logged by the spider only, in one line), and send
+    its browser's traffic through a :class:`CheckingProxy` (returned, to be closed with the
+    browser) unless private networks are allowed."""
     guard = BrowserRequestGuard(crawler, then=handler.abort_request)
     handler.abort_request = guard
     logging.getLogger("scrapy-playwright").addFilter(_page_failure_filter)

@@ -224,7 +224,9 @@ class ImageBackfillPipeline(MediaPipeline):
         assert self._store is not None, "check_store() reported why there is no store"
         return self._store
 
-    async def open_spider(self) -> None:
+    # Scrapy 2.13+ awaits an async open_spider without a spider argument; MediaPipeline's
+    # own is still typed the old way
+    async def open_spider(self) -> None:  # type: ignore[override]
         super().open_spider()
         if self.crawler.settings.getbool("NUKE_DRY_RUN", defaults.NUKE_DRY_RUN):
             return  # a dry run writes nothing, not even the probe

@@ -9,9 +9,10 @@ and updated as it goes, so a run survives a restart of the service in the record
   hold a password: never on a command line). Its pid and the pid's start time (from
   ``/proc``) are recorded; a restarted service adopts a run whose process still lives and
   marks ``lost`` one whose process is gone without a summary in its log.
-- ``scrapyd`` backend: ``schedule.json`` through :func:`nuke_crawl.extensions.handoff.schedule_scrapyd`
-  (the same settings as a hand-off: ``DATABASE_URL`` without its password), states read
-  back from ``listjobs.json``, the summary from the job's log, cancel through ``cancel.json``.
+- ``scrapyd`` backend: ``schedule.json`` through
+  :func:`nuke_crawl.extensions.handoff.schedule_scrapyd` (the same settings as a hand-off:
+  ``DATABASE_URL`` without its password), states read back from ``listjobs.json``, the
+  summary from the job's log, cancel through ``cancel.json``.
 
 States: ``pending`` (recorded; queued in scrapyd), ``running``, ``finished``, ``failed``,
 ``cancelled``, ``lost``, and ``skipped`` (a schedule's run not started because its spider

@@ -515,10 +515,13 @@ class OrgSpider(scrapy.Spider):
             item = self._item(progress, result.vehicle, result.url, result.canonical_url)
             if item is not None:
                 out.append(item)
-        elif result.skip_reason and result.skip_reason != "inventory_page":
-            if not response.meta.get("probe"):
-                progress.skipped[result.skip_reason] += 1
-                self._stat(f"nuke/pages/skipped/{result.skip_reason}")
+        elif (
+            result.skip_reason
+            and result.skip_reason != "inventory_page"
+            and not response.meta.get("probe")
+        ):
+            progress.skipped[result.skip_reason] += 1
+            self._stat(f"nuke/pages/skipped/{result.skip_reason}")
         if self.learner is not None:
             out.extend(await self._learn(progress, response, result))
         if result.skip_reason == "inventory_page":

@@ -103,7 +103,7 @@ class ImageStore(ABC):
         """Counters for the run's stats, under ``nuke/`` (default: none)."""
         return {}
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - optional hook, for stores that buffer writes
         """Make every file persisted so far durable (default: nothing to do)."""
 
     def probe(self) -> None:

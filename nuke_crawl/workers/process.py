@@ -16,6 +16,7 @@ allocations (see :mod:`nuke_crawl.extensions.gctune`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import importlib
@@ -81,15 +82,13 @@ def main() -> None:
     if os.environ.get("NUKE_WORKER_SYS_PATH"):
         sys.path[:] = json.loads(os.environ["NUKE_WORKER_SYS_PATH"])
     if os.environ.get("NUKE_WORKER_NICE"):
-        try:
+        # the priority is a preference: the work runs the same without it
+        with contextlib.suppress(OSError, ValueError):
             os.nice(int(os.environ["NUKE_WORKER_NICE"]))
-        except (OSError, ValueError):
-            pass  # the priority is a preference: the work runs the same without it
     for name in filter(None, os.environ.get("NUKE_WORKER_PRELOAD", "").split(",")):
-        try:
+        # a preference too: a call that needs the module fails with the reason
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
-        except ImportError:
-            pass  # a preference too: a call that needs the module fails with the reason
     threshold = int(os.environ.get("NUKE_WORKER_GC_THRESHOLD") or 0)
     if threshold > 0:
         gc.freeze()
@@ -101,10 +100,9 @@ def main() -> None:
     for fd in (stdin.fileno(), out.fileno()):
         # 1 MiB pipes (Linux's default maximum, instead of 64 KiB): a call carrying a
         # downloaded image crosses in one write instead of several loop wake-ups.
-        try:
+        # (not a pipe, or a lower limit: the default size works too)
+        with contextlib.suppress(OSError):
             fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-        except OSError:
-            pass  # not a pipe, or a lower limit: the default size works too
     lock = threading.Lock()  # both threads answer
 
     def send(reply: bytes) -> None:
