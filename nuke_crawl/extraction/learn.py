@@ -21,25 +21,12 @@ from nuke_crawl.extraction.page import Page
 from nuke_crawl.extraction.selectors import SELECTOR_KEYS, compile_selector, vehicle_from_selectors
 from nuke_crawl.extraction.text import canonical_make
 
-# what the model may answer: the detail-page keys of ``metadata.selectors``
-LEARNED_KEYS = (
-    "title",
-    "year",
-    "make",
-    "model",
-    "trim",
-    "price",
-    "vin",
-    "mileage",
-    "stock",
-    "color",
-    "interior_color",
-    "transmission",
-    "engine",
-    "location",
-    "images",
-    "sold",
+# what the model may answer: the detail-page keys of ``metadata.selectors`` (the listing
+# keys and the fields a page rarely labels are left to the rules)
+_NOT_LEARNED = frozenset(
+    {"vehicle_link", "next_page", "card", "drivetrain", "body_style", "fuel_type", "description"}
 )
+LEARNED_KEYS = tuple(key for key in SELECTOR_KEYS if key not in _NOT_LEARNED)
 MAX_TEXT_CHARS = 6000
 MAX_OUTLINE_CHARS = 8000
 MAX_SELECTOR_LEN = 200
