@@ -541,13 +541,7 @@ class CloudflareImagesStore(ImageStore):
         try:
             result = self._success(answer, "checking the store")
         except CloudflareImagesError as exc:
-            raise CloudflareImagesError(
-                "storage_config",
-                f"{where}: {exc.detail}",
-                status=exc.status,
-                code=exc.code,
-                api_message=exc.api_message,
-            ) from None
+            raise _config_error(where, exc) from None
         variants = result.get("variants") if isinstance(result, dict) else None
         if isinstance(variants, dict) and self.config.variant not in variants:
             names = ", ".join(sorted(variants)) or "none"
@@ -566,13 +560,7 @@ class CloudflareImagesStore(ImageStore):
         try:
             result = self._success(answer, "listing images")
         except CloudflareImagesError as exc:
-            raise CloudflareImagesError(
-                "storage_config",
-                f"Cloudflare Images: {exc.detail}",
-                status=exc.status,
-                code=exc.code,
-                api_message=exc.api_message,
-            ) from None
+            raise _config_error("Cloudflare Images", exc) from None
         images = result.get("images") if isinstance(result, dict) else None
         for image in images or []:
             for url in image.get("variants") or [] if isinstance(image, dict) else []:
@@ -757,3 +745,14 @@ def _metadata(metadata: Mapping[str, Any] | None, data: bytes) -> dict[str, Any]
             "storage_rejected", f"image metadata over {METADATA_MAX_BYTES} bytes: {sorted(meta)}"
         )
     return meta
+
+
+def _config_error(where: str, exc: CloudflareImagesError) -> CloudflareImagesError:
+    """``exc`` from the start-up check, as a ``storage_config`` error said of ``where``."""
+    return CloudflareImagesError(
+        "storage_config",
+        f"{where}: {exc.detail}",
+        status=exc.status,
+        code=exc.code,
+        api_message=exc.api_message,
+    )
