@@ -28,7 +28,7 @@ Usage:
 
     .venv/bin/python bench/bench_org.py [--vehicles 5000] [--skip-postgres]
         [--repeat 3] [--worker-processes 1[,2]] [--org-setting NAME=VALUE ...]
-        [--redis-workers 1,2]
+        [--redis-workers 1,2] [--only LABEL-PREFIX,...]
 """
 
 from __future__ import annotations
@@ -265,7 +265,14 @@ def main() -> None:
         help="also crawl through Redis with this many from_queue workers, "
         "comma-separated (e.g. 1,2; needs PostgreSQL and redis-server)",
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the labels starting with these, comma-separated "
+        "(e.g. org/postgresql,redis; default: all)",
+    )
     opts = parser.parse_args()
+    only = [p.strip() for p in opts.only.split(",") if p.strip()]
     redis_counts = [int(n) for n in opts.redis_workers.split(",") if n.strip()]
     if redis_counts and opts.skip_postgres:
         parser.error("--redis-workers needs PostgreSQL (several processes write at once)")
@@ -320,6 +327,8 @@ def main() -> None:
             after: Any = None,
             processes: int = 0,
         ) -> None:
+            if only and not any(label.startswith(prefix) for prefix in only):
+                return
             bare = run(bare_args, env, tmp)
             if before is not None:
                 before()
@@ -539,6 +548,8 @@ def report(pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]], n_
     # perfectly spread over every core, with no other overhead; against the bare fetch's
     # median rate.
     cores = len(os.sched_getaffinity(0))
+    if "floor" not in pairs or not any(label.startswith("org/") for label in pairs):
+        return  # --only left out what the ceiling is made of
     floor = [r for _, r in pairs["floor"]]
     floor_cpu = med([r["cpu_crawler"] for r in floor]) / n_pages
     server_cpu = med([r["cpu_server"] for r in floor]) / n_pages

@@ -99,6 +99,39 @@ def test_timed_batcher_batches_by_size_and_by_time() -> None:
     assert writes == [[1, 2, 3], [4, 5], [-1, 6], [7]]
 
 
+def test_timed_batcher_writes_a_partial_batch_once_idle_says_so() -> None:
+    writes: list[list[int]] = []
+    busy = True
+
+    async def write(batch: list[tuple[int, asyncio.Future[None]]]) -> None:
+        writes.append([value for value, _ in batch])
+        for _, future in batch:
+            future.set_result(None)
+
+    async def go() -> None:
+        nonlocal busy
+        batcher: TimedBatcher[int, None] = TimedBatcher(
+            write, size=10, wait=5.0, idle=lambda: not busy
+        )
+        # while busy, a partial batch waits for company
+        task = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(3 * TimedBatcher.IDLE_POLL)
+        assert not task.done() and writes == []
+        # idle: written within one poll, not after the 5 s wait
+        busy = False
+        started = time.monotonic()
+        await task
+        assert time.monotonic() - started < 3 * TimedBatcher.IDLE_POLL
+        # without an idle check the wait is the only timer
+        plain: TimedBatcher[int, None] = TimedBatcher(write, size=10, wait=0.2)
+        started = time.monotonic()
+        await plain.submit(2)
+        assert time.monotonic() - started >= 0.19
+
+    asyncio.run(go())
+    assert writes == [[1], [2]]
+
+
 def test_eta_and_durations() -> None:
     assert eta_seconds(0, 10, 5.0) == 0.0
     assert eta_seconds(5, 10, 5.0) == 5.0

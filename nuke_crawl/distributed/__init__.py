@@ -78,7 +78,8 @@ class Keys:
 
     def slot(self, host: str, what: str) -> str:
         """``leases`` (requests in flight on the host), ``next`` (earliest next start),
-        ``delay`` (AutoThrottle's latest delay, in ms)."""
+        ``delay`` (AutoThrottle's latest delay, in ms), ``held`` (leases by worker),
+        ``wanting`` (workers waiting for a slot, for fair shares)."""
         return f"{self.ns}:slot:{host}:{what}"
 
     def hosts_of(self, worker: str) -> str:

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -52,6 +53,7 @@ class Cluster:
         # get the rest of the queue.
         self.unleased = 0
         self.checked = False
+        self.batch = TickBatch(self)
 
     def check(self) -> None:
         """Raise :class:`DistributedError` with one clear line if Redis is unreachable."""
@@ -84,6 +86,78 @@ class Cluster:
         engine = self.crawler.engine
         if engine is not None and engine.spider is not None:
             asyncio.ensure_future(engine.close_spider_async(reason="redis_lost"))
+
+
+Commands = Callable[[Any], None]  # adds commands to a redis-py pipeline
+Then = Callable[[list[Any]], None]  # receives those commands' results
+
+
+class TickBatch:
+    """Redis writes made within :attr:`WAIT` seconds, sent together as one transaction
+    (MULTI/EXEC): each page's lease release, its completion bookkeeping and the requests
+    it yielded would each cost a round trip, and the reactor waits for every one of
+    them. Used by the scheduler, the politeness middleware and the coordinator; the
+    scheduler flushes before it closes."""
+
+    #: how long the first write waits for company: long enough to gather the writes of
+    #: several responses on a busy worker (about 0.3 ms less CPU a page in bench_org.py),
+    #: short against any real site's response time
+    WAIT = 0.002
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._entries: list[tuple[Commands, Then | None, Callable[[], None] | None]] = []
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(
+        self,
+        commands: Commands,
+        then: Then | None = None,
+        failed: Callable[[], None] | None = None,
+    ) -> None:
+        """``commands(pipeline)`` adds commands (called when the batch is sent);
+        ``then(results)`` gets their results; if Redis fails instead, the cluster is
+        told (it stops the crawl) and ``failed()`` is called."""
+        self._entries.append((commands, then, failed))
+        if self._handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a plain call): now
+                self.flush()
+                return
+            self._handle = loop.call_later(self.WAIT, self.flush)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        entries, self._entries = self._entries, []
+        if not entries or self.cluster.lost is not None:
+            return
+        pipe = self.cluster.redis.pipeline(transaction=True)
+        spans: list[tuple[int, int, Then | None]] = []
+        for commands, then, _ in entries:
+            start = len(pipe)
+            commands(pipe)
+            spans.append((start, len(pipe), then))
+        try:
+            results = pipe.execute()
+        except RedisError as exc:
+            self.cluster.on_error(exc)
+            for _, _, failed in entries:
+                if failed is not None:
+                    failed()
+            return
+        for start, end, then in spans:
+            if then is None:
+                continue
+            try:
+                then(results[start:end])
+            except Exception:  # one caller's bug must not lose the others' results
+                logger.exception("Error after a batch of Redis writes")
 
 
 UNLEASED = "_nuke_unleased"  # request.meta: popped, no host slot lease yet

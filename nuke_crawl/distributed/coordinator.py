@@ -302,35 +302,43 @@ class Coordinator:
             return
         keys = self.cluster.keys
         worker = self.cluster.worker
-        pipe = self.cluster.redis.pipeline(transaction=True)
-        pipe.hdel(keys.inflight(worker), lease)
-        pipe.hdel(keys.inflight_scores(worker), lease)
+        counts: Counter[str] = Counter()
+        progress: Any = None
         delta: Counter[str] = Counter()
         if org_id is not None:
             counts, progress = self._counts(org_id)
             delta = counts.copy()
             delta.subtract(self.flushed.get(org_id, Counter()))
+            # the next request's delta starts from here, whichever batch it is sent in
+            self.flushed[org_id] = counts
+        unloaded_error = (
+            progress is None and isinstance(result, Failure) and bool(request.meta.get("entry"))
+        )
+
+        # One transaction (with this turn's other writes: TickBatch): the lease goes,
+        # the counts are added and the organization's pending count drops, or none of it.
+        def commands(pipe: Any) -> None:
+            pipe.hdel(keys.inflight(worker), lease)
+            pipe.hdel(keys.inflight_scores(worker), lease)
+            if org_id is None:
+                return
             summary_key = keys.org(org_id, "summary")
             for field, n in delta.items():
                 if n:
                     pipe.hincrby(summary_key, field, n)
-            if progress is None and isinstance(result, Failure) and request.meta.get("entry"):
+            if unloaded_error:
                 pipe.hincrby(summary_key, "errors", 1)  # loaded nowhere yet: still counted
             if progress is not None:
                 self._caps(pipe, summary_key, progress)
             if progress is not None and progress.entry_error:
                 pipe.hsetnx(summary_key, "entry_error", progress.entry_error)
             pipe.decr(keys.org(org_id, "pending"))
-        try:
-            results = pipe.execute()
-        except RedisError as exc:
-            self.cluster.on_error(exc)
-            return
-        if org_id is None:
-            return
-        self.flushed[org_id] = counts
-        if int(results[-1]) == 0:
-            self._task(self._finish(org_id))
+
+        def then(results: list[Any]) -> None:
+            if org_id is not None and int(results[-1]) == 0:
+                self._task(self._finish(org_id))
+
+        self.cluster.batch.add(commands, then)
 
     def _finish_uncrawlable(self, org_id: str) -> None:
         """An adopted organization whose website or metadata is refused (its entry error

@@ -13,14 +13,20 @@ from typing import Any
 from scrapy.http import Request
 from scrapy_redis.queue import PriorityQueue
 
-# KEYS: queue, in-flight hash, in-flight scores; ARGV: lease id
+# KEYS: queue, in-flight hash, in-flight scores; ARGV: one lease id per request wanted.
+# Pops the first #ARGV requests (fewer if fewer wait) into the in-flight hash.
 _POP = """
-local r = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #r == 0 then return false end
-redis.call('ZREM', KEYS[1], r[1])
-redis.call('HSET', KEYS[2], ARGV[1], r[1])
-redis.call('HSET', KEYS[3], ARGV[1], r[2])
-return r[1]
+local r = redis.call('ZRANGE', KEYS[1], 0, #ARGV - 1, 'WITHSCORES')
+if #r == 0 then return {} end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #r / 2 - 1)
+local out = {}
+for i = 1, #r, 2 do
+  local lease = ARGV[(i + 1) / 2]
+  redis.call('HSET', KEYS[2], lease, r[i])
+  redis.call('HSET', KEYS[3], lease, r[i + 1])
+  out[#out + 1] = r[i]
+end
+return out
 """
 
 # KEYS: queue, in-flight hash, in-flight scores, workers; ARGV: worker id.
@@ -60,14 +66,21 @@ class LeasedPriorityQueue(PriorityQueue):  # type: ignore[misc]
         return bytes(self._encode_request(request))
 
     def pop(self, timeout: int = 0) -> Request | None:
-        self._next_lease += 1
-        lease = str(self._next_lease)
-        data = self._pop(keys=[self.key, self.inflight_key, self.scores_key], args=[lease])
-        if not data:
-            return None
-        request: Request = self._decode_request(data)
-        request.meta[LEASE] = lease
-        return request
+        popped = self.pop_many(1)
+        return popped[0] if popped else None
+
+    def pop_many(self, count: int) -> list[Request]:
+        """Up to ``count`` requests, highest priority first, in one round trip, each
+        leased to this worker."""
+        leases = [str(self._next_lease + i) for i in range(1, max(1, count) + 1)]
+        self._next_lease += len(leases)
+        found = self._pop(keys=[self.key, self.inflight_key, self.scores_key], args=leases)
+        requests = []
+        for lease, data in zip(leases, found or [], strict=False):
+            request: Request = self._decode_request(data)
+            request.meta[LEASE] = lease
+            requests.append(request)
+        return requests
 
     def requeue(self, inflight_key: str, scores_key: str, workers_key: str, worker: str) -> int:
         """Put a (dead or stopping) worker's in-flight requests back; how many."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from typing import Any
 
 from scrapy.crawler import Crawler
@@ -34,6 +35,9 @@ from nuke_crawl.distributed.cluster import (
 from nuke_crawl.distributed.queue import LEASE, LeasedPriorityQueue
 
 logger = logging.getLogger(__name__)
+
+# Requests popped in one round trip at most (within the room left by max_unleased).
+POP_BATCH = 8
 
 # KEYS: seen, queue, pending; ARGV: fingerprint, score, data. 1: queued, 0: a duplicate.
 _ENQUEUE_NEW = """
@@ -70,6 +74,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     queue: LeasedPriorityQueue
     df: OrgDupeFilter
     max_unleased: int
+    _popped: deque[Request]  # popped together (leased to this worker), not yet handed out
+    pop_at: int  # the room, in requests waiting for a lease, worth a pop
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OrgRedisScheduler:
@@ -85,6 +91,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         instance.stats = crawler.stats
         instance.cluster = cluster
         instance.max_unleased = max(1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
+        instance._popped = deque()
+        instance.pop_at = min(POP_BATCH // 2, instance.max_unleased)
         return instance
 
     def open(self, spider: Any) -> None:
@@ -97,7 +105,6 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
             keys.inflight(self.cluster.worker), keys.inflight_scores(self.cluster.worker)
         )
         self.df = OrgDupeFilter.from_spider(spider)
-        self._enqueue_new = self.server.register_script(_ENQUEUE_NEW)
         try:
             queued = len(self.queue)
         except RedisError:
@@ -108,6 +115,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     def close(self, reason: str) -> None:
         """Requests this worker popped and never finished go back to the queue."""
         cluster = self.cluster
+        cluster.batch.flush()  # what finished is recorded first, so it stays finished
+        self._popped.clear()  # leased in Redis like the rest: requeued below
         if cluster.lost is not None:
             return
         keys = cluster.keys
@@ -133,18 +142,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
             if lease is not None:
                 self._replace(request, lease)
             elif org_id is not None:
-                keys = self.cluster.keys
-                added = self._enqueue_new(
-                    keys=[keys.org(org_id, "seen"), self.queue.key, keys.org(org_id, "pending")],
-                    args=[
-                        self.df.request_fingerprint(request),
-                        -request.priority,
-                        self.queue.encode(request),
-                    ],
-                )
-                if not added:
-                    self.df.log(request, self.spider)
-                    return False
+                self._enqueue_later(request, org_id)
+                return True  # a duplicate is filtered (and logged) when the batch is sent
             else:
                 if not request.dont_filter and self.df.request_seen(request):
                     return False
@@ -155,6 +154,26 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         if self.stats:
             self.stats.inc_value("scheduler/enqueued/redis")
         return True
+
+    def _enqueue_later(self, request: Request, org_id: str) -> None:
+        """Queue a new request of an organization unless its fingerprint was seen, with
+        this turn's other writes (:class:`~nuke_crawl.distributed.cluster.TickBatch`): a
+        listing page's links cost one round trip, not one each. Scrapy's
+        ``request_dropped`` signal is not sent for a duplicate found this way."""
+        keys = self.cluster.keys
+        redis_keys = [keys.org(org_id, "seen"), self.queue.key, keys.org(org_id, "pending")]
+        args = [self.df.request_fingerprint(request), -request.priority, self.queue.encode(request)]
+
+        def commands(pipe: Any) -> None:
+            pipe.eval(_ENQUEUE_NEW, 3, *redis_keys, *args)
+
+        def then(results: list[Any]) -> None:
+            if not results[0]:
+                self.df.log(request, self.spider)
+            elif self.stats:
+                self.stats.inc_value("scheduler/enqueued/redis")
+
+        self.cluster.batch.add(commands, then)
 
     def _replace(self, request: Request, lease: str) -> None:
         keys = self.cluster.keys
@@ -168,15 +187,20 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     def next_request(self) -> Request | None:
         if self.cluster.lost is not None:
             return None
-        if self.cluster.unleased >= self.max_unleased:
-            return None  # leave the queue to workers that can start a request now
-        try:
-            request = self.queue.pop()
-        except RedisError as exc:
-            self.cluster.on_error(exc)
-            return None
-        if request is None:
-            return None
+        if not self._popped:
+            room = self.max_unleased - self.cluster.unleased
+            if room <= 0 or (self.cluster.unleased and room < self.pop_at):
+                # leave the queue to workers that can start a request now; while some
+                # wait here, pop a few at a time rather than one each round trip
+                return None
+            try:
+                self._popped.extend(self.queue.pop_many(min(room, POP_BATCH)))
+            except RedisError as exc:
+                self.cluster.on_error(exc)
+                return None
+            if not self._popped:
+                return None
+        request = self._popped.popleft()
         request.meta[UNLEASED] = True
         self.cluster.unleased += 1
         if self.stats:
@@ -186,6 +210,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     def has_pending_requests(self) -> bool:
         if self.cluster.lost is not None:
             return False
+        if self._popped or len(self.cluster.batch):
+            return True
         try:
             return len(self.queue) > 0
         except RedisError as exc:

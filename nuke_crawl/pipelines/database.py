@@ -58,7 +58,8 @@ class VehicleDatabasePipeline:
     leaves this pipeline is in the database. Settings (:class:`VehicleWriteConfig`):
 
     - ``NUKE_DB_BATCH_SIZE`` (50): vehicles per transaction.
-    - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company.
+    - ``NUKE_DB_BATCH_WAIT`` (0.5 s): how long a partial batch waits for company
+      (written at once when nothing is being downloaded).
     - ``NUKE_EXTERNAL_IMAGE_RECORDS`` (True): create ``is_external`` image rows.
     - ``NUKE_DRY_RUN`` (False, set by ``-a dry_run=1``): count, write nothing.
 
@@ -82,7 +83,7 @@ class VehicleDatabasePipeline:
         self.url = config.url
         self.stats = crawler.stats
         self._batcher: TimedBatcher[store.VehicleRecord, str] = TimedBatcher(
-            self._write, size=self.batch_size, wait=self.batch_wait
+            self._write, size=self.batch_size, wait=self.batch_wait, idle=self._nothing_downloading
         )
         self.outcomes: Counter[str] = Counter()
         self._workers: WorkerPool | None = None
@@ -90,6 +91,14 @@ class VehicleDatabasePipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> VehicleDatabasePipeline:
         return cls(crawler)
+
+    def _nothing_downloading(self) -> bool:
+        """No request is being downloaded or waits in the downloader: no more vehicles
+        are coming soon, so a partial batch need not wait (the end of a crawl, a pause
+        on a slow site). A worker of a distributed crawl then reports its last
+        requests done at once, instead of ``NUKE_DB_BATCH_WAIT`` later."""
+        engine = self.crawler.engine
+        return engine is None or not engine.downloader.active
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)

@@ -14,21 +14,34 @@ Batch = list[tuple[T, "asyncio.Future[R]"]]
 
 class TimedBatcher(Generic[T, R]):
     """Collects values and hands them to ``write`` in batches: when ``size`` are
-    waiting, or ``wait`` seconds after the first of a batch arrived.
+    waiting, or ``wait`` seconds after the first of a batch arrived, or as soon as
+    ``idle()`` (if given) says no more values are coming soon (looked at every
+    :attr:`IDLE_POLL` seconds while a partial batch waits).
 
     ``write`` receives ``[(value, future), ...]`` and settles every future (a result
     or an exception); :meth:`submit` returns once its value's future is settled.
     Writes run as tasks on the running loop; :meth:`drain` flushes and waits for all.
     """
 
+    #: seconds between two looks at ``idle`` while a partial batch waits
+    IDLE_POLL = 0.05
+
     def __init__(
-        self, write: Callable[[Batch[T, R]], Awaitable[None]], *, size: int, wait: float
+        self,
+        write: Callable[[Batch[T, R]], Awaitable[None]],
+        *,
+        size: int,
+        wait: float,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         self._write = write
         self.size = max(1, size)
         self.wait = max(0.0, wait)
+        # when it says nothing more is coming soon, a partial batch is written at once
+        self.idle = idle
         self._pending: Batch[T, R] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._writing: set[asyncio.Future[None]] = set()
 
     async def submit(self, value: T) -> R:
@@ -39,8 +52,23 @@ class TimedBatcher(Generic[T, R]):
         if len(self._pending) >= self.size:
             self.flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.wait, self.flush)
+            self._deadline = loop.time() + self.wait
+            self._arm(loop)
         return await future
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        left = self._deadline - loop.time()
+        if self.idle is None or left <= self.IDLE_POLL:
+            self._timer = loop.call_later(max(0.0, left), self.flush)
+        else:
+            self._timer = loop.call_later(self.IDLE_POLL, self._look, loop)
+
+    def _look(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self.idle is not None and self.idle():
+            self.flush()
+        elif self._pending:
+            self._arm(loop)
 
     def flush(self) -> None:
         """Start writing what is waiting now."""
