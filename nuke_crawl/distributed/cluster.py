@@ -130,12 +130,21 @@ class TickBatch:
                 return
             self._handle = loop.call_later(self.WAIT, self.flush)
 
+    @staticmethod
+    def _fail(entries: list[Any]) -> list[Any]:
+        for _, _, failed in entries:
+            if failed is not None:
+                failed()
+        return []
+
     def flush(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         entries, self._entries = self._entries, []
-        if not entries or self.cluster.lost is not None:
+        if self.cluster.lost is not None:
+            entries = self._fail(entries)
+        if not entries:
             return
         pipe = self.cluster.redis.pipeline(transaction=True)
         spans: list[tuple[int, int, Then | None]] = []
@@ -147,9 +156,7 @@ class TickBatch:
             results = pipe.execute()
         except RedisError as exc:
             self.cluster.on_error(exc)
-            for _, _, failed in entries:
-                if failed is not None:
-                    failed()
+            self._fail(entries)
             return
         for start, end, then in spans:
             if then is None:
