@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,12 +19,13 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import FAST, REPO, run_scrapy, scrapy_env
+from conftest import FAST, PG_BASE, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo import build_site, launch, serve
-from nuke_crawl.demo.server import CountingApp
+from nuke_crawl.demo.server import CountingApp, Response
 from nuke_crawl.distributed import enqueue_organizations
+from nuke_crawl.extraction import COMMON_INVENTORY_PATHS
 
 REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -700,3 +702,223 @@ def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Pat
         for log in tmp_path.glob("w*.log")
     ]
     assert all(shares), shares
+
+
+class ListingBarrier:
+    """Wraps a site: its listing pages after the first (``?page=``) are answered only once
+    ``parties`` of them are asked for at once (or after ``timeout``). With one request at
+    a time per worker (``CONCURRENT_REQUESTS=1``), a met barrier means that many workers
+    each read a listing page."""
+
+    def __init__(self, site: Any, parties: int, timeout: float = 8.0) -> None:
+        self.site, self.parties, self.timeout = site, parties, timeout
+        self.arrived = 0
+        self.cond = threading.Condition()
+
+    @property
+    def met(self) -> bool:
+        return self.arrived >= self.parties
+
+    def bind(self, url: str) -> None:
+        self.site.bind(url)
+
+    def __call__(self, request: Any) -> Any:
+        if "page=" in request.target:
+            with self.cond:
+                self.arrived += 1
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.met, timeout=self.timeout)
+        return self.site(request)
+
+
+def test_max_vehicles_holds_across_workers(pg_url: str, ns: str, tmp_path: Path) -> None:
+    """max_vehicles=6 with three workers that each read a listing page of four vehicles:
+    exactly 6 vehicle pages are requested and stored across them (counted per worker,
+    each would have taken up to 6 of its own)."""
+    site = build_site("jsonld", n_vehicles=20, per_page=4, images_per_vehicle=1, seed=4)
+    barrier = ListingBarrier(site, parties=3)
+    with serve(barrier) as server:
+        org_id = add_org(pg_url, server.url)
+        one_at_a_time = ("-s", "CONCURRENT_REQUESTS=1", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3")
+        procs = [
+            worker(pg_url, ns, tmp_path / f"w{i}.log", "-a", "max_vehicles=6", *one_at_a_time)
+            for i in range(3)
+        ]
+        wait_for_workers(ns, 3)  # all up before there is work: all get some
+        client = redis.Redis.from_url(REDIS)
+        assert enqueue_organizations(client, f"{ns}:org:queue", [org_id]) == 1
+        client.close()
+        assert wait_all(procs) == [0, 0, 0], logs(tmp_path)
+    text = logs(tmp_path)
+    assert "Traceback" not in text, text
+    assert barrier.met, f"the listing pages were not read by three workers at once\n{text}"
+    stored = rows(pg_url, "SELECT discovery_url FROM vehicles")
+    assert len(stored) == 6, f"{len(stored)} vehicles stored\n{text}"
+    assert len({r["discovery_url"] for r in stored}) == 6
+    details = {t: n for t, n in site.hits.items() if t.startswith("/vehicle")}
+    assert len(details) == 6 and set(details.values()) == {1}, details
+    crawl = rows(pg_url, "SELECT * FROM nuke_org_crawls WHERE organization_id = ?", [org_id])[0]
+    assert crawl["finished_at"] is not None
+    summary = loads_json(crawl["summary"])
+    assert summary["vehicles_found"] == 6 and summary["created"] == 6, summary
+    assert summary["caps_hit"] == {"vehicles": 6}, summary
+
+
+class GatedSitemap:
+    """Wraps a site: its ``/sitemap.xml`` lists only a page that is not a vehicle (so whoever
+    reads it looks for the inventory), and is answered once ``release`` is set."""
+
+    def __init__(self, site: Any) -> None:
+        self.site = site
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def bind(self, url: str) -> None:
+        self.base = url
+        self.site.bind(url)
+
+    def __call__(self, request: Any) -> Any:
+        if request.path != "/sitemap.xml":
+            return self.site(request)
+        self.site.hits.hit(request.target)
+        self.asked.set()
+        self.release.wait(timeout=60)
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            f"<url><loc>{self.base}/contact/</loc></url></urlset>\n"
+        )
+        return Response(content_type="application/xml", body=body.encode())
+
+
+def test_no_worker_probes_the_common_paths_once_any_found_inventory(
+    pg_url: str, ns: str, tmp_path: Path
+) -> None:
+    """The worker that found the inventory (linked from the home page) is killed while it
+    fetches the sitemap; the worker that takes over reads the sitemap, which lists no
+    vehicle, and does not probe the common inventory paths: another worker found the
+    inventory."""
+    site = build_site("jsonld", n_vehicles=6, per_page=3, images_per_vehicle=1, seed=8)
+    gated = GatedSitemap(site)
+    with serve(gated) as server:
+        org_id = add_org(pg_url, server.url)
+        enqueue(pg_url, ns)
+        first = worker(pg_url, ns, tmp_path / "w0.log", "-s", "NUKE_DB_BATCH_SIZE=1")
+        try:
+            assert wait_for_vehicles(pg_url, 6) == 6, logs(tmp_path)
+            assert gated.asked.wait(timeout=30)  # its sitemap request in flight, held
+            holding_requests(ns, [first])
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            gated.release.set()
+        second = worker(pg_url, ns, tmp_path / "w1.log")
+        assert wait_all([second]) == [0], logs(tmp_path)
+    text = logs(tmp_path)
+    assert "Traceback" not in text, text
+    assert "'nuke/redis/requeued': 1" in (tmp_path / "w1.log").read_text()  # the sitemap
+    assert site.hits["/sitemap.xml"] == 2, dict(site.hits)  # the killed worker's, and its
+    probed = {p: site.hits[p] for p in COMMON_INVENTORY_PATHS if p not in site.inventory_pages}
+    assert not any(probed.values()), probed
+    assert site.hits["/inventory/"] == 1
+    assert_complete(pg_url, site, org_id)
+
+
+def blocked_on(conn: Any, timeout: float = 60) -> None:
+    """Wait until another session waits for a lock ``conn`` holds (looked at from a session
+    of its own: a transaction sees one snapshot of pg_stat_activity)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(PG_BASE, autocommit=True) as observer:
+        while time.monotonic() < deadline:
+            found = observer.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                [conn.info.backend_pid],
+            ).fetchone()
+            if found and found[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("no session waits for the lock")
+
+
+def queued(ns: str) -> list[str]:
+    client = redis.Redis.from_url(REDIS)
+    try:
+        return sorted(m.decode() for m in client.zrange(f"{ns}:org:queue", 0, -1))
+    finally:
+        client.close()
+
+
+def claims(ns: str) -> dict[str, list[str]]:
+    client = redis.Redis.from_url(REDIS)
+    try:
+        return {
+            key.decode(): sorted(m.decode() for m in client.zrange(key, 0, -1))
+            for key in client.scan_iter(f"{ns}:claimed:*")
+        }
+    finally:
+        client.close()
+
+
+def test_popped_organizations_are_claimed_until_started(
+    pg_url: str, ns: str, tmp_path: Path
+) -> None:
+    """A worker pops three organizations and waits on PostgreSQL (the test holds a lock on
+    nuke_org_crawls) before it pushes any of their requests. Stopped (SIGTERM), it puts
+    them back in the queue; killed (SIGKILL), the next worker finds it dead and puts them
+    back; that worker crawls each of them once."""
+    import psycopg
+
+    sites = [
+        build_site(style, n_vehicles=4, per_page=2, images_per_vehicle=1, seed=12)
+        for style in ("jsonld", "microdata", "plain")
+    ]
+    servers = [serve(site) for site in sites]
+    lock = psycopg.connect(pg_url)
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        ids = sorted(add_org(pg_url, s.url, name=f"Dealer {i}") for i, s in enumerate(servers))
+        enqueue(pg_url, ns)
+
+        # stopped cleanly: what it never started goes back to the queue
+        lock.execute("LOCK TABLE nuke_org_crawls IN EXCLUSIVE MODE")
+        procs.append(stopped := worker(pg_url, ns, tmp_path / "stopped.log"))
+        blocked_on(lock)
+        assert queued(ns) == []  # all three popped
+        stopped.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        lock.rollback()
+        assert wait_all([stopped], timeout=60) == [0], logs(tmp_path)
+        assert queued(ns) == ids and claims(ns) == {}
+        assert "Returned 3 organizations it had not started" in logs(tmp_path)
+
+        # killed: the next worker finds it dead and takes its organizations
+        lock.execute("LOCK TABLE nuke_org_crawls IN EXCLUSIVE MODE")
+        procs.append(killed := worker(pg_url, ns, tmp_path / "killed.log"))
+        blocked_on(lock)
+        assert queued(ns) == [] and list(claims(ns).values()) == [ids]  # claimed by it
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=10)
+        lock.rollback()
+        procs.append(survivor := worker(pg_url, ns, tmp_path / "survivor.log"))
+        assert wait_all([survivor]) == [0], logs(tmp_path)
+        text = (tmp_path / "survivor.log").read_text()
+        assert "Traceback" not in logs(tmp_path)
+        assert "'nuke/redis/orgs_requeued': 3" in text and "'nuke/redis/orgs_adopted': 3" in text
+        assert queued(ns) == [] and claims(ns) == {}
+        stored = rows(pg_url, "SELECT discovery_url FROM vehicles")
+        assert len(stored) == 12 and len({r["discovery_url"] for r in stored}) == 12, text
+        for site in sites:  # each crawled once
+            hits = {t: n for t, n in site.hits.items() if t != "/robots.txt"}
+            assert hits and max(hits.values()) == 1, hits
+        crawls = rows(pg_url, "SELECT * FROM nuke_org_crawls")
+        assert sorted(c["organization_id"] for c in crawls) == ids
+        assert all(c["finished_at"] is not None for c in crawls)
+    finally:
+        lock.close()  # before the schema is dropped
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        for server in servers:
+            server.stop()

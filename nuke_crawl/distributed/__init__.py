@@ -30,6 +30,14 @@ COORDINATOR = "nuke_crawl.distributed.coordinator.Coordinator"
 POLITENESS = "nuke_crawl.distributed.politeness.SharedPolitenessMiddleware"
 PROGRESS = "nuke_crawl.distributed.coordinator.OrgProgressMiddleware"
 
+# What Coordinator.claim_vehicles says of each vehicle page: a slot of max_vehicles
+# refused (all taken), granted to this worker, or held already (given to a worker before).
+REFUSED, GRANTED, HELD = 0, 1, 2
+
+# The keys of one organization's crawl under way (Keys.org), reset when it starts and
+# deleted when it is finished: pending first.
+ORG_STATE = ("pending", "seen", "summary", "vehicles", "inventory")
+
 
 class DistributedError(Exception):
     """Redis is unreachable or the distributed crawl is misconfigured; the message says
@@ -63,8 +71,18 @@ class Keys:
 
     def org(self, org_id: str, what: str) -> str:
         """``pending`` (requests queued or in flight), ``seen`` (fingerprints),
-        ``summary`` (counts added by every worker)."""
+        ``summary`` (counts added by every worker), ``vehicles`` (the vehicle pages given
+        one of the ``max_vehicles`` slots), ``inventory`` (set once a worker found the
+        inventory)."""
         return f"{self.ns}:org:{org_id}:{what}"
+
+    def org_keys(self, org_id: str) -> list[str]:
+        """Every key of one organization's crawl under way, ``pending`` first."""
+        return [self.org(org_id, what) for what in ORG_STATE]
+
+    def claimed(self, worker: str) -> str:
+        """The organizations worker popped from the queue and has not started yet."""
+        return f"{self.ns}:claimed:{worker}"
 
     @property
     def workers(self) -> str:

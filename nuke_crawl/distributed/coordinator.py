@@ -3,8 +3,11 @@
 - **Feeding** (``-a from_queue=1``): organization ids pushed by ``scrapy org-enqueue``
   wait in ``<ns>:org:queue``; a worker pops them when it goes idle, the scrapy-redis way,
   and tops up to ``NUKE_REDIS_ORGS_PER_WORKER`` organizations of its own between
-  heartbeats. It idles when the queue is empty; ``-a exit_when_empty=1`` makes it exit
-  once no queued organization, queued request or live worker's in-flight request is left.
+  heartbeats. The pop is leased (:mod:`nuke_crawl.distributed.orgqueue`): an organization
+  stays claimed by the worker until its entry requests are in Redis, and goes back to the
+  queue if the worker closes or dies before. It idles when the queue is empty;
+  ``-a exit_when_empty=1`` makes it exit once no queued organization, queued request, or
+  live worker's claimed organization or in-flight request is left.
 - **Bookkeeping**: a request stays counted in ``<ns>:org:<id>:pending`` from its push
   until its response or failure is fully handled (items written); each worker adds what
   its pages counted to ``<ns>:org:<id>:summary`` in the same transaction. The worker that
@@ -12,15 +15,20 @@
   (``metadata.last_crawl``, ``nuke_org_crawls.finished_at``): an organization is finished
   in PostgreSQL exactly when every worker is done with it, and an organization whose crawl
   stopped part-way stays "not finished" there and is selected again.
+- **Shared limits**: ``max_vehicles`` holds across workers (``<ns>:org:<id>:vehicles``, the
+  vehicle pages given a slot, reserved in one round trip per listing page's batch of
+  links), and once any worker found an organization's inventory no worker probes its
+  common inventory paths (``<ns>:org:<id>:inventory``).
 - **Liveness**: every ``NUKE_REDIS_HEARTBEAT`` seconds a worker records itself in
   ``<ns>:workers``; a worker silent for ``NUKE_REDIS_WORKER_TIMEOUT`` seconds (SIGKILL, a
-  lost machine) is dead, and the next live worker puts its leased requests back in the
-  queue.
+  lost machine) is dead, and the next live worker puts its leased requests and its claimed
+  organizations back in their queues.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -34,7 +42,7 @@ from twisted.python.failure import Failure
 
 from nuke_crawl import settings as defaults
 from nuke_crawl.db import DatabaseError, store
-from nuke_crawl.distributed import redis_url
+from nuke_crawl.distributed import REFUSED, redis_url
 from nuke_crawl.distributed.cluster import (
     Cluster,
     RedisError,
@@ -42,20 +50,45 @@ from nuke_crawl.distributed.cluster import (
     leased,
     org_id_of,
 )
+from nuke_crawl.distributed.orgqueue import OrgQueue
 from nuke_crawl.distributed.politeness import free_leases
 from nuke_crawl.distributed.queue import LEASE
 from nuke_crawl.extensions.database import crawler_database, prepare_database
 
 logger = logging.getLogger(__name__)
 
-# KEYS: pending, seen, summary. Start an organization's crawl unless one is under way.
+# KEYS: the organization's keys (Keys.org_keys, pending first). Start its crawl unless
+# one is under way: its count at 0, the rest (fingerprints, summary, slots...) cleared.
 _ADOPT = """
 local v = tonumber(redis.call('GET', KEYS[1]) or '0')
 if v > 0 then return 0 end
 redis.call('SET', KEYS[1], 0)
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', unpack(KEYS, 2))
 return 1
 """
+
+# KEYS: the organization's vehicle slots (a set); ARGV: max_vehicles, then the vehicle
+# pages' keys. Per key: 1 given a slot now, 2 it has one already, 0 refused (all taken);
+# then how many slots are taken.
+_CLAIM_VEHICLES = """
+local limit = tonumber(ARGV[1])
+local taken = redis.call('SCARD', KEYS[1])
+local out = {}
+for i = 2, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+    out[#out + 1] = 2
+  elseif taken < limit then
+    redis.call('SADD', KEYS[1], ARGV[i])
+    taken = taken + 1
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+out[#out + 1] = taken
+return out
+"""
+
 
 _COUNTS = (
     "pages",
@@ -73,7 +106,8 @@ class Coordinator:
     """An extension (installed by :func:`nuke_crawl.distributed.configure`). Settings:
     ``NUKE_REDIS_ORGS_PER_WORKER`` (8), ``NUKE_REDIS_HEARTBEAT`` (2.0),
     ``NUKE_REDIS_WORKER_TIMEOUT`` (30.0). Stats: ``nuke/redis/orgs_adopted``,
-    ``nuke/redis/orgs_finished``, ``nuke/redis/requeued``."""
+    ``nuke/redis/orgs_finished``, ``nuke/redis/requeued`` (a dead worker's requests),
+    ``nuke/redis/orgs_requeued`` (a dead worker's claimed organizations)."""
 
     def __init__(self, crawler: Crawler) -> None:
         if not redis_url(crawler.settings) or crawler.spider is None:
@@ -98,6 +132,9 @@ class Coordinator:
         self.from_queue = bool(self.args.from_queue)
         self.exit_when_empty = bool(self.args.exit_when_empty) or not self.from_queue
         self._adopt = self.cluster.redis.register_script(_ADOPT)
+        self._claim_vehicles = self.cluster.redis.register_script(_CLAIM_VEHICLES)
+        self.orgs = OrgQueue(self.cluster.redis, self.cluster.keys)
+        self._pause_until = 0.0  # no popping before (the database failed)
         self.flushed: dict[str, Counter[str]] = {}
         self.finished = 0  # organizations whose crawl this worker recorded as finished
         self.mine: set[str] = set()  # organizations this worker started and saw unfinished
@@ -129,17 +166,8 @@ class Coordinator:
         the spider found uncrawlable (no ``config``: bad website or metadata) has no
         request to finish it, so it is finished here (unless ``finish_uncrawlable`` is
         false: the caller does it)."""
-        keys = self.cluster.keys
         try:
-            started = bool(
-                self._adopt(
-                    keys=[
-                        keys.org(org_id, "pending"),
-                        keys.org(org_id, "seen"),
-                        keys.org(org_id, "summary"),
-                    ]
-                )
-            )
+            started = bool(self._adopt(keys=self.cluster.keys.org_keys(org_id)))
         except RedisError as exc:
             self.cluster.on_error(exc)
             return False
@@ -148,11 +176,49 @@ class Coordinator:
             self.flushed.pop(org_id, None)
             self._stat("nuke/redis/orgs_adopted")
             progress = self.spider.progress.get(org_id)
-            if finish_uncrawlable and progress is not None and progress.config is None:
-                self._finish_uncrawlable(org_id)  # no request will bring it to zero
+            uncrawlable = progress is not None and progress.config is None
+            # no request will bring it to zero: finished now
+            if finish_uncrawlable and uncrawlable and self._flush_uncrawlable(org_id):
+                self._task(self._finish(org_id))
         else:
             logger.info("Organization %s is being crawled by another worker: skipped", org_id)
         return started
+
+    def claim_vehicles(self, org_id: str, keys: list[str], limit: int) -> tuple[list[int], bool]:
+        """Slots for vehicle pages of the organization (``keys``: their canonical URLs, none
+        twice) out of its ``limit`` (``max_vehicles``) across all workers, in one round
+        trip. For each key, one of :data:`~nuke_crawl.distributed.GRANTED`,
+        :data:`~nuke_crawl.distributed.HELD` (a worker was given that page's slot) and
+        :data:`~nuke_crawl.distributed.REFUSED` (every slot is taken); and whether every
+        slot is taken now. Redis lost: all refused."""
+        digests = [hashlib.sha1(key.encode()).hexdigest()[:20] for key in keys]
+        try:
+            answer = self._claim_vehicles(
+                keys=[self.cluster.keys.org(org_id, "vehicles")], args=[limit, *digests]
+            )
+        except RedisError as exc:
+            self.cluster.on_error(exc)
+            return [REFUSED] * len(keys), True
+        flags = [int(flag) for flag in answer[:-1]]
+        return flags, int(answer[-1]) >= limit
+
+    def inventory_found(self, org_id: str) -> None:
+        """This worker found the organization's inventory: no worker probes its common
+        inventory paths any more (called once per organization by each worker that
+        finds it, before the requests of the page that showed it are pushed)."""
+        try:
+            self.cluster.redis.set(self.cluster.keys.org(org_id, "inventory"), "found")
+        except RedisError as exc:
+            self.cluster.on_error(exc)
+
+    def knows_inventory(self, org_id: str) -> bool:
+        """Whether any worker found the organization's inventory in this crawl (asked
+        before probing its common inventory paths). Redis lost: True (no probing)."""
+        try:
+            return bool(self.cluster.redis.exists(self.cluster.keys.org(org_id, "inventory")))
+        except RedisError as exc:
+            self.cluster.on_error(exc)
+            return True
 
     # -- signals -----------------------------------------------------------------
 
@@ -191,8 +257,9 @@ class Coordinator:
             if self._others_busy():
                 self._idle_since = None
                 raise DontCloseSpider
-            # a worker may have just popped an organization and not pushed its first
-            # request yet: the cluster must look idle for a few heartbeats in a row
+            # popped organizations are claimed and popped requests leased until their
+            # work is in Redis, so nothing falls between the checks above; as a margin,
+            # the cluster must still look idle for a few heartbeats in a row
             now = time.monotonic()
             if self._idle_since is None:
                 self._idle_since = now
@@ -207,21 +274,26 @@ class Coordinator:
             self._ticker.cancel()
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        if self.cluster.lost is not None:
+            return  # left claimed in Redis: a live worker gives them back
+        try:
+            back = self.orgs.give_back(self.cluster.worker)
+        except RedisError:
+            return
+        if back:
+            logger.info("Returned %d organizations it had not started to the queue", len(back))
 
     # -- feeding -----------------------------------------------------------------
 
     def _top_up(self) -> bool:
         """Pop organizations up to this worker's share; whether any was popped."""
-        if self._adopting:
+        if self._adopting or time.monotonic() < self._pause_until:
             return False
         self._prune_mine()
         room = self.orgs_per_worker - len(self.mine)
         if room <= 0:
             return False
-        popped: list[tuple[Any, float]] = self.cluster.redis.zpopmin(  # type: ignore[assignment]
-            self.cluster.keys.org_queue, room
-        )
-        ids = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in popped]
+        ids = self.orgs.pop(self.cluster.worker, room)  # claimed until started
         if not ids:
             return False
         self._adopting += 1
@@ -241,17 +313,26 @@ class Coordinator:
                 self.mine.discard(org_id)
 
     async def _adopt_ids(self, ids: list[str]) -> None:
+        """Start the organizations this worker popped (and claimed). Each claim ends once
+        the organization's entry requests are in Redis, or it is finished as uncrawlable,
+        dropped or skipped; a stop leaves the rest claimed, given back at the close."""
         spider = self.spider
         adb = crawler_database(self.crawler)
+        worker = self.cluster.worker
         try:
             if not self.args.dry_run:
                 await prepare_database(self.crawler)
             for org_id in ids:
+                if self._stopping():
+                    return
                 org = await adb.run(store.get_organization, org_id)
                 if org is None:
                     logger.warning("Queued organization %s is not in the database: dropped", org_id)
+                    self.orgs.started(worker, org_id)
                     continue
                 if not self.adopt(org_id, finish_uncrawlable=False):
+                    if self.cluster.lost is None:
+                        self.orgs.started(worker, org_id)  # another worker's crawl of it
                     continue
                 dry = self.args.dry_run
                 if not dry:
@@ -259,10 +340,14 @@ class Coordinator:
                 progress = spider.new_progress(org)  # bounds; website, metadata checked
                 if progress.config is None:
                     spider.progress[org_id] = progress
-                    self._finish_uncrawlable(org_id)  # its entry error recorded
+                    if self._flush_uncrawlable(org_id):  # its entry error recorded
+                        await self._finish(org_id)
+                    self.orgs.started(worker, org_id)
                     continue
                 if org.resume and not dry:
                     progress.known = await adb.run(store.known_listing_urls, org_id)
+                if self._stopping():
+                    return  # adopted, not started: its claim gives it to another worker
                 spider.progress[org_id] = progress
                 logger.info(
                     "Crawling organization %s from the queue%s",
@@ -271,10 +356,41 @@ class Coordinator:
                 )
                 for request in spider._entry_requests(org):
                     self.crawler.engine.crawl(request)  # type: ignore[union-attr]
+                if self.cluster.lost is None:
+                    self.orgs.started(worker, org_id)  # its requests are leased in turn
         except DatabaseError as exc:
-            logger.error("Cannot load queued organizations: %s", exc)
+            # back to the queue now (not when this worker stops: it may run for days),
+            # and no popping for a while rather than failing on them every heartbeat
+            self._pause_until = time.monotonic() + self.timeout
+            back = self._give_back()
+            logger.error(
+                "Cannot load queued organizations: %s (%d returned to the queue; "
+                "trying again in %.0f s)",
+                exc,
+                len(back),
+                self.timeout,
+            )
+        except RedisError as exc:
+            self.cluster.on_error(exc)
         finally:
             self._adopting -= 1
+
+    def _give_back(self) -> list[str]:
+        """This worker's claimed organizations back in the queue (it never started them)."""
+        try:
+            back = self.orgs.give_back(self.cluster.worker)
+        except RedisError as exc:
+            self.cluster.on_error(exc)
+            return []
+        self.mine.difference_update(back)
+        return back
+
+    def _stopping(self) -> bool:
+        return (
+            self._closing
+            or self.cluster.lost is not None
+            or bool(getattr(self.spider, "stopping", False))
+        )
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -340,9 +456,10 @@ class Coordinator:
 
         self.cluster.batch.add(commands, then)
 
-    def _finish_uncrawlable(self, org_id: str) -> None:
+    def _flush_uncrawlable(self, org_id: str) -> bool:
         """An adopted organization whose website or metadata is refused (its entry error
-        recorded by the spider) has no request: its result is written at once."""
+        recorded by the spider) has no request: its counts go to its summary at once, and
+        the caller records it finished (:meth:`_finish`) when this returns True."""
         counts, progress = self._counts(org_id)
         summary_key = self.cluster.keys.org(org_id, "summary")
         pipe = self.cluster.redis.pipeline(transaction=True)
@@ -357,9 +474,9 @@ class Coordinator:
             pipe.execute()
         except RedisError as exc:
             self.cluster.on_error(exc)
-            return
+            return False
         self.flushed[org_id] = counts
-        self._task(self._finish(org_id))
+        return True
 
     @staticmethod
     def _caps(pipe: Any, summary_key: str, progress: Any) -> None:
@@ -408,9 +525,7 @@ class Coordinator:
                 logger.error("Could not record the crawl of organization %s: %s", org_id, exc)
                 return  # left unfinished: it is selected again
         try:
-            redis.delete(
-                keys.org(org_id, "pending"), keys.org(org_id, "seen"), keys.org(org_id, "summary")
-            )
+            redis.delete(*keys.org_keys(org_id))
         except RedisError as exc:
             self.cluster.on_error(exc)
         self.mine.discard(org_id)
@@ -450,14 +565,26 @@ class Coordinator:
     def _beat(self) -> None:
         self.cluster.redis.zadd(self.cluster.keys.workers, {self.cluster.worker: time.time()})
 
-    def _reap(self) -> None:
-        """Put dead workers' leased requests back in the queue."""
+    def _reap(self) -> bool:
+        """Put dead workers' claimed organizations and leased requests back in their
+        queues; whether there were any."""
         keys = self.cluster.keys
         redis = self.cluster.redis
         dead = redis.zrangebyscore(keys.workers, "-inf", time.time() - self.timeout)
         scheduler: Any = self.crawler.engine._slot.scheduler  # type: ignore[union-attr]
+        any_back = False
         for raw in dead:
             worker = raw.decode() if isinstance(raw, bytes) else str(raw)
+            # first: the request queue's requeue forgets the worker
+            orgs = self.orgs.give_back(worker)
+            if orgs:
+                any_back = True
+                logger.warning(
+                    "Worker %s stopped answering: %d organizations it had not started queued again",
+                    worker,
+                    len(orgs),
+                )
+                self._stat("nuke/redis/orgs_requeued", len(orgs))
             back = scheduler.queue.requeue(
                 keys.inflight(worker), keys.inflight_scores(worker), keys.workers, worker
             )
@@ -467,7 +594,10 @@ class Coordinator:
                     "Worker %s stopped answering: %d of its requests requeued", worker, back
                 )
                 self._stat("nuke/redis/requeued", back)
+                any_back = True
+            if orgs or back:
                 self._wake()
+        return any_back
 
     def _forget_finished(self) -> None:
         """Drop this worker's state of organizations whose crawl ended (by any worker),
@@ -491,9 +621,12 @@ class Coordinator:
                         self._stat(f"nuke/org/{org_id}/vehicles_{outcome}", n)
 
     def _others_busy(self) -> bool:
+        """Whether a dead worker's work was just queued again, or another live worker has
+        organizations claimed or requests in flight."""
         keys = self.cluster.keys
         redis = self.cluster.redis
-        self._reap()
+        if self._reap():
+            return True
         workers = [
             w.decode() if isinstance(w, bytes) else str(w)
             for w in redis.zrange(keys.workers, 0, -1)
@@ -502,6 +635,7 @@ class Coordinator:
         others = [w for w in workers if w != self.cluster.worker]
         for worker in others:
             pipe.hlen(keys.inflight(worker))
+            pipe.zcard(keys.claimed(worker))
         return any(int(n) for n in pipe.execute()) if others else False
 
     def _nudge(self) -> None:

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from nuke_crawl import settings as defaults
 from nuke_crawl.db import DatabaseError, needs_migration, store
-from nuke_crawl.distributed import DistributedError
+from nuke_crawl.distributed import GRANTED, REFUSED, DistributedError
 from nuke_crawl.distributed import configure as configure_distributed
 from nuke_crawl.extensions.database import SchemaMissing, crawler_database, prepare_database
 from nuke_crawl.extensions.workers import worker_pool
@@ -82,7 +82,9 @@ class OrgArgs(OrgSelection):
     url: str | None = arg(
         None, "crawl this one website (its organization is found or created)", to_url
     )
-    max_vehicles: int = arg(500, "vehicles per organization at most", positive_int)
+    max_vehicles: int = arg(
+        500, "vehicles per organization at most (across all workers with Redis)", positive_int
+    )
     dry_run: bool = arg(False, "extract and report, write nothing", to_bool)
     from_queue: bool = arg(
         False, "crawl organizations queued in Redis (org-enqueue; needs NUKE_REDIS_URL)", to_bool
@@ -104,7 +106,7 @@ class OrgProgress:
     render_js: bool = False
     seen: set[str] = field(default_factory=set)  # canonical URLs requested this run
     known: set[str] = field(default_factory=set)  # already stored (resumed crawls)
-    inventory_found: bool = False
+    inventory_found: bool = False  # or the common paths probed: no probing (again)
     written: Counter[str] = field(default_factory=Counter)  # the pipeline's outcomes
     config: OrgConfig | None = None  # None: not crawlable as configured (see entry_error)
     budget: OrgBudget = field(default_factory=lambda: OrgBudget(CrawlBounds()))
@@ -113,6 +115,10 @@ class OrgProgress:
     pending: int = 0
     started: bool = False  # its first request was made
     interrupted: bool = False  # a request of it was cut short by a stop
+    # distributed only: every max_vehicles slot is taken across workers; the vehicle pages
+    # whose slot another worker holds (requested here once too, see _claim_shared)
+    vehicles_capped: bool = False
+    held: set[str] = field(default_factory=set)
     reported: dict[str, Any] | None = None  # the summary recorded as finished
 
 
@@ -386,7 +392,7 @@ class OrgSpider(scrapy.Spider):
         # A home page that is itself an inventory (or a vehicle) is parsed too.
         out = await self._parse_page(progress, response)
         if links:
-            progress.inventory_found = True
+            self._found_inventory(progress)
             for url in links:
                 if self._claim_page(progress, url):
                     out.append(self._request(progress.org, url, self.parse_page))
@@ -453,20 +459,20 @@ class OrgSpider(scrapy.Spider):
         urls = [url for url in urls if same_site(url, response.url)]
         vehicle_urls = {url for url in urls if looks_like_vehicle_url(url)}
         vehicle_urls |= sibling_vehicle_urls(vehicle_urls, set(urls) - vehicle_urls)
-        for url in urls:
-            if url not in vehicle_urls:
-                continue
-            if self._claim_vehicle(progress, url):
-                found += 1
-                yield self._request(progress.org, url, self.parse_page, detail=True)
+        for url in self._claim_vehicles(progress, [url for url in urls if url in vehicle_urls]):
+            found += 1
+            yield self._request(progress.org, url, self.parse_page, detail=True)
         if found:
-            progress.inventory_found = True
+            self._found_inventory(progress)
         elif not progress.inventory_found and self.probe_paths:
             progress.inventory_found = True  # probe once
-            for path in COMMON_INVENTORY_PATHS:
-                url = urljoin(response.url, path)
-                if self._claim_page(progress, url):
-                    yield self._request(progress.org, url, self.parse_page, probe=True)
+            # distributed: not once any worker found the inventory (and each path is
+            # fetched once across workers: the organization's fingerprints)
+            if self.distributed is None or not self.distributed.knows_inventory(progress.org.id):
+                for path in COMMON_INVENTORY_PATHS:
+                    url = urljoin(response.url, path)
+                    if self._claim_page(progress, url):
+                        yield self._request(progress.org, url, self.parse_page, probe=True)
 
     async def parse_page(self, response: Response) -> list[Any]:
         # A coroutine returning a list, not an async generator: Scrapy runs a list
@@ -512,7 +518,13 @@ class OrgSpider(scrapy.Spider):
         out: list[Any] = []
         if result.vehicle is not None:
             # keyed by the worker with the page (w3lib's canonicalisation is costly)
-            item = self._item(progress, result.vehicle, result.url, result.canonical_url)
+            item = self._item(
+                progress,
+                result.vehicle,
+                result.url,
+                result.canonical_url,
+                detail=bool(response.meta.get("detail")),
+            )
             if item is not None:
                 out.append(item)
         elif (
@@ -525,13 +537,13 @@ class OrgSpider(scrapy.Spider):
         if self.learner is not None:
             out.extend(await self._learn(progress, response, result))
         if result.skip_reason == "inventory_page":
-            progress.inventory_found = True
+            self._found_inventory(progress)
             if result.cards_without_url:
                 progress.skipped["listing_without_url"] += result.cards_without_url
         seen = len(progress.seen)
-        for url in result.vehicle_links:  # already in canonical form: their own keys
-            if self._claim_vehicle(progress, url, key=url):
-                out.append(self._request(org, url, self.parse_page, detail=True))
+        # already in canonical form: their own keys
+        for url in self._claim_vehicles(progress, result.vehicle_links, canonical=True):
+            out.append(self._request(org, url, self.parse_page, detail=True))
         if result.next_pages and progress.budget.follow_pages(
             bool(response.meta.get("paged")),
             len(progress.seen) - seen,
@@ -591,10 +603,67 @@ class OrgSpider(scrapy.Spider):
         return True
 
     def _at_vehicle_cap(self, progress: OrgProgress) -> bool:
-        if progress.vehicle_requests >= self.args.max_vehicles:
+        if progress.vehicle_requests >= self.args.max_vehicles or progress.vehicles_capped:
             progress.budget.hit("vehicles", self.args.max_vehicles, self.crawler.stats)
             return True
         return False
+
+    def _claim_vehicles(
+        self, progress: OrgProgress, urls: list[str], *, canonical: bool = False
+    ) -> list[str]:
+        """The vehicle pages among ``urls`` to request, in order: not stored already
+        (resumed crawls), not requested yet, within ``max_vehicles``; ``canonical``: the
+        URLs are their own keys (:func:`canonical_listing_url`). Distributed, the limit
+        holds across workers (:meth:`_claim_shared`)."""
+        if self.distributed is not None:
+            return self._claim_shared(progress, urls, canonical)
+        return [
+            url for url in urls if self._claim_vehicle(progress, url, url if canonical else None)
+        ]
+
+    def _claim_shared(self, progress: OrgProgress, urls: list[str], canonical: bool) -> list[str]:
+        """:meth:`_claim_vehicles` across workers: the pages this worker has not seen go
+        to the coordinator in one batch, which gives each a slot of ``max_vehicles``
+        unless they are all taken or the page has one already. A page whose slot another
+        worker holds is requested here too, once: the organization's fingerprints in
+        Redis drop it if that worker pushed it, and fetch it if that worker was killed
+        before it could (this page then comes back to a live worker and is read again)."""
+        if not urls:
+            return []
+        # asked even at the cap: a page whose slot a killed worker was given is requested
+        candidates: dict[str, str] = {}  # key -> URL
+        for url in urls:
+            key = url if canonical else canonical_listing_url(url)
+            if key in progress.known:
+                progress.seen.add(key)
+                progress.skipped["already_stored"] += 1
+            elif key not in progress.seen and key not in progress.held:
+                candidates.setdefault(key, url)
+        if not candidates:
+            return []
+        flags, full = self.distributed.claim_vehicles(
+            progress.org.id, list(candidates), self.args.max_vehicles
+        )
+        claimed = []
+        for (key, url), flag in zip(candidates.items(), flags, strict=True):
+            if flag == GRANTED:
+                progress.seen.add(key)
+                progress.vehicle_requests += 1
+                claimed.append(url)
+            elif flag != REFUSED:
+                progress.held.add(key)  # not "added" for the pagination chain
+                claimed.append(url)
+        if full:
+            progress.vehicles_capped = True
+            self._at_vehicle_cap(progress)  # in caps_hit
+        return claimed
+
+    def _found_inventory(self, progress: OrgProgress) -> None:
+        if progress.inventory_found:
+            return
+        progress.inventory_found = True
+        if self.distributed is not None:  # no worker probes the common paths now
+            self.distributed.inventory_found(progress.org.id)
 
     def _claim_vehicle(self, progress: OrgProgress, url: str, key: str | None = None) -> bool:
         if progress.vehicle_requests >= self.args.max_vehicles:
@@ -611,14 +680,30 @@ class OrgSpider(scrapy.Spider):
         return True
 
     def _item(
-        self, progress: OrgProgress, v: dict[str, Any], page_url: str, key: str
+        self,
+        progress: OrgProgress,
+        v: dict[str, Any],
+        page_url: str,
+        key: str,
+        *,
+        detail: bool = False,
     ) -> VehicleItem | None:
         """The item of the vehicle (:func:`~nuke_crawl.spiders.orgpage.vehicle_payload`)
         of the page at ``page_url`` (``key``: its :func:`canonical_listing_url`;
-        ``extract_page`` gives a detail page's vehicle that URL)."""
+        ``extract_page`` gives a detail page's vehicle that URL). ``detail``: the page was
+        requested as a vehicle page (distributed: it has its slot of ``max_vehicles``;
+        another page's vehicle takes one, unless its own page has one)."""
         if progress.vehicles_found >= self.args.max_vehicles:
             progress.skipped["max_vehicles"] += 1
             return None
+        if self.distributed is not None and not detail:
+            flags, full = self.distributed.claim_vehicles(
+                progress.org.id, [key], self.args.max_vehicles
+            )
+            progress.vehicles_capped = progress.vehicles_capped or full
+            if flags[0] == REFUSED:
+                progress.skipped["max_vehicles"] += 1
+                return None
         progress.seen.add(key)
         progress.vehicles_found += 1
         self._stat("nuke/vehicles/found")
