@@ -32,6 +32,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from scrapy import signals
@@ -142,7 +143,8 @@ class Coordinator:
         self._adopting = 0
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
-        self._idle_since: float | None = None  # when the whole cluster was last seen idle
+        self._idle_since: float | None = None  # when the cluster was first seen idle
+        self._worked = False  # whether any request of this worker's was done
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
@@ -247,23 +249,19 @@ class Coordinator:
             redis = self.cluster.redis
             keys = self.cluster.keys
             if redis.zcard(keys.requests(spider.name)):
-                self._idle_since = None
                 self._wake()
                 raise DontCloseSpider
             if not self.exit_when_empty:
                 raise DontCloseSpider
-            if self.from_queue and redis.zcard(keys.org_queue):
-                raise DontCloseSpider
-            if self._others_busy():
+            if self._cluster_busy():
                 self._idle_since = None
                 raise DontCloseSpider
-            # popped organizations are claimed and popped requests leased until their
-            # work is in Redis, so nothing falls between the checks above; as a margin,
-            # the cluster must still look idle for a few heartbeats in a row
+            # a worker that has had no work yet (started before anything was queued)
+            # waits three heartbeats for some before it exits; one that worked exits now
             now = time.monotonic()
             if self._idle_since is None:
                 self._idle_since = now
-            if now - self._idle_since < 3 * self.heartbeat:
+            if not self._worked and now - self._idle_since < 3 * self.heartbeat:
                 raise DontCloseSpider
         except RedisError as exc:
             self.cluster.on_error(exc)
@@ -274,6 +272,7 @@ class Coordinator:
             self._ticker.cancel()
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        self.cluster.batch.flush()  # the claims of organizations started end first
         if self.cluster.lost is not None:
             return  # left claimed in Redis: a live worker gives them back
         try:
@@ -356,8 +355,8 @@ class Coordinator:
                 )
                 for request in spider._entry_requests(org):
                     self.crawler.engine.crawl(request)  # type: ignore[union-attr]
-                if self.cluster.lost is None:
-                    self.orgs.started(worker, org_id)  # its requests are leased in turn
+                # the claim ends in the transaction that pushes those requests (TickBatch)
+                self.cluster.batch.add(partial(self.orgs.started, worker, org_id))
         except DatabaseError as exc:
             # back to the queue now (not when this worker stops: it may run for days),
             # and no popping for a while rather than failing on them every heartbeat
@@ -377,6 +376,7 @@ class Coordinator:
 
     def _give_back(self) -> list[str]:
         """This worker's claimed organizations back in the queue (it never started them)."""
+        self.cluster.batch.flush()  # the claims of organizations started end first
         try:
             back = self.orgs.give_back(self.cluster.worker)
         except RedisError as exc:
@@ -407,6 +407,7 @@ class Coordinator:
         return counts, progress
 
     def _done(self, request: Request, result: Any) -> None:
+        self._worked = True
         leased(self.cluster, request)  # dropped before its download: no slot needed
         if isinstance(result, Failure) and getattr(self.spider, "stopping", False):
             # cut short by a stop (QuickStop): still leased and pending, it goes back
@@ -620,9 +621,13 @@ class Coordinator:
                     for outcome, n in done.written.items():  # the pipeline's, via the spider
                         self._stat(f"nuke/org/{org_id}/vehicles_{outcome}", n)
 
-    def _others_busy(self) -> bool:
-        """Whether a dead worker's work was just queued again, or another live worker has
-        organizations claimed or requests in flight."""
+    def _cluster_busy(self) -> bool:
+        """Whether any work is left anywhere: a dead worker's work just queued again, or,
+        in one snapshot (MULTI/EXEC), a queued request or organization, or another live
+        worker's claimed organization or request in flight. Popped organizations stay
+        claimed until their entry requests are pushed, in the same transaction, and
+        popped requests leased until what they yielded is pushed, in the same
+        transaction, so no work is ever out of sight of this check."""
         keys = self.cluster.keys
         redis = self.cluster.redis
         if self._reap():
@@ -631,12 +636,15 @@ class Coordinator:
             w.decode() if isinstance(w, bytes) else str(w)
             for w in redis.zrange(keys.workers, 0, -1)
         ]
-        pipe = redis.pipeline(transaction=False)
-        others = [w for w in workers if w != self.cluster.worker]
-        for worker in others:
-            pipe.hlen(keys.inflight(worker))
-            pipe.zcard(keys.claimed(worker))
-        return any(int(n) for n in pipe.execute()) if others else False
+        pipe = redis.pipeline(transaction=True)
+        pipe.zcard(keys.requests(self.spider.name))
+        if self.from_queue:
+            pipe.zcard(keys.org_queue)
+        for worker in workers:
+            if worker != self.cluster.worker:
+                pipe.hlen(keys.inflight(worker))
+                pipe.zcard(keys.claimed(worker))
+        return any(int(n) for n in pipe.execute())
 
     def _nudge(self) -> None:
         engine = self.crawler.engine

@@ -66,10 +66,11 @@ class OrgQueue:
         ids = self._pop(keys=[self.keys.org_queue, self.keys.claimed(worker)], args=[count])
         return [_text(org_id) for org_id in ids or []]
 
-    def started(self, worker: str, org_id: str) -> None:
+    def started(self, worker: str, org_id: str, pipe: Any = None) -> None:
         """``worker`` is done with the claim: the organization is started, finished or
-        dropped."""
-        self.redis.zrem(self.keys.claimed(worker), org_id)
+        dropped. With ``pipe`` (a pipeline), as one of its commands: the worker sends it
+        in the transaction that pushes the organization's entry requests."""
+        (pipe if pipe is not None else self.redis).zrem(self.keys.claimed(worker), org_id)
 
     def give_back(self, worker: str) -> list[str]:
         """Put every organization ``worker`` still claims back in the queue; their ids."""
