@@ -3,10 +3,18 @@
 Every database test runs on SQLite and on the real PostgreSQL at
 127.0.0.1:5432 (database ``test``), each PostgreSQL test in a schema of its
 own. A PostgreSQL that is not there is a failure, never a skip.
+
+``make test`` runs the suite in parallel (pytest-xdist): tests share nothing that
+needs keeping apart (each has a PostgreSQL schema, a Redis namespace, ports and folders
+of its own). A test that asserts a tight wall-clock bound is marked ``serial`` and runs
+while no other test runs (:class:`_RunLock`): another test's processes would take the
+cores it times.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -108,3 +116,42 @@ def run_scrapy(
         text=True,
         timeout=timeout,
     )
+
+
+class _RunLock:
+    """A readers-writer lock shared by the xdist workers, on two lock files: every test
+    holds ``run`` shared, a ``serial`` test holds it exclusively. A serial test takes
+    ``gate`` first and keeps it while it waits and runs, so that the other workers'
+    next tests queue behind it rather than keep it waiting."""
+
+    def __init__(self, folder: Path) -> None:
+        self.gate = (folder / "serial-gate.lock").open("a")
+        self.run = (folder / "serial-run.lock").open("a")
+
+    @contextlib.contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        fcntl.flock(self.gate, fcntl.LOCK_EX)
+        if not exclusive:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+        fcntl.flock(self.run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.run, fcntl.LOCK_UN)
+            if exclusive:
+                fcntl.flock(self.gate, fcntl.LOCK_UN)
+
+
+_run_lock: _RunLock | None = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    global _run_lock
+    if not hasattr(item.config, "workerinput"):  # not under xdist: one test at a time
+        return (yield)
+    if _run_lock is None:
+        # a worker's basetemp is a folder in the run's own (the controller's basetemp)
+        _run_lock = _RunLock(Path(item.config.option.basetemp).parent)
+    with _run_lock.hold(exclusive=item.get_closest_marker("serial") is not None):
+        return (yield)
