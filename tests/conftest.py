@@ -13,7 +13,6 @@ cores it times.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import subprocess
@@ -122,36 +121,66 @@ class _RunLock:
     """A readers-writer lock shared by the xdist workers, on two lock files: every test
     holds ``run`` shared, a ``serial`` test holds it exclusively. A serial test takes
     ``gate`` first and keeps it while it waits and runs, so that the other workers'
-    next tests queue behind it rather than keep it waiting."""
+    next tests queue behind it rather than keep it waiting. A worker keeps the lock
+    from one serial test to the next."""
 
     def __init__(self, folder: Path) -> None:
         self.gate = (folder / "serial-gate.lock").open("a")
         self.run = (folder / "serial-run.lock").open("a")
+        self.exclusive = False
 
-    @contextlib.contextmanager
-    def hold(self, exclusive: bool) -> Iterator[None]:
+    def acquire(self, exclusive: bool) -> None:
         fcntl.flock(self.gate, fcntl.LOCK_EX)
         if not exclusive:
             fcntl.flock(self.gate, fcntl.LOCK_UN)
         fcntl.flock(self.run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.run, fcntl.LOCK_UN)
-            if exclusive:
-                fcntl.flock(self.gate, fcntl.LOCK_UN)
+        self.exclusive = exclusive
+
+    def release(self) -> None:
+        fcntl.flock(self.run, fcntl.LOCK_UN)
+        if self.exclusive:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+        self.exclusive = False
 
 
 _run_lock: _RunLock | None = None
 
 
+def _serial(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("serial") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # not under xdist: one test at a time
+        return
+
+    # The same order on every worker. The serial tests first: xdist hands the first
+    # tests out in turn, so the workers start on them together and take turns at the
+    # lock, with no other test to wait for in between. Then the longest (the browser's,
+    # then the scrapy runs), so that the short ones even out the workers' ends.
+    def rank(item: pytest.Item) -> int:
+        if _serial(item):
+            return 0
+        if item.get_closest_marker("browser"):
+            return 1
+        return 2 if item.get_closest_marker("slow") else 3
+
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     global _run_lock
-    if not hasattr(item.config, "workerinput"):  # not under xdist: one test at a time
+    if not hasattr(item.config, "workerinput"):
         return (yield)
     if _run_lock is None:
         # a worker's basetemp is a folder in the run's own (the controller's basetemp)
         _run_lock = _RunLock(Path(item.config.option.basetemp).parent)
-    with _run_lock.hold(exclusive=item.get_closest_marker("serial") is not None):
+    lock = _run_lock
+    if not (lock.exclusive and _serial(item)):
+        lock.acquire(exclusive=_serial(item))
+    try:
         return (yield)
+    finally:
+        if not (lock.exclusive and _serial(nextitem)):
+            lock.release()
