@@ -17,6 +17,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The suite starts a few hundred Python processes (scrapy runs, their worker processes,
+# scrapyd): each would compile the package again where the environment forbids writing
+# bytecode (PYTHONDONTWRITEBYTECODE). They cache it in a folder of its own instead, never
+# beside the sources. Set here, where the pytest (and xdist) processes start them.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault(
+    "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "nuke_crawl-tests-pycache")
+)
 PG_BASE = os.environ.get("NUKE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
