@@ -28,7 +28,7 @@ serve: venv
 # One file, serially: `make test PYTEST_WORKERS=0 PYTEST_ARGS=tests/test_db.py`.
 PYTEST_WORKERS ?= 3
 test: venv
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/bench_org.py
