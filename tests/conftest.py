@@ -156,6 +156,15 @@ class _RunLock:
 _run_lock: _RunLock | None = None
 
 
+def _run_folder(config: pytest.Config) -> Path:
+    """A folder of this run's own, the same for all its workers."""
+    if config.option.basetemp:  # xdist gives each worker a folder in the run's basetemp
+        return Path(config.option.basetemp).parent
+    folder = Path(tempfile.gettempdir()) / f"nuke_crawl-tests-{config.workerinput['testrunuid']}"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def _serial(item: pytest.Item | None) -> bool:
     return item is not None and item.get_closest_marker("serial") is not None
 
@@ -184,8 +193,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if not hasattr(item.config, "workerinput"):
         return (yield)
     if _run_lock is None:
-        # a worker's basetemp is a folder in the run's own (the controller's basetemp)
-        _run_lock = _RunLock(Path(item.config.option.basetemp).parent)
+        _run_lock = _RunLock(_run_folder(item.config))
     lock = _run_lock
     if not (lock.exclusive and _serial(item)):
         lock.acquire(exclusive=_serial(item))
