@@ -24,8 +24,11 @@ serve: venv
 	DATABASE_URL=sqlite:///$(CURDIR)/demo-data/nuke.db NUKE_ALLOW_PRIVATE_NETWORKS=1 \
 		$(PY) -m scrapy serve -s IMAGES_STORE=$(CURDIR)/demo-data/images $(SERVE_ARGS)
 
+# The suite on PYTEST_WORKERS processes (pytest-xdist; tests marked `serial` run alone).
+# One file, serially: `make test PYTEST_WORKERS=0 PYTEST_ARGS=tests/test_db.py`.
+PYTEST_WORKERS ?= 3
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/bench_org.py

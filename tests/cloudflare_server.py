@@ -223,13 +223,9 @@ class FakeCloudflare:
                 }
             return 200, {}, json.dumps(stats).encode()
         with self.lock:
-            broken = self.fail_after is not None and self.uploads >= self.fail_after[0]
-        if broken:
-            assert self.fail_after is not None
-            status = self.fail_after[1]
-            if status == 401:
-                return error(401, 10000, "Authentication error")
-            return error(status, 5500, "Internal Server Error")
+            broken = self._broken(error)
+        if broken is not None:
+            return broken
         if headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, 10000, "Authentication error")
         with self.lock:
@@ -315,6 +311,15 @@ class FakeCloudflare:
             return ok({})
         return error(405, 10405, "Method not allowed")
 
+    def _broken(self, error: Any) -> Any:
+        """The answer of a service that ``fail_after`` broke, else None (hold the lock)."""
+        if self.fail_after is None or self.uploads < self.fail_after[0]:
+            return None
+        status = self.fail_after[1]
+        if status == 401:
+            return error(401, 10000, "Authentication error")
+        return error(status, 5500, "Internal Server Error")
+
     def _upload(self, headers: Any, body: bytes, error: Any, ok: Any) -> Any:
         ctype = headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data"):
@@ -355,6 +360,11 @@ class FakeCloudflare:
                 "JPEG, PNG, GIF, WebP, AVIF, SVG)",
             )
         with self.lock:
+            # checked again where the image is created: two uploads answered at once
+            # must not both get in under the last place before fail_after
+            broken = self._broken(error)
+            if broken is not None:
+                return broken
             if image_id in self.images:
                 return error(409, 5409, "Resource already exists")
             image = StoredImage(

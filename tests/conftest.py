@@ -3,13 +3,21 @@
 Every database test runs on SQLite and on the real PostgreSQL at
 127.0.0.1:5432 (database ``test``), each PostgreSQL test in a schema of its
 own. A PostgreSQL that is not there is a failure, never a skip.
+
+``make test`` runs the suite in parallel (pytest-xdist): tests share nothing that
+needs keeping apart (each has a PostgreSQL schema, a Redis namespace, ports and folders
+of its own). A test that asserts a tight wall-clock bound is marked ``serial`` and runs
+while no other test runs (:class:`_RunLock`): another test's processes would take the
+cores it times.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +25,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The suite starts a few hundred Python processes (scrapy runs, their worker processes,
+# scrapyd): each would compile the package again where the environment forbids writing
+# bytecode (PYTHONDONTWRITEBYTECODE). They cache it in a folder of its own instead, never
+# beside the sources. Set here, where the pytest (and xdist) processes start them.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault(
+    "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "nuke_crawl-tests-pycache")
+)
 PG_BASE = os.environ.get("NUKE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -108,3 +125,80 @@ def run_scrapy(
         text=True,
         timeout=timeout,
     )
+
+
+class _RunLock:
+    """A readers-writer lock shared by the xdist workers, on two lock files: every test
+    holds ``run`` shared, a ``serial`` test holds it exclusively. A serial test takes
+    ``gate`` first and keeps it while it waits and runs, so that the other workers'
+    next tests queue behind it rather than keep it waiting. A worker keeps the lock
+    from one serial test to the next."""
+
+    def __init__(self, folder: Path) -> None:
+        self.gate = (folder / "serial-gate.lock").open("a")
+        self.run = (folder / "serial-run.lock").open("a")
+        self.exclusive = False
+
+    def acquire(self, exclusive: bool) -> None:
+        fcntl.flock(self.gate, fcntl.LOCK_EX)
+        if not exclusive:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+        fcntl.flock(self.run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        self.exclusive = exclusive
+
+    def release(self) -> None:
+        fcntl.flock(self.run, fcntl.LOCK_UN)
+        if self.exclusive:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+        self.exclusive = False
+
+
+_run_lock: _RunLock | None = None
+
+
+def _run_folder(config: pytest.Config) -> Path:
+    """A folder of this run's own, the same for all its workers."""
+    if config.option.basetemp:  # xdist gives each worker a folder in the run's basetemp
+        return Path(config.option.basetemp).parent
+    folder = Path(tempfile.gettempdir()) / f"nuke_crawl-tests-{config.workerinput['testrunuid']}"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _serial(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("serial") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # not under xdist: one test at a time
+        return
+
+    # The same order on every worker. The serial tests first: xdist hands the first
+    # tests out in turn, so the workers start on them together and take turns at the
+    # lock, with no other test to wait for in between. Then the longest (the browser's,
+    # then the scrapy runs), so that the short ones even out the workers' ends.
+    def rank(item: pytest.Item) -> int:
+        if _serial(item):
+            return 0
+        if item.get_closest_marker("browser"):
+            return 1
+        return 2 if item.get_closest_marker("slow") else 3
+
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    global _run_lock
+    if not hasattr(item.config, "workerinput"):
+        return (yield)
+    if _run_lock is None:
+        _run_lock = _RunLock(_run_folder(item.config))
+    lock = _run_lock
+    if not (lock.exclusive and _serial(item)):
+        lock.acquire(exclusive=_serial(item))
+    try:
+        return (yield)
+    finally:
+        if not (lock.exclusive and _serial(nextitem)):
+            lock.release()

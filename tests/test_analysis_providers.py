@@ -407,6 +407,7 @@ def test_openai_scenario_marker_in_context(server: FakeOpenAI) -> None:
     assert result.error_reason == "refused"
 
 
+@pytest.mark.serial
 def test_openai_timeout(server: FakeOpenAI) -> None:
     server.script("slow", "slow")
     started = time.perf_counter()
@@ -467,6 +468,7 @@ def test_openai_unreachable() -> None:
     assert not ok and message.startswith(f"unreachable: cannot connect to {url}")
 
 
+@pytest.mark.serial
 def test_openai_concurrent_slow_requests() -> None:
     with FakeOpenAI(latency=0.5) as srv:
         provider = OpenAIProvider(API_KEY, srv.url + "/v1", backoff_base=0.01)

@@ -721,6 +721,7 @@ def test_per_domain_concurrency_holds_for_a_vehicles_burst(sqlite_url, tmp_path,
         server.stop()
 
 
+@pytest.mark.serial
 def test_run_closes_right_after_its_last_vehicle(sqlite_url, tmp_path, image_host):
     """The spider yields items, not requests: without PromptClose, Scrapy noticed the
     end only on its 5-second heartbeat, so every run ended up to 5 s late."""

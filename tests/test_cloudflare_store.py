@@ -195,6 +195,7 @@ def _recording_sleep(slept: list[float]) -> Any:
     return sleep
 
 
+@pytest.mark.serial
 def test_429_retry_after_is_honoured_and_pauses_every_thread(cf: FakeCloudflare) -> None:
     slept: list[float] = []
     store = CloudflareImagesStore(_store(cf).config, sleep=_recording_sleep(slept))
@@ -216,6 +217,7 @@ def test_429_retry_after_is_honoured_and_pauses_every_thread(cf: FakeCloudflare)
     assert posts[3].time - posts[2].time >= 0.95 and posts[4].time - posts[2].time >= 0.95
 
 
+@pytest.mark.serial
 def test_retry_after_is_capped(cf: FakeCloudflare) -> None:
     slept: list[float] = []
     store = CloudflareImagesStore(

@@ -487,6 +487,7 @@ def test_redirect_chain_and_hotlink(host):
     assert ok[0] == 200 and ok[1]["Content-Type"] == "image/jpeg"
 
 
+@pytest.mark.serial
 def test_slow_image_does_not_block_other_requests(host):
     _, url = host
     start = time.monotonic()
@@ -551,6 +552,7 @@ def test_keep_alive_and_stop_closes_connections():
         urllib.request.urlopen(server.url + "/", timeout=1)
 
 
+@pytest.mark.serial
 def test_throughput_500_requests_over_8_threads(demos):
     demo = demos["jsonld"]
     urls = [v["url"] for v in demo.site.vehicles] + [

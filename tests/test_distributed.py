@@ -668,6 +668,7 @@ def wait_for_workers(ns: str, count: int, timeout: float = 60) -> None:
         client.close()
 
 
+@pytest.mark.serial
 def test_the_host_delay_holds_across_workers(pg_url: str, ns: str, tmp_path: Path) -> None:
     """Two workers on one site with DOWNLOAD_DELAY=0.3: the site never sees two requests
     closer than that, though both workers fetch its pages."""

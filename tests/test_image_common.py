@@ -63,6 +63,7 @@ def test_download_failure_fallback_names_the_type() -> None:
     assert reason == "download_error" and detail.startswith("KeyError")
 
 
+@pytest.mark.serial
 def test_timed_batcher_batches_by_size_and_by_time() -> None:
     writes: list[list[int]] = []
 
@@ -99,6 +100,7 @@ def test_timed_batcher_batches_by_size_and_by_time() -> None:
     assert writes == [[1, 2, 3], [4, 5], [-1, 6], [7]]
 
 
+@pytest.mark.serial
 def test_timed_batcher_writes_a_partial_batch_once_idle_says_so() -> None:
     writes: list[list[int]] = []
     busy = True

@@ -536,6 +536,7 @@ def test_redirect_to_refused_host_in_a_media_download(tmp_path):
 ALLOW_LOCAL = {"NUKE_ALLOW_PRIVATE_NETWORKS": True}
 
 
+@pytest.mark.serial
 def test_500_then_success():
     with _Server({"/flaky": [(500, {}, b"oops"), OK]}) as server:
         result = crawl("UrlsSpider", settings=ALLOW_LOCAL, urls=[server.url("/flaky")])
@@ -548,6 +549,7 @@ def test_500_then_success():
     assert "nuke/backoff/slowed_hosts" not in result.stats
 
 
+@pytest.mark.serial
 def test_backoff_delays_double_then_give_up():
     with _Server({"/down": [(500, {}, b"oops")]}) as server:
         result = crawl(
@@ -566,6 +568,7 @@ def test_backoff_delays_double_then_give_up():
     assert "Traceback" not in result.log
 
 
+@pytest.mark.serial
 def test_backoff_capped():
     with _Server({"/down": [(503, {}, b"oops")]}) as server:
         crawl(
@@ -588,6 +591,7 @@ def test_connection_error_retried_with_backoff():
     assert "Traceback" not in result.log
 
 
+@pytest.mark.serial
 def test_waiting_retry_holds_up_no_other_host():
     """A crawl request waiting for its backoff holds no concurrency: with a single
     CONCURRENT_REQUESTS, another host's requests go through during the wait."""
@@ -606,6 +610,7 @@ def test_waiting_retry_holds_up_no_other_host():
     assert sorted(r["status"] for r in result.records) == [200] * 4
 
 
+@pytest.mark.serial
 def test_429_retry_after_waits_and_slows_the_host_down():
     """Retry-After: 2 is waited out; the slot keeps a 2 s delay despite AutoThrottle."""
     limited = (429, {"Retry-After": "2"}, b"slow down")
@@ -636,6 +641,7 @@ def test_429_retry_after_waits_and_slows_the_host_down():
     assert result.log.count("Slowing down 127.0.0.1") == 1
 
 
+@pytest.mark.serial
 def test_repeated_429_doubles_the_slow_down_up_to_its_cap():
     limited = (429, {"Retry-After": "0"}, b"slow down")
     with _Server({"/limited": [limited]}) as server:
@@ -655,6 +661,7 @@ def test_repeated_429_doubles_the_slow_down_up_to_its_cap():
     assert [(r["status"], r["retry_times"]) for r in result.records] == [(429, 3)]
 
 
+@pytest.mark.serial
 def test_media_download_retried_with_backoff(tmp_path):
     """A FilesPipeline download (engine.download_async) gets the retried, final response."""
     with _Server() as server:
