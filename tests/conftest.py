@@ -35,6 +35,7 @@ os.environ.setdefault(
     "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "nuke_crawl-tests-pycache")
 )
 PG_BASE = os.environ.get("NUKE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def _pg_schema_url(schema: str) -> str:
@@ -202,3 +203,21 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     finally:
         if not (lock.exclusive and _serial(nextitem)):
             lock.release()
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """A namespace of this test's own on the shared Redis (``NUKE_TEST_REDIS``), cleaned
+    afterwards. A Redis that is not there is a failure, never a skip."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        pytest.fail(f"Redis is required at {REDIS} and is not reachable: {exc}")
+    name = f"nuketest:{uuid.uuid4().hex[:10]}"
+    yield name
+    for key in client.scan_iter(f"{name}:*", count=1000):
+        client.delete(key)
+    client.close()

@@ -12,22 +12,18 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import FAST, PG_BASE, REPO, run_scrapy, scrapy_env
+from conftest import FAST, PG_BASE, REDIS, REPO, run_scrapy, scrapy_env
 
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo import build_site, launch, serve
 from nuke_crawl.demo.server import CountingApp, Response
 from nuke_crawl.distributed import enqueue_organizations
 from nuke_crawl.extraction import COMMON_INVENTORY_PATHS
-
-REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -36,21 +32,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    """A namespace of this test's own on the shared Redis, cleaned afterwards."""
-    client = redis.Redis.from_url(REDIS)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        pytest.fail(f"Redis is required at {REDIS} and is not reachable: {exc}")
-    name = f"nuketest:{uuid.uuid4().hex[:10]}"
-    yield name
-    for key in client.scan_iter(f"{name}:*", count=1000):
-        client.delete(key)
-    client.close()
 
 
 def add_org(db_url: str, url: str, name: str = "Fixture Motors") -> str:

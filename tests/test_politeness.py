@@ -4,7 +4,6 @@ the real Redis at 127.0.0.1:6379 (whole crawls are in tests/test_distributed.py)
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 import uuid
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import REDIS
 from scrapy.http import Request
 from scrapy.spiders import Spider
 from scrapy.utils.test import get_crawler
@@ -21,23 +21,14 @@ from nuke_crawl.distributed.cluster import Cluster
 from nuke_crawl.distributed.politeness import _ACQUIRE, _FULL
 from nuke_crawl.distributed.queue import LEASE, LeasedPriorityQueue
 
-REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def client() -> Iterator[tuple[redis.Redis, str]]:
-    """The shared Redis and a namespace of this test's own, cleaned afterwards."""
+def client(ns: str) -> Iterator[tuple[redis.Redis, str]]:
+    """The shared Redis and a namespace of this test's own (conftest's ``ns``)."""
     conn = redis.Redis.from_url(REDIS)
-    try:
-        conn.ping()
-    except redis.exceptions.RedisError as exc:
-        pytest.fail(f"Redis is required at {REDIS} and is not reachable: {exc}")
-    ns = f"nuketest:{uuid.uuid4().hex[:10]}"
     yield conn, ns
-    for key in conn.scan_iter(f"{ns}:*", count=1000):
-        conn.delete(key)
     conn.close()
 
 
