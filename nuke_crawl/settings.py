@@ -142,6 +142,9 @@ NUKE_REDIS_NAMESPACE = "nuke"  # key prefix: deployments sharing one Redis need 
 NUKE_REDIS_ORGS_PER_WORKER = 8  # organizations a from_queue worker takes on at a time
 NUKE_REDIS_HEARTBEAT = 2.0  # seconds between a worker's liveness records
 NUKE_REDIS_WORKER_TIMEOUT = 30.0  # a worker silent this long is dead: its requests requeued
+# pages waiting for a worker's extraction processes (beyond the 8 each holds) above which
+# it pops no more from Redis until they catch up; -1: no limit
+NUKE_REDIS_BACKLOG = 8
 
 # -- image backfill (scrapy crawl image_backfill; nuke_crawl.pipelines.images) -----------
 # The backfill spider sets its own ITEM_PIPELINES in custom_settings; nothing here

@@ -72,7 +72,9 @@ def enqueue(db_url: str, ns: str, *args: str, url: str = REDIS) -> subprocess.Co
     return proc
 
 
-def worker(db_url: str, ns: str, log: Path, *extra: str, url: str = REDIS) -> subprocess.Popen[Any]:
+def worker(
+    db_url: str, ns: str, log: Path, *extra: str, url: str = REDIS, **env: str
+) -> subprocess.Popen[Any]:
     args = [
         sys.executable,
         "-m",
@@ -88,7 +90,7 @@ def worker(db_url: str, ns: str, log: Path, *extra: str, url: str = REDIS) -> su
         *extra,
     ]
     out = log.open("w")
-    return subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url), stdout=out, stderr=out)
+    return subprocess.Popen(args, cwd=REPO, env=scrapy_env(db_url, **env), stdout=out, stderr=out)
 
 
 def wait_all(procs: list[subprocess.Popen[Any]], timeout: float = 120) -> list[int]:
@@ -164,6 +166,70 @@ def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
     finally:
         for server in servers:
             server.stop()
+
+
+# Loaded by a worker's processes (crawler and extraction) through its PYTHONPATH: every
+# page's extraction takes 0.3 s longer, as on a slow or overloaded machine.
+SLOW_EXTRACTION = """
+import functools, time
+from nuke_crawl.spiders import orgpage
+
+_extract = orgpage.extract_for_crawl
+
+
+@functools.wraps(_extract)
+def extract_for_crawl(*args, **kwargs):
+    time.sleep(0.3)
+    return _extract(*args, **kwargs)
+
+
+orgpage.extract_for_crawl = extract_for_crawl
+"""
+
+
+def pages_of(log: Path, org_id: str) -> int:
+    found = re.search(rf"'nuke/org/{org_id}/pages': (\d+)", log.read_text())
+    return int(found.group(1)) if found else 0
+
+
+@pytest.mark.serial  # shares of the pages depend on both workers' speed
+def test_a_worker_whose_extraction_lags_leaves_the_queue_to_the_others(
+    pg_url: str, ns: str, tmp_path: Path
+) -> None:
+    """Two workers on one site, one of them extracting pages slowly (0.3 s each). It
+    pauses its pops while pages wait for its extraction (NUKE_REDIS_BACKLOG=0), so the
+    fast worker takes most of the site. Without the limit (NUKE_REDIS_BACKLOG=-1) the
+    slow one takes a third to a half of the 103 pages (measured: 36-54), as both
+    download equally fast, and the crawl waits for its extraction (measured with the
+    limit: 13-18)."""
+    slow_path = tmp_path / "slow"
+    slow_path.mkdir()
+    (slow_path / "sitecustomize.py").write_text(SLOW_EXTRACTION)
+    backlog = int(os.environ.get("NUKE_TEST_BACKLOG", "0"))  # -1 shows the contrast
+    site = CountingApp(
+        build_site("jsonld", n_vehicles=100, per_page=50, images_per_vehicle=1, seed=4),
+        delay=0.02,
+    )
+    with serve(site) as server:
+        org_id = add_org(pg_url, server.url)
+        logs_ = [tmp_path / "slow.log", tmp_path / "fast.log"]
+        extra = ("-s", f"NUKE_REDIS_BACKLOG={backlog}", "-s", "LOG_LEVEL=INFO")
+        procs = [
+            worker(pg_url, ns, logs_[0], *extra, PYTHONPATH=f"{slow_path}{os.pathsep}{REPO}"),
+            worker(pg_url, ns, logs_[1], *extra),
+        ]
+        wait_for_workers(ns, 2)  # both up before there is work: both could take it
+        client = redis.Redis.from_url(REDIS)
+        assert enqueue_organizations(client, f"{ns}:org:queue", [org_id]) == 1
+        client.close()
+        assert wait_all(procs) == [0, 0], logs(tmp_path)
+    text = logs(tmp_path)
+    assert "Traceback" not in text, text
+    assert rows(pg_url, "SELECT COUNT(*) AS n FROM vehicles")[0]["n"] == 100, text
+    slow, fast = (pages_of(log, org_id) for log in logs_)
+    assert slow + fast == 103, (slow, fast)  # home, two inventory pages, 100 vehicles
+    assert "'nuke/redis/backlog_pauses'" in logs_[0].read_text(), text
+    assert slow <= 25, (slow, fast)
 
 
 def test_redis_unreachable_at_start_is_one_clear_line_and_exit_1(pg_url: str, ns: str) -> None:

@@ -159,6 +159,35 @@ def test_waiting_calls_go_highest_priority_first() -> None:
     assert low == sorted(low)  # equal priorities keep their order
 
 
+def test_waiting_counts_the_calls_beyond_the_pipes_and_listeners_hear_each_one_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> tuple[list[int], list[int]]:
+        pool = WorkerPool(1, depth=2)
+        heard: list[int] = []
+
+        def broken() -> None:
+            raise RuntimeError("a listener's bug")
+
+        pool.add_listener(lambda: heard.append(pool.waiting))
+        pool.add_listener(broken)  # logged; the pool goes on
+        try:
+            await pool.start()
+            calls = [asyncio.ensure_future(pool.call(_stamp, 0.1)) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            seen = [pool.waiting]  # two in the worker's pipe, three waiting
+            await asyncio.gather(*calls)
+            seen.append(pool.waiting)
+            return seen, heard
+        finally:
+            await pool.close()
+
+    seen, heard = run(go())
+    assert seen == [3, 0]
+    assert heard[:5] == [2, 1, 0, 0, 0]  # after each call done, its room handed on
+    assert "Error in a worker pool listener" in caplog.text
+
+
 def test_database_calls_run_beside_the_others(db_url: str) -> None:
     """A call sent after a slow database call is answered first: database calls have
     a thread of their own in the worker, in order, so extraction does not wait on them."""

@@ -21,6 +21,7 @@ from nuke_crawl.distributed import (
     redact_redis_url,
     redis_url,
 )
+from nuke_crawl.extensions.promptclose import engine_nextcall
 
 logger = logging.getLogger(__name__)
 
@@ -170,14 +171,19 @@ class TickBatch:
 UNLEASED = "_nuke_unleased"  # request.meta: popped, no host slot lease yet
 
 
+def wake_engine(crawler: Crawler) -> None:
+    """Have the engine look at its scheduler soon (Scrapy looks after each response and
+    every 5 seconds): there is room to pop again, or other workers pushed requests."""
+    nextcall = engine_nextcall(crawler)
+    if nextcall is not None:
+        nextcall.schedule()
+
+
 def leased(cluster: Cluster, request: Any) -> None:
     """The popped request got its host slot, or will never need it (idempotent)."""
     if request.meta.pop(UNLEASED, False):
         cluster.unleased -= 1
-        engine = cluster.crawler.engine
-        slot = getattr(engine, "_slot", None)
-        if slot is not None:
-            slot.nextcall.schedule()  # room to pop again
+        wake_engine(cluster.crawler)  # room to pop again
 
 
 def crawler_cluster(crawler: Crawler) -> Cluster:

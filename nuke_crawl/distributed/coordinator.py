@@ -50,6 +50,7 @@ from nuke_crawl.distributed.cluster import (
     crawler_cluster,
     leased,
     org_id_of,
+    wake_engine,
 )
 from nuke_crawl.distributed.orgqueue import OrgQueue
 from nuke_crawl.distributed.politeness import free_leases
@@ -655,12 +656,8 @@ class Coordinator:
         self._wake()
 
     def _wake(self) -> None:
-        # Scrapy looks at its scheduler after each response and every 5 s; requests
-        # another worker pushed are fetched sooner when the engine is nudged.
-        engine = self.crawler.engine
-        slot = getattr(engine, "_slot", None)
-        if slot is not None:
-            slot.nextcall.schedule()
+        # requests another worker pushed are fetched sooner when the engine is nudged
+        wake_engine(self.crawler)
 
     # -- helpers --------------------------------------------------------------------
 

@@ -9,6 +9,8 @@
   across all workers, and counted in ``<ns>:org:<id>:pending`` until it is handled.
 - A retry or redirect of a popped request replaces it: it takes over the place in the
   organization's count and the original's lease is dropped, all in one transaction.
+- A worker whose extraction falls behind its downloads pops nothing more until it
+  catches up (``NUKE_REDIS_BACKLOG``): the queue goes to the workers that keep up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from scrapy.http import Request
 from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 
+from nuke_crawl import settings as defaults
 from nuke_crawl.distributed import QUEUE
 from nuke_crawl.distributed.cluster import (
     UNLEASED,
@@ -31,8 +34,11 @@ from nuke_crawl.distributed.cluster import (
     crawler_cluster,
     leased,
     org_id_of,
+    wake_engine,
 )
 from nuke_crawl.distributed.queue import LEASE, LeasedPriorityQueue
+from nuke_crawl.extensions.workers import worker_pool
+from nuke_crawl.workers.pool import WorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +82,9 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
     max_unleased: int
     _popped: deque[Request]  # popped together (leased to this worker), not yet handed out
     pop_at: int  # the room, in requests waiting for a lease, worth a pop
+    max_backlog: int  # NUKE_REDIS_BACKLOG
+    pool: WorkerPool | None  # the extraction processes whose backlog pauses the pops
+    paused: bool  # pops paused until the extraction catches up
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OrgRedisScheduler:
@@ -93,6 +102,11 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         instance.max_unleased = max(1, crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN"))
         instance._popped = deque()
         instance.pop_at = min(POP_BATCH // 2, instance.max_unleased)
+        instance.max_backlog = crawler.settings.getint(
+            "NUKE_REDIS_BACKLOG", defaults.NUKE_REDIS_BACKLOG
+        )
+        instance.pool = None
+        instance.paused = False
         return instance
 
     def open(self, spider: Any) -> None:
@@ -105,6 +119,13 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
             keys.inflight(self.cluster.worker), keys.inflight_scores(self.cluster.worker)
         )
         self.df = OrgDupeFilter.from_spider(spider)
+        if self.max_backlog >= 0:
+            try:
+                self.pool = worker_pool(self.cluster.crawler)
+            except WorkerError:
+                self.pool = None  # no extraction processes: nothing to wait for
+            else:
+                self.pool.add_listener(self._caught_up)
         try:
             queued = len(self.queue)
         except RedisError:
@@ -188,6 +209,8 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         if self.cluster.lost is not None:
             return None
         if not self._popped:
+            if self._behind():
+                return None
             room = self.max_unleased - self.cluster.unleased
             if room <= 0 or (self.cluster.unleased and room < self.pop_at):
                 # leave the queue to workers that can start a request now; while some
@@ -206,6 +229,28 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
         if self.stats:
             self.stats.inc_value("scheduler/dequeued/redis")
         return request
+
+    def _behind(self) -> bool:
+        """More pages wait for this worker's extraction processes than
+        ``NUKE_REDIS_BACKLOG``: pop nothing until they catch up. On a busy machine the
+        crawler's event loop outruns its extraction processes (they run at a lower
+        priority, ``NUKE_WORKER_NICE``); pages it kept downloading would only wait in
+        memory, while another worker could have handled them, and its backlog would be
+        a tail at the end of the crawl."""
+        pool = self.pool
+        if pool is None or pool.waiting <= self.max_backlog:
+            return False
+        if not self.paused:
+            self.paused = True
+            if self.stats:
+                self.stats.inc_value("nuke/redis/backlog_pauses")
+        return True
+
+    def _caught_up(self) -> None:
+        """A worker process finished a call: pop again if the backlog is down."""
+        if self.paused and self.pool is not None and self.pool.waiting <= self.max_backlog:
+            self.paused = False
+            wake_engine(self.cluster.crawler)
 
     def has_pending_requests(self) -> bool:
         if self.cluster.lost is not None:

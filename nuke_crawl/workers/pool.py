@@ -23,6 +23,7 @@ import asyncio
 import heapq
 import itertools
 import json
+import logging
 import os
 import pickle
 import sys
@@ -33,6 +34,8 @@ from typing import Any, TypeVar
 from nuke_crawl.workers.process import HEADER, close_connections, frame, with_db
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 # ``python -m nuke_crawl.workers.process`` would find nuke_crawl on the default path
 # before the parent's is applied: under scrapyd the crawler runs from a deployed egg,
@@ -101,6 +104,8 @@ class WorkerPool:
     pages (an inventory page) is not stuck behind dozens of detail pages. A worker
     that dies fails its calls with :class:`WorkerError` and is replaced on the next
     call; at the end of the crawler's input (a crash included) the workers exit.
+    :attr:`waiting` tells how far the workers are behind, and :meth:`add_listener`
+    hears of each finished call (the Redis scheduler pauses its pops on both).
     ``nice`` (0-19) lowers the workers' CPU priority below the crawler's; each worker
     imports the ``preload`` modules as it starts (:meth:`start` starts the workers
     before the first call) and, with ``gc_threshold`` > 0, scans its youngest
@@ -133,6 +138,27 @@ class WorkerPool:
         self._thread = (
             ThreadPoolExecutor(1, thread_name_prefix="nuke-worker") if processes == 0 else None
         )
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting in the crawler because every worker's pipe is full (each worker
+        holds ``depth``): how far the workers are behind. Always 0 with ``processes=0``."""
+        return len(self._waiting)
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (in the event loop) each time a worker finishes a call or
+        dies, after the calls waiting for its room are woken; an error it raises is
+        logged and never reaches the pool."""
+        self._listeners.append(callback)
+
+    def _done(self) -> None:
+        self._wake()
+        for callback in self._listeners:
+            try:
+                callback()
+            except Exception:  # a listener's bug must not stop the replies being read
+                logger.exception("Error in a worker pool listener")
 
     async def _worker(self) -> _Worker:
         workers = self._workers
@@ -161,7 +187,7 @@ class WorkerPool:
                     )
                 except OSError as exc:
                     raise WorkerError(f"cannot start a worker process: {exc}") from exc
-                self._workers.append(_Worker(proc, self._wake))
+                self._workers.append(_Worker(proc, self._done))
         return min(self._workers, key=lambda w: len(w.pending))
 
     async def start(self) -> None:
