@@ -143,7 +143,7 @@ NUKE_REDIS_ORGS_PER_WORKER = 8  # organizations a from_queue worker takes on at 
 NUKE_REDIS_HEARTBEAT = 2.0  # seconds between a worker's liveness records
 NUKE_REDIS_WORKER_TIMEOUT = 30.0  # a worker silent this long is dead: its requests requeued
 # pages waiting for a worker's extraction processes (beyond the 8 each holds) above which
-# it pops no more from Redis until they catch up; -1: no limit
+# it pops no more from Redis until they catch up, while other workers are alive; -1: no limit
 NUKE_REDIS_BACKLOG = 8
 
 # -- image backfill (scrapy crawl image_backfill; nuke_crawl.pipelines.images) -----------

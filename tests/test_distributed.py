@@ -169,7 +169,7 @@ def test_three_workers_share_the_sites_fetch_each_page_once_and_stay_polite(
 
 
 # Loaded by a worker's processes (crawler and extraction) through its PYTHONPATH: every
-# page's extraction takes 0.3 s longer, as on a slow or overloaded machine.
+# page's extraction takes {delay} s longer, as on a slow or overloaded machine.
 SLOW_EXTRACTION = """
 import functools, time
 from nuke_crawl.spiders import orgpage
@@ -179,7 +179,7 @@ _extract = orgpage.extract_for_crawl
 
 @functools.wraps(_extract)
 def extract_for_crawl(*args, **kwargs):
-    time.sleep(0.3)
+    time.sleep({delay})
     return _extract(*args, **kwargs)
 
 
@@ -204,7 +204,7 @@ def test_a_worker_whose_extraction_lags_leaves_the_queue_to_the_others(
     limit: 13-18)."""
     slow_path = tmp_path / "slow"
     slow_path.mkdir()
-    (slow_path / "sitecustomize.py").write_text(SLOW_EXTRACTION)
+    (slow_path / "sitecustomize.py").write_text(SLOW_EXTRACTION.format(delay=0.3))
     backlog = int(os.environ.get("NUKE_TEST_BACKLOG", "0"))  # -1 shows the contrast
     site = CountingApp(
         build_site("jsonld", n_vehicles=100, per_page=50, images_per_vehicle=1, seed=4),
@@ -230,6 +230,35 @@ def test_a_worker_whose_extraction_lags_leaves_the_queue_to_the_others(
     assert slow + fast == 103, (slow, fast)  # home, two inventory pages, 100 vehicles
     assert "'nuke/redis/backlog_pauses'" in logs_[0].read_text(), text
     assert slow <= 25, (slow, fast)
+
+
+def test_a_worker_alone_pops_on_however_far_its_extraction_lags(
+    pg_url: str, ns: str, tmp_path: Path
+) -> None:
+    """With no other worker alive, pausing would only leave the queue to nobody."""
+    slow_path = tmp_path / "slow"
+    slow_path.mkdir()
+    (slow_path / "sitecustomize.py").write_text(SLOW_EXTRACTION.format(delay=0.1))
+    site = build_site("jsonld", n_vehicles=20, per_page=20, images_per_vehicle=1, seed=4)
+    with serve(site) as server:
+        org_id = add_org(pg_url, server.url)
+        enqueue(pg_url, ns, "-a", f"organization_id={org_id}")
+        log = tmp_path / "alone.log"
+        proc = worker(
+            pg_url,
+            ns,
+            log,
+            "-s",
+            "NUKE_REDIS_BACKLOG=0",
+            "-s",
+            "LOG_LEVEL=INFO",
+            PYTHONPATH=f"{slow_path}{os.pathsep}{REPO}",
+        )
+        assert wait_all([proc]) == [0], logs(tmp_path)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert pages_of(log, org_id) == 22, text  # home, the inventory page, 20 vehicles
+    assert "'nuke/redis/backlog_pauses'" not in text, text
 
 
 def test_redis_unreachable_at_start_is_one_clear_line_and_exit_1(pg_url: str, ns: str) -> None:

@@ -53,6 +53,8 @@ class Cluster:
         # sit on it. While this many wait, the scheduler pops no more and other workers
         # get the rest of the queue.
         self.unleased = 0
+        # other workers alive, as of this worker's last heartbeat
+        self.peers = 0
         self.checked = False
         self.batch = TickBatch(self)
 

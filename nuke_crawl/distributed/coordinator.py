@@ -565,7 +565,13 @@ class Coordinator:
             await asyncio.sleep(min(0.25, self.heartbeat))
 
     def _beat(self) -> None:
-        self.cluster.redis.zadd(self.cluster.keys.workers, {self.cluster.worker: time.time()})
+        """Record this worker alive, and count the others alive (``Cluster.peers``)."""
+        now = time.time()
+        pipe = self.cluster.redis.pipeline(transaction=False)
+        pipe.zadd(self.cluster.keys.workers, {self.cluster.worker: now})
+        pipe.zcount(self.cluster.keys.workers, now - self.timeout, "+inf")
+        _, alive = pipe.execute()
+        self.cluster.peers = max(0, int(alive) - 1)
 
     def _reap(self) -> bool:
         """Put dead workers' claimed organizations and leased requests back in their

@@ -10,7 +10,8 @@
 - A retry or redirect of a popped request replaces it: it takes over the place in the
   organization's count and the original's lease is dropped, all in one transaction.
 - A worker whose extraction falls behind its downloads pops nothing more until it
-  catches up (``NUKE_REDIS_BACKLOG``): the queue goes to the workers that keep up.
+  catches up (``NUKE_REDIS_BACKLOG``), while other workers are alive: the queue goes to
+  the workers that keep up.
 """
 
 from __future__ import annotations
@@ -232,13 +233,13 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
 
     def _behind(self) -> bool:
         """More pages wait for this worker's extraction processes than
-        ``NUKE_REDIS_BACKLOG``: pop nothing until they catch up. On a busy machine the
-        crawler's event loop outruns its extraction processes (they run at a lower
-        priority, ``NUKE_WORKER_NICE``); pages it kept downloading would only wait in
-        memory, while another worker could have handled them, and its backlog would be
-        a tail at the end of the crawl."""
-        pool = self.pool
-        if pool is None or pool.waiting <= self.max_backlog:
+        ``NUKE_REDIS_BACKLOG`` while other workers are alive: pop nothing until they
+        catch up. On a busy machine the crawler's event loop outruns its extraction
+        processes (they run at a lower priority, ``NUKE_WORKER_NICE``); pages it kept
+        downloading would only wait in memory while another worker could handle them,
+        and its backlog would be a tail at the end of the crawl. A worker alone pops on:
+        nobody else would take the pages."""
+        if not self._over_backlog():
             return False
         if not self.paused:
             self.paused = True
@@ -246,9 +247,13 @@ class OrgRedisScheduler(Scheduler):  # type: ignore[misc]
                 self.stats.inc_value("nuke/redis/backlog_pauses")
         return True
 
+    def _over_backlog(self) -> bool:
+        pool = self.pool
+        return pool is not None and self.cluster.peers > 0 and pool.waiting > self.max_backlog
+
     def _caught_up(self) -> None:
         """A worker process finished a call: pop again if the backlog is down."""
-        if self.paused and self.pool is not None and self.pool.waiting <= self.max_backlog:
+        if self.paused and not self._over_backlog():
             self.paused = False
             wake_engine(self.cluster.crawler)
 
