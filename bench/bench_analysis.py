@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from common import cache_bytecode  # noqa: E402 - the bench folder is on sys.path
 from openai_server import API_KEY, FakeOpenAI  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -157,6 +158,7 @@ def report(title: str, r: dict[str, float]) -> None:
 
 
 def main() -> None:
+    cache_bytecode()  # before any process starts: the children inherit it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--images", type=int, default=2734)
     parser.add_argument("--concurrency", type=int, default=10)

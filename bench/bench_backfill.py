@@ -66,6 +66,8 @@ import time
 import uuid
 from pathlib import Path
 
+from common import cache_bytecode  # the bench folder: the script's own
+
 REPO = Path(__file__).resolve().parents[1]
 PG_BASE = os.environ.get("NUKE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SIZES = [(800, 600), (1600, 1200), (2400, 1800)]
@@ -687,6 +689,7 @@ def bench_claim(
 
 
 def main() -> None:
+    cache_bytecode()  # before any process starts: the children inherit it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve")

@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_backfill import peak_rss_of_tree  # noqa: E402 - after the sys.path set-up
+from bench.common import cache_bytecode  # noqa: E402 - after the sys.path set-up
 from nuke_crawl.db import Database, migrate, store  # noqa: E402 - after the sys.path set-up
 from nuke_crawl.demo.launch import launch  # noqa: E402 - after the sys.path set-up
 
@@ -232,6 +233,7 @@ def site_map(demo: Any) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
+    cache_bytecode()  # before any process starts: the children inherit it
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vehicles", type=int, default=5000)
     parser.add_argument("--per-page", type=int, default=50)

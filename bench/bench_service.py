@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_backfill import drop_schema, make_schema  # noqa: E402 - needs sys.path
+from common import cache_bytecode  # noqa: E402 - needs sys.path
 
 
 def seed(url: str, vehicles: int, per_vehicle: int, orgs: int = 1000) -> dict[str, float]:
@@ -127,6 +128,7 @@ def get(url: str) -> float:
 
 
 def main() -> None:
+    cache_bytecode()  # before any process starts: the children inherit it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=int, default=1_000_000)
     parser.add_argument("--per-vehicle", type=int, default=10)
