@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_backfill import peak_rss_of_tree  # noqa: E402 - after the sys.path set-up
-from bench.common import cache_bytecode  # noqa: E402 - after the sys.path set-up
+from bench.common import cache_bytecode, private_redis  # noqa: E402 - after the sys.path set-up
 from nuke_crawl.db import Database, migrate, store  # noqa: E402 - after the sys.path set-up
 from nuke_crawl.demo.launch import launch  # noqa: E402 - after the sys.path set-up
 
@@ -139,43 +139,6 @@ def run_many(args: list[str], env: dict[str, str], tmp: Path, n: int) -> dict[st
         for key, value in json.loads(stats_file.read_text()).items():
             total[key] = total.get(key, 0.0) + value
     return total
-
-
-def private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server of the benchmark's own on a free port (no persistence)."""
-    import socket
-
-    import redis
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    return proc, url
 
 
 def redis_cpu(url: str) -> float:
@@ -496,6 +459,14 @@ def report_redis(
         return statistics.median(r["cpu_crawler"] for _, r in pairs[label])
 
     base = "org/postgresql"
+    if base not in pairs:  # --only left it out: the Redis runs against their bare fetch only
+        print(f"\n(no {base} run to compare the Redis-fed runs with)")
+        for label in (k for k in pairs if k.startswith("redis/")):
+            print(
+                f"  {label}: {seconds(label):.1f} s; Redis server CPU "
+                f"{1000 * statistics.median(redis_cpu_per_page[label]):.3f} ms a page"
+            )
+        return
     print(f"\nRedis-fed workers against {base} (same site, same per-domain limits):")
     for label in (k for k in pairs if k.startswith("redis/")):
         print(

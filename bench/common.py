@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -19,3 +23,43 @@ def cache_bytecode() -> None:
     os.environ.setdefault(
         "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "nuke_crawl-bench-pycache")
     )
+
+
+def private_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of one's own on a free port of 127.0.0.1, keeping nothing on disk
+    (``folder`` is its working folder), answering once this returns: its process (to
+    stop, or to kill as a lost Redis) and its URL. For the benchmarks and the tests."""
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+    finally:
+        client.close()
+    return proc, url

@@ -19,6 +19,7 @@ import pytest
 import redis
 from conftest import FAST, PG_BASE, REDIS, REPO, run_scrapy, scrapy_env
 
+from bench.common import private_redis
 from nuke_crawl.db import Database, loads_json, migrate, store
 from nuke_crawl.demo import build_site, launch, serve
 from nuke_crawl.demo.server import CountingApp, Response
@@ -453,37 +454,6 @@ def test_a_stopped_worker_returns_what_it_cut_short(pg_url: str, ns: str, tmp_pa
         # nothing enqueued again: the next worker takes the requests left in Redis
         assert wait_all([worker(pg_url, ns, tmp_path / "rerun.log")]) == [0], logs(tmp_path)
         assert_complete(pg_url, site, org_id)
-
-
-def private_redis(tmp_path: Path) -> tuple[subprocess.Popen[Any], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "/usr/bin/redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    client.close()
-    return proc, url
 
 
 def test_redis_lost_mid_run_stops_cleanly_and_a_later_run_completes(
