@@ -66,7 +66,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import cache_bytecode  # the bench folder: the script's own
+from common import cache_bytecode, peak_rss_of_tree, tree_rss  # the bench folder: the script's own
 
 REPO = Path(__file__).resolve().parents[1]
 PG_BASE = os.environ.get("NUKE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -189,35 +189,6 @@ def ensure_img2dataset(venv: Path) -> Path:
             [str(venv / "bin" / "pip"), "install", "-q", "img2dataset==1.47.0"], check=True
         )
     return exe
-
-
-def peak_rss_of_tree(proc: subprocess.Popen[bytes], sample: float = 0.2) -> tuple[int, float]:
-    """Wait for ``proc``; return (peak summed RSS of it and its children in bytes, seconds)."""
-    start = time.monotonic()
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
-        time.sleep(sample)
-    return peak, time.monotonic() - start
-
-
-def _tree_rss(pid: int) -> int:
-    total = 0
-    pids = [pid]
-    seen = set()
-    while pids:
-        p = pids.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                pids += [int(c) for c in fh.read().split()]
-        except (OSError, ValueError):
-            continue
-    return total
 
 
 def run_img2dataset(exe: Path, urls: list[str], workdir: Path) -> dict[str, float]:
@@ -468,7 +439,7 @@ def run_backfill(
     peak_total = 0
     peak_one = 0
     while any(p.poll() is None for p in procs):
-        sizes = [_tree_rss(p.pid) for p in procs if p.poll() is None]
+        sizes = [tree_rss(p.pid) for p in procs if p.poll() is None]
         peak_total = max(peak_total, sum(sizes))
         peak_one = max([peak_one, *sizes])
         time.sleep(0.2)

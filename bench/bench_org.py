@@ -49,8 +49,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_backfill import peak_rss_of_tree  # noqa: E402 - after the sys.path set-up
-from bench.common import cache_bytecode, private_redis  # noqa: E402 - after the sys.path set-up
+from bench.common import (  # noqa: E402 - after the sys.path set-up
+    cache_bytecode,
+    peak_rss_of_tree,
+    private_redis,
+)
 from nuke_crawl.db import Database, migrate, store  # noqa: E402 - after the sys.path set-up
 from nuke_crawl.demo.launch import launch  # noqa: E402 - after the sys.path set-up
 

@@ -63,3 +63,31 @@ def private_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     finally:
         client.close()
     return proc, url
+
+
+def peak_rss_of_tree(proc: subprocess.Popen[bytes], sample: float = 0.2) -> tuple[int, float]:
+    """Wait for ``proc``; return (peak summed RSS of it and its children in bytes, seconds)."""
+    start = time.monotonic()
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(sample)
+    return peak, time.monotonic() - start
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants, in bytes (Linux's /proc)."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total

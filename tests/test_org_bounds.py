@@ -7,7 +7,6 @@ without end. Each crawl must end by itself, fetch the vehicles, stay under 300 M
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import FAST, REPO, scrapy_env
 
+from bench.common import tree_rss
 from nuke_crawl.db import Database, migrate, store
 from nuke_crawl.demo.server import Request, Response, serve
 from nuke_crawl.spiders.bounds import MAX_NEXT_PAGES_PER_PAGE
@@ -123,24 +123,6 @@ class HostileSite:
 
 
 # -- running the real crawl, watching its memory -----------------------------------------
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants, in bytes."""
-    total, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                todo += [int(c) for c in fh.read().split()]
-        except (OSError, ValueError):
-            continue
-    return total
 
 
 @dataclass
