@@ -119,6 +119,10 @@ TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
+# Scrapy's remote control (2.16+) serves, in every crawl, an HTTP endpoint on localhost that
+# runs the Python code it is sent (its token in a job file under the user's state folder):
+# off, as the Telnet console is. True turns it on to look inside a running crawl.
+REMOTE_CONTROL_ENABLED = False
 
 EXTENSIONS = {
     # shared services, found with crawler.get_extension(...): the crawl's database

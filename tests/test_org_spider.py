@@ -243,6 +243,15 @@ def test_url_argument_creates_the_organization_and_dry_run_writes_nothing(
     assert scalar(db_url, "SELECT COUNT(*) FROM businesses") == 1
 
 
+def test_scrapys_remote_control_is_off_unless_asked_for(db_url: str, site: Demo) -> None:
+    """Like the Telnet console: no endpoint running code sent to it, unless asked for."""
+    line = "Remote control HTTP server listening"
+    for enabled in (False, True):
+        on = ["-s", "REMOTE_CONTROL_ENABLED=True"] if enabled else []
+        proc = crawl(db_url, "-a", f"url={site.url}", "-a", "max_vehicles=1", *on)
+        assert (line in proc.stderr) is enabled, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     ("arg", "message"),
     [
