@@ -15,7 +15,7 @@ import pytest
 from nuke_crawl.commands.status import collect
 from nuke_crawl.db import Database, migrate, store
 from nuke_crawl.demo import ImageHost, serve
-from nuke_crawl.service.jobs import process_start_time
+from nuke_crawl.service.jobs import Job, process_start_time, progress
 from tests.conftest import run_scrapy
 from tests.service_helpers import TOKEN, Service, kill_group, seed
 
@@ -413,3 +413,24 @@ def test_crawl_organizations_queues_in_redis_when_configured(sqlite_url, tmp_pat
         assert f"Redis at redis://user:***@127.0.0.1:{port}/0 failed" in answer["error"]
         assert "s3cret" not in answer["error"]
         assert svc.get("/api/jobs")[1]["jobs"] == []
+
+
+def test_job_progress_counts_items_against_the_limit_until_the_job_is_done(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "run.log"
+    log.write_text(
+        "... [scrapy.extensions.logstats] INFO: Crawled 0 pages (at 0 pages/min), "
+        "scraped 120 items (at 240 items/min)\n"
+    )
+    running = Job("1", "image_backfill", {"limit": "500"}, "running", "process", log_path=str(log))
+    assert progress(running) == {"items": 120, "target": 500, "percent": 24.0}
+    # it ran out of work at 130: done, not 26% done
+    finished = Job(
+        "1", "image_backfill", {"limit": "500"}, "finished", "process", summary={"items": 130}
+    )
+    assert progress(finished) == {"items": 130, "target": 500, "percent": 100.0}
+    failed = Job("2", "image_backfill", {"limit": "500"}, "failed", "process", summary={"items": 5})
+    assert progress(failed) == {"items": 5, "target": 500, "percent": 1.0}
+    org = Job("3", "org", {"threshold": "1"}, "finished", "process", summary={"items": 7})
+    assert progress(org) == {"items": 7, "target": None, "percent": 100.0}

@@ -260,7 +260,8 @@ def _target(job: Job) -> int | None:
 
 def progress(job: Job) -> dict[str, Any]:
     """Items done so far (from the run's summary when finished, else the last log-stats
-    line of its log) against its ``limit`` argument."""
+    line of its log) against its ``limit`` argument. A finished job is done, however
+    few items it found: its ``limit`` is a most, not a goal."""
     items: int | None = None
     if job.summary:
         items = int(job.summary.get("items") or 0)
@@ -270,10 +271,10 @@ def progress(job: Job) -> dict[str, Any]:
             items = int(found[-1][1])
     target = _target(job)
     out: dict[str, Any] = {"items": items, "target": target}
-    if items is not None and target:
-        out["percent"] = round(min(100.0, 100.0 * items / target), 1)
-    elif job.state == "finished":
+    if job.state == "finished":
         out["percent"] = 100.0
+    elif items is not None and target:
+        out["percent"] = round(min(100.0, 100.0 * items / target), 1)
     return out
 
 

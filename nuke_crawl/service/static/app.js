@@ -91,9 +91,10 @@
     $("#jobs").innerHTML = jobs.length ? jobs.map((j) => {
       const p = j.progress || {};
       const pct = p.percent === undefined || p.percent === null ? null : p.percent;
-      const done = p.items === null || p.items === undefined ? "" :
-        fmt(p.items) + (p.target ? " / " + fmt(p.target) : "");
       const active = j.state === "running" || j.state === "pending";
+      // a finished job's limit was a most, not a goal: its count alone
+      const done = p.items === null || p.items === undefined ? "" :
+        fmt(p.items) + (p.target && j.state !== "finished" ? " / " + fmt(p.target) : "");
       const title = esc(Object.entries(j.args || {}).map(([k, v]) => k + "=" + v).join(" "));
       return `<tr data-job="${esc(j.id)}" class="state-${esc(j.state)}">` +
         `<td title="${title}">${esc(j.spider)}${j.schedule ? ' <small>⏱ ' + esc(j.schedule) + "</small>" : ""}</td>` +
