@@ -21,7 +21,7 @@ from nuke_crawl.distributed import (
     redact_redis_url,
     redis_url,
 )
-from nuke_crawl.extensions.promptclose import engine_nextcall
+from nuke_crawl.extensions.promptclose import wake_engine
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +171,6 @@ class TickBatch:
 
 
 UNLEASED = "_nuke_unleased"  # request.meta: popped, no host slot lease yet
-
-
-def wake_engine(crawler: Crawler) -> None:
-    """Have the engine look at its scheduler soon (Scrapy looks after each response and
-    every 5 seconds): there is room to pop again, or other workers pushed requests."""
-    nextcall = engine_nextcall(crawler)
-    if nextcall is not None:
-        nextcall.schedule()
 
 
 def leased(cluster: Cluster, request: Any) -> None:

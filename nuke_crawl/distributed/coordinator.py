@@ -50,12 +50,12 @@ from nuke_crawl.distributed.cluster import (
     crawler_cluster,
     leased,
     org_id_of,
-    wake_engine,
 )
 from nuke_crawl.distributed.orgqueue import OrgQueue
 from nuke_crawl.distributed.politeness import free_leases
 from nuke_crawl.distributed.queue import LEASE
 from nuke_crawl.extensions.database import crawler_database, prepare_database
+from nuke_crawl.extensions.promptclose import wake_engine
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from nuke_crawl.distributed.cluster import (
     crawler_cluster,
     leased,
     org_id_of,
-    wake_engine,
 )
 from nuke_crawl.distributed.queue import LEASE, LeasedPriorityQueue
+from nuke_crawl.extensions.promptclose import wake_engine
 from nuke_crawl.extensions.workers import worker_pool
 from nuke_crawl.workers.pool import WorkerError, WorkerPool
 

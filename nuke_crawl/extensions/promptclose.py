@@ -29,6 +29,14 @@ def engine_nextcall(crawler: Crawler) -> Any:
     return getattr(slot, "nextcall", None)
 
 
+def wake_engine(crawler: Crawler) -> None:
+    """Have the engine run its loop soon (Scrapy runs it after each response and every
+    5 seconds): it looks at its scheduler again, and closes an idle spider."""
+    nextcall = engine_nextcall(crawler)
+    if nextcall is not None:
+        nextcall.schedule()
+
+
 class PromptClose:
     """On ``item_scraped``, ``item_dropped`` and ``item_error``: run the engine's loop
     (which closes the spider if it is idle) :attr:`DELAY` seconds later, once for
@@ -53,6 +61,4 @@ class PromptClose:
 
     def _poke(self) -> None:
         self._pending = None
-        nextcall = engine_nextcall(self.crawler)
-        if nextcall is not None:
-            nextcall.schedule()
+        wake_engine(self.crawler)
