@@ -11,18 +11,16 @@ import time
 from pathlib import Path
 
 
-def cache_bytecode() -> None:
-    """Let the processes a benchmark starts cache their bytecode, as a deployment's do.
+def cache_bytecode(folder: str = "nuke_crawl-bench-pycache") -> None:
+    """Let the processes started from here on cache their bytecode, as a deployment's do.
 
     Where the environment forbids writing bytecode (``PYTHONDONTWRITEBYTECODE``, set on
     these machines), every crawler and worker process compiled nuke_crawl again as it
-    started: about 0.1 CPU second each, which no installed copy pays. They cache it in a
-    folder of their own instead (``PYTHONPYCACHEPREFIX``), never beside the sources, as
-    the test suite does (tests/conftest.py)."""
+    started: about 0.1 CPU second each, which no installed copy pays. They cache it in
+    ``folder`` of the temporary directory instead (``PYTHONPYCACHEPREFIX``), never beside
+    the sources. The benchmarks and the test suite (tests/conftest.py) call it."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ.setdefault(
-        "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "nuke_crawl-bench-pycache")
-    )
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / folder))
 
 
 def private_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:

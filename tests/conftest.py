@@ -24,16 +24,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import cache_bytecode
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The suite starts a few hundred Python processes (scrapy runs, their worker processes,
-# scrapyd): each would compile the package again where the environment forbids writing
-# bytecode (PYTHONDONTWRITEBYTECODE). They cache it in a folder of its own instead, never
-# beside the sources. Set here, where the pytest (and xdist) processes start them.
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-os.environ.setdefault(
-    "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "nuke_crawl-tests-pycache")
-)
+# scrapyd): they cache their bytecode in a folder of their own (where the environment
+# forbids writing it beside the sources). Set here, where the pytest (and xdist)
+# processes start them.
+cache_bytecode("nuke_crawl-tests-pycache")
 PG_BASE = os.environ.get("NUKE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("NUKE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
